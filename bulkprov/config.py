@@ -1,0 +1,264 @@
+"""Configuration: one TOML file, validated by pydantic at the edge.
+
+Secrets never live in the file: the Graph client secret and the SCIM token are read from an
+environment variable or from a file the user names, and are held as ``SecretStr`` so they
+print as ``**********`` everywhere (repr, logs, exceptions).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretSource(_Model):
+    """Where a secret comes from: an environment variable or a file (never the TOML itself)."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
+        return self
+
+    def read(self, key: str, config_path: str | None) -> SecretStr:
+        """Read the secret now; a ConfigError names the variable or file, never the value."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ConfigError(
+                    f"environment variable {self.env} is not set", path=config_path, key=key
+                )
+            return SecretStr(value.strip())
+        assert self.file is not None
+        try:
+            value = self.file.expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read secret file {self.file}: {exc.strerror}", path=config_path, key=key
+            ) from None
+        if not value:
+            raise ConfigError(f"secret file {self.file} is empty", path=config_path, key=key)
+        return SecretStr(value)
+
+
+def _check_url(value: str, *, allow_http_loopback: bool = True) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    if parts.scheme == "http" and not (
+        allow_http_loopback and parts.hostname in LOOPBACK_HOSTS
+    ):
+        raise ValueError(f"https is required for a non-loopback host: {value!r}")
+    return value.rstrip("/")
+
+
+class GraphConfig(_Model):
+    """Microsoft Graph, the source (application permissions, client credentials)."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: SecretSource = SecretSource(env="BULKPROV_GRAPH_SECRET")
+    authority: str = "https://login.microsoftonline.com"
+    base_url: str = "https://graph.microsoft.com/v1.0"
+    page_size: Annotated[int, Field(ge=1, le=999)] = 999
+    timeout: Annotated[float, Field(gt=0)] = 60.0
+
+    _urls = field_validator("authority", "base_url")(classmethod(lambda cls, v: _check_url(v)))
+
+
+class TargetConfig(_Model):
+    """The SCIM 2.0 service provider (Zoom: ``https://api.zoom.us/scim2``)."""
+
+    base_url: str
+    token: SecretSource = SecretSource(env="BULKPROV_SCIM_TOKEN")
+    concurrency: Annotated[int, Field(ge=1, le=512)] = 16
+    #: requests per second across all workers; 0 means unlimited
+    rate_limit: Annotated[float, Field(ge=0)] = 60.0
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    #: "rfc": lowercase ops and JSON booleans; "entra": Entra's ``Replace`` and ``"False"``
+    patch_dialect: Literal["rfc", "entra"] = "rfc"
+    #: page size of the target listing used to match existing accounts
+    list_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    max_retry_seconds: Annotated[float, Field(gt=0)] = 300.0
+
+    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v)))
+
+
+class AttributeMapping(_Model):
+    """One row of the attribute-mapping table (Entra's "Edit attribute" dialog).
+
+    Exactly one of ``source`` (type Direct: a Graph attribute name), ``constant`` (type
+    Constant) or ``expression`` (type Expression) is given, or none of them with
+    ``type = "none"`` (the target is only filled with ``default`` when it is empty).
+    """
+
+    target: str
+    source: str | None = None
+    constant: str | None = None
+    expression: str | None = None
+    type: Literal["direct", "constant", "expression", "none"] | None = None
+    #: "Default value if null": only used when the user is created
+    default: str | None = None
+    #: "Apply this mapping": always, or only during object creation
+    apply: Literal["always", "creation"] = "always"
+    #: "Match objects using this attribute" with its precedence (1 is tried first)
+    matching_precedence: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _infer_type(self) -> AttributeMapping:
+        given = [
+            name
+            for name, value in (
+                ("direct", self.source),
+                ("constant", self.constant),
+                ("expression", self.expression),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise ValueError("give only one of 'source', 'constant' or 'expression'")
+        inferred = given[0] if given else "none"
+        if self.type is not None and self.type != inferred:
+            raise ValueError(f"type {self.type!r} does not fit the keys given ({inferred})")
+        if self.type is None:
+            object.__setattr__(self, "type", inferred)
+        return self
+
+
+ScopingOperator = Literal[
+    "EQUALS",
+    "NOT EQUALS",
+    "IS TRUE",
+    "IS FALSE",
+    "IS NULL",
+    "IS NOT NULL",
+    "REGEX MATCH",
+    "NOT REGEX MATCH",
+    "Greater_Than",
+    "Greater_Than_OR_EQUALS",
+    "Includes",
+    "ENDS_WITH",
+    "&",
+    "!&",
+]
+
+
+class ScopingClause(_Model):
+    """``attribute OPERATOR value`` (Entra's scoping-filter clause)."""
+
+    attribute: str
+    operator: ScopingOperator
+    value: str | None = None
+
+
+class ScopingFilter(_Model):
+    """Clauses AND together within one filter; filters OR together."""
+
+    name: str | None = None
+    clauses: list[ScopingClause] = Field(min_length=1)
+
+
+class ScopeConfig(_Model):
+    """Who is in scope: everyone, or only users assigned to the app (then scoping filters)."""
+
+    mode: Literal["all", "assigned"] = "all"
+    #: the service principal whose app role assignments define "assigned" (mode = "assigned")
+    service_principal_id: str | None = None
+    filters: list[ScopingFilter] = []
+
+    @model_validator(mode="after")
+    def _sp_needed(self) -> ScopeConfig:
+        if self.mode == "assigned" and not self.service_principal_id:
+            raise ValueError("mode 'assigned' needs service_principal_id")
+        return self
+
+
+class StateConfig(_Model):
+    path: Path = Path("bulkprov-state.sqlite3")
+    #: commit the checkpoint after this many outcomes, or this many seconds
+    commit_every: Annotated[int, Field(ge=1)] = 500
+    commit_seconds: Annotated[float, Field(gt=0)] = 0.5
+
+
+class Config(_Model):
+    graph: GraphConfig
+    target: TargetConfig
+    state: StateConfig = StateConfig()
+    scope: ScopeConfig = ScopeConfig()
+    mappings: list[AttributeMapping] = Field(min_length=1)
+    #: where this config came from (for messages); not part of the TOML
+    source_path: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _mapping_sanity(self) -> Config:
+        targets = [m.target for m in self.mappings]
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ValueError(f"target attributes mapped more than once: {', '.join(dupes)}")
+        if not any(m.target == "userName" for m in self.mappings):
+            raise ValueError("a mapping to 'userName' is required (SCIM's unique user key)")
+        if not any(m.matching_precedence for m in self.mappings):
+            raise ValueError("at least one mapping needs matching_precedence (how accounts match)")
+        return self
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_config(data: dict[str, Any], *, path: str | None = None) -> Config:
+    """Validate a config mapping; the first problem becomes a ConfigError naming its key."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        lines = [f"{_loc(e['loc']) or '(top level)'}: {e['msg']}" for e in errors]
+        first = errors[0]
+        raise ConfigError(
+            "; ".join(lines) if len(lines) > 1 else str(first["msg"]),
+            path=path,
+            key=(_loc(first["loc"]) or None) if len(lines) == 1 else None,
+        ) from None
+    return cfg.model_copy(update={"source_path": path})
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", path=str(p)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=str(p)) from None
+    return parse_config(data, path=str(p))

@@ -1,0 +1,134 @@
+"""The one exception tree of bulkprov.
+
+    BulkProvError
+    ├── ConfigError                 bad TOML, a missing key, a secret that cannot be read
+    │   └── MappingError            a mapping or scoping filter that cannot compile
+    │       └── ExpressionSyntaxError   (defined in bulkprov.mapping; carries a caret)
+    ├── SourceError                 Microsoft Graph could not be read
+    │   └── SourceAuthError         the Graph token request or a read was refused (401/403)
+    ├── TargetError                 the SCIM service answered something we cannot use
+    │   ├── TargetAuthError         401/403: stops the whole run at once, never per user
+    │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
+    │   ├── TargetThrottled         429 beyond the retry budget
+    │   └── TargetRejected          any other 4xx for one user: a per-user Failure
+    ├── UserDataError               one source user cannot be scoped or mapped: Skipped/Failure
+    ├── StateError                  the SQLite state cannot be used (corrupt, newer schema, locked)
+    └── RunAborted                  a safety stop (e.g. interrupted by a signal)
+
+Messages never contain secrets: tokens and client secrets are ``pydantic.SecretStr`` from
+the config onward and HTTP headers are never put in an exception's text.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BulkProvError(Exception):
+    """Base class of every error bulkprov raises on purpose."""
+
+    #: process exit code used by the CLI when this error ends a command
+    exit_code: ClassVar[int] = 1
+
+
+class ConfigError(BulkProvError):
+    """The configuration cannot be used; the message names the file and the key."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        where = ""
+        if path and key:
+            where = f"{path}: {key}: "
+        elif path:
+            where = f"{path}: "
+        elif key:
+            where = f"{key}: "
+        super().__init__(f"{where}{message}")
+        self.path = path
+        self.key = key
+
+
+class MappingError(ConfigError):
+    """An attribute mapping or scoping filter is invalid (raised when the config loads)."""
+
+
+class SourceError(BulkProvError):
+    """Microsoft Graph could not be read (after retries)."""
+
+    exit_code = 4
+
+
+class SourceAuthError(SourceError):
+    """Graph refused our credentials or permissions."""
+
+    exit_code = 3
+
+
+class TargetError(BulkProvError):
+    """The SCIM service gave an answer that ends this operation.
+
+    Attributes:
+        status: the HTTP status, or ``None`` for a transport failure.
+        scim_type: the SCIM ``scimType`` of the error body, when one was sent.
+        detail: the SCIM ``detail`` text (or a short transport description).
+    """
+
+    exit_code = 5
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self, detail: str, *, status: int | None = None, scim_type: str | None = None
+    ) -> None:
+        text = f"{status} {detail}" if status is not None else detail
+        if scim_type:
+            text = f"{text} (scimType={scim_type})"
+        super().__init__(text)
+        self.status = status
+        self.scim_type = scim_type
+        self.detail = detail
+
+
+class TargetAuthError(TargetError):
+    """401/403 from the target: the token is wrong, expired, revoked or lacks a scope."""
+
+    exit_code = 3
+
+
+class TargetUnavailable(TargetError):
+    """5xx, a timeout, or a dropped connection."""
+
+    retryable = True
+
+
+class TargetThrottled(TargetError):
+    """429 Too Many Requests (retried until the budget runs out)."""
+
+    retryable = True
+
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(detail, status=429)
+        self.retry_after = retry_after
+
+
+class TargetRejected(TargetError):
+    """Any other 4xx for one resource: that user ends as a Failure with this reason."""
+
+
+class UserDataError(BulkProvError):
+    """One source user cannot be scoped or mapped (missing id, wrong types, a bad value).
+
+    The run goes on: the user ends as a Failure (or Skipped) with this message as the reason.
+    """
+
+
+class StateError(BulkProvError):
+    """The state database cannot be used; nothing was overwritten."""
+
+    exit_code = 6
+
+
+class RunAborted(BulkProvError):
+    """A run stopped on purpose before it finished (its state stays resumable)."""
+
+    exit_code = 130
