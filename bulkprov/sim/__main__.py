@@ -1,0 +1,176 @@
+"""``python -m bulkprov.sim``: serve a simulated Graph tenant and Zoom SCIM service on loopback.
+
+Prints one JSON line with the URLs, tenant id and client id (never the secrets: the caller
+chose them) and serves until SIGTERM or SIGINT. Benchmarks run it as a separate process, pinned
+with ``--cpu``, so the simulators don't steal CPU from the client being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+
+from .graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
+from .scim_service import ScimService
+from .server import serve_simulators, write_port_file
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also documents every knob of both simulators)."""
+    p = argparse.ArgumentParser(
+        prog="python -m bulkprov.sim",
+        description="Serve a simulated Microsoft Graph tenant and a Zoom-like SCIM service on "
+        "127.0.0.1 until SIGTERM/SIGINT.",
+    )
+    g = p.add_argument_group("Graph tenant")
+    g.add_argument("--users", type=int, default=1000, help="number of users (default 1000)")
+    g.add_argument("--seed", type=int, default=0, help="population seed (default 0)")
+    g.add_argument("--tenant-id", default=DEFAULT_TENANT_ID)
+    g.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
+    g.add_argument("--graph-secret", default="sim-graph-secret", help="accepted client secret")
+    g.add_argument(
+        "--graph-throttle-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer every N-th Graph API request with 429",
+    )
+    g.add_argument(
+        "--graph-retry-after",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="Retry-After of Graph's 429s (default 0.05)",
+    )
+    g.add_argument("--token-lifetime", type=int, default=3599, metavar="SECONDS")
+    g.add_argument("--no-graph", action="store_true", help="don't start the Graph tenant")
+    g.add_argument(
+        "--graph-tls-cert",
+        default=None,
+        metavar="PEM",
+        help="serve the tenant over https with this certificate chain (for msal)",
+    )
+    g.add_argument("--graph-tls-key", default=None, metavar="PEM", help="its private key")
+    s = p.add_argument_group("SCIM service")
+    s.add_argument("--scim-token", default="sim-scim-token", help="accepted Bearer token")
+    s.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="REQ_PER_S",
+        help="token-bucket rate over all SCIM requests (default: unlimited)",
+    )
+    s.add_argument("--burst", type=float, default=None, help="bucket size (default: one second)")
+    s.add_argument(
+        "--no-retry-after",
+        action="store_true",
+        help="send 429 without Retry-After (as Zoom documents none)",
+    )
+    s.add_argument(
+        "--retry-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="fixed Retry-After value instead of the computed integer",
+    )
+    s.add_argument("--latency-ms", type=float, default=0.0, help="added per SCIM request")
+    s.add_argument("--max-page-size", type=int, default=100)
+    s.add_argument("--id-style", choices=("zoom", "uuid"), default="zoom")
+    s.add_argument("--id-seed", type=int, default=None)
+    s.add_argument(
+        "--no-track-posts",
+        action="store_true",
+        help="don't count POSTs per userName (saves memory at millions of users)",
+    )
+    s.add_argument("--no-scim", action="store_true", help="don't start the SCIM service")
+    n = p.add_argument_group("process")
+    n.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    n.add_argument("--graph-port", type=int, default=0, help="default: a free port")
+    n.add_argument("--scim-port", type=int, default=0, help="default: a free port")
+    n.add_argument("--port-file", default=None, help="also write the JSON line to this file")
+    n.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
+    n.add_argument("--no-uvloop", action="store_true")
+    return p
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start the servers, announce them, wait for a signal, shut down cleanly."""
+    graph = None
+    if not args.no_graph:
+        graph = GraphTenant(
+            args.users,
+            args.seed,
+            args.tenant_id,
+            args.client_id,
+            args.graph_secret,
+            token_lifetime=args.token_lifetime,
+            throttle_every=args.graph_throttle_every,
+            retry_after=args.graph_retry_after,
+        )
+    scim = None
+    if not args.no_scim:
+        retry_after: bool | float = True
+        if args.no_retry_after:
+            retry_after = False
+        elif args.retry_after is not None:
+            retry_after = args.retry_after
+        scim = ScimService(
+            args.scim_token,
+            rate_limit=args.rate_limit,
+            burst=args.burst,
+            retry_after=retry_after,
+            latency_ms=args.latency_ms,
+            max_page_size=args.max_page_size,
+            id_style=args.id_style,
+            id_seed=args.id_seed,
+            track_posts=not args.no_track_posts,
+        )
+    graph_ssl = None
+    if args.graph_tls_cert:
+        graph_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        graph_ssl.load_cert_chain(args.graph_tls_cert, args.graph_tls_key)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve_simulators(
+        graph,
+        scim,
+        args.host,
+        graph_port=args.graph_port,
+        scim_port=args.scim_port,
+        graph_ssl=graph_ssl,
+    ) as sims:
+        info = {**sims.as_json(), "pid": os.getpid()}
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+        if args.port_file:
+            write_port_file(args.port_file, info)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    if not args.no_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(serve(args))
+            return 0
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
