@@ -1,0 +1,135 @@
+"""The value model of the expression language.
+
+Entra's expression language is string-typed: numbers are strings (``Mid([x], 1, 3)``),
+booleans are the strings ``"True"``/``"False"``, dates are strings in
+``M/d/yyyy h:mm:ss tt``. A value here is one of:
+
+* ``None``: null, "expressed by the absence of the attribute" (FUNCS, IsNull);
+* ``str`` (dates are :class:`bulkprov.mapping.dates.DateTimeStr`, a ``str`` subclass that
+  remembers its ``datetime``);
+* ``list[str]``: a multi-valued attribute (``proxyAddresses``) or ``Split``'s result;
+* ``list[dict]``: app role assignments and the complex role values built from them;
+* ``dict``: a complex Graph property read as a whole (passed through untouched).
+
+Graph JSON is normalised when an attribute is read (:func:`normalize`): ``true`` becomes
+``"True"`` (.NET ``Boolean.ToString()``), numbers become their decimal text, an empty list
+becomes null, and ``None`` items of a list are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..errors import UserDataError
+
+TRUE = "True"
+FALSE = "False"
+
+_INT = re.compile(r"\s*[+-]?\d+\s*\Z")
+_HEX = re.compile(r"\s*&[Hh]([0-9A-Fa-f]+)\s*\Z")
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*\Z")
+
+
+def normalize(value: Any) -> Any:
+    """Graph JSON → language value (see the module docstring)."""
+    if value is None or value.__class__ is str:
+        return value
+    if value is True:
+        return TRUE
+    if value is False:
+        return FALSE
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, list | tuple):
+        items = [normalize(v) for v in value if v is not None]
+        return items or None
+    return value
+
+
+def bool_text(flag: bool) -> str:
+    return TRUE if flag else FALSE
+
+
+def text(value: Any, func: str, what: str = "argument") -> str:
+    """A single string from a non-null value; a one-element list is its element.
+
+    Raises:
+        UserDataError: for a multi-valued or complex value.
+    """
+    if value.__class__ is str or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        if len(value) == 1:
+            return text(value[0], func, what)
+        raise UserDataError(
+            f"{func}: {what} is multi-valued ({len(value)} values); expected one value"
+        )
+    if isinstance(value, bool):
+        return bool_text(value)
+    if isinstance(value, int | float):
+        return str(normalize(value))
+    raise UserDataError(f"{func}: {what} is a complex value, not a string")
+
+
+def opt_text(value: Any, func: str, what: str = "argument") -> str | None:
+    """Like :func:`text`, but null stays null."""
+    return None if value is None else text(value, func, what)
+
+
+def to_int(value: Any, func: str, what: str) -> int:
+    """An integer argument (``"7"``, ``"-10"``, ``"&HF"``); VB accepts surrounding spaces.
+
+    Raises:
+        UserDataError: null, or not an integer.
+    """
+    if value is None:
+        raise UserDataError(f"{func}: {what} is null; expected an integer")
+    s = text(value, func, what)
+    if _INT.match(s):
+        return int(s)
+    hex_match = _HEX.match(s)
+    if hex_match:
+        return int(hex_match.group(1), 16)
+    raise UserDataError(f"{func}: {what} {s!r} is not an integer")
+
+
+def as_number(value: str) -> float | None:
+    """The number a string spells, or ``None``."""
+    if _NUMBER.match(value):
+        return float(value)
+    return None
+
+
+def is_truthy(value: Any, func: str) -> bool:
+    """A condition value: "True"/"False" (any case) or a number (non-zero is true).
+
+    Null is false. This is VB's ``CBool`` on a string.
+
+    Raises:
+        UserDataError: any other string.
+    """
+    if value is None:
+        return False
+    s = text(value, func, "condition")
+    if s == TRUE:
+        return True
+    if s == FALSE:
+        return False
+    low = s.strip().lower()
+    if low == "true":
+        return True
+    if low == "false" or low == "":
+        return False
+    num = as_number(s)
+    if num is not None:
+        return num != 0
+    raise UserDataError(f'{func}: {s!r} is not a boolean (expected "True" or "False")')
+
+
+def is_null_or_empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
