@@ -69,9 +69,7 @@ def _check_url(value: str, *, allow_http_loopback: bool = True) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {value!r}")
-    if parts.scheme == "http" and not (
-        allow_http_loopback and parts.hostname in LOOPBACK_HOSTS
-    ):
+    if parts.scheme == "http" and not (allow_http_loopback and parts.hostname in LOOPBACK_HOSTS):
         raise ValueError(f"https is required for a non-loopback host: {value!r}")
     return value.rstrip("/")
 

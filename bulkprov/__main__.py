@@ -1,0 +1,5 @@
+"""``python -m bulkprov``."""
+
+from .cli import main
+
+main()

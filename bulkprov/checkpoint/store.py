@@ -1,0 +1,492 @@
+"""The SQLite state: per-user links, runs with their resume cursor, and the provisioning log.
+
+All SQL of bulkprov lives here. One aiosqlite connection (one thread) serves the run: the
+writer's batched UPSERTs and the producer's per-page lookups queue on it in order, so a
+lookup sees every outcome written before it, committed or not. Every write is an idempotent
+UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
+
+Tables (schema version 1):
+
+``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
+                  (for PATCH diffs) and their digest (for change detection), active flag.
+``runs``          one row per sync; ``cursor`` is the Graph link of the first page not yet
+                  fully durable, so a killed run resumes there.
+``log``           the provisioning log: one row per user per run (Success/Skipped/Failure).
+``target_index``  the target's existing accounts by matching key, listed once per run
+                  when matching is needed (first run, resumed run).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import aiosqlite
+
+from .. import _json
+from ..errors import StateError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    graph_id    TEXT PRIMARY KEY,
+    scim_id     TEXT,
+    user_name   TEXT,
+    digest      TEXT,
+    attrs       BLOB,
+    active      INTEGER NOT NULL DEFAULT 1,
+    last_action TEXT,
+    last_status TEXT,
+    last_reason TEXT,
+    last_run    INTEGER,
+    updated_at  REAL
+);
+CREATE INDEX IF NOT EXISTS users_scim_id ON users(scim_id);
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    status      TEXT NOT NULL,
+    cursor      TEXT,
+    cursor_page INTEGER NOT NULL DEFAULT 0,
+    resumes     INTEGER NOT NULL DEFAULT 0,
+    counts      TEXT NOT NULL DEFAULT '{}',
+    message     TEXT
+);
+CREATE TABLE IF NOT EXISTS log (
+    id        INTEGER PRIMARY KEY,
+    run_id    INTEGER NOT NULL,
+    page      INTEGER,
+    at        REAL NOT NULL,
+    graph_id  TEXT,
+    user_name TEXT,
+    action    TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    reason    TEXT,
+    scim_id   TEXT,
+    modified  TEXT
+);
+CREATE INDEX IF NOT EXISTS log_run ON log(run_id);
+CREATE INDEX IF NOT EXISTS log_user ON log(graph_id);
+CREATE TABLE IF NOT EXISTS target_index (
+    key      TEXT PRIMARY KEY,
+    scim_id  TEXT NOT NULL,
+    resource BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    graph_id: str
+    scim_id: str | None
+    user_name: str | None
+    digest: str | None
+    attrs: dict[str, Any] | None
+    active: bool
+
+
+@dataclass(slots=True)
+class Run:
+    id: int
+    status: str
+    cursor: str | None
+    cursor_page: int
+    resumes: int
+    counts: dict[str, int]
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UserWrite:
+    """One outcome to persist: the user row (when ``scim_id`` is known) and a log row."""
+
+    graph_id: str
+    user_name: str | None
+    action: str
+    status: str
+    reason: str | None = None
+    scim_id: str | None = None
+    digest: str | None = None
+    attrs: bytes | None = None
+    active: bool | None = None
+    modified: str | None = None
+    #: False for outcomes that only log (skips, failures before any link)
+    link: bool = False
+
+
+class StateStore:
+    """Open with :meth:`open`; use as an async context manager to close."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> StateStore:
+        """Open (creating with mode 0600) and migrate; refuse a newer or foreign database."""
+        p = Path(path)
+        if not os.path.exists(p):  # noqa: ASYNC240 - one stat at open, before any I/O loop
+            p.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite touches it: the log holds user names and emails.
+            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            os.close(fd)
+        try:
+            conn = await aiosqlite.connect(p, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"{p}: cannot open the state database: {exc}") from None
+        store = cls(conn, p)
+        try:
+            await store._migrate()
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            raise StateError(
+                f"{p}: not a usable bulkprov state database ({exc}); nothing was changed"
+            ) from None
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        c = self._conn
+        await c.execute("PRAGMA busy_timeout = 5000")
+        mode = await (await c.execute("PRAGMA journal_mode = WAL")).fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StateError(f"{self.path}: cannot switch the database to WAL mode")
+        await c.execute("PRAGMA synchronous = NORMAL")
+        tables = {
+            r[0]
+            for r in await (
+                await c.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ).fetchall()
+        }
+        if tables and "meta" not in tables:
+            raise StateError(
+                f"{self.path}: this SQLite file is not a bulkprov state database; "
+                "nothing was changed"
+            )
+        if "meta" in tables:
+            row = await (
+                await c.execute("SELECT value FROM meta WHERE key='schema_version'")
+            ).fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"{self.path}: written by a newer bulkprov (schema {version}, this one "
+                    f"knows {SCHEMA_VERSION}); upgrade bulkprov — nothing was changed"
+                )
+        await c.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                await c.execute(stmt)
+            await c.execute(
+                "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+            await c.execute("COMMIT")
+        except BaseException:
+            await c.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- runs -------------------------------------------------------------------------
+
+    async def last_run(self) -> Run | None:
+        row = await (
+            await self._conn.execute(
+                "SELECT id, status, cursor, cursor_page, resumes, counts, started_at "
+                "FROM runs ORDER BY id DESC LIMIT 1"
+            )
+        ).fetchone()
+        if row is None:
+            return None
+        return Run(row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6])
+
+    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        cur = await self._conn.execute(
+            "SELECT id, started_at, finished_at, status, cursor_page, resumes, counts, message "
+            "FROM runs ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {
+                "id": r[0],
+                "started_at": r[1],
+                "finished_at": r[2],
+                "status": r[3],
+                "pages_done": r[4],
+                "resumes": r[5],
+                "counts": _json.loads(r[6]),
+                "message": r[7],
+            }
+            for r in await cur.fetchall()
+        ]
+
+    async def start_run(self) -> Run:
+        """Resume the last run if it did not finish, else start a new one."""
+        last = await self.last_run()
+        if last is not None and last.status == "running":
+            last.resumes += 1
+            await self._conn.execute(
+                "UPDATE runs SET resumes=? WHERE id=?", (last.resumes, last.id)
+            )
+            return last
+        now = time.time()
+        cur = await self._conn.execute(
+            "INSERT INTO runs(started_at, status, counts) VALUES(?, 'running', '{}')", (now,)
+        )
+        assert cur.lastrowid is not None
+        return Run(cur.lastrowid, "running", None, 0, 0, {}, now)
+
+    async def has_completed_run(self) -> bool:
+        row = await (
+            await self._conn.execute("SELECT 1 FROM runs WHERE status LIKE 'completed%' LIMIT 1")
+        ).fetchone()
+        return row is not None
+
+    async def finish_run(
+        self, run: Run, status: str, counts: dict[str, int], message: str | None = None
+    ) -> None:
+        await self._conn.execute(
+            "UPDATE runs SET status=?, finished_at=?, counts=?, message=?, cursor=NULL WHERE id=?",
+            (status, time.time(), _json.dumps(counts).decode(), message, run.id),
+        )
+
+    async def restart_cursor(self, run: Run) -> None:
+        """Forget the resume cursor (it expired at the source): the next read starts over."""
+        run.cursor, run.cursor_page = None, 0
+        await self._conn.execute("UPDATE runs SET cursor=NULL, cursor_page=0 WHERE id=?", (run.id,))
+
+    # -- users ------------------------------------------------------------------------
+
+    async def lookup_users(self, graph_ids: Sequence[str]) -> dict[str, UserState]:
+        out: dict[str, UserState] = {}
+        for chunk in _chunks(graph_ids, 900):
+            marks = ",".join("?" * len(chunk))
+            cur = await self._conn.execute(
+                "SELECT graph_id, scim_id, user_name, digest, attrs, active FROM users "
+                f"WHERE graph_id IN ({marks})",
+                chunk,
+            )
+            for r in await cur.fetchall():
+                out[r[0]] = UserState(
+                    r[0], r[1], r[2], r[3], _json.loads(r[4]) if r[4] else None, bool(r[5])
+                )
+        return out
+
+    async def write_batch(
+        self,
+        run: Run,
+        writes: Iterable[tuple[int | None, UserWrite]],
+        counts: dict[str, int],
+        cursor: tuple[str | None, int] | None,
+    ) -> None:
+        """Persist (page, outcome) pairs, the run's counts and (maybe) its new cursor at once."""
+        now = time.time()
+        link_rows = []
+        state_rows = []
+        log_rows = []
+        for page, w in writes:
+            log_rows.append(
+                (
+                    run.id,
+                    page,
+                    now,
+                    w.graph_id,
+                    w.user_name,
+                    w.action,
+                    w.status,
+                    w.reason,
+                    w.scim_id,
+                    w.modified,
+                )
+            )
+            if w.link:
+                link_rows.append(
+                    (
+                        w.graph_id,
+                        w.scim_id,
+                        w.user_name,
+                        w.digest,
+                        w.attrs,
+                        1 if w.active is None or w.active else 0,
+                        w.action,
+                        w.status,
+                        w.reason,
+                        run.id,
+                        now,
+                    )
+                )
+            else:
+                state_rows.append((w.action, w.status, w.reason, run.id, now, w.graph_id))
+        c = self._conn
+        await c.execute("BEGIN IMMEDIATE")
+        try:
+            if link_rows:
+                await c.executemany(
+                    "INSERT INTO users(graph_id, scim_id, user_name, digest, attrs, active, "
+                    "last_action, last_status, last_reason, last_run, updated_at) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(graph_id) DO UPDATE SET "
+                    "scim_id=excluded.scim_id, user_name=excluded.user_name, "
+                    "digest=excluded.digest, attrs=excluded.attrs, active=excluded.active, "
+                    "last_action=excluded.last_action, last_status=excluded.last_status, "
+                    "last_reason=excluded.last_reason, last_run=excluded.last_run, "
+                    "updated_at=excluded.updated_at",
+                    link_rows,
+                )
+            if state_rows:
+                await c.executemany(
+                    "UPDATE users SET last_action=?, last_status=?, last_reason=?, last_run=?, "
+                    "updated_at=? WHERE graph_id=?",
+                    state_rows,
+                )
+            if log_rows:
+                await c.executemany(
+                    "INSERT INTO log(run_id, page, at, graph_id, user_name, action, status, "
+                    "reason, scim_id, modified) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                    log_rows,
+                )
+            if cursor is not None:
+                run.cursor, run.cursor_page = cursor
+                await c.execute(
+                    "UPDATE runs SET cursor=?, cursor_page=?, counts=? WHERE id=?",
+                    (cursor[0], cursor[1], _json.dumps(counts).decode(), run.id),
+                )
+            else:
+                await c.execute(
+                    "UPDATE runs SET counts=? WHERE id=?", (_json.dumps(counts).decode(), run.id)
+                )
+            await c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                await c.execute("ROLLBACK")
+            raise
+
+    async def user_count(self) -> int:
+        row = await (await self._conn.execute("SELECT count(*) FROM users")).fetchone()
+        return int(row[0]) if row else 0
+
+    async def user_by_key(self, key: str) -> UserState | None:
+        """A managed user by Graph id or (case-insensitively) by userName."""
+        row = await (
+            await self._conn.execute(
+                "SELECT graph_id, scim_id, user_name, digest, attrs, active FROM users "
+                "WHERE graph_id=? OR lower(user_name)=lower(?) LIMIT 1",
+                (key, key),
+            )
+        ).fetchone()
+        if row is None:
+            return None
+        return UserState(
+            row[0], row[1], row[2], row[3], _json.loads(row[4]) if row[4] else None, bool(row[5])
+        )
+
+    # -- provisioning log ---------------------------------------------------------------
+
+    async def log_entries(
+        self,
+        *,
+        run_id: int | None = None,
+        status: str | None = None,
+        action: str | None = None,
+        user: str | None = None,
+        since: float | None = None,
+        limit: int | None = 100,
+    ) -> list[dict[str, Any]]:
+        where, args = [], []
+        for clause, value in (
+            ("run_id = ?", run_id),
+            ("status = ?", status),
+            ("action = ?", action),
+            ("at >= ?", since),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if user is not None:
+            where.append("(graph_id = ? OR lower(user_name) = lower(?))")
+            args += [user, user]
+        sql = "SELECT run_id, at, graph_id, user_name, action, status, reason, scim_id, modified FROM log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cur = await self._conn.execute(sql, args)
+        keys = (
+            "run_id",
+            "at",
+            "graph_id",
+            "user_name",
+            "action",
+            "status",
+            "reason",
+            "scim_id",
+            "modified",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def logged_since_page(self, run: Run) -> set[str]:
+        """Graph ids this run already logged on pages at or past its cursor.
+
+        Those pages were partly durable when the run stopped; on resume their users are
+        read again and must not be provisioned, counted or logged twice.
+        """
+        cur = await self._conn.execute(
+            "SELECT graph_id FROM log WHERE run_id=? AND page>=?", (run.id, run.cursor_page)
+        )
+        return {r[0] for r in await cur.fetchall()}
+
+    async def log_counts(self, run_id: int) -> dict[str, int]:
+        cur = await self._conn.execute(
+            "SELECT action || ':' || status, count(*) FROM log WHERE run_id=? GROUP BY 1",
+            (run_id,),
+        )
+        return {r[0]: r[1] for r in await cur.fetchall()}
+
+    # -- target index (matching) ---------------------------------------------------------
+
+    async def clear_target_index(self) -> None:
+        await self._conn.execute("DELETE FROM target_index")
+
+    async def add_target_index(self, rows: Sequence[tuple[str, str, bytes]]) -> None:
+        if rows:
+            await self._conn.executemany(
+                "INSERT INTO target_index(key, scim_id, resource) VALUES(?,?,?) "
+                "ON CONFLICT(key) DO UPDATE SET scim_id=excluded.scim_id, "
+                "resource=excluded.resource",
+                rows,
+            )
+
+    async def lookup_target(self, keys: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        for chunk in _chunks(keys, 900):
+            marks = ",".join("?" * len(chunk))
+            cur = await self._conn.execute(
+                f"SELECT key, scim_id, resource FROM target_index WHERE key IN ({marks})", chunk
+            )
+            for r in await cur.fetchall():
+                out[r[0]] = (r[1], _json.loads(r[2]))
+        return out
+
+
+def _chunks(seq: Sequence[str], n: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]

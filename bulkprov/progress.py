@@ -1,0 +1,128 @@
+"""Progress for long runs: a rich progress bar, JSON-lines events, or quiet.
+
+The display only reads :class:`~bulkprov.pipeline.RunStats` four times a second; it never
+sits on the hot path.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import anyio
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from . import _json
+from .config import Config
+from .pipeline import Engine, RunResult, RunStats, Secrets, run_sync
+
+TICK = 0.25
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return "  ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+
+
+def summary_line(result: RunResult) -> str:
+    rate = result.users / result.seconds if result.seconds > 0 else 0.0
+    sent = result.counts.get("created", 0) + result.counts.get("updated", 0)
+    sent += result.counts.get("disabled", 0) + result.counts.get("linked", 0)
+    per_user = result.requests / result.users if result.users else 0.0
+    return (
+        f"run {result.run_id} {result.status}{' (resumed)' if result.resumed else ''} in "
+        f"{result.seconds:.1f} s: {_counts_text(result.counts) or 'nothing to do'} — "
+        f"{rate:,.0f} users/s, {result.requests:,} requests ({per_user:.2f}/user), "
+        f"{result.throttled:,} throttled"
+    )
+
+
+def event(kind: str, **fields: Any) -> None:
+    sys.stdout.write(_json.dumps({"event": kind, "at": time.time(), **fields}).decode() + "\n")
+    sys.stdout.flush()
+
+
+async def run_with_progress(
+    cfg: Config, rematch: bool, as_json: bool, quiet: bool, expect: int | None
+) -> RunResult:
+    secrets = Secrets.from_config(cfg)
+    engine = Engine(cfg)
+    stats = RunStats()
+    console = Console(stderr=False)
+    result: RunResult | None = None
+    async with anyio.create_task_group() as tg:
+        if as_json:
+            tg.start_soon(_json_ticker, stats)
+        elif not quiet:
+            tg.start_soon(_bar_ticker, stats, console, expect)
+        try:
+            result = await run_sync(
+                cfg, secrets, stats=stats, rematch=rematch, handle_signals=True, engine=engine
+            )
+        finally:
+            tg.cancel_scope.cancel()
+    assert result is not None
+    if as_json:
+        event(
+            "finished",
+            run_id=result.run_id,
+            status=result.status,
+            counts=result.counts,
+            seconds=round(result.seconds, 3),
+            requests=result.requests,
+            throttled=result.throttled,
+            resumed=result.resumed,
+        )
+    else:
+        console.print(summary_line(result), highlight=False)
+    return result
+
+
+async def _json_ticker(stats: RunStats) -> None:
+    while True:
+        await anyio.sleep(1.0)
+        elapsed = time.monotonic() - stats.started
+        event(
+            "progress",
+            run_id=stats.run_id,
+            phase=stats.phase,
+            processed=stats.processed,
+            counts=stats.counts,
+            requests=stats.requests,
+            throttled=stats.throttled,
+            users_per_second=round(stats.processed / elapsed, 1) if elapsed else 0.0,
+        )
+
+
+async def _bar_ticker(stats: RunStats, console: Console, expect: int | None) -> None:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} users/s"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[counts]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("sync", total=expect, rate="0", counts="")
+        while True:
+            elapsed = time.monotonic() - stats.started
+            rate = stats.processed / elapsed if elapsed > 0 else 0.0
+            extra = f"  429s {stats.throttled}" if stats.throttled else ""
+            bar.update(
+                task,
+                completed=stats.processed,
+                description=f"run {stats.run_id} {stats.phase}",
+                rate=f"{rate:,.0f}",
+                counts=_counts_text(stats.counts) + extra,
+            )
+            await anyio.sleep(TICK)

@@ -1,0 +1,140 @@
+"""Send SCIM requests: the rate limiter, the shared pause gate and the retry loop.
+
+Every request of every worker goes through :meth:`ScimClient.send`, which
+
+1. waits for the shared :class:`~bulkprov.retry.PauseGate` (a Retry-After pauses everyone),
+2. acquires the one shared ``aiolimiter.AsyncLimiter`` (the target's request budget),
+3. sends, and classifies the answer with :func:`bulkprov.scim.responses.classify`,
+4. retries 429, 5xx, timeouts and resets with backoff, bounded by attempts and time.
+   A 429 means "not yet", not "failed": throttled retries are bounded by time only
+   (``max_retry_seconds``), so a busy target slows the run instead of failing users.
+
+A request that *creates* (POST) is never retried blindly after an unknown outcome (5xx,
+timeout, reset): it raises :class:`OutcomeUnknown` so the caller resolves it by matching.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import httpx
+from aiolimiter import AsyncLimiter
+from pydantic import SecretStr
+
+from ..errors import TargetAuthError, TargetError, TargetThrottled, TargetUnavailable
+from ..retry import PauseGate, RetryPolicy
+from .requests import ScimRequest
+from .responses import classify
+
+SCIM_MEDIA_TYPE = "application/scim+json"
+
+
+class OutcomeUnknown(TargetUnavailable):
+    """A create whose result is unknown (the service may or may not have made it)."""
+
+
+class RequestStats:
+    """Counters the progress display and the run report read."""
+
+    __slots__ = ("by_method", "requests", "retries", "throttled")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.retries = 0
+        self.throttled = 0
+        self.by_method: dict[str, int] = {}
+
+
+class ScimClient:
+    """A SCIM service at ``base_url`` (e.g. ``https://api.zoom.us/scim2``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: SecretStr,
+        http: httpx.AsyncClient,
+        *,
+        rate_limit: float = 0.0,
+        policy: RetryPolicy | None = None,
+        gate: PauseGate | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = http
+        self._headers = {
+            "Authorization": f"Bearer {token.get_secret_value()}",
+            "Accept": SCIM_MEDIA_TYPE,
+            "Content-Type": SCIM_MEDIA_TYPE,
+        }
+        # aiolimiter's bucket of `rate` requests per second; a capacity of one second's
+        # worth lets a paused pool resume at full rate without a burst above the limit.
+        self._limiter = AsyncLimiter(rate_limit, 1.0) if rate_limit > 0 else None
+        self.policy = policy or RetryPolicy()
+        self.gate = gate or PauseGate()
+        self.stats = RequestStats()
+
+    def __repr__(self) -> str:  # never show the token
+        return f"ScimClient({self.base_url!r})"
+
+    async def send(self, request: ScimRequest) -> Any:
+        """Send ``request`` and return the parsed JSON answer (``None`` for no body)."""
+        started = time.monotonic()
+        attempt = 0  # failed attempts that count toward max_attempts
+        throttles = 0
+        url = self.base_url + request.path
+        while True:
+            await self.gate.wait()
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            stats = self.stats
+            stats.requests += 1
+            stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
+            retry_after: float | None = None
+            try:
+                response = await self._http.request(
+                    request.method,
+                    url,
+                    params=request.params or None,
+                    content=request.body,
+                    headers=self._headers,
+                )
+                return classify(response.status_code, response.headers, response.content)
+            except TargetAuthError as exc:
+                raise TargetAuthError(
+                    f"the SCIM target refused our token ({exc}). The token is wrong, expired "
+                    "or revoked, or lacks a scope (Zoom: scim2): generate a new one and run "
+                    "again; the run is saved and resumes where it stopped",
+                    status=exc.status,
+                ) from None
+            except TargetThrottled as exc:
+                stats.throttled += 1
+                error: TargetError = exc
+                retry_after = exc.retry_after
+                if retry_after is not None:
+                    self.gate.pause(retry_after)
+            except TargetUnavailable as exc:
+                error = exc
+            except httpx.TimeoutException:
+                error = TargetUnavailable(f"{request.method} {request.path}: timed out")
+            except httpx.TransportError as exc:
+                error = TargetUnavailable(
+                    f"{request.method} {request.path}: connection failed ({type(exc).__name__})"
+                )
+            if request.creates and not isinstance(error, TargetThrottled):
+                # The service may have created it: let the caller look before re-sending.
+                raise OutcomeUnknown(error.detail, status=error.status) from error
+            if isinstance(error, TargetThrottled):
+                throttles += 1
+                wait = self.policy.backoff(min(throttles, 16), retry_after)
+                give_up = self.policy.gives_up(0, started, wait)
+            else:
+                attempt += 1
+                wait = self.policy.backoff(attempt, retry_after)
+                give_up = self.policy.gives_up(attempt, started, wait)
+            if give_up:
+                error.add_note(f"gave up after {attempt + throttles + 1} attempt(s)")
+                raise error
+            stats.retries += 1
+            if retry_after is None:
+                await anyio.sleep(wait)

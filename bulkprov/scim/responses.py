@@ -1,0 +1,117 @@
+"""Classify SCIM responses without I/O.
+
+:func:`classify` turns a status, headers and body into the parsed JSON document, or raises
+the :mod:`bulkprov.errors` class that decides what happens next:
+
+=============  ======================  =============================================
+status         raises                  what the workers do
+=============  ======================  =============================================
+2xx            (returns the body)      success
+401, 403       TargetAuthError         stop the whole run with one message
+429            TargetThrottled         pause every worker (Retry-After) and retry
+5xx            TargetUnavailable       retry with backoff, capped
+other 4xx      TargetRejected          this user is a Failure with the reason
+=============  ======================  =============================================
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .. import _json
+from ..errors import (
+    TargetAuthError,
+    TargetError,
+    TargetRejected,
+    TargetThrottled,
+    TargetUnavailable,
+)
+
+#: RFC 7644 §3.3: a created resource answers 201 (some services answer 200).
+CREATED = frozenset({200, 201})
+_MAX_DETAIL = 300
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta seconds (fractions allowed, as
+    Graph sends ``2.128``) or an HTTP date. ``None`` when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return max(0.0, min(seconds, 3600.0))
+
+
+def _error_detail(body: bytes) -> tuple[str, str | None]:
+    """The SCIM error ``detail`` and ``scimType`` (RFC 7644 §3.12), or a short body excerpt."""
+    if not body:
+        return "", None
+    try:
+        doc = _json.loads(body)
+    except _json.JSONDecodeError:
+        text = body[:_MAX_DETAIL].decode("utf-8", "replace").strip()
+        return text, None
+    if isinstance(doc, dict):
+        detail = doc.get("detail") or doc.get("message") or ""
+        err = doc.get("error")
+        if not detail and isinstance(err, dict):
+            detail = err.get("message") or ""
+        scim_type = doc.get("scimType")
+        return str(detail)[:_MAX_DETAIL], (str(scim_type) if scim_type else None)
+    return str(doc)[:_MAX_DETAIL], None
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Any:
+    """Return the JSON body of a successful response (``None`` when empty), else raise."""
+    if 200 <= status < 300:
+        if not body:
+            return None
+        try:
+            return _json.loads(body)
+        except _json.JSONDecodeError:
+            raise TargetUnavailable(
+                "the target answered success with a body that is not JSON", status=status
+            ) from None
+    detail, scim_type = _error_detail(body)
+    if status in (401, 403):
+        raise TargetAuthError(detail or "authentication failed", status=status)
+    if status == 429:
+        raise TargetThrottled(
+            detail or "too many requests", retry_after=parse_retry_after(headers.get("retry-after"))
+        )
+    if status >= 500 or status == 408:
+        raise TargetUnavailable(detail or "server error", status=status)
+    if 400 <= status < 500:
+        raise TargetRejected(detail or "request rejected", status=status, scim_type=scim_type)
+    raise TargetError(f"unexpected HTTP status {status}", status=status)
+
+
+def is_uniqueness_conflict(exc: TargetError) -> bool:
+    """409, or a 400 whose scimType is ``uniqueness``: the account already exists."""
+    return exc.status == 409 or (exc.scim_type or "").lower() == "uniqueness"
+
+
+def list_resources(doc: Any) -> tuple[list[dict[str, Any]], int]:
+    """``Resources`` and ``totalResults`` of a ListResponse (lenient on missing keys)."""
+    if not isinstance(doc, dict):
+        raise TargetUnavailable("the target's list answer is not a SCIM ListResponse")
+    resources = doc.get("Resources") or []
+    if not isinstance(resources, list):
+        raise TargetUnavailable("the target's ListResponse has no Resources list")
+    total = doc.get("totalResults")
+    return [r for r in resources if isinstance(r, dict)], (
+        int(total) if isinstance(total, int | str) and str(total).isdigit() else len(resources)
+    )

@@ -1,0 +1,78 @@
+"""The commented starter config ``bulkprov init`` writes (Zoom, the admin guide's table)."""
+
+from __future__ import annotations
+
+STARTER_TOML = """\
+# bulkprov configuration: Microsoft Entra ID (Graph) -> Zoom SCIM.
+# Secrets never go in this file: set the environment variables named below, or point
+# `file = "..."` at a file that holds only the secret.
+
+[graph]
+# Entra admin center > App registrations > your app: Directory (tenant) ID and
+# Application (client) ID. Application permissions: User.Read.All, GroupMember.Read.All,
+# Application.Read.All, with admin consent.
+tenant_id = "00000000-0000-0000-0000-000000000000"
+client_id = "00000000-0000-0000-0000-000000000000"
+client_secret = { env = "BULKPROV_GRAPH_SECRET" }   # or { file = "/run/secrets/graph" }
+# authority = "https://login.microsoftonline.com"
+# base_url = "https://graph.microsoft.com/v1.0"
+# page_size = 999                                   # Graph's maximum $top for /users
+
+[target]
+# Zoom's SCIM 2.0 API. Token: a Zoom SCIM token, or a server-to-server OAuth app's token
+# with the scim2 scope.
+base_url = "https://api.zoom.us/scim2"
+token = { env = "BULKPROV_SCIM_TOKEN" }             # or { file = "/run/secrets/zoom" }
+concurrency = 16
+# Requests per second across all workers. Zoom's limits are per account and shared with
+# every app on it (Business+: Light 80/s, Medium 60/s); 0 means unlimited.
+rate_limit = 60
+# "rfc": lowercase ops and JSON booleans; "entra": Entra's `Replace` and "False" strings.
+patch_dialect = "rfc"
+
+[state]
+path = "bulkprov-state.sqlite3"
+
+[scope]
+# "all": every user in the tenant; "assigned": only users assigned to the app.
+mode = "all"
+# Scoping filters: clauses AND within a filter, filters OR across. Example:
+# [[scope.filters]]
+# name = "Sales only"
+# clauses = [{ attribute = "department", operator = "EQUALS", value = "Sales" }]
+
+# Attribute mappings (the admin guide's table). `source` = Direct (a Graph attribute),
+# `expression` = Entra's expression language, `constant` = a fixed string.
+# `apply = "creation"` sends a value only when the account is created;
+# `default` is used when the source is empty (creation only).
+[[mappings]]
+target = "userName"
+source = "userPrincipalName"
+matching_precedence = 1
+# If UPNs differ from email addresses (jsmith@corp.local vs jane.smith@company.com),
+# map userName from "mail" instead.
+
+[[mappings]]
+target = 'emails[type eq "work"].value'
+source = "mail"
+
+[[mappings]]
+target = "name.givenName"
+source = "givenName"
+
+[[mappings]]
+target = "name.familyName"
+source = "surname"
+
+[[mappings]]
+target = "displayName"
+source = "displayName"
+
+[[mappings]]
+target = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"
+source = "department"
+
+[[mappings]]
+target = "active"
+expression = 'Switch([IsSoftDeleted], , "False", "True", "True", "False")'
+"""

@@ -1,0 +1,98 @@
+"""Config loading: errors name the file and the key; secrets never leak."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkprov.config import load_config
+from bulkprov.errors import ConfigError
+from bulkprov.starter import STARTER_TOML
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_starter_config_is_valid(tmp_path):
+    cfg = load_config(write(tmp_path, STARTER_TOML))
+    assert cfg.target.base_url == "https://api.zoom.us/scim2"
+    assert [m.target for m in cfg.mappings][:2] == ["userName", 'emails[type eq "work"].value']
+    assert cfg.mappings[-1].type == "expression"
+    assert cfg.mappings[0].matching_precedence == 1
+
+
+def test_starter_matches_default_mapping_table(tmp_path):
+    from bulkprov.mapping.defaults import DEFAULT_ZOOM_MAPPINGS
+
+    cfg = load_config(write(tmp_path, STARTER_TOML))
+    assert list(cfg.mappings) == list(DEFAULT_ZOOM_MAPPINGS)
+
+
+def test_bad_toml_names_the_file(tmp_path):
+    p = write(tmp_path, "[graph\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert str(p) in str(info.value) and "TOML" in str(info.value)
+
+
+def test_missing_key_is_named(tmp_path):
+    text = STARTER_TOML.replace('tenant_id = "00000000-0000-0000-0000-000000000000"\n', "")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert "graph.tenant_id" in str(info.value)
+
+
+def test_wrong_type_is_named(tmp_path):
+    text = STARTER_TOML.replace("concurrency = 16", 'concurrency = "many"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert "target.concurrency" in str(info.value)
+
+
+def test_http_refused_for_non_loopback(tmp_path):
+    text = STARTER_TOML.replace("https://api.zoom.us/scim2", "http://api.zoom.us/scim2")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert "https is required" in str(info.value)
+
+
+def test_http_allowed_for_loopback(tmp_path):
+    text = STARTER_TOML.replace("https://api.zoom.us/scim2", "http://127.0.0.1:8080/scim2")
+    assert load_config(write(tmp_path, text)).target.base_url == "http://127.0.0.1:8080/scim2"
+
+
+def test_mapping_needs_exactly_one_source(tmp_path):
+    text = STARTER_TOML.replace('source = "surname"', 'source = "surname"\nconstant = "x"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert "mappings[3]" in str(info.value)
+
+
+def test_username_mapping_required(tmp_path):
+    text = STARTER_TOML.replace('target = "userName"', 'target = "nickName"')
+    with pytest.raises(ConfigError, match="userName"):
+        load_config(write(tmp_path, text))
+
+
+def test_secret_from_env_and_file(tmp_path, monkeypatch):
+    cfg = load_config(write(tmp_path, STARTER_TOML))
+    monkeypatch.setenv("BULKPROV_SCIM_TOKEN", "tok-123")
+    secret = cfg.target.token.read("target.token", "c.toml")
+    assert secret.get_secret_value() == "tok-123" and "tok-123" not in repr(secret)
+    f = tmp_path / "s"
+    f.write_text("from-file\n")
+    text = STARTER_TOML.replace(
+        'token = { env = "BULKPROV_SCIM_TOKEN" }', f'token = {{ file = "{f}" }}'
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.target.token.read("target.token", None).get_secret_value() == "from-file"
+
+
+def test_missing_secret_names_variable_not_value(tmp_path, monkeypatch):
+    monkeypatch.delenv("BULKPROV_SCIM_TOKEN", raising=False)
+    cfg = load_config(write(tmp_path, STARTER_TOML))
+    with pytest.raises(ConfigError) as info:
+        cfg.target.token.read("target.token", "c.toml")
+    assert "BULKPROV_SCIM_TOKEN" in str(info.value) and "target.token" in str(info.value)

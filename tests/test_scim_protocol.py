@@ -1,0 +1,200 @@
+"""SCIM request builders and response classification: no transport at all."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bulkprov.errors import (
+    TargetAuthError,
+    TargetRejected,
+    TargetThrottled,
+    TargetUnavailable,
+)
+from bulkprov.scim import requests as rq
+from bulkprov.scim.paths import get_value, parse_path, remove_value, set_value
+from bulkprov.scim.responses import (
+    classify,
+    is_uniqueness_conflict,
+    list_resources,
+    parse_retry_after,
+)
+
+
+def test_filter_value_is_quoted_and_escaped():
+    """A userName with a quote or backslash cannot break out of the filter string."""
+    req = rq.find_users("userName", 'a"b\\c@x.com')
+    assert req.method == "GET" and req.path == "/Users"
+    assert req.params["filter"] == 'userName eq "a\\"b\\\\c@x.com"'
+
+
+def test_ids_are_percent_encoded_in_paths():
+    """Zoom ids may contain '&' (facts.md §6.4): the path segment is fully encoded."""
+    assert rq.get_user("k&Kd/r6").path == "/Users/k%26Kd%2Fr6"
+    assert rq.delete_user("a b").path == "/Users/a%20b"
+
+
+def test_create_is_marked_as_creating():
+    req = rq.create_user(b'{"userName":"a"}')
+    assert (req.method, req.path, req.body, req.creates) == (
+        "POST",
+        "/Users",
+        b'{"userName":"a"}',
+        True,
+    )
+
+
+def test_patch_rfc_dialect_uses_lowercase_ops_and_json_booleans():
+    ops = rq.patch_operations({"active": False, "name.givenName": "Zoë"}, "rfc")
+    assert ops == [
+        {"op": "replace", "path": "active", "value": False},
+        {"op": "replace", "path": "name.givenName", "value": "Zoë"},
+    ]
+
+
+def test_patch_entra_dialect_uses_replace_and_string_booleans():
+    """Entra's default dialect (SCIMCOMPAT): capitalised Replace, "False" as a string."""
+    req = rq.set_active("u1", False, "entra")
+    body = orjson.loads(req.body)
+    assert body == {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Replace", "path": "active", "value": "False"}],
+    }
+    assert req.method == "PATCH" and req.path == "/Users/u1"
+
+
+def test_list_users_page_parameters():
+    assert rq.list_users(201, 100).params == {"startIndex": "201", "count": "100"}
+
+
+def test_diff_only_changed_and_never_nulls():
+    wanted = {"displayName": "A", "name.givenName": "B"}
+    assert rq.diff_values(wanted, {"displayName": "A", "name.givenName": "C"}) == {
+        "name.givenName": "B"
+    }
+    assert rq.diff_values(wanted, None) == wanted
+    # a path we no longer send is left alone, not cleared
+    assert rq.diff_values({"displayName": "A"}, {"displayName": "A", "title": "x"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10", 10.0),
+        ("2.128", 2.128),
+        ("0", 0.0),
+        ("-3", 0.0),
+        ("soon", None),
+        (None, None),
+        ("", None),
+        ("nan", None),
+    ],
+)
+def test_retry_after_parsing(value, expected):
+    assert parse_retry_after(value) == expected
+
+
+def test_retry_after_http_date():
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(
+        10.0
+    )
+
+
+def test_classify_success_and_empty_body():
+    assert classify(201, {}, b'{"id":"x"}') == {"id": "x"}
+    assert classify(204, {}, b"") is None
+
+
+def test_classify_success_with_garbage_is_unavailable():
+    with pytest.raises(TargetUnavailable):
+        classify(200, {}, b"<html>")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_classify_auth(status):
+    with pytest.raises(TargetAuthError) as info:
+        classify(status, {}, b'{"detail":"Invalid access token.","status":401}')
+    assert "Invalid access token" in str(info.value)
+
+
+def test_classify_throttled_keeps_retry_after():
+    with pytest.raises(TargetThrottled) as info:
+        classify(429, {"retry-after": "1.5"}, b"")
+    assert info.value.retry_after == 1.5 and info.value.retryable
+
+
+def test_classify_throttled_without_retry_after():
+    with pytest.raises(TargetThrottled) as info:
+        classify(429, {}, b"")
+    assert info.value.retry_after is None
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
+def test_classify_server_errors_are_retryable(status):
+    with pytest.raises(TargetUnavailable) as info:
+        classify(status, {}, b"oops")
+    assert info.value.retryable
+
+
+def test_classify_conflict_and_scim_type():
+    body = b'{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"409","scimType":"uniqueness","detail":"User already exists"}'
+    with pytest.raises(TargetRejected) as info:
+        classify(409, {}, body)
+    assert info.value.scim_type == "uniqueness"
+    assert is_uniqueness_conflict(info.value)
+    assert "User already exists" in str(info.value)
+
+
+def test_classify_zoom_pending_user_400():
+    """Zoom answers 400 for a pending user (facts.md §6.3): a per-user rejection."""
+    body = b'{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"detail":"User a@b not exist or not belong to this account.","status":400}'
+    with pytest.raises(TargetRejected) as info:
+        classify(400, {}, body)
+    assert info.value.status == 400 and not is_uniqueness_conflict(info.value)
+
+
+def test_list_resources_tolerates_missing_keys():
+    assert list_resources({"totalResults": 0, "Resources": []}) == ([], 0)
+    assert list_resources({"totalResults": 0}) == ([], 0)
+    res, total = list_resources({"totalResults": "3", "Resources": [{"id": "a"}, "junk"]})
+    assert res == [{"id": "a"}] and total == 3
+    with pytest.raises(TargetUnavailable):
+        list_resources([1, 2])
+
+
+def test_paths_roundtrip_extension_and_filters():
+    r: dict = {}
+    set_value(r, 'emails[type eq "work"].value', "a@x.com")
+    set_value(r, "urn:us:zoom:scim:schemas:extension:1.0:ZoomUser:loginType.sso", True)
+    set_value(r, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "R&D")
+    assert r["emails"] == [{"type": "work", "primary": True, "value": "a@x.com"}]
+    assert r["urn:us:zoom:scim:schemas:extension:1.0:ZoomUser"] == {"loginType": {"sso": True}}
+    assert get_value(r, 'emails[type eq "WORK"].value') == "a@x.com"
+    assert (
+        get_value(r, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department")
+        == "R&D"
+    )
+    set_value(r, 'emails[type eq "work"].value', "b@x.com")
+    assert len(r["emails"]) == 1 and r["emails"][0]["value"] == "b@x.com"
+    remove_value(r, 'emails[type eq "work"]')
+    assert r["emails"] == []
+
+
+def test_core_schema_prefix_means_core_attribute():
+    p = parse_path("urn:ietf:params:scim:schemas:core:2.0:User:userName")
+    assert p.schema is None and p.attribute == "userName"
+
+
+def test_roles_primary_filter_creates_boolean_primary():
+    r: dict = {}
+    set_value(r, 'roles[primary eq "True"].value', "Licensed")
+    assert r["roles"] == [{"primary": True, "value": "Licensed"}]
+    assert get_value(r, 'roles[primary eq "True"].value') == "Licensed"
+
+
+@pytest.mark.parametrize("bad", ["", 'emails[type ne "x"].value', "a..b", "urn:x:", "1abc"])
+def test_bad_paths_are_config_errors(bad):
+    from bulkprov.errors import MappingError
+
+    with pytest.raises(MappingError):
+        parse_path(bad)
