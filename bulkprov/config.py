@@ -94,8 +94,11 @@ class TargetConfig(_Model):
     base_url: str
     token: SecretSource = SecretSource(env="BULKPROV_SCIM_TOKEN")
     concurrency: Annotated[int, Field(ge=1, le=512)] = 16
-    #: requests per second across all workers; 0 means unlimited
+    #: requests per second across all workers: the ceiling (0: none, start unbounded)
     rate_limit: Annotated[float, Field(ge=0)] = 60.0
+    #: AIMD: on a 429 without Retry-After slow down (×0.85), then climb back (+1 req/s per
+    #: second) up to ``rate_limit``; finds an unannounced or shared limit (bulkprov.scim.rate)
+    adaptive: bool = True
     timeout: Annotated[float, Field(gt=0)] = 30.0
     #: "rfc": lowercase ops and JSON booleans; "entra": Entra's ``Replace`` and ``"False"``
     patch_dialect: Literal["rfc", "entra"] = "rfc"

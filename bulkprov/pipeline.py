@@ -3,7 +3,7 @@
 ::
 
     graph.pages ─▶ scope ─▶ mapping ─▶ decide ══WorkItem══▶ scim workers ×N ══Outcome══╗
-        ▲         (inline, pure, per user, per page)          │ PauseGate+AsyncLimiter   ║
+        ▲         (inline, pure, per user, per page)          │ PauseGate+RatePacer      ║
         │                       ╚═══════ skips ═══════════════╪══════════════▶ checkpoint writer
         │                                                      ▼                         │
         └──── resume cursor: link of the first page not yet durable ◀──── SQLite ◀───────┘
@@ -263,6 +263,7 @@ async def run_sync(
                     secrets.scim_token,
                     scim_http,
                     rate_limit=cfg.target.rate_limit,
+                    adaptive=cfg.target.adaptive,
                     policy=policy
                     or RetryPolicy(
                         max_attempts=cfg.target.max_attempts,

@@ -3,11 +3,13 @@
 Every request of every worker goes through :meth:`ScimClient.send`, which
 
 1. waits for the shared :class:`~bulkprov.retry.PauseGate` (a Retry-After pauses everyone),
-2. acquires the one shared ``aiolimiter.AsyncLimiter`` (the target's request budget),
+2. takes a send slot from the one shared :class:`~bulkprov.scim.rate.RatePacer` (the
+   target's request budget: a configured ceiling, adapted by AIMD to the 429s it sees),
 3. sends, and classifies the answer with :func:`bulkprov.scim.responses.classify`,
 4. retries 429, 5xx, timeouts and resets with backoff, bounded by attempts and time.
    A 429 means "not yet", not "failed": throttled retries are bounded by time only
-   (``max_retry_seconds``), so a busy target slows the run instead of failing users.
+   (``max_retry_seconds``), so a busy target slows the run instead of failing users. With
+   an adaptive pacer a 429 without Retry-After is retried at the next (slower) paced slot.
 
 A request that *creates* (POST) is never retried blindly after an unknown outcome (5xx,
 timeout, reset): it raises :class:`OutcomeUnknown` so the caller resolves it by matching.
@@ -20,11 +22,11 @@ from typing import Any
 
 import anyio
 import httpx
-from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
 from ..errors import TargetAuthError, TargetError, TargetThrottled, TargetUnavailable
 from ..retry import PauseGate, RetryPolicy
+from .rate import RatePacer
 from .requests import ScimRequest
 from .responses import classify
 
@@ -57,6 +59,7 @@ class ScimClient:
         http: httpx.AsyncClient,
         *,
         rate_limit: float = 0.0,
+        adaptive: bool = True,
         policy: RetryPolicy | None = None,
         gate: PauseGate | None = None,
     ) -> None:
@@ -67,9 +70,7 @@ class ScimClient:
             "Accept": SCIM_MEDIA_TYPE,
             "Content-Type": SCIM_MEDIA_TYPE,
         }
-        # aiolimiter's bucket of `rate` requests per second; a capacity of one second's
-        # worth lets a paused pool resume at full rate without a burst above the limit.
-        self._limiter = AsyncLimiter(rate_limit, 1.0) if rate_limit > 0 else None
+        self.pacer = RatePacer(rate_limit, adaptive=adaptive)
         self.policy = policy or RetryPolicy()
         self.gate = gate or PauseGate()
         self.stats = RequestStats()
@@ -83,10 +84,14 @@ class ScimClient:
         attempt = 0  # failed attempts that count toward max_attempts
         throttles = 0
         url = self.base_url + request.path
+        pacer = self.pacer
         while True:
             await self.gate.wait()
-            if self._limiter is not None:
-                await self._limiter.acquire()
+            now = time.monotonic()
+            delay = pacer.reserve(now)
+            if delay > 0:
+                await anyio.sleep(delay)
+                now += delay
             stats = self.stats
             stats.requests += 1
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
@@ -99,6 +104,8 @@ class ScimClient:
                     content=request.body,
                     headers=self._headers,
                 )
+                if response.status_code != 429:
+                    pacer.on_success()
                 return classify(response.status_code, response.headers, response.content)
             except TargetAuthError as exc:
                 raise TargetAuthError(
@@ -109,6 +116,7 @@ class ScimClient:
                 ) from None
             except TargetThrottled as exc:
                 stats.throttled += 1
+                pacer.on_throttle(now, time.monotonic())
                 error: TargetError = exc
                 retry_after = exc.retry_after
                 if retry_after is not None:
@@ -126,7 +134,10 @@ class ScimClient:
                 raise OutcomeUnknown(error.detail, status=error.status) from error
             if isinstance(error, TargetThrottled):
                 throttles += 1
-                wait = self.policy.backoff(min(throttles, 16), retry_after)
+                if retry_after is None and pacer.adaptive:
+                    wait = 0.0  # the pacer has slowed down: its next slot is the backoff
+                else:
+                    wait = self.policy.backoff(min(throttles, 16), retry_after)
                 give_up = self.policy.gives_up(0, started, wait)
             else:
                 attempt += 1
@@ -136,5 +147,5 @@ class ScimClient:
                 error.add_note(f"gave up after {attempt + throttles + 1} attempt(s)")
                 raise error
             stats.retries += 1
-            if retry_after is None:
+            if retry_after is None and wait > 0:
                 await anyio.sleep(wait)
