@@ -39,6 +39,7 @@ from typing import Any, Self
 import anyio
 import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 from pydantic import SecretStr
 
 from . import _json
@@ -58,7 +59,9 @@ from .graph.client import GraphClient, Page
 from .http import make_client
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
+from .scim import bulk
 from .scim import requests as rq
+from .scim.bulk import BulkBatch, BulkResult, BulkSupport, bulk_support
 from .scim.client import OutcomeUnknown, ScimClient
 from .scim.paths import get_value
 from .scim.responses import is_uniqueness_conflict, list_resources
@@ -66,6 +69,13 @@ from .scope import ScopeEvaluator, compile_scope
 
 #: cursor value meaning "every page of this run is durable"
 END_OF_PAGES = "#end"
+
+#: Bulk: at most this many operations per request, whatever the target allows (bounds the
+#: memory of a batch and the work lost to one failed request), and this many in flight
+BULK_MAX_OPERATIONS = 1000
+BULK_WORKERS = 4
+#: how long a Bulk worker waits for more work before sending a partial batch (seconds)
+BULK_LINGER = 0.05
 
 COUNT_KEYS = ("created", "updated", "linked", "disabled", "unchanged", "skipped", "failed")
 
@@ -326,6 +336,7 @@ class _Sync:
         self.use_index = False
         #: users of this run already logged on partly durable pages (filled on resume)
         self.already_done: set[str] = set()
+        self.bulk_filling = anyio.Lock()
 
     async def run(self, *, need_index: bool, handle_signals: bool) -> None:
         if self.run_.resumes:
@@ -334,9 +345,15 @@ class _Sync:
             self.stats.phase = "matching"
             await self.build_target_index()
             self.use_index = True
+        support = await self.discover_bulk() if self.cfg.target.bulk else None
         self.stats.phase = "provisioning"
-        concurrency = self.cfg.target.concurrency
-        work_send, work_recv = anyio.create_memory_object_stream[WorkItem](concurrency)
+        concurrency = workers = buffered = self.cfg.target.concurrency
+        if support is not None:
+            # A few large requests in flight keep client and target busy; each worker's
+            # next batch waits in the stream, so batches fill up to maxOperations.
+            workers = min(concurrency, BULK_WORKERS)
+            buffered = workers * support.max_operations
+        work_send, work_recv = anyio.create_memory_object_stream[WorkItem](buffered)
         out_send, out_recv = anyio.create_memory_object_stream[Message](concurrency * 4)
         async with anyio.create_task_group() as outer:
             if handle_signals:
@@ -344,8 +361,13 @@ class _Sync:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, out_recv)
                 async with work_recv, out_send:
-                    for _ in range(concurrency):
-                        tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
+                    for _ in range(workers):
+                        if support is None:
+                            tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
+                        else:
+                            tg.start_soon(
+                                self._bulk_worker, support, work_recv.clone(), out_send.clone()
+                            )
                     tg.start_soon(self._producer, work_send, out_send.clone())
             # The stages ended by themselves; only the signal watcher needs stopping.
             outer.cancel_scope.cancel()
@@ -523,20 +545,26 @@ class _Sync:
     ) -> None:
         async with work_recv, out_send:
             async for item in work_recv:
-                try:
-                    write = await self._apply(item)
-                except TargetAuthError:
-                    raise  # stops the whole run (the client's message says what to do)
-                except TargetError as exc:
-                    write = UserWrite(
-                        item.graph_id,
-                        item.user_name,
-                        item.decision.kind,
-                        "failure",
-                        reason=str(exc),
-                        scim_id=item.decision.scim_id,
-                    )
-                await out_send.send((item.page, write))
+                await out_send.send((item.page, await self._apply_one(item)))
+
+    async def _apply_one(self, item: WorkItem) -> UserWrite:
+        """Apply one decision; a target error is this user's Failure (auth stops the run)."""
+        try:
+            return await self._apply(item)
+        except TargetAuthError:
+            raise  # stops the whole run (the client's message says what to do)
+        except TargetError as exc:
+            return self._failed(item, exc)
+
+    def _failed(self, item: WorkItem, exc: TargetError) -> UserWrite:
+        return UserWrite(
+            item.graph_id,
+            item.user_name,
+            item.decision.kind,
+            "failure",
+            reason=str(exc),
+            scim_id=item.decision.scim_id,
+        )
 
     async def _apply(self, item: WorkItem) -> UserWrite:
         d = item.decision
@@ -545,21 +573,7 @@ class _Sync:
         assert d.scim_id is not None
         if d.kind == "disable":
             await self.scim.send(rq.set_active(d.scim_id, False, self.dialect))
-            attrs = dict(item.state.attrs or {}) if item.state else {}
-            attrs["active"] = False
-            return UserWrite(
-                item.graph_id,
-                item.user_name,
-                "disable",
-                "success",
-                reason=d.reason,
-                scim_id=d.scim_id,
-                digest=None,
-                attrs=_json.dumps(attrs),
-                active=False,
-                modified=_modified({"active": False}),
-                link=True,
-            )
+            return self._disabled(item)
         # update or link: PATCH only what differs
         mapped = item.mapped
         assert mapped is not None
@@ -568,6 +582,24 @@ class _Sync:
             await self.scim.send(rq.patch_user(d.scim_id, ops))
         action = "update" if d.changes or d.kind == "update" else "link"
         return self._linked(item, d.scim_id, action, d.changes, d.reason)
+
+    def _disabled(self, item: WorkItem) -> UserWrite:
+        d = item.decision
+        attrs = dict(item.state.attrs or {}) if item.state else {}
+        attrs["active"] = False
+        return UserWrite(
+            item.graph_id,
+            item.user_name,
+            "disable",
+            "success",
+            reason=d.reason,
+            scim_id=d.scim_id,
+            digest=None,
+            attrs=_json.dumps(attrs),
+            active=False,
+            modified=_modified({"active": False}),
+            link=True,
+        )
 
     def _linked(
         self, item: WorkItem, scim_id: str, action: str, changes: dict[str, Any], reason: str
@@ -618,18 +650,23 @@ class _Sync:
             scim_id = doc.get("id") if isinstance(doc, dict) else None
             if not isinstance(scim_id, str) or not scim_id:
                 raise TargetRejected("the target's create answer has no 'id'", status=201)
-            return UserWrite(
-                item.graph_id,
-                mapped.user_name,
-                "create",
-                "success",
-                scim_id=scim_id,
-                digest=mapped.digest,
-                attrs=_json.dumps(mapped.update_values),
-                active=_active(mapped.values),
-                modified=_modified(mapped.values, self.engine.mapper.redacted_paths),
-                link=True,
-            )
+            return self._created(item, scim_id)
+
+    def _created(self, item: WorkItem, scim_id: str) -> UserWrite:
+        mapped = item.mapped
+        assert mapped is not None
+        return UserWrite(
+            item.graph_id,
+            mapped.user_name,
+            "create",
+            "success",
+            scim_id=scim_id,
+            digest=mapped.digest,
+            attrs=_json.dumps(mapped.update_values),
+            active=_active(mapped.values),
+            modified=_modified(mapped.values, self.engine.mapper.redacted_paths),
+            link=True,
+        )
 
     async def _find(self, mapped: MappedUser) -> dict[str, Any] | None:
         """Query the target by the matching attributes in precedence order (Entra's way)."""
@@ -657,6 +694,116 @@ class _Sync:
         if changes:
             await self.scim.send(rq.patch_user(scim_id, rq.patch_operations(changes, self.dialect)))
         return self._linked(item, scim_id, "update" if changes else "link", changes, reason)
+
+    # -- SCIM Bulk ---------------------------------------------------------------------------
+
+    async def discover_bulk(self) -> BulkSupport | None:
+        """Read /ServiceProviderConfig; the Bulk limits to use, or None (single requests)."""
+        try:
+            support = bulk_support(await self.scim.send(bulk.service_provider_config()))
+        except TargetAuthError:
+            raise
+        except TargetError:
+            return None  # Zoom: no /ServiceProviderConfig at all (404)
+        if not support.supported:
+            return None
+        return BulkSupport(
+            True, min(support.max_operations, BULK_MAX_OPERATIONS), support.max_payload_size
+        )
+
+    async def _bulk_worker(
+        self,
+        support: BulkSupport,
+        work_recv: MemoryObjectReceiveStream[WorkItem],
+        out_send: ObjectSendStream[Message],
+    ) -> None:
+        """Take up to ``maxOperations`` items at a time and send them as Bulk requests."""
+        async with work_recv, out_send:
+            while True:
+                # One worker fills its batch at a time: the others, waiting in receive(),
+                # would otherwise take items one by one and send them in tiny batches.
+                async with self.bulk_filling:
+                    try:
+                        items = [await work_recv.receive()]
+                    except anyio.EndOfStream:
+                        return
+                    deadline = time.monotonic() + BULK_LINGER
+                    while len(items) < support.max_operations:
+                        try:
+                            items.append(work_recv.receive_nowait())
+                        except anyio.WouldBlock:
+                            if time.monotonic() >= deadline:
+                                break
+                            await anyio.sleep(BULK_LINGER / 10)
+                        except anyio.EndOfStream:
+                            break
+                batch = BulkBatch(support.max_operations, support.max_payload_size)
+                sent: dict[str, WorkItem] = {}
+                for n, item in enumerate(items):
+                    op = self._bulk_operation(item, str(n))
+                    if op is None:  # nothing to send (a link without changes)
+                        await out_send.send((item.page, await self._apply_one(item)))
+                        continue
+                    if not batch.fits(op):
+                        await self._send_bulk(batch, sent, out_send)
+                        batch = BulkBatch(support.max_operations, support.max_payload_size)
+                        sent = {}
+                    batch.add(str(n), op)
+                    sent[str(n)] = item
+                if len(batch):
+                    await self._send_bulk(batch, sent, out_send)
+
+    def _bulk_operation(self, item: WorkItem, bulk_id: str) -> bytes | None:
+        d = item.decision
+        if d.kind == "create":
+            assert item.mapped is not None
+            return bulk.post_operation(bulk_id, "/Users", item.mapped.body)
+        assert d.scim_id is not None
+        # A bulk path is JSON, not a URL: the id goes in as it is (Zoom ids hold '&').
+        if d.kind == "disable":
+            ops = rq.patch_operations({"active": False}, self.dialect)
+        elif d.changes:
+            ops = rq.patch_operations(d.changes, self.dialect)
+        else:
+            return None
+        return bulk.patch_operation(bulk_id, f"/Users/{d.scim_id}", ops)
+
+    async def _send_bulk(
+        self, batch: BulkBatch, sent: dict[str, WorkItem], out_send: ObjectSendStream[Message]
+    ) -> None:
+        """Send one Bulk request and checkpoint each operation's user by its result."""
+        try:
+            results = bulk.read_results(await self.scim.send(batch.request()), batch.bulk_ids)
+        except TargetAuthError:
+            raise
+        except TargetError:
+            # Unknown outcome (5xx, timeout), 413 or an unreadable answer: each user goes the
+            # single-request way, whose create resolves a maybe-created account by matching.
+            results = {}
+        for bulk_id, item in sent.items():
+            result = results.get(bulk_id)
+            write: UserWrite | None = None
+            if result is not None and result.error is None:
+                write = self._bulk_written(item, result)
+            elif (
+                result is not None
+                and isinstance(result.error, TargetRejected)
+                and not is_uniqueness_conflict(result.error)
+            ):
+                write = self._failed(item, result.error)
+            if write is None:
+                # 409 (already there), 429, 5xx or unanswered: retry it alone
+                write = await self._apply_one(item)
+            await out_send.send((item.page, write))
+
+    def _bulk_written(self, item: WorkItem, result: BulkResult) -> UserWrite | None:
+        d = item.decision
+        if d.kind == "create":
+            return self._created(item, result.scim_id) if result.scim_id else None
+        assert d.scim_id is not None
+        if d.kind == "disable":
+            return self._disabled(item)
+        return self._linked(item, d.scim_id, "update", d.changes, d.reason)
 
     # -- checkpoint writer ------------------------------------------------------------------
 

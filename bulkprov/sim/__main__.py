@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="don't count POSTs per userName (saves memory at millions of users)",
     )
+    s.add_argument(
+        "--bulk-max-operations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="offer /ServiceProviderConfig and SCIM Bulk with N operations (default: off, as Zoom)",
+    )
     s.add_argument("--no-scim", action="store_true", help="don't start the SCIM service")
     n = p.add_argument_group("process")
     n.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -130,6 +137,7 @@ async def serve(args: argparse.Namespace) -> None:
             id_style=args.id_style,
             id_seed=args.id_seed,
             track_posts=not args.no_track_posts,
+            bulk_max_operations=args.bulk_max_operations,
         )
     graph_ssl = None
     if args.graph_tls_cert:

@@ -51,6 +51,7 @@ from ..scim.paths import (
     set_value,
 )
 from .http import SimRequest, SimResponse
+from .scim_bulk import handle_bulk, service_provider_config
 
 __all__ = ["Faults", "NoFaults", "ScimService", "scim_error"]
 
@@ -152,6 +153,9 @@ class ScimService:
         track_posts: count POSTs per userName (one dict entry per user; turn off for
             multi-million-user benchmarks if memory matters).
         public_url: ``scheme://host[:port]`` for ``meta.location``; by default the request's.
+        bulk_max_operations: serve ``/ServiceProviderConfig`` and ``/Bulk`` with this many
+            operations per request (0: neither, as Zoom; see :mod:`bulkprov.sim.scim_bulk`).
+        bulk_max_payload: ``maxPayloadSize`` in bytes of a Bulk request.
     """
 
     def __init__(
@@ -168,6 +172,8 @@ class ScimService:
         id_seed: int | None = None,
         track_posts: bool = True,
         public_url: str | None = None,
+        bulk_max_operations: int = 0,
+        bulk_max_payload: int = 1_048_576,
     ) -> None:
         if id_style not in ("zoom", "uuid"):
             raise ValueError("id_style must be 'zoom' or 'uuid'")
@@ -176,6 +182,9 @@ class ScimService:
         self.track_posts = track_posts
         self.public_url = public_url.rstrip("/") if public_url else None
         self.faults: Faults | None = None
+        self.bulk_max_operations = bulk_max_operations
+        self.bulk_max_payload = bulk_max_payload
+        self.bulk_operations = 0
         self._rng = random.Random(id_seed)
         self._auth_header = ""
         self.token = token
@@ -308,6 +317,7 @@ class ScimService:
             "throttled": self.throttled,
             "users": len(self._users),
             "posts": self.posts,
+            "bulk_operations": self.bulk_operations,
             "duplicate_posts": self.duplicate_posts(),
         }
 
@@ -324,6 +334,7 @@ class ScimService:
         self._duplicates.clear()
         self.posts = 0
         self.throttled = 0
+        self.bulk_operations = 0
 
     def reset(self) -> None:
         """Empty the store and the counters; configuration is kept."""
@@ -390,6 +401,12 @@ class ScimService:
                 return throttled
         if rest.startswith("//"):  # Tenant URL configured with a trailing slash
             rest = "/" + rest.lstrip("/")
+        if self.bulk_max_operations and rest in ("/Bulk", "/ServiceProviderConfig"):
+            if rest == "/Bulk" and method == "POST":
+                return handle_bulk(self, req)
+            if rest == "/ServiceProviderConfig" and method == "GET":
+                return service_provider_config(self.bulk_max_operations, self.bulk_max_payload)
+            return scim_error(405, f"{method} is not supported on {rest}")
         if rest == "/Users" or rest == "/Users/":
             if method == "POST":
                 return self._post(req)
