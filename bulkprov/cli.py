@@ -336,7 +336,7 @@ def test_connection(config_path: Path, as_json: bool) -> None:
     Example:
       bulkprov test-connection -c zoom.toml
     """
-    from .ondemand import test_connection as check
+    from .ondemand import check_connection as check
     from .pipeline import Secrets
 
     cfg = _load(config_path)

@@ -187,7 +187,7 @@ async def provision_user(
     return steps
 
 
-async def test_connection(
+async def check_connection(
     cfg: Config,
     secrets: Secrets,
     *,
