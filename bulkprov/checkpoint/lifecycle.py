@@ -130,7 +130,7 @@ class LifecycleStore:
         cur = await self._c.execute(sql + " ORDER BY id", args)
         return [Staged(*r) for r in await cur.fetchall()]
 
-    async def supersede(self, run: Run, *, full: bool) -> int:
+    async def supersede(self, run: Run, *, full: bool) -> None:
         """Older held/pending actions this run decided again (all of them after a full read)."""
         sql = (
             "UPDATE staged SET status='superseded', done_at=? "
@@ -140,8 +140,7 @@ class LifecycleStore:
         if not full:
             sql += " AND graph_id IN (SELECT graph_id FROM log WHERE run_id=?)"
             args.append(run.id)
-        cur = await self._c.execute(sql, args)
-        return cur.rowcount
+        await self._c.execute(sql, args)
 
     async def set_staged_status(self, ids: Iterable[int], status: str) -> None:
         now = time.time()
