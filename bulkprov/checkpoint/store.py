@@ -5,7 +5,7 @@ writer's batched UPSERTs and the producer's per-page lookups queue on it in orde
 lookup sees every outcome written before it, committed or not. Every write is an idempotent
 UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
 
-Tables (schema version 1):
+Tables (schema version 2; a version-1 database is migrated in place when opened):
 
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
@@ -14,6 +14,17 @@ Tables (schema version 1):
 ``log``           the provisioning log: one row per user per run (Success/Skipped/Failure).
 ``target_index``  the target's existing accounts by matching key, listed once per run
                   when matching is needed (first run, resumed run).
+``sync_state``    watermarks kept between cycles: the Graph ``users/delta`` deltaLink (saved
+                  only when a cycle completes) and the fingerprint of the scope and mappings
+                  (a change forces a full read, as Entra restarts on a new scoping filter).
+``assigned``      the users assigned to the app (directly or as direct group members) at
+                  the end of the last cycle, with their app roles: the next cycle re-reads
+                  the users whose assignment changed, which ``users/delta`` does not report.
+``staged``        disables and deletes decided in a cycle, executed only after the source
+                  read completes and only within the accidental-deletion threshold; above it
+                  they are ``held`` until ``bulkprov approve``.
+``groups``        provisioned groups (Graph id → SCIM id, displayName) and ``group_members``
+                  the member SCIM ids sent, so memberships are diffed locally.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import aiosqlite
 from .. import _json
 from ..errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,7 +91,39 @@ CREATE TABLE IF NOT EXISTS target_index (
     scim_id  TEXT NOT NULL,
     resource BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assigned (graph_id TEXT PRIMARY KEY, roles TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS staged (
+    id        INTEGER PRIMARY KEY,
+    run_id    INTEGER NOT NULL,
+    graph_id  TEXT NOT NULL,
+    scim_id   TEXT NOT NULL,
+    user_name TEXT,
+    action    TEXT NOT NULL,
+    reason    TEXT,
+    status    TEXT NOT NULL,
+    at        REAL NOT NULL,
+    done_at   REAL
+);
+CREATE INDEX IF NOT EXISTS staged_status ON staged(status, run_id);
+CREATE TABLE IF NOT EXISTS groups (
+    graph_id     TEXT PRIMARY KEY,
+    scim_id      TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    updated_at   REAL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id       TEXT NOT NULL,
+    member_scim_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_scim_id)
+);
 """
+
+#: columns added to version-1 tables by the migration to version 2
+_ADDED_COLUMNS = (
+    ("runs", "kind", "TEXT NOT NULL DEFAULT 'full'"),
+    ("runs", "delta_link", "TEXT"),
+)
 
 
 class _Result:
@@ -146,6 +189,10 @@ class Run:
     resumes: int
     counts: dict[str, int]
     started_at: float
+    #: "full" (read every user) or "incremental" (a Graph delta round)
+    kind: str = "full"
+    #: the deltaLink that ended this run's read, promoted to ``sync_state`` on completion
+    delta_link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +211,8 @@ class UserWrite:
     modified: str | None = None
     #: False for outcomes that only log (skips, failures before any link)
     link: bool = False
+    #: "disable" or "delete": stage this deprovisioning (run after the read, threshold)
+    stage: str | None = None
 
 
 class StateStore:
@@ -231,6 +280,12 @@ class StateStore:
         try:
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 await c.execute(stmt)
+            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2
+                cols = {
+                    r[1] for r in await (await c.execute(f"PRAGMA table_info({table})")).fetchall()
+                }
+                if column not in cols:
+                    await c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             await c.execute(
                 "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -255,13 +310,15 @@ class StateStore:
     async def last_run(self) -> Run | None:
         row = await (
             await self._conn.execute(
-                "SELECT id, status, cursor, cursor_page, resumes, counts, started_at "
-                "FROM runs ORDER BY id DESC LIMIT 1"
+                "SELECT id, status, cursor, cursor_page, resumes, counts, started_at, kind, "
+                "delta_link FROM runs ORDER BY id DESC LIMIT 1"
             )
         ).fetchone()
         if row is None:
             return None
-        return Run(row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6])
+        return Run(
+            row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6], row[7], row[8]
+        )
 
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         cur = await self._conn.execute(
@@ -347,7 +404,12 @@ class StateStore:
         link_rows = []
         state_rows = []
         log_rows = []
+        stage_rows = []
         for page, w in writes:
+            if w.stage is not None and w.scim_id:
+                stage_rows.append(
+                    (run.id, w.graph_id, w.scim_id, w.user_name, w.stage, w.reason, now)
+                )
             log_rows.append(
                 (
                     run.id,
@@ -406,6 +468,12 @@ class StateStore:
                     "INSERT INTO log(run_id, page, at, graph_id, user_name, action, status, "
                     "reason, scim_id, modified) VALUES(?,?,?,?,?,?,?,?,?,?)",
                     log_rows,
+                )
+            if stage_rows:
+                await c.executemany(
+                    "INSERT INTO staged(run_id, graph_id, scim_id, user_name, action, reason, "
+                    "status, at) VALUES(?,?,?,?,?,?,'pending',?)",
+                    stage_rows,
                 )
             if cursor is not None:
                 run.cursor, run.cursor_page = cursor

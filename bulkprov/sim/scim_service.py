@@ -52,6 +52,7 @@ from ..scim.paths import (
 )
 from .http import SimRequest, SimResponse
 from .scim_bulk import handle_bulk, service_provider_config
+from .scim_groups import GroupStore
 
 __all__ = ["Faults", "NoFaults", "ScimService", "scim_error"]
 
@@ -213,6 +214,8 @@ class ScimService:
         self._duplicates: list[str] = []  # keys of posts_by_username that reached 2
         self.posts = 0
         self.throttled = 0
+        #: ``/Groups`` (scim_groups.py); members must be stored users
+        self.groups = GroupStore(lambda uid: uid in self._users, self._new_id)
 
     # --------------------------------------------------------------- configuration API
 
@@ -319,6 +322,8 @@ class ScimService:
             "posts": self.posts,
             "bulk_operations": self.bulk_operations,
             "duplicate_posts": self.duplicate_posts(),
+            "groups": len(self.groups.groups),
+            "group_ops": dict(self.groups.counters),
         }
 
     def duplicate_posts(self) -> dict[str, int]:
@@ -335,6 +340,7 @@ class ScimService:
         self.posts = 0
         self.throttled = 0
         self.bulk_operations = 0
+        self.groups.counters.clear()
 
     def reset(self) -> None:
         """Empty the store and the counters; configuration is kept."""
@@ -343,6 +349,7 @@ class ScimService:
         self._by_external.clear()
         self._pending.clear()
         self._order = None
+        self.groups.groups.clear()
         self.reset_counters()
 
     def seed_user(
@@ -427,6 +434,10 @@ class ScimService:
             if method == "DELETE":
                 return self._delete(user_id)
             return scim_error(405, f"{method} is not supported on /Users/{{id}}")
+        if rest.rstrip("/") == "/Groups" or rest.startswith("/Groups/"):
+            return self.groups.handle(
+                req, rest, scim_error, self.public_url or req.base_url + self.base_path
+            )
         return scim_error(404, f"Endpoint {rest} is not supported by this service provider")
 
     def _auth_ok(self, req: SimRequest) -> bool:
