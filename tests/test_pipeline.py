@@ -234,7 +234,9 @@ async def test_cancelled_run_resumes_without_duplicates(servers, tenant, scim, t
     scim.configure(latency_ms=10)
 
     async def cancel_midway(scope: anyio.CancelScope) -> None:
-        while len(scim) < 60:  # cancel once real work is under way, however slow the machine
+        # cancel once real work is under way, however slow the machine (a store size to
+        # poll: the simulator has no event to wait on)
+        while len(scim) < 60:  # noqa: ASYNC110
             await anyio.sleep(0.005)
         scope.cancel()
 
