@@ -3,7 +3,7 @@
 ::
 
     graph.pages ─▶ scope ─▶ mapping ─▶ decide ══WorkItem══▶ scim workers ×N ══Outcome══╗
-        ▲         (inline, pure, per user, per page)          │ PauseGate+RatePacer      ║
+        ▲         (inline, pure, per user, per page)          │ gate+pacer+AsyncLimiter  ║
         │                       ╚═══════ skips ═══════════════╪══════════════▶ checkpoint writer
         │                                                      ▼                         │
         └──── resume cursor: link of the first page not yet durable ◀──── SQLite ◀───────┘

@@ -3,8 +3,10 @@
 Every request of every worker goes through :meth:`ScimClient.send`, which
 
 1. waits for the shared :class:`~bulkprov.retry.PauseGate` (a Retry-After pauses everyone),
-2. takes a send slot from the one shared :class:`~bulkprov.scim.rate.RatePacer` (the
-   target's request budget: a configured ceiling, adapted by AIMD to the 429s it sees),
+2. takes a send slot from the one shared :class:`~bulkprov.scim.rate.RatePacer` (AIMD:
+   below the ceiling, adapted to the 429s the target sends), then acquires the one shared
+   ``aiolimiter.AsyncLimiter`` of the configured ``rate_limit``: the hard guarantee that
+   all workers together never exceed the rate the admin set, whatever the pacer does,
 3. sends, and classifies the answer with :func:`bulkprov.scim.responses.classify`,
 4. retries 429, 5xx, timeouts and resets with backoff, bounded by attempts and time.
    A 429 means "not yet", not "failed": throttled retries are bounded by time only
@@ -22,6 +24,7 @@ from typing import Any
 
 import anyio
 import httpx
+from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
 from ..errors import TargetAuthError, TargetError, TargetThrottled, TargetUnavailable
@@ -71,6 +74,10 @@ class ScimClient:
             "Content-Type": SCIM_MEDIA_TYPE,
         }
         self.pacer = RatePacer(rate_limit, adaptive=adaptive)
+        # A bucket of one second's worth: a paused pool resumes at the configured rate
+        # without a burst above it. Created here, inside the running loop (aiolimiter binds
+        # to the loop that first uses it).
+        self._limiter = AsyncLimiter(rate_limit, 1.0) if rate_limit > 0 else None
         self.policy = policy or RetryPolicy()
         self.gate = gate or PauseGate()
         self.stats = RequestStats()
@@ -92,6 +99,9 @@ class ScimClient:
             if delay > 0:
                 await anyio.sleep(delay)
                 now += delay
+            if self._limiter is not None:
+                await self._limiter.acquire()
+                now = time.monotonic()
             stats = self.stats
             stats.requests += 1
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
