@@ -468,12 +468,18 @@ class StateStore:
 
     async def add_target_index(self, rows: Sequence[tuple[str, str, bytes]]) -> None:
         if rows:
-            await self._conn.executemany(
+            cursor = await self._conn.executemany(
                 "INSERT INTO target_index(key, scim_id, resource) VALUES(?,?,?) "
                 "ON CONFLICT(key) DO UPDATE SET scim_id=excluded.scim_id, "
                 "resource=excluded.resource",
                 rows,
             )
+            # Close it on aiosqlite's thread. Pages are indexed concurrently with this same
+            # SQL, so sqlite3 reuses one cached statement: a cursor left to the garbage
+            # collector is reset from the event loop's thread, possibly while the worker
+            # thread binds the next page to that statement ("bad parameter or other API
+            # misuse", seen on resumed runs).
+            await cursor.close()
 
     async def lookup_target(self, keys: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         out: dict[str, tuple[str, dict[str, Any]]] = {}
