@@ -219,11 +219,12 @@ class StateStore:
             return None
         return Run(row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6])
 
-    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+    async def runs(self, limit: int = 20, *, run_id: int | None = None) -> list[dict[str, Any]]:
+        """The latest ``limit`` runs, newest first (or only run ``run_id``)."""
         cur = await self._conn.execute(
             "SELECT id, started_at, finished_at, status, cursor_page, resumes, counts, message "
-            "FROM runs ORDER BY id DESC LIMIT ?",
-            (limit,),
+            "FROM runs WHERE ? IS NULL OR id = ? ORDER BY id DESC LIMIT ?",
+            (run_id, run_id, limit),
         )
         return [
             {
@@ -423,7 +424,10 @@ class StateStore:
         if user is not None:
             where.append("(graph_id = ? OR lower(user_name) = lower(?))")
             args += [user, user]
-        sql = "SELECT run_id, at, graph_id, user_name, action, status, reason, scim_id, modified FROM log"
+        sql = (
+            "SELECT id, run_id, page, at, graph_id, user_name, action, status, reason, scim_id, "
+            "modified FROM log"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id"
@@ -431,7 +435,9 @@ class StateStore:
             sql += f" LIMIT {int(limit)}"
         cur = await self._conn.execute(sql, args)
         keys = (
+            "id",
             "run_id",
+            "page",
             "at",
             "graph_id",
             "user_name",
@@ -442,6 +448,29 @@ class StateStore:
             "modified",
         )
         return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def prune_log(self, before: float) -> int:
+        """Delete provisioning-log rows written before ``before`` (the retention setting)."""
+        # Never the rows of an interrupted run: its resume skips the users they record.
+        async with self._conn.execute(
+            "DELETE FROM log WHERE at < ? AND run_id NOT IN "
+            "(SELECT id FROM runs WHERE status = 'running')",
+            (before,),
+        ) as cur:
+            # closed on aiosqlite's thread at once (see add_target_index)
+            return max(cur.rowcount, 0)
+
+    async def run_info(self, run_id: int | None = None) -> dict[str, Any] | None:
+        """One run as :meth:`runs` shows it (the last one when ``run_id`` is ``None``)."""
+        rows = await self.runs(1, run_id=run_id)
+        return rows[0] if rows else None
+
+    async def users_fingerprint(self) -> tuple[int, float]:
+        """(managed users, last update time): changes whenever a user row is written."""
+        row = await (
+            await self._conn.execute("SELECT count(*), coalesce(max(updated_at), 0) FROM users")
+        ).fetchone()
+        return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
     async def logged_since_page(self, run: Run) -> set[str]:
         """Graph ids this run already logged on pages at or past its cursor.
