@@ -18,6 +18,7 @@ Exit codes (also in ``bulkprov --help``):
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -160,6 +161,10 @@ def init(path: Path, force: bool) -> None:
     "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
 )
 @click.option("--no-report", is_flag=True, help="Do not write the HTML run report.")
+@click.option("--watch", is_flag=True, help="Run incremental cycles until stopped (Ctrl-C).")
+@click.option(
+    "--interval", default="30s", show_default=True, help="Time between --watch cycles (30s, 2m)."
+)
 def sync(
     config_path: Path,
     rematch: bool,
@@ -169,6 +174,8 @@ def sync(
     metrics_port: int | None,
     metrics_host: str,
     no_report: bool,
+    watch: bool,
+    interval: str,
 ) -> None:
     """Run the sync: create, update and disable users in the SCIM target.
 
@@ -181,10 +188,13 @@ def sync(
       bulkprov sync -c zoom.toml
       bulkprov sync --json > events.jsonl
       bulkprov sync --quiet --metrics-port 9464     # cron, scraped by Prometheus
+      bulkprov sync --watch --interval 30s   # changes reach the target within 30 s
     """
     from .progress import run_with_progress
 
     cfg = _load(config_path)
+    if watch:
+        _watch(cfg, interval, as_json)
     result = _run(
         partial(
             run_with_progress,
@@ -199,6 +209,195 @@ def sync(
         expect,
     )
     sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+
+
+def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:
+    from .errors import BulkProvError
+    from .pipeline import RunResult, Secrets
+    from .progress import event, summary_line
+    from .watch import parse_interval, watch
+
+    try:
+        seconds = parse_interval(interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--interval") from None
+
+    def on_result(result: RunResult) -> None:
+        if as_json:
+            event("cycle", run_id=result.run_id, status=result.status, counts=result.counts)
+        else:
+            click.echo(summary_line(result) + (f"\n  {result.message}" if result.message else ""))
+
+    def on_error(exc: BulkProvError) -> None:
+        click.secho(f"cycle failed (retried in {interval}): {exc}", fg="yellow", err=True)
+
+    try:
+        secrets = Secrets.from_config(cfg)
+    except BulkProvError as exc:
+        _fail(exc)
+    _run(
+        lambda: watch(
+            cfg, secrets, seconds, on_result=on_result, on_error=on_error, handle_signals=True
+        )
+    )
+    sys.exit(0)
+
+
+@main.command(epilog=EPILOG)
+@config_option
+@click.option("--all", "show_all", is_flag=True, help="Also done, failed and superseded ones.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+def staged(config_path: Path, show_all: bool, as_json: bool) -> None:
+    """List disables and deletes held by the accidental-deletion threshold.
+
+    A cycle that would disable or delete more accounts than ``deprovision.threshold`` sends
+    none of them; they wait here until ``bulkprov approve`` (or a later full cycle that no
+    longer wants them).
+
+    \b
+    Example:
+      bulkprov staged -c zoom.toml
+    """
+    from .checkpoint.lifecycle import LifecycleStore, Staged
+    from .checkpoint.store import StateStore
+
+    cfg = _load(config_path)
+    statuses = ("held", "pending", "done", "failed", "superseded") if show_all else ("held",)
+
+    async def read() -> list[Staged]:
+        async with await StateStore.open(cfg.state.path) as store:
+            return await LifecycleStore(store).staged(status=statuses)
+
+    items = _run(read)
+    for s in items:
+        if as_json:
+            click.echo(_json.dumps(dataclasses.asdict(s)).decode())
+        else:
+            click.echo(
+                f"{s.id:>6}  run {s.run_id:<5} {s.status:<10} {s.action:<8} "
+                f"{s.user_name or s.graph_id}  {(s.reason or '').removeprefix('staged: ')}"
+            )
+    if not as_json:
+        held = sum(1 for s in items if s.status == "held")
+        click.echo(
+            f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else "")
+        )
+
+
+@main.command(epilog=EPILOG)
+@config_option
+@click.option("--id", "ids", type=int, multiple=True, help="Only these staged ids (repeatable).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
+    """Send the held disables/deletes (Entra's "Allow deletes").
+
+    \b
+    Examples:
+      bulkprov staged               # review first
+      bulkprov approve --yes
+      bulkprov approve --id 12 --id 13
+    """
+    from .checkpoint.lifecycle import LifecycleStore
+    from .checkpoint.store import StateStore
+    from .lifecycle import approve as run_approve
+    from .ondemand import _clients
+    from .pipeline import Secrets, StateLock
+
+    cfg = _load(config_path)
+
+    async def count() -> int:
+        async with await StateStore.open(cfg.state.path) as store:
+            held = await LifecycleStore(store).staged(status=("held",))
+            return len([s for s in held if not ids or s.id in ids])
+
+    n = _run(count)
+    if not n:
+        click.echo("nothing held")
+        return
+    if not yes:
+        click.confirm(
+            f"send {n} held disable/delete action(s) to {cfg.target.base_url}?", abort=True
+        )
+    try:
+        secrets = Secrets.from_config(cfg)
+    except BulkProvError as exc:
+        _fail(exc)
+
+    async def go() -> dict[str, int]:
+        with StateLock(cfg.state.path):
+            store = await StateStore.open(cfg.state.path)
+            async with store, _clients(cfg, secrets, None, None, None) as (_, scim):
+                return await run_approve(store, scim, cfg, list(ids) or None)
+
+    counts = _run(go)
+    click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
+    sys.exit(EXIT_FAILURES if counts.get("failed") else 0)
+
+
+@main.command(epilog=EPILOG)
+@config_option
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
+def provision(config_path: Path, user: str, as_json: bool) -> None:
+    """Provision one user now (UPN or object id) and show Entra's steps.
+
+    \b
+    Example:
+      bulkprov provision jane.doe@contoso.com
+    """
+    from .ondemand import provision_user
+    from .pipeline import Secrets
+
+    cfg = _load(config_path)
+    try:
+        secrets = Secrets.from_config(cfg)
+    except BulkProvError as exc:
+        _fail(exc)
+    steps = _run(provision_user, cfg, secrets, user)
+    _print_steps(steps, as_json)
+    sys.exit(0 if all(s.ok or s.title.startswith("Determine") for s in steps) else 1)
+
+
+@main.command("test-connection", epilog=EPILOG)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def test_connection(config_path: Path, as_json: bool) -> None:
+    """Check the Graph credentials and the SCIM target the way Entra's button does.
+
+    \b
+    Example:
+      bulkprov test-connection -c zoom.toml
+    """
+    from .ondemand import check_connection as check
+    from .pipeline import Secrets
+
+    cfg = _load(config_path)
+    try:
+        secrets = Secrets.from_config(cfg)
+    except BulkProvError as exc:
+        _fail(exc)
+    steps = _run(check, cfg, secrets)
+    _print_steps(steps, as_json)
+    failed = [s for s in steps if not s.ok]
+    if not failed:
+        sys.exit(0)
+    sys.exit(5 if failed[0].title.startswith("SCIM") else 4)
+
+
+def _print_steps(steps: list[Any], as_json: bool) -> None:
+    for i, s in enumerate(steps, 1):
+        if as_json:
+            click.echo(
+                _json.dumps(
+                    {"step": s.title, "ok": s.ok, "detail": s.detail, "data": s.data}
+                ).decode()
+            )
+            continue
+        mark = click.style("✓", fg="green") if s.ok else click.style("✗", fg="red")
+        click.echo(f"{i}. {mark} {s.title}: {s.detail}")
+        if s.title == "Modified properties":
+            for k, v in s.data.items():
+                click.echo(f"     {k} = {_json.dumps(v).decode()}")
 
 
 @main.command(epilog=EPILOG)

@@ -95,6 +95,8 @@ def plan(config_path: Path, out: Path, rematch: bool, show: int) -> None:
         return
     out.write_text(text + "\n", encoding="utf-8")
     click.echo(f"plan: {summary(result)}")
+    if result.get("note"):
+        click.secho(f"note: {result['note']}", fg="yellow")
     for op in result["operations"][:show]:
         click.echo(
             f"  {op['action']:<8} {op.get('user_name') or op['graph_id']}  "

@@ -196,6 +196,28 @@ class ScopeConfig(_Model):
         return self
 
 
+class DeprovisionConfig(_Model):
+    """What happens to accounts whose user leaves scope (facts.md §2.5, §2.6)."""
+
+    #: DELETE the target account when the user is hard-deleted in Entra (Entra's "Delete"
+    #: target object action); otherwise, and for every other reason, PATCH active=false
+    delete_hard_deleted: bool = False
+    #: accidental-deletion prevention: a cycle that would disable or delete *more* than this
+    #: many accounts executes none of them; they are held until ``bulkprov approve``
+    threshold: Annotated[int, Field(ge=0)] = 500
+    prevent_accidental_deletion: bool = True
+
+
+class GroupsConfig(_Model):
+    """Group provisioning: assigned groups (or all, in scope mode "all") and their members."""
+
+    enabled: bool = True
+    #: members per add/remove PATCH (halved on a 400/413 answer)
+    member_chunk: Annotated[int, Field(ge=1, le=1000)] = 100
+    #: also provision members of nested groups (Entra provisions direct members only)
+    flatten_nested: bool = False
+
+
 class StateConfig(_Model):
     path: Path = Path("bulkprov-state.sqlite3")
     #: commit the checkpoint after this many outcomes, or this many seconds
@@ -211,6 +233,8 @@ class Config(_Model):
     target: TargetConfig
     state: StateConfig = StateConfig()
     scope: ScopeConfig = ScopeConfig()
+    deprovision: DeprovisionConfig = DeprovisionConfig()
+    groups: GroupsConfig = GroupsConfig()
     mappings: list[AttributeMapping] = Field(min_length=1)
     #: where this config came from (for messages); not part of the TOML
     source_path: str | None = Field(default=None, exclude=True)

@@ -5,7 +5,8 @@
     │   └── MappingError            a mapping or scoping filter that cannot compile
     │       └── ExpressionSyntaxError   (defined in bulkprov.mapping; carries a caret)
     ├── SourceError                 Microsoft Graph could not be read
-    │   └── SourceAuthError         the Graph token request or a read was refused (401/403)
+    │   ├── SourceAuthError         the Graph token request or a read was refused (401/403)
+    │   └── DeltaExpired            a saved delta token expired (410 / syncStateNotFound)
     ├── TargetError                 the SCIM service answered something we cannot use
     │   ├── TargetAuthError         401/403: stops the whole run at once, never per user
     │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
@@ -64,6 +65,10 @@ class SourceAuthError(SourceError):
     """Graph refused our credentials or permissions."""
 
     exit_code = 3
+
+
+class DeltaExpired(SourceError):
+    """The saved Graph deltaLink no longer works: the cycle falls back to a full read."""
 
 
 class TargetError(BulkProvError):

@@ -20,6 +20,12 @@
   their stored digest (0 requests). Users in flight at the kill were maybe created: a
   resumed (or first) run lists the target once and matches on the mapping's matching
   attributes, so they are linked, never POSTed twice.
+* Lifecycle (lifecycle.py): users are read from Graph's ``users/delta``. The first cycle
+  (and any cycle after the scope or mappings changed, or the delta token expired) is a
+  full round; later ones read only the changes since the deltaLink saved when the last
+  cycle completed, plus the users whose app assignment changed. Disables and deletes are
+  only *staged* on the way; they run after the read completed, within the
+  accidental-deletion threshold, and groups are provisioned last.
 * A 401/403 from the target raises :class:`~bulkprov.errors.TargetAuthError` in a worker,
   which cancels the group: the run stops at once with one message. The writer's final flush
   runs shielded, so what was done is kept.
@@ -44,10 +50,12 @@ from anyio.streams.memory import MemoryObjectSendStream
 from pydantic import SecretStr
 
 from . import _json
+from .checkpoint.lifecycle import FINGERPRINT, USERS_DELTA, LifecycleStore
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
 from .decide import Decision, decide, target_values
 from .errors import (
+    DeltaExpired,
     RunAborted,
     SourceError,
     StateError,
@@ -57,7 +65,9 @@ from .errors import (
     UserDataError,
 )
 from .graph.client import GraphClient, Page
+from .graph.directory import ScopeSources, read_sources
 from .http import make_client
+from .lifecycle import Lifecycle, config_fingerprint
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
 from .scim import requests as rq
@@ -69,7 +79,21 @@ from .scope import ScopeEvaluator, compile_scope
 #: cursor value meaning "every page of this run is durable"
 END_OF_PAGES = "#end"
 
-COUNT_KEYS = ("created", "updated", "linked", "disabled", "unchanged", "skipped", "failed")
+COUNT_KEYS = (
+    "created",
+    "updated",
+    "linked",
+    "disabled",
+    "deleted",
+    "unchanged",
+    "skipped",
+    "failed",
+    "staged",
+    "held",
+)
+#: a new incremental cycle with more assignment changes than this reads every user instead
+MAX_ASSIGNMENT_FETCHES = 1000
+NOT_ASSIGNED = "not assigned to the application (directly or through a group)"
 
 
 @dataclass(slots=True)
@@ -200,14 +224,22 @@ class Engine:
             | {"id", "userPrincipalName", "accountEnabled"}
         )
 
-    def evaluate(self, user: dict[str, Any]) -> tuple[str, bool, str, MappedUser | None]:
+    def evaluate(
+        self, user: dict[str, Any], sources: ScopeSources | None = None
+    ) -> tuple[str, bool, str, MappedUser | None]:
         """Validate, scope and map one Graph user: (graph id, in scope, reason, mapped).
 
-        Raises :class:`UserDataError` when the user cannot be processed at all.
+        ``sources`` (scope mode "assigned"): users not assigned are out of scope, before any
+        scoping filter (Entra applies assignment first); assigned users' app roles feed
+        ``[appRoleAssignments]``. Raises :class:`UserDataError` when the user cannot be
+        processed at all.
         """
         graph_id = user.get("id")
         if not isinstance(graph_id, str) or not graph_id.strip():
             raise UserDataError("the Graph user has no 'id'")
+        assigned = sources.assigned if sources is not None else None
+        if assigned is not None and graph_id not in assigned:
+            return graph_id, False, NOT_ASSIGNED, None
         decision = self.scope.evaluate(user)
         in_scope, reason = decision.in_scope, decision.reason
         if in_scope and user.get("accountEnabled") is False:
@@ -216,10 +248,17 @@ class Engine:
             in_scope, reason = False, "accountEnabled is false"
         if not in_scope:
             return graph_id, False, reason, None
-        mapped = self.mapper.map_user(user, MappingContext(is_soft_deleted=False))
+        roles = sources.roles_of(graph_id) if sources is not None else ()
+        mapped = self.mapper.map_user(
+            user, MappingContext(is_soft_deleted=False, app_role_assignments=roles)
+        )
         if not mapped.user_name or not isinstance(mapped.user_name, str):
             raise UserDataError("the mapping gave no userName (the matching attribute is empty)")
         return graph_id, True, reason, mapped
+
+    def delta_url(self, base_url: str) -> str:
+        """The first request of a full ``users/delta`` round (facts.md §7.3)."""
+        return f"{base_url}/users/delta?$select={','.join(self.select)}"
 
     def match_keys(self, mapped: MappedUser) -> list[str]:
         """Index keys for the mapping's matching attributes, in precedence order."""
@@ -293,6 +332,7 @@ async def run_sync(
                 status, message = "completed", None
                 try:
                     await sync.run(need_index=need_index, handle_signals=handle_signals)
+                    message = sync.note
                 except BaseException as exc:
                     status = "running"  # stays resumable
                     message = _first_message(exc)
@@ -346,30 +386,77 @@ class _Sync:
         self.use_index = False
         #: users of this run already logged on partly durable pages (filled on resume)
         self.already_done: set[str] = set()
+        self.ls = LifecycleStore(store)
+        self.sources = ScopeSources()
+        #: Graph ids read by this run's delta pages (not fetched again for assignment changes)
+        self.seen: set[str] = set()
+        self.hard_deleted: set[str] = set()
+        self.next_page = run.cursor_page
+        #: a message for the run's summary (e.g. actions held by the deletion threshold)
+        self.note: str | None = None
 
     async def run(self, *, need_index: bool, handle_signals: bool) -> None:
-        if self.run_.resumes:
-            self.already_done = await self.store.logged_since_page(self.run_)
+        async with anyio.create_task_group() as outer:
+            if handle_signals:
+                outer.start_soon(self._watch_signals, outer)
+            await self._cycle(need_index)
+            # The stages ended by themselves; only the signal watcher needs stopping.
+            outer.cancel_scope.cancel()
+
+    async def _cycle(self, need_index: bool) -> None:
+        cfg, run = self.cfg, self.run_
+        self.stats.phase = "reading assignments"
+        # Read completely before deciding anything: a failure here changes nothing.
+        self.sources = await read_sources(
+            self.graph,
+            mode=cfg.scope.mode,
+            service_principal_id=cfg.scope.service_principal_id,
+            groups=cfg.groups.enabled,
+            flatten=cfg.groups.flatten_nested,
+        )
+        if run.resumes:
+            self.already_done = await self.store.logged_since_page(run)
+        else:
+            await self._choose_read()
         if need_index:
             self.stats.phase = "matching"
             await self.build_target_index()
             self.use_index = True
         self.stats.phase = "provisioning"
-        concurrency = self.cfg.target.concurrency
+        concurrency = cfg.target.concurrency
         work_send, work_recv = anyio.create_memory_object_stream[WorkItem](concurrency)
         self.stats.work = work_send
         out_send, out_recv = anyio.create_memory_object_stream[Message](concurrency * 4)
-        async with anyio.create_task_group() as outer:
-            if handle_signals:
-                outer.start_soon(self._watch_signals, outer)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._writer, out_recv)
-                async with work_recv, out_send:
-                    for _ in range(concurrency):
-                        tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
-                    tg.start_soon(self._producer, work_send, out_send.clone())
-            # The stages ended by themselves; only the signal watcher needs stopping.
-            outer.cancel_scope.cancel()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._writer, out_recv)
+            async with work_recv, out_send:
+                for _ in range(concurrency):
+                    tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
+                tg.start_soon(self._producer, work_send, out_send.clone())
+        # The source read completed: only now may anything be deprovisioned.
+        life = Lifecycle(cfg, self.store, self.scim, self.stats.counts)
+        self.stats.phase = "deprovisioning"
+        self.note = await life.deprovision(run, full_read=run.kind == "full")
+        if cfg.groups.enabled and self.sources.groups:
+            self.stats.phase = "groups"
+            await life.sync_groups(run, self.sources)
+        if not self.stats.counts["failed"]:
+            # Watermarks advance only over a clean cycle: failed users come back next time.
+            if run.delta_link:
+                await self.ls.put(USERS_DELTA, run.delta_link)
+            await self.ls.put(FINGERPRINT, config_fingerprint(cfg))
+            await self.ls.replace_assigned(self.sources.snapshot())
+
+    async def _choose_read(self) -> None:
+        """A new run reads a delta round when the last cycle left a usable deltaLink."""
+        ls, run = self.ls, self.run_
+        link = await ls.get(USERS_DELTA)
+        full = link is None or await ls.get(FINGERPRINT) != config_fingerprint(self.cfg)
+        if not full and self.sources.assigned is not None:
+            old, new = await ls.assigned(), self.sources.snapshot()
+            changed = sum(1 for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            full = changed > MAX_ASSIGNMENT_FETCHES
+        await ls.set_run_read(run, "full" if full else "incremental", None if full else link)
 
     async def _watch_signals(self, tg: TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -426,23 +513,77 @@ class _Sync:
         self, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
     ) -> None:
         run, engine = self.run_, self.engine
+        full_round = engine.delta_url(self.graph.base_url)
         async with work_send, out_send:
-            if run.cursor == END_OF_PAGES:
-                return
-            first = run.cursor or self.graph.users_url(engine.select, self.cfg.graph.page_size)
-            try:
-                async for page in self.graph.pages(first, first_number=run.cursor_page):
-                    await self._page(page, work_send, out_send)
-            except SourceError as exc:
-                if run.cursor is None or "answered 4" not in str(exc):
+            if run.cursor != END_OF_PAGES:
+                first = run.cursor or full_round
+                try:
+                    await self._read(first, work_send, out_send)
+                except DeltaExpired:
+                    # Graph forgot the sync state: read everything again. Unchanged users
+                    # match their stored digest (0 requests) and the sweep after the full
+                    # read goes through the deletion threshold: no mass change.
+                    await self.ls.set_run_kind(run, "full")
+                    await self._read(full_round, work_send, out_send)
+                except SourceError as exc:
+                    if run.cursor is None or "answered 4" not in str(exc):
+                        raise
+                    # The saved link expired at the source: start the read over; users
+                    # already done are skipped by digest, so this costs reads, not writes.
+                    await self.store.restart_cursor(run)
+                    raise SourceError(
+                        f"the saved Graph page link no longer works ({exc}); "
+                        "run again to restart the read from the first page"
+                    ) from None
+            if run.kind == "incremental" and self.sources.assigned is not None:
+                await self._assignment_changes(work_send, out_send)
+
+    async def _read(
+        self,
+        first: str,
+        work_send: ObjectSendStream[WorkItem],
+        out_send: ObjectSendStream[Message],
+    ) -> None:
+        prefer = {"Prefer": f"odata.maxpagesize={self.cfg.graph.page_size}"}
+        async for page in self.graph.pages(first, first_number=self.next_page, headers=prefer):
+            self.next_page = page.number + 1
+            if page.delta_link:
+                await self.ls.set_run_delta(self.run_, page.delta_link)
+            await self._page(page, work_send, out_send)
+
+    async def _assignment_changes(
+        self, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
+    ) -> None:
+        """Users whose assignment or app roles changed: ``users/delta`` does not show them."""
+        old, new = await self.ls.assigned(), self.sources.snapshot()
+        ids = sorted(
+            k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in self.seen
+        )
+        if not ids:
+            return
+        users: list[dict[str, Any]] = []
+        limiter = anyio.CapacityLimiter(4)
+        select = ",".join(self.engine.select)
+
+        async def fetch(graph_id: str) -> None:
+            async with limiter:
+                try:
+                    doc = await self.graph.get_json(
+                        f"{self.graph.base_url}/users/{graph_id}?$select={select}"
+                    )
+                except SourceError as exc:
+                    if "answered 404" in str(exc):
+                        return  # deleted: the delta round reports it
                     raise
-                # The saved link expired at the source: start the read over; users already
-                # done are skipped by digest, so this costs reads, not writes.
-                await self.store.restart_cursor(run)
-                raise SourceError(
-                    f"the saved Graph page link no longer works ({exc}); "
-                    "run again to restart the read from the first page"
-                ) from None
+            if isinstance(doc, dict):
+                doc.pop("@odata.context", None)
+                users.append(doc)
+
+        async with anyio.create_task_group() as tg:
+            for graph_id in ids:
+                tg.start_soon(fetch, graph_id)
+        await self._page(Page(self.next_page, "#assignments", users, None), work_send, out_send)
+        self.next_page += 1
 
     async def _page(
         self,
@@ -457,7 +598,10 @@ class _Sync:
             try:
                 if not isinstance(user, dict):
                     raise UserDataError(f"the Graph page holds a {type(user).__name__}, not a user")
-                result = engine.evaluate(user)
+                if "@removed" in user:
+                    result = self._removed(user)
+                else:
+                    result = engine.evaluate(user, self.sources)
             except UserDataError as exc:
                 gid = user.get("id") if isinstance(user, dict) else None
                 upn = user.get("userPrincipalName") if isinstance(user, dict) else None
@@ -473,6 +617,7 @@ class _Sync:
                 continue
             evaluated.append(result)
             ids.append(result[0])
+            self.seen.add(result[0])
         states = await self.store.lookup_users(ids)
         matches: dict[str, tuple[str, dict[str, Any]]] = {}
         if self.use_index:
@@ -525,6 +670,7 @@ class _Sync:
                 digest=mapped.digest if mapped else None,
                 state=state,
                 match=match,
+                delete=graph_id in self.hard_deleted and self.cfg.deprovision.delete_hard_deleted,
             )
             user_name = mapped.user_name if mapped else (state.user_name if state else None)
             held = None
@@ -532,6 +678,18 @@ class _Sync:
                 held = self.guard(graph_id, decision, mapped)
             if held is not None:
                 write = UserWrite(graph_id, user_name, "other", "skipped", reason=held)
+                await out_send.send((page.number, write))
+            elif decision.kind in ("disable", "delete"):
+                # Staged, not sent: it runs once the read completed, within the threshold.
+                write = UserWrite(
+                    graph_id,
+                    user_name,
+                    decision.kind,
+                    "skipped",
+                    reason=f"staged: {decision.reason}",
+                    scim_id=decision.scim_id,
+                    stage=decision.kind,
+                )
                 await out_send.send((page.number, write))
             elif decision.kind == "skip":
                 write = _skip_write(graph_id, user_name, decision, mapped, state)
@@ -542,6 +700,17 @@ class _Sync:
                 )
         self.stats.pages += 1
         await out_send.send(PageDone(page.number, count, page.next_link))
+
+    def _removed(self, item: dict[str, Any]) -> tuple[str, bool, str, MappedUser | None]:
+        """A delta ``@removed`` entry: ``changed`` = soft delete, ``deleted`` = hard delete."""
+        graph_id = item.get("id")
+        if not isinstance(graph_id, str) or not graph_id:
+            raise UserDataError("a removed Graph user has no 'id'")
+        removed = item.get("@removed")
+        if isinstance(removed, dict) and removed.get("reason") == "deleted":
+            self.hard_deleted.add(graph_id)
+            return graph_id, False, "deleted permanently in Entra ID", None
+        return graph_id, False, "deleted in Entra ID (soft delete, restorable)", None
 
     # -- SCIM workers ---------------------------------------------------------------------
 
@@ -737,6 +906,8 @@ def _count(stats: RunStats, write: UserWrite) -> None:
     stats.processed += 1
     if write.status == "failure":
         key = "failed"
+    elif write.stage is not None:
+        key = "staged"
     elif write.action == "create":
         key = "created"
     elif write.action == "update":

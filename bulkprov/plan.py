@@ -2,13 +2,17 @@
 
 A plan is computed the way a sync decides, with the same pieces (:class:`Engine` for
 scope and mapping, :func:`~bulkprov.decide.decide`), from the same inputs: every Graph
-user, the state database, and — when a sync would match (first run, ``--rematch``) — the
+user (a full read, so managed accounts whose user Graph no longer lists show as
+disables, as a full sync's sweep would do), the app's assignments (scope mode
+"assigned"), the state database, and — when a sync would match (first run, ``--rematch``) — the
 target's listing, held in memory. It sends no write to the target and writes nothing to
 the state.
 
 The plan file (JSON) holds:
 
 * ``counts``: users per action (create, update, link, disable, skip, failed);
+* ``note``: set when the disables exceed the accidental-deletion threshold (a sync would
+  stage and hold them for ``bulkprov approve``);
 * ``operations``: one entry per user a sync would write for — action, reason, the SCIM id
   (a placeholder ``new:N`` for creates), and the changes a PATCH would carry (values of
   ``Redact`` mappings shown as ``[Redact]``);
@@ -41,6 +45,7 @@ from .config import Config
 from .decide import Decision, decide
 from .errors import PlanStale, StateError, UserDataError
 from .graph.client import GraphClient
+from .graph.directory import ScopeSources, read_sources
 from .http import make_client
 from .mapping import MappedUser
 from .mapping.compiler import REDACTED
@@ -83,6 +88,7 @@ class _Planner:
     engine: Engine
     store: StateStore
     index: dict[str, tuple[str, dict[str, Any]]] | None
+    sources: ScopeSources
 
     async def page(
         self, users: list[Any], out: list[dict[str, Any]], seen: dict[str, str], names: set[str]
@@ -94,7 +100,7 @@ class _Planner:
             try:
                 if not isinstance(user, dict):
                     raise UserDataError("the Graph page holds something that is not a user")
-                evaluated.append(engine.evaluate(user))
+                evaluated.append(engine.evaluate(user, self.sources))
             except UserDataError as exc:
                 key = str(gid) if isinstance(gid, str) else f"(unreadable #{len(seen)})"
                 seen[key] = _digest(key, "failed", str(exc))
@@ -217,6 +223,13 @@ async def make_plan(
                 http=graph_http,
                 policy=policy,
             )
+            sources = await read_sources(
+                graph,
+                mode=cfg.scope.mode,
+                service_principal_id=cfg.scope.service_principal_id,
+                groups=False,
+                flatten=cfg.groups.flatten_nested,
+            )
             index = None
             if matching:
                 scim = ScimClient(
@@ -227,13 +240,31 @@ async def make_plan(
                     policy=policy,
                 )
                 index = await _target_index(engine, scim, cfg.target.list_page_size)
-            planner = _Planner(engine, store, index)
+            planner = _Planner(engine, store, index, sources)
             ops: list[dict[str, Any]] = []
             seen: dict[str, str] = {}
             names: set[str] = set()
             first = graph.users_url(engine.select, cfg.graph.page_size)
             async for page in graph.pages(first):
                 await planner.page(page.users, ops, seen, names)
+            # A full read's sweep: managed accounts whose user Graph no longer lists.
+            gone_reason = "no longer listed by Microsoft Graph (deleted)"
+            for graph_id, scim_id, user_name in await store.active_managed():
+                if graph_id in seen:
+                    continue
+                fingerprint = user_fingerprint(graph_id, None, gone_reason)
+                seen[graph_id] = _digest(fingerprint, "disable", scim_id)
+                ops.append(
+                    {
+                        "graph_id": graph_id,
+                        "user_name": user_name,
+                        "action": "disable",
+                        "reason": gone_reason,
+                        "scim_id": scim_id,
+                        "fingerprint": fingerprint,
+                        "changes": {"active": False},
+                    }
+                )
     counts = Counter(dict.fromkeys(ACTIONS, 0))
     counts.update(op["action"] for op in ops)
     counts["skip"] = len(seen) - len(ops)
@@ -241,8 +272,16 @@ async def make_plan(
     for op in ops:
         if op["action"] == "create":
             op["scim_id"] = f"new:{next(new)}"
+    dp = cfg.deprovision
+    held = dp.prevent_accidental_deletion and counts["disable"] > dp.threshold
     return {
         "format": PLAN_FORMAT,
+        "note": (
+            f"{counts['disable']} disables exceed the accidental-deletion threshold "
+            f"({dp.threshold}): a sync would stage and hold them for `bulkprov approve`"
+            if held
+            else None
+        ),
         "rematch": rematch,
         "matching": matching,
         "counts": dict(counts),

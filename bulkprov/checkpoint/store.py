@@ -5,7 +5,7 @@ writer's batched UPSERTs and the producer's per-page lookups queue on it in orde
 lookup sees every outcome written before it, committed or not. Every write is an idempotent
 UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
 
-Tables (schema version 1):
+Tables (schema version 2; a version-1 database is migrated in place when opened):
 
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
@@ -14,6 +14,17 @@ Tables (schema version 1):
 ``log``           the provisioning log: one row per user per run (Success/Skipped/Failure).
 ``target_index``  the target's existing accounts by matching key, listed once per run
                   when matching is needed (first run, resumed run).
+``sync_state``    watermarks kept between cycles: the Graph ``users/delta`` deltaLink (saved
+                  only when a cycle completes) and the fingerprint of the scope and mappings
+                  (a change forces a full read, as Entra restarts on a new scoping filter).
+``assigned``      the users assigned to the app (directly or as direct group members) at
+                  the end of the last cycle, with their app roles: the next cycle re-reads
+                  the users whose assignment changed, which ``users/delta`` does not report.
+``staged``        disables and deletes decided in a cycle, executed only after the source
+                  read completes and only within the accidental-deletion threshold; above it
+                  they are ``held`` until ``bulkprov approve``.
+``groups``        provisioned groups (Graph id → SCIM id, displayName) and ``group_members``
+                  the member SCIM ids sent, so memberships are diffed locally.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import aiosqlite
 from .. import _json
 from ..errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,7 +91,83 @@ CREATE TABLE IF NOT EXISTS target_index (
     scim_id  TEXT NOT NULL,
     resource BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assigned (graph_id TEXT PRIMARY KEY, roles TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS staged (
+    id        INTEGER PRIMARY KEY,
+    run_id    INTEGER NOT NULL,
+    graph_id  TEXT NOT NULL,
+    scim_id   TEXT NOT NULL,
+    user_name TEXT,
+    action    TEXT NOT NULL,
+    reason    TEXT,
+    status    TEXT NOT NULL,
+    at        REAL NOT NULL,
+    done_at   REAL
+);
+CREATE INDEX IF NOT EXISTS staged_status ON staged(status, run_id);
+CREATE TABLE IF NOT EXISTS groups (
+    graph_id     TEXT PRIMARY KEY,
+    scim_id      TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    updated_at   REAL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id       TEXT NOT NULL,
+    member_scim_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_scim_id)
+);
 """
+
+#: columns added to version-1 tables by the migration to version 2
+_ADDED_COLUMNS = (
+    ("runs", "kind", "TEXT NOT NULL DEFAULT 'full'"),
+    ("runs", "delta_link", "TEXT"),
+)
+
+
+class _Result:
+    """Rows already fetched, with the cursor closed (see :class:`_Db`)."""
+
+    __slots__ = ("lastrowid", "rows")
+
+    def __init__(self, rows: list[Any], lastrowid: int | None) -> None:
+        self.rows = rows
+        self.lastrowid = lastrowid
+
+    async def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    async def fetchall(self) -> list[Any]:
+        return self.rows
+
+
+class _Db:
+    """aiosqlite with every cursor fetched and closed in aiosqlite's own thread.
+
+    A cursor dropped on the event-loop thread is finalised there while the worker thread
+    may be stepping the same cached statement (two identical ``executemany`` calls in a
+    row): sqlite3 then fails with "bad parameter or other API misuse". Seen under load in
+    tests/test_kill_resume.py; closing each cursor inside aiosqlite's thread prevents it.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
+        async with self.conn.execute(sql, params) as cur:
+            return _Result(list(await cur.fetchall()), cur.lastrowid)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self.conn.executemany(sql, rows):
+            pass
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    async def close(self) -> None:
+        await self.conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +189,10 @@ class Run:
     resumes: int
     counts: dict[str, int]
     started_at: float
+    #: "full" (read every user) or "incremental" (a Graph delta round)
+    kind: str = "full"
+    #: the deltaLink that ended this run's read, promoted to ``sync_state`` on completion
+    delta_link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +211,15 @@ class UserWrite:
     modified: str | None = None
     #: False for outcomes that only log (skips, failures before any link)
     link: bool = False
+    #: "disable" or "delete": stage this deprovisioning (run after the read, threshold)
+    stage: str | None = None
 
 
 class StateStore:
     """Open with :meth:`open`; use as an async context manager to close."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self._conn = conn
+        self._conn = _Db(conn)
         self.path = path
 
     @classmethod
@@ -187,6 +280,12 @@ class StateStore:
         try:
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 await c.execute(stmt)
+            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2
+                cols = {
+                    r[1] for r in await (await c.execute(f"PRAGMA table_info({table})")).fetchall()
+                }
+                if column not in cols:
+                    await c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             await c.execute(
                 "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -211,13 +310,15 @@ class StateStore:
     async def last_run(self) -> Run | None:
         row = await (
             await self._conn.execute(
-                "SELECT id, status, cursor, cursor_page, resumes, counts, started_at "
-                "FROM runs ORDER BY id DESC LIMIT 1"
+                "SELECT id, status, cursor, cursor_page, resumes, counts, started_at, kind, "
+                "delta_link FROM runs ORDER BY id DESC LIMIT 1"
             )
         ).fetchone()
         if row is None:
             return None
-        return Run(row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6])
+        return Run(
+            row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6], row[7], row[8]
+        )
 
     async def runs(self, limit: int = 20, *, run_id: int | None = None) -> list[dict[str, Any]]:
         """The latest ``limit`` runs, newest first (or only run ``run_id``)."""
@@ -304,7 +405,12 @@ class StateStore:
         link_rows = []
         state_rows = []
         log_rows = []
+        stage_rows = []
         for page, w in writes:
+            if w.stage is not None and w.scim_id:
+                stage_rows.append(
+                    (run.id, w.graph_id, w.scim_id, w.user_name, w.stage, w.reason, now)
+                )
             log_rows.append(
                 (
                     run.id,
@@ -363,6 +469,12 @@ class StateStore:
                     "INSERT INTO log(run_id, page, at, graph_id, user_name, action, status, "
                     "reason, scim_id, modified) VALUES(?,?,?,?,?,?,?,?,?,?)",
                     log_rows,
+                )
+            if stage_rows:
+                await c.executemany(
+                    "INSERT INTO staged(run_id, graph_id, scim_id, user_name, action, reason, "
+                    "status, at) VALUES(?,?,?,?,?,?,'pending',?)",
+                    stage_rows,
                 )
             if cursor is not None:
                 run.cursor, run.cursor_page = cursor
@@ -452,18 +564,25 @@ class StateStore:
     async def prune_log(self, before: float) -> int:
         """Delete provisioning-log rows written before ``before`` (the retention setting)."""
         # Never the rows of an interrupted run: its resume skips the users they record.
-        async with self._conn.execute(
+        await self._conn.execute(
             "DELETE FROM log WHERE at < ? AND run_id NOT IN "
             "(SELECT id FROM runs WHERE status = 'running')",
             (before,),
-        ) as cur:
-            # closed on aiosqlite's thread at once (see add_target_index)
-            return max(cur.rowcount, 0)
+        )
+        row = await (await self._conn.execute("SELECT changes()")).fetchone()
+        return int(row[0]) if row else 0
 
     async def run_info(self, run_id: int | None = None) -> dict[str, Any] | None:
         """One run as :meth:`runs` shows it (the last one when ``run_id`` is ``None``)."""
         rows = await self.runs(1, run_id=run_id)
         return rows[0] if rows else None
+
+    async def active_managed(self) -> list[tuple[str, str, str | None]]:
+        """(graph id, SCIM id, userName) of every linked account bulkprov keeps active."""
+        cur = await self._conn.execute(
+            "SELECT graph_id, scim_id, user_name FROM users WHERE scim_id IS NOT NULL AND active=1"
+        )
+        return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
 
     async def users_fingerprint(self) -> tuple[int, float]:
         """(managed users, last update time): changes whenever a user row is written."""
@@ -497,18 +616,12 @@ class StateStore:
 
     async def add_target_index(self, rows: Sequence[tuple[str, str, bytes]]) -> None:
         if rows:
-            cursor = await self._conn.executemany(
+            await self._conn.executemany(
                 "INSERT INTO target_index(key, scim_id, resource) VALUES(?,?,?) "
                 "ON CONFLICT(key) DO UPDATE SET scim_id=excluded.scim_id, "
                 "resource=excluded.resource",
                 rows,
             )
-            # Close it on aiosqlite's thread. Pages are indexed concurrently with this same
-            # SQL, so sqlite3 reuses one cached statement: a cursor left to the garbage
-            # collector is reset from the event loop's thread, possibly while the worker
-            # thread binds the next page to that statement ("bad parameter or other API
-            # misuse", seen on resumed runs).
-            await cursor.close()
 
     async def lookup_target(self, keys: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         out: dict[str, tuple[str, dict[str, Any]]] = {}

@@ -51,6 +51,7 @@ from ..scim.paths import (
     set_value,
 )
 from .http import SimRequest, SimResponse
+from .scim_groups import GroupStore
 
 __all__ = ["Faults", "NoFaults", "ScimService", "scim_error"]
 
@@ -204,6 +205,8 @@ class ScimService:
         self._duplicates: list[str] = []  # keys of posts_by_username that reached 2
         self.posts = 0
         self.throttled = 0
+        #: ``/Groups`` (scim_groups.py); members must be stored users
+        self.groups = GroupStore(lambda uid: uid in self._users, self._new_id)
 
     # --------------------------------------------------------------- configuration API
 
@@ -309,6 +312,8 @@ class ScimService:
             "users": len(self._users),
             "posts": self.posts,
             "duplicate_posts": self.duplicate_posts(),
+            "groups": len(self.groups.groups),
+            "group_ops": dict(self.groups.counters),
         }
 
     def duplicate_posts(self) -> dict[str, int]:
@@ -324,6 +329,7 @@ class ScimService:
         self._duplicates.clear()
         self.posts = 0
         self.throttled = 0
+        self.groups.counters.clear()
 
     def reset(self) -> None:
         """Empty the store and the counters; configuration is kept."""
@@ -332,6 +338,7 @@ class ScimService:
         self._by_external.clear()
         self._pending.clear()
         self._order = None
+        self.groups.groups.clear()
         self.reset_counters()
 
     def seed_user(
@@ -410,6 +417,10 @@ class ScimService:
             if method == "DELETE":
                 return self._delete(user_id)
             return scim_error(405, f"{method} is not supported on /Users/{{id}}")
+        if rest.rstrip("/") == "/Groups" or rest.startswith("/Groups/"):
+            return self.groups.handle(
+                req, rest, scim_error, self.public_url or req.base_url + self.base_path
+            )
         return scim_error(404, f"Endpoint {rest} is not supported by this service provider")
 
     def _auth_ok(self, req: SimRequest) -> bool:
