@@ -10,6 +10,7 @@ Exit codes (also in ``bulkprov --help``):
 4   Microsoft Graph could not be read
 5   the SCIM target failed
 6   the state database cannot be used, or is in use
+7   ``bulkprov apply``: the plan is out of date (nothing was sent)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``)
 130 interrupted (the state is saved; run the same command to resume)
 ==  ===========================================================
@@ -21,6 +22,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -38,10 +40,13 @@ EXIT_FAILURES = 10
 EPILOG = """\b
 Exit codes: 0 done, 1 unexpected error, 2 config error, 3 auth refused,
 4 Graph unreadable, 5 SCIM target failed, 6 state unusable or in use,
-10 completed with failed users, 130 interrupted (resumable).
+7 plan out of date, 10 completed with failed users, 130 interrupted (resumable).
+Environment: BULKPROV_CONFIG (--config), and the secrets the config names
+(default BULKPROV_GRAPH_SECRET, BULKPROV_SCIM_TOKEN).
 """
 
-config_option = click.option(
+#: annotated so that modules adding commands (cli_ops) type-check despite the import cycle
+config_option: Callable[[Callable[..., Any]], Callable[..., Any]] = click.option(
     "--config",
     "-c",
     "config_path",
@@ -145,6 +150,17 @@ def init(path: Path, force: bool) -> None:
 @click.option(
     "--expect", type=int, default=None, help="Expected user count, for the ETA (optional)."
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    envvar="BULKPROV_METRICS_PORT",
+    help="Serve Prometheus metrics on this port while the run lasts.",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option("--no-report", is_flag=True, help="Do not write the HTML run report.")
 @click.option("--watch", is_flag=True, help="Run incremental cycles until stopped (Ctrl-C).")
 @click.option(
     "--interval", default="30s", show_default=True, help="Time between --watch cycles (30s, 2m)."
@@ -155,6 +171,9 @@ def sync(
     as_json: bool,
     quiet: bool,
     expect: int | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    no_report: bool,
     watch: bool,
     interval: str,
 ) -> None:
@@ -168,6 +187,7 @@ def sync(
     Examples:
       bulkprov sync -c zoom.toml
       bulkprov sync --json > events.jsonl
+      bulkprov sync --quiet --metrics-port 9464     # cron, scraped by Prometheus
       bulkprov sync --watch --interval 30s   # changes reach the target within 30 s
     """
     from .progress import run_with_progress
@@ -175,7 +195,19 @@ def sync(
     cfg = _load(config_path)
     if watch:
         _watch(cfg, interval, as_json)
-    result = _run(run_with_progress, cfg, rematch, as_json, quiet, expect)
+    result = _run(
+        partial(
+            run_with_progress,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            report=not no_report,
+        ),
+        cfg,
+        rematch,
+        as_json,
+        quiet,
+        expect,
+    )
     sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
 
 
@@ -411,35 +443,71 @@ def status(config_path: Path, as_json: bool) -> None:
 )
 @click.option("--action", default=None, help="create, update, disable, link, other.")
 @click.option("--user", default=None, help="A Graph object id or a userName.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--since", default=None, help="Only entries since: 90m, 24h, 7d or 2026-11-28.")
+@click.option("--limit", type=int, default=100, show_default=True, help="0 for all.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@click.option(
+    "--csv",
+    "csv_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write Entra-shaped CSV (log, steps, modified properties) into this directory.",
+)
 def logs(
     config_path: Path,
     run_id: int | None,
     status_: str | None,
     action: str | None,
     user: str | None,
+    since: str | None,
     limit: int,
     as_json: bool,
+    csv_dir: Path | None,
 ) -> None:
-    """Show the provisioning log (one entry per user per run).
+    """Show or export the provisioning log (one entry per user per run).
+
+    Entries older than ``state.log_retention_days`` (default 30) are deleted when a run
+    starts.
 
     \b
     Examples:
       bulkprov logs --status failure
       bulkprov logs --user jane@contoso.com --json
+      bulkprov logs --since 24h --action disable
+      bulkprov logs --run 12 --limit 0 --csv ./export    # like Entra's CSV download
     """
     from .checkpoint.store import StateStore
+    from .logexport import parse_since, write_entra_csv
 
     cfg = _load(config_path)
+    try:
+        since_ts = parse_since(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    if not cfg.state.path.exists():
+        click.secho(
+            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
+        )
+        sys.exit(6)
 
     async def read() -> list[dict[str, Any]]:
         async with await StateStore.open(cfg.state.path) as store:
             return await store.log_entries(
-                run_id=run_id, status=status_, action=action, user=user, limit=limit
+                run_id=run_id,
+                status=status_,
+                action=action,
+                user=user,
+                since=since_ts,
+                limit=limit or None,
             )
 
-    for e in _run(read):
+    entries = _run(read)
+    if csv_dir is not None:
+        for path in write_entra_csv(entries, csv_dir):
+            click.echo(str(path))
+        click.echo(f"{len(entries)} entries", err=True)
+        return
+    for e in entries:
         if as_json:
             click.echo(_json.dumps(e).decode())
         else:
@@ -502,6 +570,11 @@ def demo(users: int, seed: int, workdir: Path | None, concurrency: int, no_inter
         _fail(exc)
     sys.exit(0 if ok else 1)
 
+
+# last: cli_ops imports the helpers above
+from .cli_ops import register
+
+register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

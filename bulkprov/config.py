@@ -229,6 +229,9 @@ class StateConfig(_Model):
     #: commit the checkpoint after this many outcomes, or this many seconds
     commit_every: Annotated[int, Field(ge=1)] = 500
     commit_seconds: Annotated[float, Field(gt=0)] = 0.5
+    #: provisioning-log rows older than this many days are deleted when a run starts
+    #: (Entra keeps 30 days on premium editions, facts.md §5.1); 0 keeps them forever
+    log_retention_days: Annotated[int, Field(ge=0)] = 30
 
 
 class Config(_Model):

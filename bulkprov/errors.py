@@ -14,6 +14,7 @@
     │   └── TargetRejected          any other 4xx for one user: a per-user Failure
     ├── UserDataError               one source user cannot be scoped or mapped: Skipped/Failure
     ├── StateError                  the SQLite state cannot be used (corrupt, newer schema, locked)
+    ├── PlanStale                   ``bulkprov apply``: the source, state or config moved on
     └── RunAborted                  a safety stop (e.g. interrupted by a signal)
 
 Messages never contain secrets: tokens and client secrets are ``pydantic.SecretStr`` from
@@ -131,6 +132,12 @@ class StateError(BulkProvError):
     """The state database cannot be used; nothing was overwritten."""
 
     exit_code = 6
+
+
+class PlanStale(BulkProvError):
+    """A plan no longer describes what a sync would do; nothing was sent."""
+
+    exit_code = 7
 
 
 class RunAborted(BulkProvError):

@@ -38,6 +38,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -45,7 +46,7 @@ from typing import Any, Self
 import anyio
 import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import SecretStr
 
 from . import _json
@@ -130,6 +131,15 @@ class RunStats:
     pages: int = 0
     phase: str = "starting"
     scim: ScimClient | None = None
+    #: the work stream's send side while the run provisions (metrics read its depth)
+    work: MemoryObjectSendStream[WorkItem] | None = None
+    #: provisioning-log rows removed by the retention setting when the run started
+    pruned: int = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Users decided and waiting for a SCIM worker."""
+        return self.work.statistics().current_buffer_used if self.work is not None else 0
 
     @property
     def requests(self) -> int:
@@ -174,6 +184,10 @@ class PageDone:
 
 
 Message = tuple[int, UserWrite] | PageDone
+
+#: ``guard(graph_id, decision, mapped)`` → a reason to hold the user back, or ``None``
+#: (``bulkprov apply`` lets only the plan's own operations through)
+Guard = Callable[[str, Decision, MappedUser | None], str | None]
 
 
 class StateLock:
@@ -276,6 +290,7 @@ async def run_sync(
     rematch: bool = False,
     handle_signals: bool = False,
     engine: Engine | None = None,
+    guard: Guard | None = None,
 ) -> RunResult:
     """Run (or resume) one full sync from Graph into the SCIM target."""
     engine = engine or Engine(cfg)
@@ -283,6 +298,9 @@ async def run_sync(
     with StateLock(cfg.state.path):
         store = await StateStore.open(cfg.state.path)
         async with store:
+            if cfg.state.log_retention_days:
+                cutoff = time.time() - cfg.state.log_retention_days * 86400
+                stats.pruned = await store.prune_log(cutoff)
             run = await store.start_run()
             stats.run_id, stats.resumed = run.id, run.resumes > 0
             for key, value in run.counts.items():
@@ -320,7 +338,7 @@ async def run_sync(
                     ),
                 )
                 stats.scim = scim
-                sync = _Sync(engine, store, run, graph, scim, stats)
+                sync = _Sync(engine, store, run, graph, scim, stats, guard)
                 status, message = "completed", None
                 try:
                     await sync.run(need_index=need_index, handle_signals=handle_signals)
@@ -364,8 +382,10 @@ class _Sync:
         graph: GraphClient,
         scim: ScimClient,
         stats: RunStats,
+        guard: Guard | None = None,
     ) -> None:
         self.engine = engine
+        self.guard = guard
         self.cfg = engine.cfg
         self.store = store
         self.run_ = run
@@ -422,6 +442,7 @@ class _Sync:
             workers = min(concurrency, BULK_WORKERS)
             buffered = workers * support.max_operations
         work_send, work_recv = anyio.create_memory_object_stream[WorkItem](buffered)
+        self.stats.work = work_send
         out_send, out_recv = anyio.create_memory_object_stream[Message](concurrency * 4)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._writer, out_recv)
@@ -674,7 +695,13 @@ class _Sync:
                 delete=graph_id in self.hard_deleted and self.cfg.deprovision.delete_hard_deleted,
             )
             user_name = mapped.user_name if mapped else (state.user_name if state else None)
-            if decision.kind in ("disable", "delete"):
+            held = None
+            if self.guard is not None and decision.kind != "skip":
+                held = self.guard(graph_id, decision, mapped)
+            if held is not None:
+                write = UserWrite(graph_id, user_name, "other", "skipped", reason=held)
+                await out_send.send((page.number, write))
+            elif decision.kind in ("disable", "delete"):
                 # Staged, not sent: it runs once the read completed, within the threshold.
                 write = UserWrite(
                     graph_id,

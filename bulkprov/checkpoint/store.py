@@ -320,11 +320,12 @@ class StateStore:
             row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6], row[7], row[8]
         )
 
-    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+    async def runs(self, limit: int = 20, *, run_id: int | None = None) -> list[dict[str, Any]]:
+        """The latest ``limit`` runs, newest first (or only run ``run_id``)."""
         cur = await self._conn.execute(
             "SELECT id, started_at, finished_at, status, cursor_page, resumes, counts, message "
-            "FROM runs ORDER BY id DESC LIMIT ?",
-            (limit,),
+            "FROM runs WHERE ? IS NULL OR id = ? ORDER BY id DESC LIMIT ?",
+            (run_id, run_id, limit),
         )
         return [
             {
@@ -535,7 +536,10 @@ class StateStore:
         if user is not None:
             where.append("(graph_id = ? OR lower(user_name) = lower(?))")
             args += [user, user]
-        sql = "SELECT run_id, at, graph_id, user_name, action, status, reason, scim_id, modified FROM log"
+        sql = (
+            "SELECT id, run_id, page, at, graph_id, user_name, action, status, reason, scim_id, "
+            "modified FROM log"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id"
@@ -543,7 +547,9 @@ class StateStore:
             sql += f" LIMIT {int(limit)}"
         cur = await self._conn.execute(sql, args)
         keys = (
+            "id",
             "run_id",
+            "page",
             "at",
             "graph_id",
             "user_name",
@@ -554,6 +560,36 @@ class StateStore:
             "modified",
         )
         return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def prune_log(self, before: float) -> int:
+        """Delete provisioning-log rows written before ``before`` (the retention setting)."""
+        # Never the rows of an interrupted run: its resume skips the users they record.
+        await self._conn.execute(
+            "DELETE FROM log WHERE at < ? AND run_id NOT IN "
+            "(SELECT id FROM runs WHERE status = 'running')",
+            (before,),
+        )
+        row = await (await self._conn.execute("SELECT changes()")).fetchone()
+        return int(row[0]) if row else 0
+
+    async def run_info(self, run_id: int | None = None) -> dict[str, Any] | None:
+        """One run as :meth:`runs` shows it (the last one when ``run_id`` is ``None``)."""
+        rows = await self.runs(1, run_id=run_id)
+        return rows[0] if rows else None
+
+    async def active_managed(self) -> list[tuple[str, str, str | None]]:
+        """(graph id, SCIM id, userName) of every linked account bulkprov keeps active."""
+        cur = await self._conn.execute(
+            "SELECT graph_id, scim_id, user_name FROM users WHERE scim_id IS NOT NULL AND active=1"
+        )
+        return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    async def users_fingerprint(self) -> tuple[int, float]:
+        """(managed users, last update time): changes whenever a user row is written."""
+        row = await (
+            await self._conn.execute("SELECT count(*), coalesce(max(updated_at), 0) FROM users")
+        ).fetchone()
+        return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
     async def logged_since_page(self, run: Run) -> set[str]:
         """Graph ids this run already logged on pages at or past its cursor.
