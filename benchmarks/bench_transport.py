@@ -9,7 +9,13 @@ rounds alternate the candidates twice so a neighbour's load falls on all of them
 * ``httpx http2``: httpcore with ``http2=True``. Over cleartext ``http://`` httpx does not
   upgrade (no h2c), so on loopback it measures HTTP/1.1 through the HTTP/2-capable pool; the
   simulator (aiohttp) speaks no HTTP/2 either. Against Zoom (TLS + ALPN) it would be h2;
-* ``httpx-aiohttp``: httpx's API over aiohttp's connection pool (bulkprov's choice);
+* ``httpx-aiohttp``: httpx's API over aiohttp's connection pool (the package);
+* ``bulkprov transport``: :class:`bulkprov.http.AiohttpTransport` (reads the whole answer
+  inside the transport), through ``client.post`` as before;
+* ``bulkprov transport, send()``: the same, with the ``httpx.Request`` built directly and
+  passed to ``client.send`` (skips ``build_request``'s merging of client defaults);
+* ``bulkprov direct``: :class:`bulkprov.http.Direct`, what ``ScimClient`` sends POSTs and
+  PATCHes with over such a client: no httpx ``Request``/``Response`` at all;
 * ``aiohttp (raw)``: no httpx at all: the floor, for reference only.
 
     python -m benchmarks.bench_transport -n 10000 -c 32
@@ -27,9 +33,10 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import httpx
+import httpx_aiohttp
 import orjson
 
-from bulkprov.http import make_client
+from bulkprov.http import direct, make_client
 from bulkprov.sim.server import SimulatorProcess
 
 
@@ -81,6 +88,32 @@ async def with_httpx(client: httpx.AsyncClient, url: str, headers: dict[str, str
         return await drive(post, n, c)
 
 
+async def with_httpx_send(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int, c: int
+):
+    extensions = {"timeout": client.timeout.as_dict()}
+    async with client:
+
+        async def post(b: bytes) -> int:
+            request = httpx.Request("POST", url, content=b, headers=headers, extensions=extensions)
+            r = await client.send(request)
+            return r.status_code
+
+        return await drive(post, n, c)
+
+
+async def with_direct(client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int, c: int):
+    sender = direct(client)
+    assert sender is not None
+    async with client:
+
+        async def post(b: bytes) -> int:
+            status, _, _ = await sender.send("POST", url, headers, b)
+            return status
+
+        return await drive(post, n, c)
+
+
 async def with_aiohttp(url: str, headers: dict[str, str], n: int, c: int):
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as s:
 
@@ -102,6 +135,27 @@ def candidates(c: int) -> dict[str, Callable[[str, dict[str, str], int], Awaitab
             httpx.AsyncClient(limits=limits, http2=True, trust_env=False), u, h, n, c
         ),
         "httpx-aiohttp": lambda u, h, n: with_httpx(
+            httpx.AsyncClient(
+                transport=httpx_aiohttp.AiohttpTransport(
+                    client=lambda: aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(limit=c), timeout=aiohttp.ClientTimeout()
+                    )
+                ),
+                timeout=30,
+                trust_env=False,
+            ),
+            u,
+            h,
+            n,
+            c,
+        ),
+        "bulkprov transport": lambda u, h, n: with_httpx(
+            make_client(timeout=30, max_connections=c), u, h, n, c
+        ),
+        "bulkprov transport, send()": lambda u, h, n: with_httpx_send(
+            make_client(timeout=30, max_connections=c), u, h, n, c
+        ),
+        "bulkprov direct": lambda u, h, n: with_direct(
             make_client(timeout=30, max_connections=c), u, h, n, c
         ),
         "aiohttp (raw)": lambda u, h, n: with_aiohttp(u, h, n, c),

@@ -1,18 +1,149 @@
 """The one place HTTP clients are made.
 
 bulkprov keeps httpx's API (respx and the simulators' in-process transport plug into it)
-but sends over aiohttp's connection pool through the ``httpx-aiohttp`` transport: on these
-2-core machines httpx's default transport managed ≈350 POSTs/s at concurrency 32 against
-≈1,100 over aiohttp (facts.md §9), and process CPU per request is the throughput limit.
+but sends over aiohttp's connection pool: on these 2-core machines httpx's default transport
+managed ≈350 POSTs/s at concurrency 32 against ≈1,100 over aiohttp (facts.md §9), and process
+CPU per request is the throughput limit.
+
+The transport is our own :class:`AiohttpTransport`, not ``httpx-aiohttp``'s: every answer
+bulkprov reads is a small JSON document, so it reads the whole body inside the transport and
+hands httpx a finished ``Response`` (no streaming wrapper to close, no exception-mapping
+context manager and no new ``ClientTimeout`` per request). ``benchmarks/bench_transport.py``
+measures it against ``httpx-aiohttp`` and raw aiohttp (benchmarks/RESULTS.md, "Hot-path CPU").
 """
 
 from __future__ import annotations
 
 import ssl
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx requests sent over one lazily opened ``aiohttp.ClientSession``.
+
+    Answers are read completely before they are returned (bulkprov never streams), and
+    aiohttp's errors become httpx's (``TimeoutException``, ``ConnectError``, ``ReadError``),
+    which is all the retry loops look at.
+    """
+
+    def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
+        self._factory = session
+        self._session: aiohttp.ClientSession | None = None
+        #: one ClientTimeout per distinct httpx timeout (in practice: one per client)
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+
+    def _timeout(self, t: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+        key = (t.get("connect"), t.get("read"), t.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            # as httpx-aiohttp maps them: connect per socket, read per socket read, pool as
+            # aiohttp's "connect" (waiting for a free connection included)
+            timeout = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+            self._timeouts[key] = timeout
+        return timeout
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes | None,
+        client_timeout: aiohttp.ClientTimeout,
+        *,
+        decompress: bool = True,
+        request: httpx.Request | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One request, its whole answer read: (status, headers, body).
+
+        aiohttp's errors are raised as httpx's, so callers handle one set of exceptions.
+        """
+        session = self._session
+        if session is None:
+            session = self._session = self._factory()
+        try:
+            async with session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                auto_decompress=decompress,
+                timeout=client_timeout,
+            ) as resp:
+                return resp.status, resp.headers, await resp.read()
+        except TimeoutError as exc:  # incl. aiohttp.ServerTimeoutError
+            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        except aiohttp.InvalidURL as exc:
+            raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+        except aiohttp.ClientError as exc:  # reset, disconnect, bad payload
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            data: bytes | None = request.content or None
+        except httpx.RequestNotRead:
+            data = await request.aread() or None
+        status, headers, body = await self.exchange(
+            request.method,
+            str(request.url),
+            request.headers.multi_items(),
+            data,
+            self._timeout(request.extensions.get("timeout") or {}),
+            # httpx decodes Content-Encoding itself (it sent Accept-Encoding)
+            decompress=False,
+            request=request,
+        )
+        return httpx.Response(
+            status,
+            headers=list(headers.items()),
+            content=body,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class Direct:
+    """Requests without httpx's request/response model, over a client's own transport.
+
+    The SCIM hot path (one POST or PATCH per user, no query string) sends through this when
+    the client is one :func:`make_client` built over :class:`AiohttpTransport`: httpx's
+    ``Request``/``Response`` objects, URL parsing, header merging and cookie extraction cost
+    more CPU per request than aiohttp's whole send (benchmarks/RESULTS.md, "Hot-path CPU").
+    Clients with another transport (respx, the simulators' ``SimTransport``) have none, and
+    their callers use httpx as usual.
+    """
+
+    __slots__ = ("_timeout", "_transport")
+
+    def __init__(self, transport: AiohttpTransport, timeout: httpx.Timeout) -> None:
+        self._transport = transport
+        # the client's own timeout, as its transport maps it for httpx requests
+        self._timeout = transport._timeout(timeout.as_dict())
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """(status, headers, body); raises httpx's ``TimeoutException``/``TransportError``."""
+        return await self._transport.exchange(method, url, headers, body, self._timeout)
+
+
+_DIRECT: weakref.WeakKeyDictionary[httpx.AsyncClient, Direct] = weakref.WeakKeyDictionary()
+
+
+def direct(client: httpx.AsyncClient) -> Direct | None:
+    """The direct sender of a client made by :func:`make_client` over aiohttp, else None."""
+    return _DIRECT.get(client)
 
 
 def make_client(
@@ -42,11 +173,14 @@ def make_client(
             # aiohttp's own timeout is left to httpx's per-request timeout below.
             return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout())
 
-        transport = AiohttpTransport(client=session)
-    return httpx.AsyncClient(
+        transport = AiohttpTransport(session)
+    client = httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout),
         # Proxies and netrc from the environment are not for a provisioning engine.
         trust_env=False,
         follow_redirects=False,
     )
+    if isinstance(transport, AiohttpTransport):
+        _DIRECT[client] = Direct(transport, client.timeout)
+    return client

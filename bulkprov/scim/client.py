@@ -28,6 +28,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
 from ..errors import TargetAuthError, TargetError, TargetThrottled, TargetUnavailable
+from ..http import direct
 from ..retry import PauseGate, RetryPolicy
 from .rate import RatePacer
 from .requests import ScimRequest
@@ -68,6 +69,9 @@ class ScimClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
+        # POSTs and PATCHes (one per user: the hot path) skip httpx's request model when the
+        # client has a direct sender (bulkprov.http.make_client over aiohttp)
+        self._direct = direct(http)
         self._headers = {
             "Authorization": f"Bearer {token.get_secret_value()}",
             "Accept": SCIM_MEDIA_TYPE,
@@ -107,16 +111,26 @@ class ScimClient:
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
             retry_after: float | None = None
             try:
-                response = await self._http.request(
-                    request.method,
-                    url,
-                    params=request.params or None,
-                    content=request.body,
-                    headers=self._headers,
-                )
-                if response.status_code != 429:
+                if self._direct is not None and not request.params:
+                    status, headers, content = await self._direct.send(
+                        request.method, url, self._headers, request.body
+                    )
+                else:
+                    response = await self._http.request(
+                        request.method,
+                        url,
+                        params=request.params or None,
+                        content=request.body,
+                        headers=self._headers,
+                    )
+                    status, headers, content = (
+                        response.status_code,
+                        response.headers,
+                        response.content,
+                    )
+                if status != 429:
                     pacer.on_success()
-                return classify(response.status_code, response.headers, response.content)
+                return classify(status, headers, content)
             except TargetAuthError as exc:
                 raise TargetAuthError(
                     f"the SCIM target refused our token ({exc}). The token is wrong, expired "
