@@ -10,6 +10,7 @@ Exit codes (also in ``bulkprov --help``):
 4   Microsoft Graph could not be read
 5   the SCIM target failed
 6   the state database cannot be used, or is in use
+7   quarantined: too many users failed (the report says why; resumable)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``)
 130 interrupted (the state is saved; run the same command to resume)
 ==  ===========================================================
@@ -29,6 +30,7 @@ import click
 from . import _json
 from .config import Config, load_config
 from .errors import BulkProvError
+from .redact import scrub
 
 T = TypeVar("T")
 
@@ -37,7 +39,7 @@ EXIT_FAILURES = 10
 EPILOG = """\b
 Exit codes: 0 done, 1 unexpected error, 2 config error, 3 auth refused,
 4 Graph unreadable, 5 SCIM target failed, 6 state unusable or in use,
-10 completed with failed users, 130 interrupted (resumable).
+7 quarantined, 10 completed with failed users, 130 interrupted (resumable).
 """
 
 config_option = click.option(
@@ -67,7 +69,7 @@ def _fail(exc: BaseException) -> NoReturn:
         if errors:
             exc = errors[0]
     if isinstance(exc, BulkProvError):
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(f"error: {scrub(str(exc))}", fg="red", err=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         click.secho("interrupted: the state is saved; run the same command to resume", err=True)
@@ -161,6 +163,50 @@ def sync(config_path: Path, rematch: bool, as_json: bool, quiet: bool, expect: i
     cfg = _load(config_path)
     result = _run(run_with_progress, cfg, rematch, as_json, quiet, expect)
     sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+
+
+@main.command("retry-failed", epilog=EPILOG)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Emit JSON-lines events (automation).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final summary (cron).")
+def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
+    """Retry every user in escrow now (failed users wait 6 h, 12 h, 24 h… otherwise), then sync.
+
+    \b
+    Example:
+      bulkprov retry-failed -c zoom.toml
+    """
+    from .escrow_cli import release_escrow
+    from .progress import run_with_progress
+
+    cfg = _load(config_path)
+    released = _run(release_escrow, cfg)
+    if not quiet and not as_json:
+        click.echo(f"{released} escrowed user(s) retried now", err=True)
+    result = _run(run_with_progress, cfg, False, as_json, quiet, None)
+    sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+
+
+@main.group()
+def state() -> None:
+    """Back up the state database."""
+
+
+@state.command("export", epilog=EPILOG)
+@config_option
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def state_export(config_path: Path, dest: Path) -> None:
+    """Copy the state database to DEST (consistent even during a sync; mode 0600).
+
+    \b
+    Example:
+      bulkprov state export backup-2026-11-28.sqlite3
+    """
+    from .escrow_cli import export_state
+
+    cfg = _load(config_path)
+    _run(export_state, cfg, dest)
+    click.echo(f"wrote {dest}")
 
 
 @main.command(epilog=EPILOG)

@@ -23,7 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from . import redact
+from .breaker import BreakerPolicy
 from .errors import ConfigError
+from .escrow import EscrowPolicy
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -52,6 +55,7 @@ class SecretSource(_Model):
                 raise ConfigError(
                     f"environment variable {self.env} is not set", path=config_path, key=key
                 )
+            redact.register(value.strip())
             return SecretStr(value.strip())
         assert self.file is not None
         try:
@@ -62,6 +66,7 @@ class SecretSource(_Model):
             ) from None
         if not value:
             raise ConfigError(f"secret file {self.file} is empty", path=config_path, key=key)
+        redact.register(value)
         return SecretStr(value)
 
 
@@ -203,10 +208,38 @@ class StateConfig(_Model):
     commit_seconds: Annotated[float, Field(gt=0)] = 0.5
 
 
+class EscrowConfig(_Model):
+    """When failed users are retried (Entra: 6 h, 12 h, 24 h, then daily for 28 days)."""
+
+    delays_hours: list[Annotated[float, Field(ge=0)]] = [6.0, 12.0, 24.0]
+    then_every_hours: Annotated[float, Field(gt=0)] = 24.0
+    give_up_days: Annotated[float, Field(gt=0)] = 28.0
+
+    def policy(self) -> EscrowPolicy:
+        return EscrowPolicy(tuple(self.delays_hours), self.then_every_hours, self.give_up_days)
+
+
+class QuarantineConfig(_Model):
+    """The breaker's thresholds (Entra's numbers; see bulkprov.breaker for the scaling)."""
+
+    min_failures: Annotated[int, Field(ge=1)] = 5_000
+    max_ratio: Annotated[float, Field(gt=0, le=1)] = 0.40
+    max_failures: Annotated[int, Field(ge=1)] = 40_000
+    absolute_failures: Annotated[int, Field(ge=1)] = 60_000
+    floor: Annotated[int, Field(ge=1)] = 25
+    #: 0: Entra's fixed minimum; else the minimum scales with the run (bulkprov.breaker)
+    scale: Annotated[float, Field(ge=0, le=1)] = 0.10
+
+    def policy(self) -> BreakerPolicy:
+        return BreakerPolicy(**self.model_dump())
+
+
 class Config(_Model):
     graph: GraphConfig
     target: TargetConfig
     state: StateConfig = StateConfig()
+    escrow: EscrowConfig = EscrowConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
     scope: ScopeConfig = ScopeConfig()
     mappings: list[AttributeMapping] = Field(min_length=1)
     #: where this config came from (for messages); not part of the TOML

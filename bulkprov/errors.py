@@ -14,6 +14,7 @@
     ├── UserDataError               one source user cannot be scoped or mapped: Skipped/Failure
     ├── StateError                  the SQLite state cannot be used (corrupt, newer schema, locked)
     └── RunAborted                  a safety stop (e.g. interrupted by a signal)
+        └── Quarantined             too many users failed: the breaker stopped the run
 
 Messages never contain secrets: tokens and client secrets are ``pydantic.SecretStr`` from
 the config onward and HTTP headers are never put in an exception's text.
@@ -132,3 +133,13 @@ class RunAborted(BulkProvError):
     """A run stopped on purpose before it finished (its state stays resumable)."""
 
     exit_code = 130
+
+
+class Quarantined(RunAborted):
+    """The quarantine breaker stopped the run: too many users failed (bulkprov.breaker).
+
+    The message is the report (threshold passed, commonest reasons); the state stays
+    resumable and the failed users are in escrow.
+    """
+
+    exit_code = 7

@@ -42,10 +42,12 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 from pydantic import SecretStr
 
 from . import _json
+from .breaker import Breaker
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
 from .decide import Decision, decide, target_values
 from .errors import (
+    Quarantined,
     RunAborted,
     SourceError,
     StateError,
@@ -54,6 +56,7 @@ from .errors import (
     TargetRejected,
     UserDataError,
 )
+from .escrow import EscrowEntry
 from .graph.client import GraphClient, Page
 from .http import make_client
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
@@ -233,6 +236,7 @@ async def run_sync(
     stats = stats or RunStats()
     with StateLock(cfg.state.path):
         store = await StateStore.open(cfg.state.path)
+        store.escrow_policy = cfg.escrow.policy()
         async with store:
             run = await store.start_run()
             stats.run_id, stats.resumed = run.id, run.resumes > 0
@@ -325,10 +329,14 @@ class _Sync:
         self.use_index = False
         #: users of this run already logged on partly durable pages (filled on resume)
         self.already_done: set[str] = set()
+        #: failed users waiting for their next retry (bulkprov.escrow)
+        self.escrow: dict[str, EscrowEntry] = {}
+        self.breaker = Breaker(self.cfg.quarantine.policy())
 
     async def run(self, *, need_index: bool, handle_signals: bool) -> None:
         if self.run_.resumes:
             self.already_done = await self.store.logged_since_page(self.run_)
+        self.escrow = await self.store.escrow_entries()
         if need_index:
             self.stats.phase = "matching"
             await self.build_target_index()
@@ -505,7 +513,13 @@ class _Sync:
                 match=match,
             )
             user_name = mapped.user_name if mapped else (state.user_name if state else None)
-            if decision.kind == "skip":
+            held = self.escrow.get(graph_id) if decision.kind != "skip" else None
+            if held is not None and not held.is_due():
+                write = UserWrite(
+                    graph_id, user_name, "other", "skipped", held.deferral(), deferred=True
+                )
+                await out_send.send((page.number, write))
+            elif decision.kind == "skip":
                 write = _skip_write(graph_id, user_name, decision, mapped, state)
                 await out_send.send((page.number, write))
             else:
@@ -695,6 +709,10 @@ class _Sync:
                         pending.append(msg)
                         done[msg[0]] += 1
                         _count(stats, msg[1])
+                        if msg[1].status != "skipped":
+                            verdict = self.breaker.record(msg[1].status == "success", msg[1].reason)
+                            if verdict is not None:
+                                raise Quarantined(self.breaker.report(verdict))
                     if (
                         len(pending) >= cfg.commit_every
                         or time.monotonic() - last >= cfg.commit_seconds

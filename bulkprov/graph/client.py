@@ -23,7 +23,7 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
-from .. import _json
+from .. import _json, redact
 from ..errors import SourceAuthError, SourceError
 from ..retry import PauseGate, RetryPolicy
 from ..scim.responses import parse_retry_after
@@ -102,6 +102,7 @@ class GraphClient:
                 f"Graph token request refused ({response.status_code} {code}): {desc} — "
                 "check tenant_id, client_id and the client secret"
             )
+        redact.register(str(doc["access_token"]))
         self._token = SecretStr(str(doc["access_token"]))
         lifetime = float(doc.get("expires_in", 3599))
         self._token_expires = time.monotonic() + max(60.0, lifetime - 300.0)

@@ -355,6 +355,16 @@ class ScimService:
         """
         self._pending[user_name.lower()] = {"userName": user_name, **attrs}
 
+    def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
+        """``GET``/``POST /_sim/faults``: read or (re)configure the seeded fault plan."""
+        from .faults import FaultPlan
+
+        if not isinstance(self.faults, FaultPlan):
+            if changes is None:
+                return {"rate": 0.0, "injected": {}}
+            self.faults = FaultPlan()
+        return self.faults.configure(**changes) if changes else self.faults.settings()
+
     # ------------------------------------------------------------------------- HTTP
 
     async def handle(self, req: SimRequest) -> SimResponse:
@@ -692,6 +702,12 @@ class ScimService:
         if not isinstance(body, dict):
             return _control_error(400, "expected a JSON object")
         try:
+            if rest == "faults":
+                return SimResponse(
+                    200,
+                    _dumps(self._fault_plan(body if m == "POST" else None)),
+                    {"Content-Type": "application/json"},
+                )
             if rest == "config":
                 settings = self.configure(**body) if m == "POST" else self.settings()
                 return SimResponse(200, _dumps(settings), {"Content-Type": "application/json"})
