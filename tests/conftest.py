@@ -39,12 +39,20 @@ def make_config(
     }
     scope: dict[str, Any] = {}
     state_cfg: dict[str, Any] = {"path": str(state), "commit_seconds": 0.05}
+    sections: dict[str, dict[str, Any]] = {
+        "target": target,
+        "graph": graph,
+        "scope": scope,
+        "state": state_cfg,
+        "escrow": {},
+        "quarantine": {},
+    }
     for key, value in overrides.items():
         section, _, name = key.partition("__")
-        {"target": target, "graph": graph, "scope": scope, "state": state_cfg}[section][name] = (
-            value
-        )
+        sections[section][name] = value
     data = {
+        "escrow": sections["escrow"],
+        "quarantine": sections["quarantine"],
         "graph": graph,
         "target": target,
         "scope": scope,
