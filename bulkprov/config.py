@@ -106,6 +106,8 @@ class TargetConfig(_Model):
     patch_dialect: Literal["rfc", "entra"] = "rfc"
     #: page size of the target listing used to match existing accounts
     list_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    #: Zoom's userName is the user's email: reject a user whose mapped userName is not one
+    user_name_is_email: bool = True
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
     max_retry_seconds: Annotated[float, Field(gt=0)] = 300.0
 

@@ -41,7 +41,7 @@ import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 from pydantic import SecretStr
 
-from . import _json
+from . import _json, validate
 from .breaker import Breaker
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
@@ -193,9 +193,7 @@ class Engine:
 
         Raises :class:`UserDataError` when the user cannot be processed at all.
         """
-        graph_id = user.get("id")
-        if not isinstance(graph_id, str) or not graph_id.strip():
-            raise UserDataError("the Graph user has no 'id'")
+        graph_id = validate.check_source(user)
         decision = self.scope.evaluate(user)
         in_scope, reason = decision.in_scope, decision.reason
         if in_scope and user.get("accountEnabled") is False:
@@ -207,6 +205,9 @@ class Engine:
         mapped = self.mapper.map_user(user, MappingContext(is_soft_deleted=False))
         if not mapped.user_name or not isinstance(mapped.user_name, str):
             raise UserDataError("the mapping gave no userName (the matching attribute is empty)")
+        for path, value in mapped.values.items():
+            validate.check_value(path, value)
+        validate.check_user_name(mapped.user_name, email=self.cfg.target.user_name_is_email)
         return graph_id, True, reason, mapped
 
     def match_keys(self, mapped: MappedUser) -> list[str]:
