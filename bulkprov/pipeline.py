@@ -38,7 +38,7 @@ from typing import Any, Self
 
 import anyio
 import httpx
-from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from pydantic import SecretStr
 
 from . import _json, validate
@@ -69,6 +69,10 @@ from .scope import ScopeEvaluator, compile_scope
 
 #: cursor value meaning "every page of this run is durable"
 END_OF_PAGES = "#end"
+
+#: seconds a signalled run has to finish its in-flight requests and flush (then it is
+#: cancelled; the writer's final flush is shielded), well within the 5 s an init system waits
+SHUTDOWN_GRACE = 3.5
 
 COUNT_KEYS = ("created", "updated", "linked", "disabled", "unchanged", "skipped", "failed")
 
@@ -333,40 +337,75 @@ class _Sync:
         #: failed users waiting for their next retry (bulkprov.escrow)
         self.escrow: dict[str, EscrowEntry] = {}
         self.breaker = Breaker(self.cfg.quarantine.policy())
+        #: set by the first SIGINT/SIGTERM (its name); workers then take no new item
+        self.stop_signal: str | None = None
+        self._stages = anyio.CancelScope()
+        self._grace = 0.0
+        self._producer_scope = anyio.CancelScope()
 
     async def run(self, *, need_index: bool, handle_signals: bool) -> None:
         if self.run_.resumes:
             self.already_done = await self.store.logged_since_page(self.run_)
         self.escrow = await self.store.escrow_entries()
-        if need_index:
-            self.stats.phase = "matching"
-            await self.build_target_index()
-            self.use_index = True
+        async with anyio.create_task_group() as outer:
+            if handle_signals:
+                outer.start_soon(self._watch_signals)
+            if need_index:
+                self.stats.phase = "matching"
+                # a signal while listing the target stops at once (nothing to finish)
+                with self._phase(grace=0.0):
+                    await self.build_target_index()
+                self.use_index = True
+            if self.stop_signal is None:
+                await self._provision()
+            if self.stop_signal is not None:
+                raise RunAborted(
+                    f"interrupted by {self.stop_signal}; in-flight requests were finished and "
+                    "the state is saved — run the same command again to resume"
+                )
+            outer.cancel_scope.cancel()  # only the signal watcher is left
+
+    async def _provision(self) -> None:
         self.stats.phase = "provisioning"
         concurrency = self.cfg.target.concurrency
         work_send, work_recv = anyio.create_memory_object_stream[WorkItem](concurrency)
         out_send, out_recv = anyio.create_memory_object_stream[Message](concurrency * 4)
-        async with anyio.create_task_group() as outer:
-            if handle_signals:
-                outer.start_soon(self._watch_signals, outer)
+        with self._phase(grace=SHUTDOWN_GRACE):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, out_recv)
                 async with work_recv, out_send:
                     for _ in range(concurrency):
                         tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
-                    tg.start_soon(self._producer, work_send, out_send.clone())
-            # The stages ended by themselves; only the signal watcher needs stopping.
-            outer.cancel_scope.cancel()
+                    tg.start_soon(self._produce, work_send, out_send.clone())
 
-    async def _watch_signals(self, tg: TaskGroup) -> None:
+    def _phase(self, grace: float) -> anyio.CancelScope:
+        """A fresh scope for one phase; a signal gives it ``grace`` seconds to end."""
+        self._stages = anyio.CancelScope()
+        self._grace = grace
+        if self.stop_signal is not None:
+            self._stages.cancel()
+        return self._stages
+
+    async def _produce(
+        self, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
+    ) -> None:
+        with self._producer_scope:
+            await self._producer(work_send, out_send)
+
+    async def _watch_signals(self) -> None:
+        """SIGINT/SIGTERM: stop reading, let the workers finish the requests they have sent,
+        flush, and stop within :data:`SHUTDOWN_GRACE` seconds; a second signal stops at once.
+        """
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                self.stats.phase = f"stopping ({signal.Signals(signum).name})"
-                tg.cancel_scope.cancel()
-                raise RunAborted(
-                    f"interrupted by {signal.Signals(signum).name}; the state is saved — "
-                    "run the same command again to resume"
-                )
+                name = signal.Signals(signum).name
+                if self.stop_signal is not None:
+                    self._stages.cancel()
+                    continue
+                self.stop_signal = name
+                self.stats.phase = f"stopping ({name})"
+                self._producer_scope.cancel()  # no new work; workers drop queued items
+                self._stages.deadline = anyio.current_time() + self._grace
 
     # -- matching index -----------------------------------------------------------------
 
@@ -537,6 +576,8 @@ class _Sync:
     ) -> None:
         async with work_recv, out_send:
             async for item in work_recv:
+                if self.stop_signal is not None:
+                    break  # stopping: the item's page stays not durable and is redone
                 try:
                     write = await self._apply(item)
                 except TargetAuthError:
