@@ -51,7 +51,7 @@ def test_signal_finishes_in_flight_flushes_and_resumes(tmp_path, signum):
         cmd = [sys.executable, "-m", "bulkprov", "sync", "-c", str(config), "--quiet"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-X
+        while httpx.get(f"{control}/_sim/counters", trust_env=False).json()["posts"] < 200:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         sent = time.monotonic()
