@@ -35,8 +35,14 @@ SCIM_TOKEN_ENV = "BULKPROV_SCIM_TOKEN"
 
 
 def write_demo_config(
-    path: Path, info: dict[str, Any], state: Path, concurrency: int, rate_limit: float = 0
+    path: Path,
+    info: dict[str, Any],
+    state: Path,
+    concurrency: int,
+    rate_limit: float = 0,
+    page_size: int = 999,
 ) -> None:
+    """The starter config, pointed at the simulators (the demo, benchmarks and tests use it)."""
     from .starter import STARTER_TOML
 
     text = STARTER_TOML
@@ -56,6 +62,7 @@ def write_demo_config(
     text = text.replace(
         'base_url = "https://api.zoom.us/scim2"', f'base_url = "{info["scim_url"]}"'
     )
+    text = text.replace("# page_size = 999 ", f"page_size = {page_size} ")
     text = text.replace("concurrency = 16", f"concurrency = {concurrency}")
     text = text.replace("rate_limit = 60", f"rate_limit = {rate_limit}")
     text = text.replace('path = "bulkprov-state.sqlite3"', f'path = "{state}"')
@@ -161,7 +168,7 @@ def run_demo(
             proc = subprocess.Popen(cmd, env=env)
             base = info["scim_url"].rsplit("/scim2", 1)[0]
             while proc.poll() is None:
-                time.sleep(0.2)
+                time.sleep(0.05)
                 try:
                     posts = httpx.get(f"{base}/_sim/counters", timeout=5, trust_env=False).json()
                 except httpx.HTTPError:

@@ -40,6 +40,10 @@ def test_log_records_of_any_library_are_scrubbed(caplog):
     assert "[REDACTED]" in caplog.text
 
 
+def _raw_files(folder: Path) -> list[str]:
+    return [f.read_bytes().decode("latin-1") for f in folder.iterdir()]
+
+
 def _texts_of(exc: BaseException) -> list[str]:
     out = [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
     if isinstance(exc, BaseExceptionGroup):
@@ -94,8 +98,7 @@ async def test_a_full_run_with_faults_and_failures_leaks_nothing(tmp_path, caplo
     con = sqlite3.connect(cfg.state.path)
     texts += list(con.iterdump())
     con.close()
-    for f in Path(tmp_path).iterdir():  # the database, its WAL and lock files, raw bytes
-        texts.append(f.read_bytes().decode("latin-1"))
+    texts += _raw_files(tmp_path)  # the database, its WAL and lock files, raw bytes
     blob = "\n".join(texts)
     assert len(blob) > 10_000
     for canary in canaries:

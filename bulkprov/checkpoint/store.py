@@ -107,6 +107,50 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
+class _Result:
+    """Rows already fetched, with the cursor closed (see :class:`_Db`)."""
+
+    __slots__ = ("lastrowid", "rows")
+
+    def __init__(self, rows: list[Any], lastrowid: int | None) -> None:
+        self.rows = rows
+        self.lastrowid = lastrowid
+
+    async def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    async def fetchall(self) -> list[Any]:
+        return self.rows
+
+
+class _Db:
+    """aiosqlite with every cursor fetched and closed in aiosqlite's own thread.
+
+    A cursor dropped on the event-loop thread is finalised there while the worker thread
+    may be stepping the same cached statement (two identical ``executemany`` calls in a
+    row): sqlite3 then fails with "bad parameter or other API misuse". Seen under load in
+    tests/test_kill_resume.py; closing each cursor inside aiosqlite's thread prevents it.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
+        async with self.conn.execute(sql, params) as cur:
+            return _Result(list(await cur.fetchall()), cur.lastrowid)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self.conn.executemany(sql, rows):
+            pass
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
 @dataclass(frozen=True, slots=True)
 class UserState:
     graph_id: str
@@ -152,7 +196,7 @@ class StateStore:
     """Open with :meth:`open`; use as an async context manager to close."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self._conn = conn
+        self._conn = _Db(conn)
         self.path = path
 
     @classmethod
@@ -442,7 +486,7 @@ class StateStore:
         os.close(fd)
         target = await aiosqlite.connect(d)
         try:
-            await self._conn.backup(target)
+            await self._conn.conn.backup(target)
         finally:
             await target.close()
 
@@ -499,8 +543,9 @@ class StateStore:
 
     async def release_escrow(self) -> int:
         """Make every escrowed user due now (``bulkprov retry-failed``); returns how many."""
-        cur = await self._conn.execute("UPDATE escrow SET next_retry=0")
-        return cur.rowcount
+        row = await (await self._conn.execute("SELECT count(*) FROM escrow")).fetchone()
+        await self._conn.execute("UPDATE escrow SET next_retry=0")
+        return int(row[0]) if row else 0
 
     async def user_count(self) -> int:
         row = await (await self._conn.execute("SELECT count(*) FROM users")).fetchone()

@@ -1,0 +1,121 @@
+"""SIGKILL the sync at random moments and resume it: every user exactly once, nothing lost.
+
+The simulators run in their own process (they outlive the kills); each sync is a real
+``bulkprov sync`` subprocess talking HTTP over loopback to them, with real SQLite state.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bulkprov.config import load_config
+from bulkprov.demo import write_demo_config
+from bulkprov.sim.server import SimulatorProcess
+from bulkprov.sim.users import generate_user
+
+from .e2e import expected_values, store_problems
+
+USERS = 5000
+SEED = 21
+TOKEN = "kill-test-scim-token"
+SECRET = "kill-test-graph-secret"
+
+pytestmark = pytest.mark.slow
+
+
+def sync_cmd(config: Path) -> list[str]:
+    return [sys.executable, "-m", "bulkprov", "sync", "-c", str(config), "--quiet"]
+
+
+def run_with_kills(
+    config: Path, env: dict[str, str], control: str, kills: int, seed: int
+) -> tuple[int, int]:
+    """SIGKILL the sync ``kills`` times mid-work, then let it finish.
+
+    Returns (kills in the middle of the work, all kills).
+    """
+    rng = random.Random(seed)
+    done = total = 0
+    while True:
+        proc = subprocess.Popen(
+            sync_cmd(config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        if done < kills:
+            deadline = time.monotonic() + rng.uniform(0.8, 1.8)
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+            if proc.poll() is None:
+                created = httpx.get(f"{control}/_sim/counters", trust_env=False).json()["users"]
+                proc.kill()
+                proc.communicate()
+                total += 1
+                # only a kill in the middle of the work counts
+                if 0 < created < USERS:
+                    done += 1
+                continue
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"the final sync exited with {proc.returncode}: {err}"
+        return done, total
+
+
+def test_sigkill_three_times_then_resume(tmp_path):
+    env = dict(os.environ, BULKPROV_GRAPH_SECRET=SECRET, BULKPROV_SCIM_TOKEN=TOKEN)
+    args = [
+        "--users",
+        str(USERS),
+        "--seed",
+        str(SEED),
+        "--scim-token",
+        TOKEN,
+        "--graph-secret",
+        SECRET,
+    ]
+    proc = SimulatorProcess(args)
+    servers = proc.start()
+    try:
+        config = tmp_path / "bulkprov.toml"
+        state = tmp_path / "state.sqlite3"
+        # a client-side limit keeps the run long enough to be killed mid-way three times
+        write_demo_config(config, proc.info, state, concurrency=8, rate_limit=600, page_size=250)
+        control = servers.scim_control_url
+        assert control is not None
+        kills, all_kills = run_with_kills(config, env, control, kills=3, seed=SEED)
+        assert kills == 3
+
+        store = httpx.get(f"{control}/_sim/store", trust_env=False, timeout=60).json()
+        counters = httpx.get(f"{control}/_sim/counters", trust_env=False).json()
+        cfg = load_config(config)
+        expected = expected_values(cfg, (generate_user(i, SEED) for i in range(USERS)))
+        assert len(expected) > 4800
+        assert store_problems(expected, store) == []
+        assert counters["duplicate_posts"] == {}, "a userName was POSTed twice"
+
+        # the state agrees with the target: one link per user, to the right account
+        ids = {r["userName"].lower(): r["id"] for r in store}
+        con = sqlite3.connect(state)
+        linked = {
+            name.lower(): scim_id
+            for name, scim_id in con.execute(
+                "SELECT user_name, scim_id FROM users WHERE scim_id IS NOT NULL"
+            )
+        }
+        assert linked == ids
+        # and the provisioning log has a success for every user
+        logged = {
+            name.lower()
+            for (name,) in con.execute("SELECT DISTINCT user_name FROM log WHERE status='success'")
+        }
+        assert logged >= set(expected)
+        runs = con.execute("SELECT status, resumes FROM runs").fetchall()
+        assert runs == [("completed", all_kills)]
+    finally:
+        proc.stop()
