@@ -93,11 +93,24 @@ class GraphConfig(_Model):
     _urls = field_validator("authority", "base_url")(classmethod(lambda cls, v: _check_url(v)))
 
 
+class OAuthConfig(_Model):
+    """Zoom server-to-server OAuth (``account_credentials``; one-hour tokens, facts.md §6.1)."""
+
+    account_id: str
+    client_id: str
+    client_secret: SecretSource = SecretSource(env="BULKPROV_ZOOM_CLIENT_SECRET")
+    token_url: str = "https://zoom.us/oauth/token"
+
+    _url = field_validator("token_url")(classmethod(lambda cls, v: _check_url(v)))
+
+
 class TargetConfig(_Model):
     """The SCIM 2.0 service provider (Zoom: ``https://api.zoom.us/scim2``)."""
 
     base_url: str
     token: SecretSource = SecretSource(env="BULKPROV_SCIM_TOKEN")
+    #: instead of a static token: fetch (and refresh) one with Zoom server-to-server OAuth
+    oauth: OAuthConfig | None = None
     concurrency: Annotated[int, Field(ge=1, le=512)] = 16
     #: requests per second across all workers; 0 means unlimited
     rate_limit: Annotated[float, Field(ge=0)] = 60.0

@@ -42,6 +42,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from pydantic import SecretStr
 
 from . import _json, validate
+from .auth import ZoomOAuth
 from .breaker import Breaker
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
@@ -80,14 +81,18 @@ COUNT_KEYS = ("created", "updated", "linked", "disabled", "unchanged", "skipped"
 @dataclass(slots=True)
 class Secrets:
     graph_client_secret: SecretStr
+    #: the static SCIM token, or with ``target.oauth`` the OAuth client secret
     scim_token: SecretStr
 
     @classmethod
     def from_config(cls, cfg: Config) -> Secrets:
         path = cfg.source_path
+        oauth = cfg.target.oauth
         return cls(
             cfg.graph.client_secret.read("graph.client_secret", path),
-            cfg.target.token.read("target.token", path),
+            oauth.client_secret.read("target.oauth.client_secret", path)
+            if oauth
+            else cfg.target.token.read("target.token", path),
         )
 
 
@@ -267,9 +272,18 @@ async def run_sync(
                     http=graph_http,
                     policy=policy,
                 )
+                oauth = cfg.target.oauth
                 scim = ScimClient(
                     cfg.target.base_url,
-                    secrets.scim_token,
+                    ZoomOAuth(
+                        oauth.token_url,
+                        oauth.account_id,
+                        oauth.client_id,
+                        secrets.scim_token,
+                        scim_http,
+                    )
+                    if oauth
+                    else secrets.scim_token,
                     scim_http,
                     rate_limit=cfg.target.rate_limit,
                     policy=policy

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from . import _json
+from .auth import expiry_warning
 from .config import Config
 from .pipeline import Engine, RunResult, RunStats, Secrets, run_sync
 
@@ -57,6 +58,11 @@ async def run_with_progress(
     engine = Engine(cfg)
     stats = RunStats()
     console = Console(stderr=False)
+    warning = None if cfg.target.oauth else expiry_warning(secrets.scim_token)
+    if warning and as_json:
+        event("warning", message=warning)
+    elif warning:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
     result: RunResult | None = None
     async with anyio.create_task_group() as tg:
         if as_json:
