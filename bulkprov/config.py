@@ -89,6 +89,8 @@ class GraphConfig(_Model):
     base_url: str = "https://graph.microsoft.com/v1.0"
     page_size: Annotated[int, Field(ge=1, le=999)] = 999
     timeout: Annotated[float, Field(gt=0)] = 60.0
+    #: verify the token endpoint and Graph against this CA bundle (PEM) instead of the system's
+    ca_file: Path | None = None
 
     _urls = field_validator("authority", "base_url")(classmethod(lambda cls, v: _check_url(v)))
 
@@ -123,6 +125,9 @@ class TargetConfig(_Model):
     user_name_is_email: bool = True
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
     max_retry_seconds: Annotated[float, Field(gt=0)] = 300.0
+    #: verify the target (and its OAuth endpoint) against this CA bundle (PEM); TLS
+    #: verification is never turned off
+    ca_file: Path | None = None
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v)))
 

@@ -8,6 +8,7 @@
     │   └── SourceAuthError         the Graph token request or a read was refused (401/403)
     ├── TargetError                 the SCIM service answered something we cannot use
     │   ├── TargetAuthError         401/403: stops the whole run at once, never per user
+    │   │   └── TargetTLSError      the target's certificate cannot be verified (stops too)
     │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
     │   ├── TargetThrottled         429 beyond the retry budget
     │   └── TargetRejected          any other 4xx for one user: a per-user Failure
@@ -94,6 +95,11 @@ class TargetAuthError(TargetError):
     """401/403 from the target: the token is wrong, expired, revoked or lacks a scope."""
 
     exit_code = 3
+
+
+class TargetTLSError(TargetAuthError):
+    """The target's TLS certificate cannot be verified: like a refused token, no user can
+    succeed, so the run stops at once (the fix is ``target.ca_file`` or the certificate)."""
 
 
 class TargetUnavailable(TargetError):

@@ -48,6 +48,7 @@ from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
 from .decide import Decision, decide, target_values
 from .errors import (
+    ConfigError,
     Quarantined,
     RunAborted,
     SourceError,
@@ -255,12 +256,16 @@ async def run_sync(
             stats.processed = sum(stats.counts.values())
             need_index = rematch or run.resumes > 0 or not await store.has_completed_run()
             graph_http = make_client(
-                timeout=cfg.graph.timeout, max_connections=4, transport=graph_transport
+                timeout=cfg.graph.timeout,
+                max_connections=4,
+                transport=graph_transport,
+                verify=_ca(cfg.graph.ca_file),
             )
             scim_http = make_client(
                 timeout=cfg.target.timeout,
                 max_connections=cfg.target.concurrency,
                 transport=scim_transport,
+                verify=_ca(cfg.target.ca_file),
             )
             async with graph_http, scim_http:
                 graph = GraphClient(
@@ -319,6 +324,15 @@ async def run_sync(
         stats.resumed,
         message,
     )
+
+
+def _ca(path: Path | None) -> str | bool:
+    """``make_client``'s ``verify``: a custom CA bundle, or the system's (never off)."""
+    if path is None:
+        return True
+    if not path.is_file():
+        raise ConfigError(f"CA file {path} does not exist", key="ca_file")
+    return str(path)
 
 
 def _first_message(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from .. import _json, redact
 from ..errors import SourceAuthError, SourceError
+from ..http import tls_failure
 from ..retry import PauseGate, RetryPolicy
 from ..scim.responses import parse_retry_after
 
@@ -87,6 +88,11 @@ class GraphClient:
         try:
             response = await self._http.post(self._token_url, data=form)
         except httpx.HTTPError as exc:
+            if (tls := tls_failure(exc)) is not None:
+                raise SourceError(
+                    f"cannot verify the certificate of {self._token_url} ({tls}); give its CA "
+                    "in graph.ca_file"
+                ) from None
             raise SourceError(
                 f"cannot reach the token endpoint {self._token_url}: {type(exc).__name__}"
             ) from None

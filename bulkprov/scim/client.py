@@ -26,7 +26,14 @@ from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
 from ..auth import TokenSource
-from ..errors import TargetAuthError, TargetError, TargetThrottled, TargetUnavailable
+from ..errors import (
+    TargetAuthError,
+    TargetError,
+    TargetThrottled,
+    TargetTLSError,
+    TargetUnavailable,
+)
+from ..http import tls_failure
 from ..retry import PauseGate, RetryPolicy
 from .requests import ScimRequest
 from .responses import classify
@@ -133,7 +140,12 @@ class ScimClient:
                     self.gate.pause(retry_after)
             except TargetUnavailable as exc:
                 error = exc
-            except httpx.TimeoutException:
+            except httpx.TimeoutException as exc:
+                if (tls := tls_failure(exc)) is not None:
+                    raise TargetTLSError(
+                        f"cannot verify the target's certificate ({tls}); give its CA in "
+                        "target.ca_file — TLS verification is never turned off"
+                    ) from None
                 error = TargetUnavailable(f"{request.method} {request.path}: timed out")
             except httpx.TransportError as exc:
                 error = TargetUnavailable(
