@@ -79,12 +79,23 @@ def _check_url(value: str, *, allow_http_loopback: bool = True) -> str:
     return value.rstrip("/")
 
 
+class CertificateConfig(_Model):
+    """A certificate credential for the app registration (msal's ``private_key_jwt``)."""
+
+    #: the PEM private key (a secret: from an environment variable or a file)
+    private_key: SecretSource
+    #: the SHA-1 thumbprint of the certificate uploaded to the app registration (hex)
+    thumbprint: str
+
+
 class GraphConfig(_Model):
     """Microsoft Graph, the source (application permissions, client credentials)."""
 
     tenant_id: str
     client_id: str
     client_secret: SecretSource = SecretSource(env="BULKPROV_GRAPH_SECRET")
+    #: instead of the client secret (needs an https authority: msal)
+    certificate: CertificateConfig | None = None
     authority: str = "https://login.microsoftonline.com"
     base_url: str = "https://graph.microsoft.com/v1.0"
     page_size: Annotated[int, Field(ge=1, le=999)] = 999
@@ -93,6 +104,12 @@ class GraphConfig(_Model):
     ca_file: Path | None = None
 
     _urls = field_validator("authority", "base_url")(classmethod(lambda cls, v: _check_url(v)))
+
+    @model_validator(mode="after")
+    def _certificate_needs_msal(self) -> GraphConfig:
+        if self.certificate is not None and not self.authority.startswith("https://"):
+            raise ValueError("graph.certificate needs an https authority (msal signs it)")
+        return self
 
 
 class OAuthConfig(_Model):

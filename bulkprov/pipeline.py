@@ -60,6 +60,7 @@ from .errors import (
 )
 from .escrow import EscrowEntry
 from .graph.client import GraphClient, Page
+from .graph.tokens import MsalToken
 from .http import make_client
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
@@ -81,6 +82,7 @@ COUNT_KEYS = ("created", "updated", "linked", "disabled", "unchanged", "skipped"
 
 @dataclass(slots=True)
 class Secrets:
+    #: the Graph client secret, or with ``graph.certificate`` its PEM private key
     graph_client_secret: SecretStr
     #: the static SCIM token, or with ``target.oauth`` the OAuth client secret
     scim_token: SecretStr
@@ -89,8 +91,11 @@ class Secrets:
     def from_config(cls, cfg: Config) -> Secrets:
         path = cfg.source_path
         oauth = cfg.target.oauth
+        cert = cfg.graph.certificate
         return cls(
-            cfg.graph.client_secret.read("graph.client_secret", path),
+            cert.private_key.read("graph.certificate.private_key", path)
+            if cert
+            else cfg.graph.client_secret.read("graph.client_secret", path),
             oauth.client_secret.read("target.oauth.client_secret", path)
             if oauth
             else cfg.target.token.read("target.token", path),
@@ -276,6 +281,7 @@ async def run_sync(
                     base_url=cfg.graph.base_url,
                     http=graph_http,
                     policy=policy,
+                    token_source=_msal(cfg, secrets) if graph_transport is None else None,
                 )
                 oauth = cfg.target.oauth
                 scim = ScimClient(
@@ -323,6 +329,24 @@ async def run_sync(
         scim.stats.throttled,
         stats.resumed,
         message,
+    )
+
+
+def _msal(cfg: Config, secrets: Secrets) -> MsalToken | None:
+    """msal for an https authority; ``None`` keeps the plain POST (http loopback only)."""
+    g = cfg.graph
+    if not g.authority.startswith("https://"):
+        return None
+    _ca(g.ca_file)
+    return MsalToken(
+        authority=g.authority,
+        tenant_id=g.tenant_id,
+        client_id=g.client_id,
+        secret=None if g.certificate else secrets.graph_client_secret,
+        private_key=secrets.graph_client_secret if g.certificate else None,
+        thumbprint=g.certificate.thumbprint if g.certificate else None,
+        ca_file=g.ca_file,
+        timeout=g.timeout,
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from bulkprov.errors import ConfigError, SourceError, TargetTLSError
 from bulkprov.pipeline import run_sync
-from bulkprov.sim import GraphTenant, ScimService
+from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimRequest, SimResponse
 from bulkprov.sim.server import serve_simulators
 
 from .conftest import FAST_RETRY, GRAPH_SECRET, SCIM_TOKEN, SECRETS, make_config
@@ -62,3 +62,48 @@ async def test_missing_ca_file_is_a_config_error(servers, tmp_path):
     cfg = make_config(servers, tmp_path / "s.db", target__ca_file=str(tmp_path / "nope.pem"))
     with pytest.raises(ConfigError, match="nope.pem"):
         await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+
+
+async def test_graph_tokens_come_from_msal_and_are_refreshed(tmp_path, ca):
+    """An https authority goes through msal: short-lived tokens renewed, a revoked one replaced."""
+    ctx, ca_file = ca
+    tenant = GraphTenant(user_count=200, seed=5, client_secret=GRAPH_SECRET, token_lifetime=1)
+    scim = ScimService(SCIM_TOKEN)
+    scim.configure(latency_ms=20)  # about 3 s of work: several 1-second tokens
+    revoked = False
+
+    class RevokeGraphTokens(NoFaults):
+        posts = 0
+
+        async def before(self, req: SimRequest) -> SimResponse | None:
+            nonlocal revoked
+            self.posts += 1
+            if self.posts == 60:
+                tenant.revoke_tokens()  # Graph now answers 401 to the cached token
+                revoked = True
+            return None
+
+    scim.faults = RevokeGraphTokens()
+    async with serve_simulators(tenant, scim, graph_ssl=ctx) as servers:
+        assert servers.authority_url.startswith("https://")
+        cfg = make_config(
+            servers,
+            tmp_path / "s.db",
+            graph__ca_file=str(ca_file),
+            graph__page_size=10,
+            target__concurrency=2,
+        )
+        result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert result.status == "completed" and revoked
+    assert tenant.counters["tokens_issued"] >= 3  # 1-second tokens over a longer run
+    assert tenant.counters["unauthorized"] >= 1  # the revocation was met and recovered
+    assert store_problems(expected_values(cfg, tenant.iter_users()), scim.dump()) == []
+
+
+def test_certificate_needs_an_https_authority(servers, tmp_path):
+    with pytest.raises(ConfigError, match="https authority"):
+        make_config(
+            servers,
+            tmp_path / "s.db",
+            graph__certificate={"private_key": {"env": "X"}, "thumbprint": "AB"},
+        )

@@ -24,6 +24,7 @@ import httpx
 from pydantic import SecretStr
 
 from .. import _json, redact
+from ..auth import TokenSource
 from ..errors import SourceAuthError, SourceError
 from ..http import tls_failure
 from ..retry import PauseGate, RetryPolicy
@@ -59,7 +60,10 @@ class GraphClient:
         base_url: str,
         http: httpx.AsyncClient,
         policy: RetryPolicy | None = None,
+        token_source: TokenSource | None = None,
     ) -> None:
+        #: msal for https authorities (bulkprov.graph.tokens); else the POST below
+        self._source = token_source
         self._token_url = f"{authority.rstrip('/')}/{quote(tenant_id, safe='')}/oauth2/v2.0/token"
         self._client_id = client_id
         self._secret = client_secret
@@ -77,6 +81,8 @@ class GraphClient:
 
     async def token(self, *, force: bool = False) -> SecretStr:
         """A bearer token, refreshed five minutes before it expires."""
+        if self._source is not None:
+            return SecretStr(await self._source.token(force=force))
         if not force and self._token is not None and time.monotonic() < self._token_expires:
             return self._token
         form = {
