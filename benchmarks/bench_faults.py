@@ -72,7 +72,8 @@ def soak(users: int, rate: float, seed: int, workdir: Path) -> dict[str, Any]:
         faults = httpx.get(f"{control}/_sim/faults", trust_env=False).json()
     cfg = load_config(config)
     expected = expected_values(cfg, (generate_user(i, seed) for i in range(users)))
-    problems = store_problems(expected, store) + list(counters["duplicate_posts"])
+    problems = store_problems(expected, store)
+    problems += [f"POSTed {n}x: {name}" for name, n in counters["duplicate_posts"].items()]
     return {
         "rate": rate,
         "seconds": wall,
@@ -84,6 +85,7 @@ def soak(users: int, rate: float, seed: int, workdir: Path) -> dict[str, Any]:
         "completed": f"{len(expected) - sum(p.startswith('missing') for p in problems)}"
         f"/{len(expected)}",
         "problems": len(problems),
+        "problem_list": problems[:10],
     }
 
 
@@ -110,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['requests']:,} | {r['injected']:,} ({r['kinds']}) | {r['completed']} | "
             f"{r['problems']} |"
         )
+    for r in rows:
+        for problem in r["problem_list"]:
+            print(f"PROBLEM ({r['rate']:.0%}): {problem}")
     slow = rows[1]["seconds"] / rows[0]["seconds"]
     print(f"\nfault run / fault-free run: {slow:.2f}x")
     return 0 if all(r["problems"] == 0 for r in rows) else 1

@@ -698,6 +698,12 @@ class _Sync:
     async def _create(self, item: WorkItem) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
+        if item.graph_id in self.escrow:
+            # It failed before, maybe after its create landed (a timeout, then a failed
+            # match): look before POSTing again, as Entra does before every create.
+            found = await self._find(mapped)
+            if found is not None:
+                return await self._link_found(item, found, "matched on retry")
         attempts = 0
         while True:
             attempts += 1

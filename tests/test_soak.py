@@ -5,7 +5,7 @@ from __future__ import annotations
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.pipeline import run_sync
 from bulkprov.retry import RetryPolicy
-from bulkprov.sim import GraphTenant, ScimService
+from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimRequest, SimResponse
 from bulkprov.sim.faults import GRAPH_KINDS, SOAK_KINDS, FaultPlan
 from bulkprov.sim.server import serve_simulators
 
@@ -68,3 +68,31 @@ async def test_pending_user_400_fails_the_user_then_escrow_retries_it(
         await store.release_escrow()
     result = await run_sync(cfg, SECRETS, policy=POLICY)
     assert result.counts["failed"] == 0 and scim.find(new["userPrincipalName"]) is not None
+
+
+async def test_escrowed_create_is_matched_before_it_is_posted_again(
+    servers, tenant, scim, tmp_path
+):
+    """A create that landed but looked failed (502 after processing, then a failed match)
+    is found by matching on retry, never POSTed a second time."""
+    cfg = make_config(servers, tmp_path / "s.db")
+    await run_sync(cfg, SECRETS, policy=POLICY)
+    new = tenant.add_user(userPrincipalName="flaky.create@corp.example", accountEnabled=True)
+
+    class LandedButFailed(NoFaults):
+        async def after(self, req: SimRequest, resp: SimResponse) -> SimResponse:
+            if req.method == "POST":
+                return SimResponse(502, b"bad gateway")  # the user *was* created
+            if req.method == "GET" and "filter" in req.query:
+                return SimResponse(400, b'{"status": 400, "detail": "pending"}')
+            return resp
+
+    scim.faults = LandedButFailed()
+    result = await run_sync(cfg, SECRETS, policy=POLICY)
+    assert result.counts["failed"] == 1
+    scim.faults = None
+    async with await StateStore.open(cfg.state.path) as store:
+        await store.release_escrow()
+    result = await run_sync(cfg, SECRETS, policy=POLICY)
+    assert result.counts["failed"] == 0 and result.counts["linked"] + result.counts["updated"] == 1
+    assert scim.posts_by_username[new["userPrincipalName"].lower()] == 1
