@@ -10,7 +10,8 @@ Exit codes (also in ``bulkprov --help``):
 4   Microsoft Graph could not be read
 5   the SCIM target failed
 6   the state database cannot be used, or is in use
-7   quarantined: too many users failed (the report says why; resumable)
+7   ``bulkprov apply``: the plan is out of date (nothing was sent)
+8   quarantined: too many users failed (the report says why; resumable)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``)
 130 interrupted (the state is saved; run the same command to resume)
 ==  ===========================================================
@@ -18,9 +19,11 @@ Exit codes (also in ``bulkprov --help``):
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -39,10 +42,13 @@ EXIT_FAILURES = 10
 EPILOG = """\b
 Exit codes: 0 done, 1 unexpected error, 2 config error, 3 auth refused,
 4 Graph unreadable, 5 SCIM target failed, 6 state unusable or in use,
-7 quarantined, 10 completed with failed users, 130 interrupted (resumable).
+7 plan out of date, 8 quarantined, 10 completed with failed users, 130 interrupted (resumable).
+Environment: BULKPROV_CONFIG (--config), and the secrets the config names
+(default BULKPROV_GRAPH_SECRET, BULKPROV_SCIM_TOKEN).
 """
 
-config_option = click.option(
+#: annotated so that modules adding commands (cli_ops) type-check despite the import cycle
+config_option: Callable[[Callable[..., Any]], Callable[..., Any]] = click.option(
     "--config",
     "-c",
     "config_path",
@@ -146,7 +152,33 @@ def init(path: Path, force: bool) -> None:
 @click.option(
     "--expect", type=int, default=None, help="Expected user count, for the ETA (optional)."
 )
-def sync(config_path: Path, rematch: bool, as_json: bool, quiet: bool, expect: int | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    envvar="BULKPROV_METRICS_PORT",
+    help="Serve Prometheus metrics on this port while the run lasts.",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option("--no-report", is_flag=True, help="Do not write the HTML run report.")
+@click.option("--watch", is_flag=True, help="Run incremental cycles until stopped (Ctrl-C).")
+@click.option(
+    "--interval", default="30s", show_default=True, help="Time between --watch cycles (30s, 2m)."
+)
+def sync(
+    config_path: Path,
+    rematch: bool,
+    as_json: bool,
+    quiet: bool,
+    expect: int | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    no_report: bool,
+    watch: bool,
+    interval: str,
+) -> None:
     """Run the sync: create, update and disable users in the SCIM target.
 
     An interrupted run (Ctrl-C, SIGTERM, a crash, a kill) resumes where it stopped when the
@@ -157,11 +189,27 @@ def sync(config_path: Path, rematch: bool, as_json: bool, quiet: bool, expect: i
     Examples:
       bulkprov sync -c zoom.toml
       bulkprov sync --json > events.jsonl
+      bulkprov sync --quiet --metrics-port 9464     # cron, scraped by Prometheus
+      bulkprov sync --watch --interval 30s   # changes reach the target within 30 s
     """
     from .progress import run_with_progress
 
     cfg = _load(config_path)
-    result = _run(run_with_progress, cfg, rematch, as_json, quiet, expect)
+    if watch:
+        _watch(cfg, interval, as_json)
+    result = _run(
+        partial(
+            run_with_progress,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            report=not no_report,
+        ),
+        cfg,
+        rematch,
+        as_json,
+        quiet,
+        expect,
+    )
     sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
 
 
@@ -187,9 +235,14 @@ def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
     sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
 
 
-@main.group()
+@main.group(epilog=EPILOG)
 def state() -> None:
-    """Back up the state database."""
+    """Back up the state database.
+
+    \b
+    Example:
+      bulkprov state export backup.sqlite3
+    """
 
 
 @state.command("export", epilog=EPILOG)
@@ -207,6 +260,195 @@ def state_export(config_path: Path, dest: Path) -> None:
     cfg = _load(config_path)
     _run(export_state, cfg, dest)
     click.echo(f"wrote {dest}")
+
+
+def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:
+    from .errors import BulkProvError
+    from .pipeline import RunResult, Secrets
+    from .progress import event, summary_line
+    from .watch import parse_interval, watch
+
+    try:
+        seconds = parse_interval(interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--interval") from None
+
+    def on_result(result: RunResult) -> None:
+        if as_json:
+            event("cycle", run_id=result.run_id, status=result.status, counts=result.counts)
+        else:
+            click.echo(summary_line(result) + (f"\n  {result.message}" if result.message else ""))
+
+    def on_error(exc: BulkProvError) -> None:
+        click.secho(f"cycle failed (retried in {interval}): {exc}", fg="yellow", err=True)
+
+    try:
+        secrets = Secrets.from_config(cfg)
+    except BulkProvError as exc:
+        _fail(exc)
+    _run(
+        lambda: watch(
+            cfg, secrets, seconds, on_result=on_result, on_error=on_error, handle_signals=True
+        )
+    )
+    sys.exit(0)
+
+
+@main.command(epilog=EPILOG)
+@config_option
+@click.option("--all", "show_all", is_flag=True, help="Also done, failed and superseded ones.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+def staged(config_path: Path, show_all: bool, as_json: bool) -> None:
+    """List disables and deletes held by the accidental-deletion threshold.
+
+    A cycle that would disable or delete more accounts than ``deprovision.threshold`` sends
+    none of them; they wait here until ``bulkprov approve`` (or a later full cycle that no
+    longer wants them).
+
+    \b
+    Example:
+      bulkprov staged -c zoom.toml
+    """
+    from .checkpoint.lifecycle import LifecycleStore, Staged
+    from .checkpoint.store import StateStore
+
+    cfg = _load(config_path)
+    statuses = ("held", "pending", "done", "failed", "superseded") if show_all else ("held",)
+
+    async def read() -> list[Staged]:
+        async with await StateStore.open(cfg.state.path) as store:
+            return await LifecycleStore(store).staged(status=statuses)
+
+    items = _run(read)
+    for s in items:
+        if as_json:
+            click.echo(_json.dumps(dataclasses.asdict(s)).decode())
+        else:
+            click.echo(
+                f"{s.id:>6}  run {s.run_id:<5} {s.status:<10} {s.action:<8} "
+                f"{s.user_name or s.graph_id}  {(s.reason or '').removeprefix('staged: ')}"
+            )
+    if not as_json:
+        held = sum(1 for s in items if s.status == "held")
+        click.echo(
+            f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else "")
+        )
+
+
+@main.command(epilog=EPILOG)
+@config_option
+@click.option("--id", "ids", type=int, multiple=True, help="Only these staged ids (repeatable).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
+    """Send the held disables/deletes (Entra's "Allow deletes").
+
+    \b
+    Examples:
+      bulkprov staged               # review first
+      bulkprov approve --yes
+      bulkprov approve --id 12 --id 13
+    """
+    from .checkpoint.lifecycle import LifecycleStore
+    from .checkpoint.store import StateStore
+    from .lifecycle import approve as run_approve
+    from .ondemand import _clients
+    from .pipeline import Secrets, StateLock
+
+    cfg = _load(config_path)
+
+    async def count() -> int:
+        async with await StateStore.open(cfg.state.path) as store:
+            held = await LifecycleStore(store).staged(status=("held",))
+            return len([s for s in held if not ids or s.id in ids])
+
+    n = _run(count)
+    if not n:
+        click.echo("nothing held")
+        return
+    if not yes:
+        click.confirm(
+            f"send {n} held disable/delete action(s) to {cfg.target.base_url}?", abort=True
+        )
+    try:
+        secrets = Secrets.from_config(cfg)
+    except BulkProvError as exc:
+        _fail(exc)
+
+    async def go() -> dict[str, int]:
+        with StateLock(cfg.state.path):
+            store = await StateStore.open(cfg.state.path)
+            async with store, _clients(cfg, secrets, None, None, None) as (_, scim):
+                return await run_approve(store, scim, cfg, list(ids) or None)
+
+    counts = _run(go)
+    click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
+    sys.exit(EXIT_FAILURES if counts.get("failed") else 0)
+
+
+@main.command(epilog=EPILOG)
+@config_option
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
+def provision(config_path: Path, user: str, as_json: bool) -> None:
+    """Provision one user now (UPN or object id) and show Entra's steps.
+
+    \b
+    Example:
+      bulkprov provision jane.doe@contoso.com
+    """
+    from .ondemand import provision_user
+    from .pipeline import Secrets
+
+    cfg = _load(config_path)
+    try:
+        secrets = Secrets.from_config(cfg)
+    except BulkProvError as exc:
+        _fail(exc)
+    steps = _run(provision_user, cfg, secrets, user)
+    _print_steps(steps, as_json)
+    sys.exit(0 if all(s.ok or s.title.startswith("Determine") for s in steps) else 1)
+
+
+@main.command("test-connection", epilog=EPILOG)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def test_connection(config_path: Path, as_json: bool) -> None:
+    """Check the Graph credentials and the SCIM target the way Entra's button does.
+
+    \b
+    Example:
+      bulkprov test-connection -c zoom.toml
+    """
+    from .ondemand import check_connection as check
+    from .pipeline import Secrets
+
+    cfg = _load(config_path)
+    try:
+        secrets = Secrets.from_config(cfg)
+    except BulkProvError as exc:
+        _fail(exc)
+    steps = _run(check, cfg, secrets)
+    _print_steps(steps, as_json)
+    failed = [s for s in steps if not s.ok]
+    if not failed:
+        sys.exit(0)
+    sys.exit(5 if failed[0].title.startswith("SCIM") else 4)
+
+
+def _print_steps(steps: list[Any], as_json: bool) -> None:
+    for i, s in enumerate(steps, 1):
+        if as_json:
+            click.echo(
+                _json.dumps(
+                    {"step": s.title, "ok": s.ok, "detail": s.detail, "data": s.data}
+                ).decode()
+            )
+            continue
+        mark = click.style("✓", fg="green") if s.ok else click.style("✗", fg="red")
+        click.echo(f"{i}. {mark} {s.title}: {s.detail}")
+        if s.title == "Modified properties":
+            for k, v in s.data.items():
+                click.echo(f"     {k} = {_json.dumps(v).decode()}")
 
 
 @main.command(epilog=EPILOG)
@@ -252,35 +494,71 @@ def status(config_path: Path, as_json: bool) -> None:
 )
 @click.option("--action", default=None, help="create, update, disable, link, other.")
 @click.option("--user", default=None, help="A Graph object id or a userName.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--since", default=None, help="Only entries since: 90m, 24h, 7d or 2026-11-28.")
+@click.option("--limit", type=int, default=100, show_default=True, help="0 for all.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@click.option(
+    "--csv",
+    "csv_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write Entra-shaped CSV (log, steps, modified properties) into this directory.",
+)
 def logs(
     config_path: Path,
     run_id: int | None,
     status_: str | None,
     action: str | None,
     user: str | None,
+    since: str | None,
     limit: int,
     as_json: bool,
+    csv_dir: Path | None,
 ) -> None:
-    """Show the provisioning log (one entry per user per run).
+    """Show or export the provisioning log (one entry per user per run).
+
+    Entries older than ``state.log_retention_days`` (default 30) are deleted when a run
+    starts.
 
     \b
     Examples:
       bulkprov logs --status failure
       bulkprov logs --user jane@contoso.com --json
+      bulkprov logs --since 24h --action disable
+      bulkprov logs --run 12 --limit 0 --csv ./export    # like Entra's CSV download
     """
     from .checkpoint.store import StateStore
+    from .logexport import parse_since, write_entra_csv
 
     cfg = _load(config_path)
+    try:
+        since_ts = parse_since(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    if not cfg.state.path.exists():
+        click.secho(
+            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
+        )
+        sys.exit(6)
 
     async def read() -> list[dict[str, Any]]:
         async with await StateStore.open(cfg.state.path) as store:
             return await store.log_entries(
-                run_id=run_id, status=status_, action=action, user=user, limit=limit
+                run_id=run_id,
+                status=status_,
+                action=action,
+                user=user,
+                since=since_ts,
+                limit=limit or None,
             )
 
-    for e in _run(read):
+    entries = _run(read)
+    if csv_dir is not None:
+        for path in write_entra_csv(entries, csv_dir):
+            click.echo(str(path))
+        click.echo(f"{len(entries)} entries", err=True)
+        return
+    for e in entries:
         if as_json:
             click.echo(_json.dumps(e).decode())
         else:
@@ -343,6 +621,11 @@ def demo(users: int, seed: int, workdir: Path | None, concurrency: int, no_inter
         _fail(exc)
     sys.exit(0 if ok else 1)
 
+
+# last: cli_ops imports the helpers above
+from .cli_ops import register
+
+register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

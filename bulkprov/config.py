@@ -131,8 +131,14 @@ class TargetConfig(_Model):
     #: instead of a static token: fetch (and refresh) one with Zoom server-to-server OAuth
     oauth: OAuthConfig | None = None
     concurrency: Annotated[int, Field(ge=1, le=512)] = 16
-    #: requests per second across all workers; 0 means unlimited
+    #: requests per second across all workers: the ceiling (0: none, start unbounded)
     rate_limit: Annotated[float, Field(ge=0)] = 60.0
+    #: AIMD: on a 429 without Retry-After slow down (×0.85), then climb back (+1 req/s per
+    #: second) up to ``rate_limit``; finds an unannounced or shared limit (bulkprov.scim.rate)
+    adaptive: bool = True
+    #: read /ServiceProviderConfig and send creates and updates in SCIM Bulk requests when
+    #: it advertises bulk (RFC 7644 §3.7). Zoom offers neither (facts.md §6.2): off by default
+    bulk: bool = False
     timeout: Annotated[float, Field(gt=0)] = 30.0
     #: "rfc": lowercase ops and JSON booleans; "entra": Entra's ``Replace`` and ``"False"``
     patch_dialect: Literal["rfc", "entra"] = "rfc"
@@ -238,11 +244,36 @@ class ScopeConfig(_Model):
         return self
 
 
+class DeprovisionConfig(_Model):
+    """What happens to accounts whose user leaves scope (facts.md §2.5, §2.6)."""
+
+    #: DELETE the target account when the user is hard-deleted in Entra (Entra's "Delete"
+    #: target object action); otherwise, and for every other reason, PATCH active=false
+    delete_hard_deleted: bool = False
+    #: accidental-deletion prevention: a cycle that would disable or delete *more* than this
+    #: many accounts executes none of them; they are held until ``bulkprov approve``
+    threshold: Annotated[int, Field(ge=0)] = 500
+    prevent_accidental_deletion: bool = True
+
+
+class GroupsConfig(_Model):
+    """Group provisioning: assigned groups (or all, in scope mode "all") and their members."""
+
+    enabled: bool = True
+    #: members per add/remove PATCH (halved on a 400/413 answer)
+    member_chunk: Annotated[int, Field(ge=1, le=1000)] = 100
+    #: also provision members of nested groups (Entra provisions direct members only)
+    flatten_nested: bool = False
+
+
 class StateConfig(_Model):
     path: Path = Path("bulkprov-state.sqlite3")
     #: commit the checkpoint after this many outcomes, or this many seconds
     commit_every: Annotated[int, Field(ge=1)] = 500
     commit_seconds: Annotated[float, Field(gt=0)] = 0.5
+    #: provisioning-log rows older than this many days are deleted when a run starts
+    #: (Entra keeps 30 days on premium editions, facts.md §5.1); 0 keeps them forever
+    log_retention_days: Annotated[int, Field(ge=0)] = 30
 
 
 class EscrowConfig(_Model):
@@ -278,6 +309,8 @@ class Config(_Model):
     escrow: EscrowConfig = EscrowConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
     scope: ScopeConfig = ScopeConfig()
+    deprovision: DeprovisionConfig = DeprovisionConfig()
+    groups: GroupsConfig = GroupsConfig()
     mappings: list[AttributeMapping] = Field(min_length=1)
     #: where this config came from (for messages); not part of the TOML
     source_path: str | None = Field(default=None, exclude=True)

@@ -11,6 +11,7 @@ managed, in scope, digest unchanged    skip  ("unchanged", 0 requests)
 managed, in scope, values changed      update (PATCH only the changed paths)
 managed, out of scope, active          disable (PATCH active=false, data kept)
 managed, out of scope, inactive        skip
+managed, hard-deleted, delete wanted   delete (DELETE; only with ``delete=True``)
 unmanaged, out of scope                skip  (never touched)
 unmanaged, in scope, matching account  link  (+ PATCH of values that differ)
 unmanaged, in scope, no match known    create (POST; a 409 is resolved by matching)
@@ -27,7 +28,7 @@ from .checkpoint.store import UserState
 from .scim.paths import get_value
 from .scim.requests import diff_values
 
-Kind = Literal["create", "update", "link", "disable", "skip"]
+Kind = Literal["create", "update", "link", "disable", "delete", "skip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +58,16 @@ def decide(
     digest: str | None,
     state: UserState | None,
     match: tuple[str, Mapping[str, Any]] | None,
+    delete: bool = False,
 ) -> Decision:
-    """Decide for one user. ``update_values``/``digest`` are ``None`` when not mapped."""
+    """Decide for one user. ``update_values``/``digest`` are ``None`` when not mapped.
+
+    ``delete``: the user was hard-deleted in Entra and the config asks for DELETE (Entra's
+    "Delete" target object action); every other way out of scope is a disable.
+    """
     if state is not None and state.scim_id:
+        if not in_scope and delete:
+            return Decision("delete", scope_reason, state.scim_id)
         if not in_scope:
             if state.active:
                 return Decision("disable", scope_reason, state.scim_id, {"active": False})

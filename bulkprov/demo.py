@@ -134,10 +134,10 @@ def run_demo(
             str(users),
             "--seed",
             str(seed),
-            "--scim-token",
-            token,
-            "--graph-secret",
-            graph_secret,
+            # "=" form: a random secret may start with "-" (argparse would take it for an
+            # option; the demo then failed about once in 30 runs)
+            f"--scim-token={token}",
+            f"--graph-secret={graph_secret}",
         ]
     )
     sim.start()

@@ -5,7 +5,8 @@
     │   └── MappingError            a mapping or scoping filter that cannot compile
     │       └── ExpressionSyntaxError   (defined in bulkprov.mapping; carries a caret)
     ├── SourceError                 Microsoft Graph could not be read
-    │   └── SourceAuthError         the Graph token request or a read was refused (401/403)
+    │   ├── SourceAuthError         the Graph token request or a read was refused (401/403)
+    │   └── DeltaExpired            a saved delta token expired (410 / syncStateNotFound)
     ├── TargetError                 the SCIM service answered something we cannot use
     │   ├── TargetAuthError         401/403: stops the whole run at once, never per user
     │   │   └── TargetTLSError      the target's certificate cannot be verified (stops too)
@@ -14,6 +15,7 @@
     │   └── TargetRejected          any other 4xx for one user: a per-user Failure
     ├── UserDataError               one source user cannot be scoped or mapped: Skipped/Failure
     ├── StateError                  the SQLite state cannot be used (corrupt, newer schema, locked)
+    ├── PlanStale                   ``bulkprov apply``: the source, state or config moved on
     └── RunAborted                  a safety stop (e.g. interrupted by a signal)
         └── Quarantined             too many users failed: the breaker stopped the run
 
@@ -65,6 +67,10 @@ class SourceAuthError(SourceError):
     """Graph refused our credentials or permissions."""
 
     exit_code = 3
+
+
+class DeltaExpired(SourceError):
+    """The saved Graph deltaLink no longer works: the cycle falls back to a full read."""
 
 
 class TargetError(BulkProvError):
@@ -135,6 +141,12 @@ class StateError(BulkProvError):
     exit_code = 6
 
 
+class PlanStale(BulkProvError):
+    """A plan no longer describes what a sync would do; nothing was sent."""
+
+    exit_code = 7
+
+
 class RunAborted(BulkProvError):
     """A run stopped on purpose before it finished (its state stays resumable)."""
 
@@ -148,4 +160,4 @@ class Quarantined(RunAborted):
     resumable and the failed users are in escrow.
     """
 
-    exit_code = 7
+    exit_code = 8

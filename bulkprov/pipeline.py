@@ -3,7 +3,7 @@
 ::
 
     graph.pages ─▶ scope ─▶ mapping ─▶ decide ══WorkItem══▶ scim workers ×N ══Outcome══╗
-        ▲         (inline, pure, per user, per page)          │ PauseGate+AsyncLimiter   ║
+        ▲         (inline, pure, per user, per page)          │ gate+pacer+AsyncLimiter  ║
         │                       ╚═══════ skips ═══════════════╪══════════════▶ checkpoint writer
         │                                                      ▼                         │
         └──── resume cursor: link of the first page not yet durable ◀──── SQLite ◀───────┘
@@ -20,6 +20,12 @@
   their stored digest (0 requests). Users in flight at the kill were maybe created: a
   resumed (or first) run lists the target once and matches on the mapping's matching
   attributes, so they are linked, never POSTed twice.
+* Lifecycle (lifecycle.py): users are read from Graph's ``users/delta``. The first cycle
+  (and any cycle after the scope or mappings changed, or the delta token expired) is a
+  full round; later ones read only the changes since the deltaLink saved when the last
+  cycle completed, plus the users whose app assignment changed. Disables and deletes are
+  only *staged* on the way; they run after the read completed, within the
+  accidental-deletion threshold, and groups are provisioned last.
 * A 401/403 from the target raises :class:`~bulkprov.errors.TargetAuthError` in a worker,
   which cancels the group: the run stops at once with one message. The writer's final flush
   runs shielded, so what was done is kept.
@@ -32,6 +38,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -39,16 +46,17 @@ from typing import Any, Self
 import anyio
 import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import SecretStr
 
-from . import _json, validate
-from .auth import ZoomOAuth
+from . import _json, credentials, validate
 from .breaker import Breaker
+from .checkpoint.lifecycle import FINGERPRINT, USERS_DELTA, LifecycleStore
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
 from .decide import Decision, decide, target_values
 from .errors import (
-    ConfigError,
+    DeltaExpired,
     Quarantined,
     RunAborted,
     SourceError,
@@ -60,11 +68,14 @@ from .errors import (
 )
 from .escrow import EscrowEntry
 from .graph.client import GraphClient, Page
-from .graph.tokens import MsalToken
+from .graph.directory import ScopeSources, read_sources
 from .http import make_client
+from .lifecycle import Lifecycle, config_fingerprint
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
+from .scim import bulk
 from .scim import requests as rq
+from .scim.bulk import BulkBatch, BulkResult, BulkSupport, bulk_support
 from .scim.client import OutcomeUnknown, ScimClient
 from .scim.paths import get_value
 from .scim.responses import is_uniqueness_conflict, list_resources
@@ -77,7 +88,30 @@ END_OF_PAGES = "#end"
 #: cancelled; the writer's final flush is shielded), well within the 5 s an init system waits
 SHUTDOWN_GRACE = 3.5
 
-COUNT_KEYS = ("created", "updated", "linked", "disabled", "unchanged", "skipped", "failed")
+#: Bulk: at most this many operations per request, whatever the target allows (bounds the
+#: memory of a batch and the work lost to one failed request), and this many in flight
+BULK_MAX_OPERATIONS = 1000
+BULK_WORKERS = 4
+#: how long a Bulk worker waits for more work before sending a partial batch (seconds)
+BULK_LINGER = 0.05
+
+COUNT_KEYS = (
+    "created",
+    "updated",
+    "linked",
+    "disabled",
+    "deleted",
+    "unchanged",
+    "skipped",
+    "failed",
+    "staged",
+    "held",
+)
+#: decisions an escrowed user waits for (bulkprov.escrow); deprovisioning is never held back
+_ESCROWED_KINDS = frozenset({"create", "update", "link"})
+#: a new incremental cycle with more assignment changes than this reads every user instead
+MAX_ASSIGNMENT_FETCHES = 1000
+NOT_ASSIGNED = "not assigned to the application (directly or through a group)"
 
 
 @dataclass(slots=True)
@@ -114,6 +148,15 @@ class RunStats:
     pages: int = 0
     phase: str = "starting"
     scim: ScimClient | None = None
+    #: the work stream's send side while the run provisions (metrics read its depth)
+    work: MemoryObjectSendStream[WorkItem] | None = None
+    #: provisioning-log rows removed by the retention setting when the run started
+    pruned: int = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Users decided and waiting for a SCIM worker."""
+        return self.work.statistics().current_buffer_used if self.work is not None else 0
 
     @property
     def requests(self) -> int:
@@ -159,6 +202,10 @@ class PageDone:
 
 Message = tuple[int, UserWrite] | PageDone
 
+#: ``guard(graph_id, decision, mapped)`` → a reason to hold the user back, or ``None``
+#: (``bulkprov apply`` lets only the plan's own operations through)
+Guard = Callable[[str, Decision, MappedUser | None], str | None]
+
 
 class StateLock:
     """An exclusive lock beside the state database: one sync per state at a time."""
@@ -203,12 +250,20 @@ class Engine:
             | {"id", "userPrincipalName", "accountEnabled"}
         )
 
-    def evaluate(self, user: dict[str, Any]) -> tuple[str, bool, str, MappedUser | None]:
+    def evaluate(
+        self, user: dict[str, Any], sources: ScopeSources | None = None
+    ) -> tuple[str, bool, str, MappedUser | None]:
         """Validate, scope and map one Graph user: (graph id, in scope, reason, mapped).
 
-        Raises :class:`UserDataError` when the user cannot be processed at all.
+        ``sources`` (scope mode "assigned"): users not assigned are out of scope, before any
+        scoping filter (Entra applies assignment first); assigned users' app roles feed
+        ``[appRoleAssignments]``. Raises :class:`UserDataError` when the user cannot be
+        processed at all.
         """
         graph_id = validate.check_source(user)
+        assigned = sources.assigned if sources is not None else None
+        if assigned is not None and graph_id not in assigned:
+            return graph_id, False, NOT_ASSIGNED, None
         decision = self.scope.evaluate(user)
         in_scope, reason = decision.in_scope, decision.reason
         if in_scope and user.get("accountEnabled") is False:
@@ -217,13 +272,20 @@ class Engine:
             in_scope, reason = False, "accountEnabled is false"
         if not in_scope:
             return graph_id, False, reason, None
-        mapped = self.mapper.map_user(user, MappingContext(is_soft_deleted=False))
+        roles = sources.roles_of(graph_id) if sources is not None else ()
+        mapped = self.mapper.map_user(
+            user, MappingContext(is_soft_deleted=False, app_role_assignments=roles)
+        )
         if not mapped.user_name or not isinstance(mapped.user_name, str):
             raise UserDataError("the mapping gave no userName (the matching attribute is empty)")
         for path, value in mapped.values.items():
             validate.check_value(path, value)
         validate.check_user_name(mapped.user_name, email=self.cfg.target.user_name_is_email)
         return graph_id, True, reason, mapped
+
+    def delta_url(self, base_url: str) -> str:
+        """The first request of a full ``users/delta`` round (facts.md §7.3)."""
+        return f"{base_url}/users/delta?$select={','.join(self.select)}"
 
     def match_keys(self, mapped: MappedUser) -> list[str]:
         """Index keys for the mapping's matching attributes, in precedence order."""
@@ -246,6 +308,7 @@ async def run_sync(
     rematch: bool = False,
     handle_signals: bool = False,
     engine: Engine | None = None,
+    guard: Guard | None = None,
 ) -> RunResult:
     """Run (or resume) one full sync from Graph into the SCIM target."""
     engine = engine or Engine(cfg)
@@ -254,6 +317,9 @@ async def run_sync(
         store = await StateStore.open(cfg.state.path)
         store.escrow_policy = cfg.escrow.policy()
         async with store:
+            if cfg.state.log_retention_days:
+                cutoff = time.time() - cfg.state.log_retention_days * 86400
+                stats.pruned = await store.prune_log(cutoff)
             run = await store.start_run()
             stats.run_id, stats.resumed = run.id, run.resumes > 0
             for key, value in run.counts.items():
@@ -264,13 +330,13 @@ async def run_sync(
                 timeout=cfg.graph.timeout,
                 max_connections=4,
                 transport=graph_transport,
-                verify=_ca(cfg.graph.ca_file),
+                verify=credentials.verify(cfg.graph.ca_file),
             )
             scim_http = make_client(
                 timeout=cfg.target.timeout,
                 max_connections=cfg.target.concurrency,
                 transport=scim_transport,
-                verify=_ca(cfg.target.ca_file),
+                verify=credentials.verify(cfg.target.ca_file),
             )
             async with graph_http, scim_http:
                 graph = GraphClient(
@@ -281,22 +347,16 @@ async def run_sync(
                     base_url=cfg.graph.base_url,
                     http=graph_http,
                     policy=policy,
-                    token_source=_msal(cfg, secrets) if graph_transport is None else None,
+                    token_source=credentials.graph_tokens(
+                        cfg, secrets.graph_client_secret, graph_transport
+                    ),
                 )
-                oauth = cfg.target.oauth
                 scim = ScimClient(
                     cfg.target.base_url,
-                    ZoomOAuth(
-                        oauth.token_url,
-                        oauth.account_id,
-                        oauth.client_id,
-                        secrets.scim_token,
-                        scim_http,
-                    )
-                    if oauth
-                    else secrets.scim_token,
+                    credentials.scim_credential(cfg, secrets, scim_http),
                     scim_http,
                     rate_limit=cfg.target.rate_limit,
+                    adaptive=cfg.target.adaptive,
                     policy=policy
                     or RetryPolicy(
                         max_attempts=cfg.target.max_attempts,
@@ -304,10 +364,11 @@ async def run_sync(
                     ),
                 )
                 stats.scim = scim
-                sync = _Sync(engine, store, run, graph, scim, stats)
+                sync = _Sync(engine, store, run, graph, scim, stats, guard)
                 status, message = "completed", None
                 try:
                     await sync.run(need_index=need_index, handle_signals=handle_signals)
+                    message = sync.note
                 except BaseException as exc:
                     status = "running"  # stays resumable
                     message = _first_message(exc)
@@ -332,33 +393,6 @@ async def run_sync(
     )
 
 
-def _msal(cfg: Config, secrets: Secrets) -> MsalToken | None:
-    """msal for an https authority; ``None`` keeps the plain POST (http loopback only)."""
-    g = cfg.graph
-    if not g.authority.startswith("https://"):
-        return None
-    _ca(g.ca_file)
-    return MsalToken(
-        authority=g.authority,
-        tenant_id=g.tenant_id,
-        client_id=g.client_id,
-        secret=None if g.certificate else secrets.graph_client_secret,
-        private_key=secrets.graph_client_secret if g.certificate else None,
-        thumbprint=g.certificate.thumbprint if g.certificate else None,
-        ca_file=g.ca_file,
-        timeout=g.timeout,
-    )
-
-
-def _ca(path: Path | None) -> str | bool:
-    """``make_client``'s ``verify``: a custom CA bundle, or the system's (never off)."""
-    if path is None:
-        return True
-    if not path.is_file():
-        raise ConfigError(f"CA file {path} does not exist", key="ca_file")
-    return str(path)
-
-
 def _first_message(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -374,8 +408,10 @@ class _Sync:
         graph: GraphClient,
         scim: ScimClient,
         stats: RunStats,
+        guard: Guard | None = None,
     ) -> None:
         self.engine = engine
+        self.guard = guard
         self.cfg = engine.cfg
         self.store = store
         self.run_ = run
@@ -386,6 +422,16 @@ class _Sync:
         self.use_index = False
         #: users of this run already logged on partly durable pages (filled on resume)
         self.already_done: set[str] = set()
+        self.bulk_filling = anyio.Lock()
+        self.ls = LifecycleStore(store)
+        self.sources = ScopeSources()
+        #: Graph ids read by this run's delta pages (not fetched again for assignment changes)
+        self.seen: set[str] = set()
+        self.hard_deleted: set[str] = set()
+        self.next_page = run.cursor_page
+        #: a message for the run's summary (e.g. actions held by the deletion threshold)
+        self.note: str | None = None
+
         #: failed users waiting for their next retry (bulkprov.escrow)
         self.escrow: dict[str, EscrowEntry] = {}
         self.breaker = Breaker(self.cfg.quarantine.policy())
@@ -396,39 +442,92 @@ class _Sync:
         self._producer_scope = anyio.CancelScope()
 
     async def run(self, *, need_index: bool, handle_signals: bool) -> None:
-        if self.run_.resumes:
-            self.already_done = await self.store.logged_since_page(self.run_)
         self.escrow = await self.store.escrow_entries()
         async with anyio.create_task_group() as outer:
             if handle_signals:
                 outer.start_soon(self._watch_signals)
-            if need_index:
-                self.stats.phase = "matching"
-                # a signal while listing the target stops at once (nothing to finish)
-                with self._phase(grace=0.0):
-                    await self.build_target_index()
-                self.use_index = True
-            if self.stop_signal is None:
-                await self._provision()
+            await self._cycle(need_index)
             if self.stop_signal is not None:
                 raise RunAborted(
                     f"interrupted by {self.stop_signal}; in-flight requests were finished and "
                     "the state is saved — run the same command again to resume"
                 )
-            outer.cancel_scope.cancel()  # only the signal watcher is left
+            # The stages ended by themselves; only the signal watcher needs stopping.
+            outer.cancel_scope.cancel()
 
-    async def _provision(self) -> None:
+    async def _cycle(self, need_index: bool) -> None:
+        cfg, run = self.cfg, self.run_
+        self.stats.phase = "reading assignments"
+        # Read completely before deciding anything: a failure here changes nothing.
+        self.sources = await read_sources(
+            self.graph,
+            mode=cfg.scope.mode,
+            service_principal_id=cfg.scope.service_principal_id,
+            groups=cfg.groups.enabled,
+            flatten=cfg.groups.flatten_nested,
+        )
+        if run.resumes:
+            self.already_done = await self.store.logged_since_page(run)
+        else:
+            await self._choose_read()
+        if need_index:
+            self.stats.phase = "matching"
+            # a signal while listing the target stops at once (nothing to finish)
+            with self._phase(grace=0.0):
+                await self.build_target_index()
+            self.use_index = True
+        if self.stop_signal is not None:
+            return
+        support = await self.discover_bulk() if self.cfg.target.bulk else None
         self.stats.phase = "provisioning"
-        concurrency = self.cfg.target.concurrency
-        work_send, work_recv = anyio.create_memory_object_stream[WorkItem](concurrency)
+        concurrency = workers = buffered = cfg.target.concurrency
+        if support is not None:
+            # A few large requests in flight keep client and target busy; each worker's
+            # next batch waits in the stream, so batches fill up to maxOperations.
+            workers = min(concurrency, BULK_WORKERS)
+            buffered = workers * support.max_operations
+        work_send, work_recv = anyio.create_memory_object_stream[WorkItem](buffered)
+        self.stats.work = work_send
         out_send, out_recv = anyio.create_memory_object_stream[Message](concurrency * 4)
         with self._phase(grace=SHUTDOWN_GRACE):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, out_recv)
                 async with work_recv, out_send:
-                    for _ in range(concurrency):
-                        tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
+                    for _ in range(workers):
+                        if support is None:
+                            tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
+                        else:
+                            tg.start_soon(
+                                self._bulk_worker, support, work_recv.clone(), out_send.clone()
+                            )
                     tg.start_soon(self._produce, work_send, out_send.clone())
+        if self.stop_signal is not None:
+            return  # stopped by a signal: the read is partial, nothing is deprovisioned
+        # The source read completed: only now may anything be deprovisioned.
+        life = Lifecycle(cfg, self.store, self.scim, self.stats.counts)
+        self.stats.phase = "deprovisioning"
+        self.note = await life.deprovision(run, full_read=run.kind == "full")
+        if cfg.groups.enabled and self.sources.groups:
+            self.stats.phase = "groups"
+            await life.sync_groups(run, self.sources)
+        if not self.stats.counts["failed"] and not await self.store.escrow_entries():
+            # Watermarks advance only over a clean cycle: failed users come back next time
+            # (escrowed ones too: a later delta round would not list them again).
+            if run.delta_link:
+                await self.ls.put(USERS_DELTA, run.delta_link)
+            await self.ls.put(FINGERPRINT, config_fingerprint(cfg))
+            await self.ls.replace_assigned(self.sources.snapshot())
+
+    async def _choose_read(self) -> None:
+        """A new run reads a delta round when the last cycle left a usable deltaLink."""
+        ls, run = self.ls, self.run_
+        link = await ls.get(USERS_DELTA)
+        full = link is None or await ls.get(FINGERPRINT) != config_fingerprint(self.cfg)
+        if not full and self.sources.assigned is not None:
+            old, new = await ls.assigned(), self.sources.snapshot()
+            changed = sum(1 for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            full = changed > MAX_ASSIGNMENT_FETCHES
+        await ls.set_run_read(run, "full" if full else "incremental", None if full else link)
 
     def _phase(self, grace: float) -> anyio.CancelScope:
         """A fresh scope for one phase; a signal gives it ``grace`` seconds to end."""
@@ -504,23 +603,77 @@ class _Sync:
         self, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
     ) -> None:
         run, engine = self.run_, self.engine
+        full_round = engine.delta_url(self.graph.base_url)
         async with work_send, out_send:
-            if run.cursor == END_OF_PAGES:
-                return
-            first = run.cursor or self.graph.users_url(engine.select, self.cfg.graph.page_size)
-            try:
-                async for page in self.graph.pages(first, first_number=run.cursor_page):
-                    await self._page(page, work_send, out_send)
-            except SourceError as exc:
-                if run.cursor is None or "answered 4" not in str(exc):
+            if run.cursor != END_OF_PAGES:
+                first = run.cursor or full_round
+                try:
+                    await self._read(first, work_send, out_send)
+                except DeltaExpired:
+                    # Graph forgot the sync state: read everything again. Unchanged users
+                    # match their stored digest (0 requests) and the sweep after the full
+                    # read goes through the deletion threshold: no mass change.
+                    await self.ls.set_run_kind(run, "full")
+                    await self._read(full_round, work_send, out_send)
+                except SourceError as exc:
+                    if run.cursor is None or "answered 4" not in str(exc):
+                        raise
+                    # The saved link expired at the source: start the read over; users
+                    # already done are skipped by digest, so this costs reads, not writes.
+                    await self.store.restart_cursor(run)
+                    raise SourceError(
+                        f"the saved Graph page link no longer works ({exc}); "
+                        "run again to restart the read from the first page"
+                    ) from None
+            if run.kind == "incremental" and self.sources.assigned is not None:
+                await self._assignment_changes(work_send, out_send)
+
+    async def _read(
+        self,
+        first: str,
+        work_send: ObjectSendStream[WorkItem],
+        out_send: ObjectSendStream[Message],
+    ) -> None:
+        prefer = {"Prefer": f"odata.maxpagesize={self.cfg.graph.page_size}"}
+        async for page in self.graph.pages(first, first_number=self.next_page, headers=prefer):
+            self.next_page = page.number + 1
+            if page.delta_link:
+                await self.ls.set_run_delta(self.run_, page.delta_link)
+            await self._page(page, work_send, out_send)
+
+    async def _assignment_changes(
+        self, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
+    ) -> None:
+        """Users whose assignment or app roles changed: ``users/delta`` does not show them."""
+        old, new = await self.ls.assigned(), self.sources.snapshot()
+        ids = sorted(
+            k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in self.seen
+        )
+        if not ids:
+            return
+        users: list[dict[str, Any]] = []
+        limiter = anyio.CapacityLimiter(4)
+        select = ",".join(self.engine.select)
+
+        async def fetch(graph_id: str) -> None:
+            async with limiter:
+                try:
+                    doc = await self.graph.get_json(
+                        f"{self.graph.base_url}/users/{graph_id}?$select={select}"
+                    )
+                except SourceError as exc:
+                    if "answered 404" in str(exc):
+                        return  # deleted: the delta round reports it
                     raise
-                # The saved link expired at the source: start the read over; users already
-                # done are skipped by digest, so this costs reads, not writes.
-                await self.store.restart_cursor(run)
-                raise SourceError(
-                    f"the saved Graph page link no longer works ({exc}); "
-                    "run again to restart the read from the first page"
-                ) from None
+            if isinstance(doc, dict):
+                doc.pop("@odata.context", None)
+                users.append(doc)
+
+        async with anyio.create_task_group() as tg:
+            for graph_id in ids:
+                tg.start_soon(fetch, graph_id)
+        await self._page(Page(self.next_page, "#assignments", users, None), work_send, out_send)
+        self.next_page += 1
 
     async def _page(
         self,
@@ -535,7 +688,10 @@ class _Sync:
             try:
                 if not isinstance(user, dict):
                     raise UserDataError(f"the Graph page holds a {type(user).__name__}, not a user")
-                result = engine.evaluate(user)
+                if "@removed" in user:
+                    result = self._removed(user)
+                else:
+                    result = engine.evaluate(user, self.sources)
             except UserDataError as exc:
                 gid = user.get("id") if isinstance(user, dict) else None
                 upn = user.get("userPrincipalName") if isinstance(user, dict) else None
@@ -551,6 +707,7 @@ class _Sync:
                 continue
             evaluated.append(result)
             ids.append(result[0])
+            self.seen.add(result[0])
         states = await self.store.lookup_users(ids)
         matches: dict[str, tuple[str, dict[str, Any]]] = {}
         if self.use_index:
@@ -603,12 +760,31 @@ class _Sync:
                 digest=mapped.digest if mapped else None,
                 state=state,
                 match=match,
+                delete=graph_id in self.hard_deleted and self.cfg.deprovision.delete_hard_deleted,
             )
             user_name = mapped.user_name if mapped else (state.user_name if state else None)
-            held = self.escrow.get(graph_id) if decision.kind != "skip" else None
-            if held is not None and not held.is_due():
+            held = None
+            if self.guard is not None and decision.kind != "skip":
+                held = self.guard(graph_id, decision, mapped)
+            waiting = self.escrow.get(graph_id) if decision.kind in _ESCROWED_KINDS else None
+            if held is not None:
+                write = UserWrite(graph_id, user_name, "other", "skipped", reason=held)
+                await out_send.send((page.number, write))
+            elif waiting is not None and not waiting.is_due():
                 write = UserWrite(
-                    graph_id, user_name, "other", "skipped", held.deferral(), deferred=True
+                    graph_id, user_name, "other", "skipped", waiting.deferral(), deferred=True
+                )
+                await out_send.send((page.number, write))
+            elif decision.kind in ("disable", "delete"):
+                # Staged, not sent: it runs once the read completed, within the threshold.
+                write = UserWrite(
+                    graph_id,
+                    user_name,
+                    decision.kind,
+                    "skipped",
+                    reason=f"staged: {decision.reason}",
+                    scim_id=decision.scim_id,
+                    stage=decision.kind,
                 )
                 await out_send.send((page.number, write))
             elif decision.kind == "skip":
@@ -621,6 +797,17 @@ class _Sync:
         self.stats.pages += 1
         await out_send.send(PageDone(page.number, count, page.next_link))
 
+    def _removed(self, item: dict[str, Any]) -> tuple[str, bool, str, MappedUser | None]:
+        """A delta ``@removed`` entry: ``changed`` = soft delete, ``deleted`` = hard delete."""
+        graph_id = item.get("id")
+        if not isinstance(graph_id, str) or not graph_id:
+            raise UserDataError("a removed Graph user has no 'id'")
+        removed = item.get("@removed")
+        if isinstance(removed, dict) and removed.get("reason") == "deleted":
+            self.hard_deleted.add(graph_id)
+            return graph_id, False, "deleted permanently in Entra ID", None
+        return graph_id, False, "deleted in Entra ID (soft delete, restorable)", None
+
     # -- SCIM workers ---------------------------------------------------------------------
 
     async def _worker(
@@ -630,20 +817,26 @@ class _Sync:
             async for item in work_recv:
                 if self.stop_signal is not None:
                     break  # stopping: the item's page stays not durable and is redone
-                try:
-                    write = await self._apply(item)
-                except TargetAuthError:
-                    raise  # stops the whole run (the client's message says what to do)
-                except TargetError as exc:
-                    write = UserWrite(
-                        item.graph_id,
-                        item.user_name,
-                        item.decision.kind,
-                        "failure",
-                        reason=str(exc),
-                        scim_id=item.decision.scim_id,
-                    )
-                await out_send.send((item.page, write))
+                await out_send.send((item.page, await self._apply_one(item)))
+
+    async def _apply_one(self, item: WorkItem) -> UserWrite:
+        """Apply one decision; a target error is this user's Failure (auth stops the run)."""
+        try:
+            return await self._apply(item)
+        except TargetAuthError:
+            raise  # stops the whole run (the client's message says what to do)
+        except TargetError as exc:
+            return self._failed(item, exc)
+
+    def _failed(self, item: WorkItem, exc: TargetError) -> UserWrite:
+        return UserWrite(
+            item.graph_id,
+            item.user_name,
+            item.decision.kind,
+            "failure",
+            reason=str(exc),
+            scim_id=item.decision.scim_id,
+        )
 
     async def _apply(self, item: WorkItem) -> UserWrite:
         d = item.decision
@@ -652,21 +845,7 @@ class _Sync:
         assert d.scim_id is not None
         if d.kind == "disable":
             await self.scim.send(rq.set_active(d.scim_id, False, self.dialect))
-            attrs = dict(item.state.attrs or {}) if item.state else {}
-            attrs["active"] = False
-            return UserWrite(
-                item.graph_id,
-                item.user_name,
-                "disable",
-                "success",
-                reason=d.reason,
-                scim_id=d.scim_id,
-                digest=None,
-                attrs=_json.dumps(attrs),
-                active=False,
-                modified=_modified({"active": False}),
-                link=True,
-            )
+            return self._disabled(item)
         # update or link: PATCH only what differs
         mapped = item.mapped
         assert mapped is not None
@@ -675,6 +854,24 @@ class _Sync:
             await self.scim.send(rq.patch_user(d.scim_id, ops))
         action = "update" if d.changes or d.kind == "update" else "link"
         return self._linked(item, d.scim_id, action, d.changes, d.reason)
+
+    def _disabled(self, item: WorkItem) -> UserWrite:
+        d = item.decision
+        attrs = dict(item.state.attrs or {}) if item.state else {}
+        attrs["active"] = False
+        return UserWrite(
+            item.graph_id,
+            item.user_name,
+            "disable",
+            "success",
+            reason=d.reason,
+            scim_id=d.scim_id,
+            digest=None,
+            attrs=_json.dumps(attrs),
+            active=False,
+            modified=_modified({"active": False}),
+            link=True,
+        )
 
     def _linked(
         self, item: WorkItem, scim_id: str, action: str, changes: dict[str, Any], reason: str
@@ -731,18 +928,23 @@ class _Sync:
             scim_id = doc.get("id") if isinstance(doc, dict) else None
             if not isinstance(scim_id, str) or not scim_id:
                 raise TargetRejected("the target's create answer has no 'id'", status=201)
-            return UserWrite(
-                item.graph_id,
-                mapped.user_name,
-                "create",
-                "success",
-                scim_id=scim_id,
-                digest=mapped.digest,
-                attrs=_json.dumps(mapped.update_values),
-                active=_active(mapped.values),
-                modified=_modified(mapped.values, self.engine.mapper.redacted_paths),
-                link=True,
-            )
+            return self._created(item, scim_id)
+
+    def _created(self, item: WorkItem, scim_id: str) -> UserWrite:
+        mapped = item.mapped
+        assert mapped is not None
+        return UserWrite(
+            item.graph_id,
+            mapped.user_name,
+            "create",
+            "success",
+            scim_id=scim_id,
+            digest=mapped.digest,
+            attrs=_json.dumps(mapped.update_values),
+            active=_active(mapped.values),
+            modified=_modified(mapped.values, self.engine.mapper.redacted_paths),
+            link=True,
+        )
 
     async def _find(self, mapped: MappedUser) -> dict[str, Any] | None:
         """Query the target by the matching attributes in precedence order (Entra's way)."""
@@ -770,6 +972,119 @@ class _Sync:
         if changes:
             await self.scim.send(rq.patch_user(scim_id, rq.patch_operations(changes, self.dialect)))
         return self._linked(item, scim_id, "update" if changes else "link", changes, reason)
+
+    # -- SCIM Bulk ---------------------------------------------------------------------------
+
+    async def discover_bulk(self) -> BulkSupport | None:
+        """Read /ServiceProviderConfig; the Bulk limits to use, or None (single requests)."""
+        try:
+            support = bulk_support(await self.scim.send(bulk.service_provider_config()))
+        except TargetAuthError:
+            raise
+        except TargetError:
+            return None  # Zoom: no /ServiceProviderConfig at all (404)
+        if not support.supported:
+            return None
+        return BulkSupport(
+            True, min(support.max_operations, BULK_MAX_OPERATIONS), support.max_payload_size
+        )
+
+    async def _bulk_worker(
+        self,
+        support: BulkSupport,
+        work_recv: MemoryObjectReceiveStream[WorkItem],
+        out_send: ObjectSendStream[Message],
+    ) -> None:
+        """Take up to ``maxOperations`` items at a time and send them as Bulk requests."""
+        async with work_recv, out_send:
+            while self.stop_signal is None:  # stopping: finish the batch sent, take no more
+                # One worker fills its batch at a time: the others, waiting in receive(),
+                # would otherwise take items one by one and send them in tiny batches.
+                async with self.bulk_filling:
+                    try:
+                        items = [await work_recv.receive()]
+                    except anyio.EndOfStream:
+                        return
+                    deadline = time.monotonic() + BULK_LINGER
+                    while len(items) < support.max_operations:
+                        try:
+                            items.append(work_recv.receive_nowait())
+                        except anyio.WouldBlock:
+                            if time.monotonic() >= deadline:
+                                break
+                            await anyio.sleep(BULK_LINGER / 10)
+                        except anyio.EndOfStream:
+                            break
+                batch = BulkBatch(support.max_operations, support.max_payload_size)
+                sent: dict[str, WorkItem] = {}
+                for n, item in enumerate(items):
+                    op = self._bulk_operation(item, str(n))
+                    if op is None:  # nothing to send (a link without changes)
+                        await out_send.send((item.page, await self._apply_one(item)))
+                        continue
+                    if not batch.fits(op):
+                        await self._send_bulk(batch, sent, out_send)
+                        batch = BulkBatch(support.max_operations, support.max_payload_size)
+                        sent = {}
+                    batch.add(str(n), op)
+                    sent[str(n)] = item
+                if len(batch):
+                    await self._send_bulk(batch, sent, out_send)
+
+    def _bulk_operation(self, item: WorkItem, bulk_id: str) -> bytes | None:
+        d = item.decision
+        if d.kind == "create" and item.graph_id not in self.escrow:
+            assert item.mapped is not None
+            return bulk.post_operation(bulk_id, "/Users", item.mapped.body)
+        if d.kind == "create":
+            return None  # escrowed: matched before it is POSTed again (see _create)
+        if d.kind not in ("update", "link", "disable") or d.scim_id is None:
+            return None  # anything else goes the single-request way
+        # A bulk path is JSON, not a URL: the id goes in as it is (Zoom ids hold '&').
+        if d.kind == "disable":
+            ops = rq.patch_operations({"active": False}, self.dialect)
+        elif d.changes:
+            ops = rq.patch_operations(d.changes, self.dialect)
+        else:
+            return None
+        return bulk.patch_operation(bulk_id, f"/Users/{d.scim_id}", ops)
+
+    async def _send_bulk(
+        self, batch: BulkBatch, sent: dict[str, WorkItem], out_send: ObjectSendStream[Message]
+    ) -> None:
+        """Send one Bulk request and checkpoint each operation's user by its result."""
+        try:
+            results = bulk.read_results(await self.scim.send(batch.request()), batch.bulk_ids)
+        except TargetAuthError:
+            raise
+        except TargetError:
+            # Unknown outcome (5xx, timeout), 413 or an unreadable answer: each user goes the
+            # single-request way, whose create resolves a maybe-created account by matching.
+            results = {}
+        for bulk_id, item in sent.items():
+            result = results.get(bulk_id)
+            write: UserWrite | None = None
+            if result is not None and result.error is None:
+                write = self._bulk_written(item, result)
+            elif (
+                result is not None
+                and isinstance(result.error, TargetRejected)
+                and not is_uniqueness_conflict(result.error)
+            ):
+                write = self._failed(item, result.error)
+            if write is None:
+                # 409 (already there), 429, 5xx or unanswered: retry it alone
+                write = await self._apply_one(item)
+            await out_send.send((item.page, write))
+
+    def _bulk_written(self, item: WorkItem, result: BulkResult) -> UserWrite | None:
+        d = item.decision
+        if d.kind == "create":
+            return self._created(item, result.scim_id) if result.scim_id else None
+        assert d.scim_id is not None
+        if d.kind == "disable":
+            return self._disabled(item)
+        return self._linked(item, d.scim_id, "update", d.changes, d.reason)
 
     # -- checkpoint writer ------------------------------------------------------------------
 
@@ -827,6 +1142,8 @@ def _count(stats: RunStats, write: UserWrite) -> None:
     stats.processed += 1
     if write.status == "failure":
         key = "failed"
+    elif write.stage is not None:
+        key = "staged"
     elif write.action == "create":
         key = "created"
     elif write.action == "update":

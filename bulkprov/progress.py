@@ -1,7 +1,9 @@
 """Progress for long runs: a rich progress bar, JSON-lines events, or quiet.
 
 The display only reads :class:`~bulkprov.pipeline.RunStats` four times a second; it never
-sits on the hot path.
+sits on the hot path. Beside it run the report's sampler (:mod:`bulkprov.report`, once a
+second, which also gives the *current* rate shown here) and, when asked, the Prometheus
+endpoint (:mod:`bulkprov.metrics`). After the run, the HTML report is written.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from rich.progress import (
 from . import _json
 from .auth import expiry_warning
 from .config import Config
+from .metrics import MetricsServer
 from .pipeline import Engine, RunResult, RunStats, Secrets, run_sync
+from .report import RunSampler, write_report
 
 TICK = 0.25
 
@@ -52,8 +56,22 @@ def event(kind: str, **fields: Any) -> None:
 
 
 async def run_with_progress(
-    cfg: Config, rematch: bool, as_json: bool, quiet: bool, expect: int | None
+    cfg: Config,
+    rematch: bool,
+    as_json: bool,
+    quiet: bool,
+    expect: int | None,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+    report: bool = True,
+    sample_seconds: float | None = None,
+    **sync_options: Any,
 ) -> RunResult:
+    """Run :func:`~bulkprov.pipeline.run_sync` with a display, the sampler, metrics, a report.
+
+    ``sync_options`` go to ``run_sync`` (tests pass transports and a retry policy).
+    """
     secrets = Secrets.from_config(cfg)
     engine = Engine(cfg)
     stats = RunStats()
@@ -63,18 +81,49 @@ async def run_with_progress(
         event("warning", message=warning)
     elif warning:
         Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
+    sampler = RunSampler(cfg, stats, *(() if sample_seconds is None else (sample_seconds,)))
     result: RunResult | None = None
-    async with anyio.create_task_group() as tg:
-        if as_json:
-            tg.start_soon(_json_ticker, stats)
-        elif not quiet:
-            tg.start_soon(_bar_ticker, stats, console, expect)
-        try:
-            result = await run_sync(
-                cfg, secrets, stats=stats, rematch=rematch, handle_signals=True, engine=engine
-            )
-        finally:
-            tg.cancel_scope.cancel()
+    sync_options.setdefault("handle_signals", True)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sampler.run)
+            if as_json:
+                tg.start_soon(_json_ticker, stats, sampler)
+            elif not quiet:
+                tg.start_soon(_bar_ticker, stats, console, expect, sampler)
+            try:
+                if metrics_port is not None:
+                    async with MetricsServer(
+                        stats, sampler.current_rate, host=metrics_host, port=metrics_port
+                    ) as server:
+                        if as_json:
+                            event("metrics", url=server.url)
+                        elif not quiet:
+                            console.print(f"metrics: {server.url}", highlight=False)
+                        result = await run_sync(
+                            cfg,
+                            secrets,
+                            stats=stats,
+                            rematch=rematch,
+                            engine=engine,
+                            **sync_options,
+                        )
+                else:
+                    result = await run_sync(
+                        cfg, secrets, stats=stats, rematch=rematch, engine=engine, **sync_options
+                    )
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        sampler.close()
+        if report and stats.run_id:
+            with anyio.CancelScope(shield=True):
+                path = await write_report(cfg, stats.run_id)
+            if path is not None and result is None and not as_json:
+                console.print(f"report (run stopped): {path}", highlight=False)
+            report_file = path
+        else:
+            report_file = None
     assert result is not None
     if as_json:
         event(
@@ -86,13 +135,16 @@ async def run_with_progress(
             requests=result.requests,
             throttled=result.throttled,
             resumed=result.resumed,
+            report=str(report_file) if report_file else None,
         )
     else:
         console.print(summary_line(result), highlight=False)
+        if report_file is not None and not quiet:
+            console.print(f"report: {report_file}", highlight=False)
     return result
 
 
-async def _json_ticker(stats: RunStats) -> None:
+async def _json_ticker(stats: RunStats, sampler: RunSampler) -> None:
     while True:
         await anyio.sleep(1.0)
         elapsed = time.monotonic() - stats.started
@@ -105,21 +157,25 @@ async def _json_ticker(stats: RunStats) -> None:
             requests=stats.requests,
             throttled=stats.throttled,
             users_per_second=round(stats.processed / elapsed, 1) if elapsed else 0.0,
+            current_rate=round(sampler.current_rate(), 1),
+            queue=stats.queue_depth,
         )
 
 
-async def _bar_ticker(stats: RunStats, console: Console, expect: int | None) -> None:
+async def _bar_ticker(
+    stats: RunStats, console: Console, expect: int | None, sampler: RunSampler
+) -> None:
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} users/s"),
+        TextColumn("{task.fields[rate]} users/s (now {task.fields[now]})"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[counts]}"),
     )
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("sync", total=expect, rate="0", counts="")
+        task = bar.add_task("sync", total=expect, rate="0", now="0", counts="")
         while True:
             elapsed = time.monotonic() - stats.started
             rate = stats.processed / elapsed if elapsed > 0 else 0.0
@@ -129,6 +185,7 @@ async def _bar_ticker(stats: RunStats, console: Console, expect: int | None) -> 
                 completed=stats.processed,
                 description=f"run {stats.run_id} {stats.phase}",
                 rate=f"{rate:,.0f}",
+                now=f"{sampler.current_rate():,.0f}",
                 counts=_counts_text(stats.counts) + extra,
             )
             await anyio.sleep(TICK)

@@ -36,10 +36,24 @@ path = "bulkprov-state.sqlite3"
 [scope]
 # "all": every user in the tenant; "assigned": only users assigned to the app.
 mode = "all"
+# service_principal_id = "..."   # mode "assigned": the enterprise app's object id
 # Scoping filters: clauses AND within a filter, filters OR across. Example:
 # [[scope.filters]]
 # name = "Sales only"
 # clauses = [{ attribute = "department", operator = "EQUALS", value = "Sales" }]
+
+[deprovision]
+# Users who leave scope (unassigned, filtered out, disabled or deleted in Entra) are
+# deactivated (active=false, meetings and recordings kept). DELETE only hard-deleted ones:
+delete_hard_deleted = false
+# Accidental-deletion prevention: a cycle that would disable/delete more than this many
+# accounts sends none; review with `bulkprov staged`, send with `bulkprov approve`.
+threshold = 500
+
+[groups]
+# Provision assigned groups (all groups in mode "all") and their direct members.
+enabled = true
+member_chunk = 100            # members per add/remove PATCH
 
 # Attribute mappings (the admin guide's table). `source` = Direct (a Graph attribute),
 # `expression` = Entra's expression language, `constant` = a fixed string.

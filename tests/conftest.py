@@ -46,6 +46,8 @@ def make_config(
         "state": state_cfg,
         "escrow": {},
         "quarantine": {},
+        "deprovision": {},
+        "groups": {},
     }
     for key, value in overrides.items():
         section, _, name = key.partition("__")
@@ -53,6 +55,8 @@ def make_config(
     data = {
         "escrow": sections["escrow"],
         "quarantine": sections["quarantine"],
+        "deprovision": sections["deprovision"],
+        "groups": sections["groups"],
         "graph": graph,
         "target": target,
         "scope": scope,

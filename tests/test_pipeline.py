@@ -232,10 +232,19 @@ async def test_cancelled_run_resumes_without_duplicates(servers, tenant, scim, t
     """Cancel mid-run (as Ctrl-C does), resume: each user exactly once, none POSTed twice."""
     cfg = make_config(servers, tmp_path / "s.db", graph__page_size=20, target__concurrency=4)
     scim.configure(latency_ms=10)
-    with anyio.move_on_after(0.4):
+
+    async def cancel_midway(scope: anyio.CancelScope) -> None:
+        # cancel once real work is under way, however slow the machine (a store size to
+        # poll: the simulator has no event to wait on)
+        while len(scim) < 60:  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cancel_midway, tg.cancel_scope)
         await run_sync(cfg, SECRETS, policy=FAST_RETRY)
-    partial = len(scim.dump())
-    assert 0 < partial < 290
+    partial = len(scim)
+    assert 60 <= partial < 290
     scim.configure(latency_ms=0)
     result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
     assert result.resumed

@@ -40,7 +40,7 @@ async def test_custom_ca_file_verifies_both_services(tmp_path, ca):
         assert result.status == "completed"
         assert store_problems(expected_values(cfg, tenant.iter_users()), scim.dump()) == []
         # without the CA the certificate is refused: verification is on by default
-        cfg = make_config(servers, tmp_path / "t.db")
+        cfg = make_config(servers, tmp_path / "t.db", graph__ca_file=str(ca_file))
         with pytest.raises(BaseException) as info:
             await run_sync(cfg, SECRETS, policy=FAST_RETRY)
         err = info.value

@@ -5,7 +5,7 @@ writer's batched UPSERTs and the producer's per-page lookups queue on it in orde
 lookup sees every outcome written before it, committed or not. Every write is an idempotent
 UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
 
-Tables:
+Tables (schema version 3; older databases are migrated in place when opened):
 
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
@@ -14,10 +14,22 @@ Tables:
 ``log``           the provisioning log: one row per user per run (Success/Skipped/Failure).
 ``target_index``  the target's existing accounts by matching key, listed once per run
                   when matching is needed (first run, resumed run).
-``escrow``        (schema 2) failed users and when each is retried next (bulkprov.escrow).
+``sync_state``    watermarks kept between cycles: the Graph ``users/delta`` deltaLink (saved
+                  only when a cycle completes) and the fingerprint of the scope and mappings
+                  (a change forces a full read, as Entra restarts on a new scoping filter).
+``assigned``      the users assigned to the app (directly or as direct group members) at
+                  the end of the last cycle, with their app roles: the next cycle re-reads
+                  the users whose assignment changed, which ``users/delta`` does not report.
+``staged``        disables and deletes decided in a cycle, executed only after the source
+                  read completes and only within the accidental-deletion threshold; above it
+                  they are ``held`` until ``bulkprov approve``.
+``groups``        provisioned groups (Graph id → SCIM id, displayName) and ``group_members``
+                  the member SCIM ids sent, so memberships are diffed locally.
+``escrow``        (schema 3) failed users and when each is retried next (bulkprov.escrow).
 
-Schema changes are numbered steps in ``_MIGRATIONS``, applied in place, in order, in one
-transaction; a database newer than this code is refused untouched.
+Schema changes: v1 → v2 adds columns (``_ADDED_COLUMNS``) and tables (``_SCHEMA``, created if
+missing); from v3 on, numbered steps in ``_MIGRATIONS``, applied in place, in order, in the
+same transaction as the version bump. A database newer than this code is refused untouched.
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ from ..errors import StateError
 from ..escrow import EscrowEntry, EscrowPolicy
 from ..redact import scrub_optional
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,14 +98,46 @@ CREATE TABLE IF NOT EXISTS target_index (
     scim_id  TEXT NOT NULL,
     resource BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assigned (graph_id TEXT PRIMARY KEY, roles TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS staged (
+    id        INTEGER PRIMARY KEY,
+    run_id    INTEGER NOT NULL,
+    graph_id  TEXT NOT NULL,
+    scim_id   TEXT NOT NULL,
+    user_name TEXT,
+    action    TEXT NOT NULL,
+    reason    TEXT,
+    status    TEXT NOT NULL,
+    at        REAL NOT NULL,
+    done_at   REAL
+);
+CREATE INDEX IF NOT EXISTS staged_status ON staged(status, run_id);
+CREATE TABLE IF NOT EXISTS groups (
+    graph_id     TEXT PRIMARY KEY,
+    scim_id      TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    updated_at   REAL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id       TEXT NOT NULL,
+    member_scim_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_scim_id)
+);
 """
 
+#: columns added to version-1 tables by the migration to version 2
+_ADDED_COLUMNS = (
+    ("runs", "kind", "TEXT NOT NULL DEFAULT 'full'"),
+    ("runs", "delta_link", "TEXT"),
+)
 
-#: Versioned, in-place migrations: step N turns a version N-1 database into version N (run in
-#: one transaction with the version bump). ``_SCHEMA`` above is version 1 and never changes.
+
+#: Versioned, in-place migrations from version 3 on: step N turns a version N-1 database into
+#: version N (run in one transaction with the version bump).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # 2: escrow (issue 7): failed users and when to retry them (bulkprov.escrow)
-    2: (
+    # 3: escrow (issue 7): failed users and when to retry them (bulkprov.escrow)
+    3: (
         """CREATE TABLE IF NOT EXISTS escrow (
             graph_id     TEXT PRIMARY KEY,
             user_name    TEXT,
@@ -170,6 +214,10 @@ class Run:
     resumes: int
     counts: dict[str, int]
     started_at: float
+    #: "full" (read every user) or "incremental" (a Graph delta round)
+    kind: str = "full"
+    #: the deltaLink that ended this run's read, promoted to ``sync_state`` on completion
+    delta_link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +236,8 @@ class UserWrite:
     modified: str | None = None
     #: False for outcomes that only log (skips, failures before any link)
     link: bool = False
+    #: "disable" or "delete": stage this deprovisioning (run after the read, threshold)
+    stage: str | None = None
     #: a skip because the user waits in escrow (keeps its escrow entry)
     deferred: bool = False
 
@@ -272,7 +322,13 @@ class StateStore:
         try:
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 await c.execute(stmt)
-            for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2
+                cols = {
+                    r[1] for r in await (await c.execute(f"PRAGMA table_info({table})")).fetchall()
+                }
+                if column not in cols:
+                    await c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            for step in range(max(version, 2) + 1, SCHEMA_VERSION + 1):  # v2 → v3 …
                 for stmt in _MIGRATIONS[step]:
                     await c.execute(stmt)
             await c.execute(
@@ -299,19 +355,22 @@ class StateStore:
     async def last_run(self) -> Run | None:
         row = await (
             await self._conn.execute(
-                "SELECT id, status, cursor, cursor_page, resumes, counts, started_at "
-                "FROM runs ORDER BY id DESC LIMIT 1"
+                "SELECT id, status, cursor, cursor_page, resumes, counts, started_at, kind, "
+                "delta_link FROM runs ORDER BY id DESC LIMIT 1"
             )
         ).fetchone()
         if row is None:
             return None
-        return Run(row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6])
+        return Run(
+            row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6], row[7], row[8]
+        )
 
-    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+    async def runs(self, limit: int = 20, *, run_id: int | None = None) -> list[dict[str, Any]]:
+        """The latest ``limit`` runs, newest first (or only run ``run_id``)."""
         cur = await self._conn.execute(
             "SELECT id, started_at, finished_at, status, cursor_page, resumes, counts, message "
-            "FROM runs ORDER BY id DESC LIMIT ?",
-            (limit,),
+            "FROM runs WHERE ? IS NULL OR id = ? ORDER BY id DESC LIMIT ?",
+            (run_id, run_id, limit),
         )
         return [
             {
@@ -391,7 +450,12 @@ class StateStore:
         link_rows = []
         state_rows = []
         log_rows = []
+        stage_rows = []
         for page, w in writes:
+            if w.stage is not None and w.scim_id:
+                stage_rows.append(
+                    (run.id, w.graph_id, w.scim_id, w.user_name, w.stage, w.reason, now)
+                )
             log_rows.append(
                 (
                     run.id,
@@ -453,6 +517,12 @@ class StateStore:
                     "INSERT INTO log(run_id, page, at, graph_id, user_name, action, status, "
                     "reason, scim_id, modified) VALUES(?,?,?,?,?,?,?,?,?,?)",
                     log_rows,
+                )
+            if stage_rows:
+                await c.executemany(
+                    "INSERT INTO staged(run_id, graph_id, scim_id, user_name, action, reason, "
+                    "status, at) VALUES(?,?,?,?,?,?,'pending',?)",
+                    stage_rows,
                 )
             if cursor is not None:
                 run.cursor, run.cursor_page = cursor
@@ -591,7 +661,10 @@ class StateStore:
         if user is not None:
             where.append("(graph_id = ? OR lower(user_name) = lower(?))")
             args += [user, user]
-        sql = "SELECT run_id, at, graph_id, user_name, action, status, reason, scim_id, modified FROM log"
+        sql = (
+            "SELECT id, run_id, page, at, graph_id, user_name, action, status, reason, scim_id, "
+            "modified FROM log"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id"
@@ -599,7 +672,9 @@ class StateStore:
             sql += f" LIMIT {int(limit)}"
         cur = await self._conn.execute(sql, args)
         keys = (
+            "id",
             "run_id",
+            "page",
             "at",
             "graph_id",
             "user_name",
@@ -610,6 +685,36 @@ class StateStore:
             "modified",
         )
         return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def prune_log(self, before: float) -> int:
+        """Delete provisioning-log rows written before ``before`` (the retention setting)."""
+        # Never the rows of an interrupted run: its resume skips the users they record.
+        await self._conn.execute(
+            "DELETE FROM log WHERE at < ? AND run_id NOT IN "
+            "(SELECT id FROM runs WHERE status = 'running')",
+            (before,),
+        )
+        row = await (await self._conn.execute("SELECT changes()")).fetchone()
+        return int(row[0]) if row else 0
+
+    async def run_info(self, run_id: int | None = None) -> dict[str, Any] | None:
+        """One run as :meth:`runs` shows it (the last one when ``run_id`` is ``None``)."""
+        rows = await self.runs(1, run_id=run_id)
+        return rows[0] if rows else None
+
+    async def active_managed(self) -> list[tuple[str, str, str | None]]:
+        """(graph id, SCIM id, userName) of every linked account bulkprov keeps active."""
+        cur = await self._conn.execute(
+            "SELECT graph_id, scim_id, user_name FROM users WHERE scim_id IS NOT NULL AND active=1"
+        )
+        return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    async def users_fingerprint(self) -> tuple[int, float]:
+        """(managed users, last update time): changes whenever a user row is written."""
+        row = await (
+            await self._conn.execute("SELECT count(*), coalesce(max(updated_at), 0) FROM users")
+        ).fetchone()
+        return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
     async def logged_since_page(self, run: Run) -> set[str]:
         """Graph ids this run already logged on pages at or past its cursor.

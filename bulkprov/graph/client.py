@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from .. import _json, redact
 from ..auth import TokenSource
-from ..errors import SourceAuthError, SourceError
+from ..errors import DeltaExpired, SourceAuthError, SourceError
 from ..http import tls_failure
 from ..retry import PauseGate, RetryPolicy
 from ..scim.responses import parse_retry_after
@@ -41,6 +41,8 @@ class Page:
     link: str
     users: list[dict[str, Any]]
     next_link: str | None
+    #: ``@odata.deltaLink`` of the last page of a delta round (the next round's start)
+    delta_link: str | None = None
 
 
 class _Retryable(Exception):
@@ -161,6 +163,9 @@ class GraphClient:
                     raise _Retryable("429 Too Many Requests", retry_after)
                 if status >= 500:
                     raise _Retryable(f"{status} {_graph_error(response.content)}")
+                if status == 410 or b"syncStateNotFound" in response.content:
+                    # An expired delta token (seven days for directory objects, facts.md §7.3)
+                    raise DeltaExpired(f"Graph answered {status}: {_graph_error(response.content)}")
                 raise SourceError(f"Graph answered {status}: {_graph_error(response.content)}")
             except _Retryable as exc:
                 error = str(exc)
@@ -179,18 +184,31 @@ class GraphClient:
         query = urlencode({"$select": ",".join(sorted(set(select))), "$top": str(top)}, safe="$,")
         return f"{self.base_url}/users?{query}"
 
-    async def pages(self, first_link: str, *, first_number: int = 0) -> AsyncIterator[Page]:
+    async def pages(
+        self,
+        first_link: str,
+        *,
+        first_number: int = 0,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[Page]:
         """Follow ``@odata.nextLink`` from ``first_link`` until the last page."""
         link: str | None = first_link
         number = first_number
         while link is not None:
-            doc = await self.get_json(link)
+            doc = await self.get_json(link, headers=headers)
             if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
                 raise SourceError(f"Graph page {number} is not a collection (no 'value' list)")
             next_link = doc.get("@odata.nextLink")
             if next_link is not None and not isinstance(next_link, str):
                 raise SourceError(f"Graph page {number} has a malformed @odata.nextLink")
-            yield Page(number, link, doc["value"], next_link)
+            delta_link = doc.get("@odata.deltaLink")
+            yield Page(
+                number,
+                link,
+                doc["value"],
+                next_link,
+                delta_link if isinstance(delta_link, str) else None,
+            )
             link = next_link
             number += 1
 

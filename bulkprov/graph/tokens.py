@@ -56,6 +56,9 @@ class MsalToken:
         session = requests.Session()
         session.trust_env = False
         session.verify = str(ca_file) if ca_file else True
+        # A token an hour needs no pooled connection, and none is left open for the
+        # callers to close (sync, plan and provision all make one of these).
+        session.headers["Connection"] = "close"
         self._session = session
         credential: Any
         if secret is not None:

@@ -3,11 +3,15 @@
 Every request of every worker goes through :meth:`ScimClient.send`, which
 
 1. waits for the shared :class:`~bulkprov.retry.PauseGate` (a Retry-After pauses everyone),
-2. acquires the one shared ``aiolimiter.AsyncLimiter`` (the target's request budget),
+2. takes a send slot from the one shared :class:`~bulkprov.scim.rate.RatePacer` (AIMD:
+   below the ceiling, adapted to the 429s the target sends), then acquires the one shared
+   ``aiolimiter.AsyncLimiter`` of the configured ``rate_limit``: the hard guarantee that
+   all workers together never exceed the rate the admin set, whatever the pacer does,
 3. sends, and classifies the answer with :func:`bulkprov.scim.responses.classify`,
 4. retries 429, 5xx, timeouts and resets with backoff, bounded by attempts and time.
    A 429 means "not yet", not "failed": throttled retries are bounded by time only
-   (``max_retry_seconds``), so a busy target slows the run instead of failing users.
+   (``max_retry_seconds``), so a busy target slows the run instead of failing users. With
+   an adaptive pacer a 429 without Retry-After is retried at the next (slower) paced slot.
 5. with an OAuth token source (Zoom server-to-server), asks it for the current token first,
    and meets a 401 with one fresh token and one retry before stopping the run.
 
@@ -35,6 +39,7 @@ from ..errors import (
 )
 from ..http import tls_failure
 from ..retry import PauseGate, RetryPolicy
+from .rate import RatePacer
 from .requests import ScimRequest
 from .responses import classify
 
@@ -67,6 +72,7 @@ class ScimClient:
         http: httpx.AsyncClient,
         *,
         rate_limit: float = 0.0,
+        adaptive: bool = True,
         policy: RetryPolicy | None = None,
         gate: PauseGate | None = None,
     ) -> None:
@@ -80,8 +86,10 @@ class ScimClient:
             "Accept": SCIM_MEDIA_TYPE,
             "Content-Type": SCIM_MEDIA_TYPE,
         }
-        # aiolimiter's bucket of `rate` requests per second; a capacity of one second's
-        # worth lets a paused pool resume at full rate without a burst above the limit.
+        self.pacer = RatePacer(rate_limit, adaptive=adaptive)
+        # A bucket of one second's worth: a paused pool resumes at the configured rate
+        # without a burst above it. Created here, inside the running loop (aiolimiter binds
+        # to the loop that first uses it).
         self._limiter = AsyncLimiter(rate_limit, 1.0) if rate_limit > 0 else None
         self.policy = policy or RetryPolicy()
         self.gate = gate or PauseGate()
@@ -102,12 +110,19 @@ class ScimClient:
         throttles = 0
         url = self.base_url + request.path
         refreshed = False
+        pacer = self.pacer
         while True:
             await self.gate.wait()
             if self._auth is not None:
                 self._use(await self._auth.token())
+            now = time.monotonic()
+            delay = pacer.reserve(now)
+            if delay > 0:
+                await anyio.sleep(delay)
+                now += delay
             if self._limiter is not None:
                 await self._limiter.acquire()
+                now = time.monotonic()
             stats = self.stats
             stats.requests += 1
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
@@ -120,6 +135,8 @@ class ScimClient:
                     content=request.body,
                     headers=self._headers,
                 )
+                if response.status_code != 429:
+                    pacer.on_success()
                 return classify(response.status_code, response.headers, response.content)
             except TargetAuthError as exc:
                 if self._auth is not None and self._auth.refreshable and not refreshed:
@@ -134,6 +151,7 @@ class ScimClient:
                 ) from None
             except TargetThrottled as exc:
                 stats.throttled += 1
+                pacer.on_throttle(now, time.monotonic())
                 error: TargetError = exc
                 retry_after = exc.retry_after
                 if retry_after is not None:
@@ -156,7 +174,10 @@ class ScimClient:
                 raise OutcomeUnknown(error.detail, status=error.status) from error
             if isinstance(error, TargetThrottled):
                 throttles += 1
-                wait = self.policy.backoff(min(throttles, 16), retry_after)
+                if retry_after is None and pacer.adaptive:
+                    wait = 0.0  # the pacer has slowed down: its next slot is the backoff
+                else:
+                    wait = self.policy.backoff(min(throttles, 16), retry_after)
                 give_up = self.policy.gives_up(0, started, wait)
             else:
                 attempt += 1
@@ -166,5 +187,5 @@ class ScimClient:
                 error.add_note(f"gave up after {attempt + throttles + 1} attempt(s)")
                 raise error
             stats.retries += 1
-            if retry_after is None:
+            if retry_after is None and wait > 0:
                 await anyio.sleep(wait)

@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="don't count POSTs per userName (saves memory at millions of users)",
     )
+    s.add_argument(
+        "--bulk-max-operations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="offer /ServiceProviderConfig and SCIM Bulk with N operations (default: off, as Zoom)",
+    )
     s.add_argument("--no-scim", action="store_true", help="don't start the SCIM service")
     f = p.add_argument_group("fault injection (bulkprov.sim.faults; also POST /_sim/faults)")
     f.add_argument(
@@ -155,6 +162,7 @@ async def serve(args: argparse.Namespace) -> None:
             id_style=args.id_style,
             id_seed=args.id_seed,
             track_posts=not args.no_track_posts,
+            bulk_max_operations=args.bulk_max_operations,
         )
     if scim is not None and (args.faults or args.fault_kinds):
         scim.faults = FaultPlan.parse(

@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, quote, unquote
 
 import orjson
 
+from .graph_directory import Directory
 from .http import SimRequest, SimResponse, json_response
 from .scim_service import Faults
 from .users import (
@@ -203,6 +204,8 @@ class GraphTenant:
         self.raw_users: dict[int, Any] = {}
         self.counters: dict[str, int] = {}
         self._reset_counters()
+        #: groups, app role assignments and delta tracking (graph_directory.py)
+        self.directory = Directory(self)
 
     # ------------------------------------------------------------------ Python test API
 
@@ -299,6 +302,7 @@ class GraphTenant:
             self._check_upn_free(changes["userPrincipalName"], slot)
         user.update(changes)
         self._store(slot, user)
+        self.directory.touch(slot)
         return dict(user)
 
     def add_user(self, attrs: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
@@ -316,7 +320,15 @@ class GraphTenant:
         user.update(changes)
         self._slots += 1
         self._store(slot, user)
+        self.directory.touch(slot)
         return dict(user)
+
+    def served(self, slot: int, select: tuple[str, ...]) -> Any:
+        """What a ``/users`` or ``users/delta`` page holds for ``slot``: the projected user,
+        or a raw entry (:meth:`add_raw_user`) as it is."""
+        if slot in self.raw_users and slot not in self._overrides:
+            return self.raw_users[slot]
+        return _project(self._user_at(slot), select)
 
     def add_raw_user(self, raw: Any) -> int:
         """Append an entry served *verbatim* in ``/users`` pages (no projection, no checks).
@@ -333,6 +345,7 @@ class GraphTenant:
         """Remove a user from ``/users``; ``soft`` keeps it restorable (Graph's deletedItems)."""
         slot = self._live_slot(key)
         self._gone.add(slot)
+        self.directory.touch(slot, hard_delete=not soft)
         if soft:
             self._soft_deleted[slot] = _now_iso() + "Z"
         elif slot in self._overrides:
@@ -345,6 +358,7 @@ class GraphTenant:
             raise KeyError(key)
         del self._soft_deleted[slot]
         self._gone.discard(slot)
+        self.directory.touch(slot)
         return dict(self._user_at(slot))
 
     def issue_token(self) -> str:
@@ -593,6 +607,9 @@ class GraphTenant:
                 "Request_BadRequest",
                 "Specified HTTP method is not allowed for the request target.",
             )
+        routed = self.directory.route(req, rest)
+        if routed is not None:
+            return routed
         for opt in _UNSUPPORTED_OPTIONS:
             if opt in req.query:
                 c["bad_requests"] += 1
@@ -746,6 +763,12 @@ class GraphTenant:
 
     # Control endpoints (no auth: a test harness drives them) ---------------------------
 
+    def _control_directory(self, m: str, rest: str, body: dict[str, Any]) -> SimResponse:
+        resp = _directory_control(self.directory, m, rest, body)
+        if resp is None:
+            return json_response(404, {"error": f"no control endpoint {m} /_sim/directory/{rest}"})
+        return resp
+
     def _control(self, req: SimRequest, rest: str) -> SimResponse:
         m = req.method
         try:
@@ -771,6 +794,8 @@ class GraphTenant:
                 return SimResponse(204)
             if rest == "users" and m == "POST":
                 return json_response(201, self.add_user(body))
+            if rest.startswith("directory/"):
+                return self._control_directory(m, rest[10:], body)
             if rest.startswith("users/"):
                 key = rest[6:]
                 if key.endswith("/restore") and m == "POST":
@@ -800,6 +825,35 @@ class _Raw:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+def _directory_control(d: Directory, m: str, rest: str, body: dict[str, Any]) -> SimResponse | None:
+    """``/_sim/directory/…``: drive groups, assignments and delta tokens from a test."""
+    if m != "POST":
+        return None
+    if rest == "groups":
+        return json_response(201, d.add_group(body["displayName"], body.get("members")))
+    if rest == "assign":
+        return json_response(
+            201, d.assign(body["principalId"], body.get("appRoleId", d.app_roles[0]["id"]))
+        )
+    if rest == "unassign":
+        return json_response(200, {"removed": d.unassign(body["principalId"])})
+    if rest == "members/add":
+        d.add_member(body["groupId"], body["memberId"])
+        return SimResponse(204)
+    if rest == "members/remove":
+        d.remove_member(body["groupId"], body["memberId"])
+        return SimResponse(204)
+    if rest == "groups/update":
+        return json_response(200, d.update_group(body.pop("groupId"), **body))
+    if rest == "groups/delete":
+        d.delete_group(body["groupId"])
+        return SimResponse(204)
+    if rest == "expire_delta_tokens":
+        d.expire_delta_tokens()
+        return SimResponse(204)
+    return None
 
 
 def _project(user: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:

@@ -51,6 +51,8 @@ from ..scim.paths import (
     set_value,
 )
 from .http import SimRequest, SimResponse
+from .scim_bulk import handle_bulk, service_provider_config
+from .scim_groups import GroupStore
 
 __all__ = ["Faults", "NoFaults", "ScimService", "scim_error"]
 
@@ -152,6 +154,9 @@ class ScimService:
         track_posts: count POSTs per userName (one dict entry per user; turn off for
             multi-million-user benchmarks if memory matters).
         public_url: ``scheme://host[:port]`` for ``meta.location``; by default the request's.
+        bulk_max_operations: serve ``/ServiceProviderConfig`` and ``/Bulk`` with this many
+            operations per request (0: neither, as Zoom; see :mod:`bulkprov.sim.scim_bulk`).
+        bulk_max_payload: ``maxPayloadSize`` in bytes of a Bulk request.
     """
 
     def __init__(
@@ -168,6 +173,8 @@ class ScimService:
         id_seed: int | None = None,
         track_posts: bool = True,
         public_url: str | None = None,
+        bulk_max_operations: int = 0,
+        bulk_max_payload: int = 1_048_576,
     ) -> None:
         if id_style not in ("zoom", "uuid"):
             raise ValueError("id_style must be 'zoom' or 'uuid'")
@@ -179,6 +186,9 @@ class ScimService:
         self._oauth: tuple[str, str, str, float] | None = None
         self._oauth_tokens: dict[str, float] = {}  # access token → monotonic expiry
         self.oauth_requests = 0
+        self.bulk_max_operations = bulk_max_operations
+        self.bulk_max_payload = bulk_max_payload
+        self.bulk_operations = 0
         self._rng = random.Random(id_seed)
         self._auth_header = ""
         self.token = token
@@ -207,6 +217,8 @@ class ScimService:
         self._duplicates: list[str] = []  # keys of posts_by_username that reached 2
         self.posts = 0
         self.throttled = 0
+        #: ``/Groups`` (scim_groups.py); members must be stored users
+        self.groups = GroupStore(lambda uid: uid in self._users, self._new_id)
 
     # --------------------------------------------------------------- configuration API
 
@@ -311,7 +323,10 @@ class ScimService:
             "throttled": self.throttled,
             "users": len(self._users),
             "posts": self.posts,
+            "bulk_operations": self.bulk_operations,
             "duplicate_posts": self.duplicate_posts(),
+            "groups": len(self.groups.groups),
+            "group_ops": dict(self.groups.counters),
         }
 
     def duplicate_posts(self) -> dict[str, int]:
@@ -327,6 +342,8 @@ class ScimService:
         self._duplicates.clear()
         self.posts = 0
         self.throttled = 0
+        self.bulk_operations = 0
+        self.groups.counters.clear()
 
     def reset(self) -> None:
         """Empty the store and the counters; configuration is kept."""
@@ -335,6 +352,7 @@ class ScimService:
         self._by_external.clear()
         self._pending.clear()
         self._order = None
+        self.groups.groups.clear()
         self.reset_counters()
 
     def seed_user(
@@ -405,6 +423,12 @@ class ScimService:
                 return throttled
         if rest.startswith("//"):  # Tenant URL configured with a trailing slash
             rest = "/" + rest.lstrip("/")
+        if self.bulk_max_operations and rest in ("/Bulk", "/ServiceProviderConfig"):
+            if rest == "/Bulk" and method == "POST":
+                return handle_bulk(self, req)
+            if rest == "/ServiceProviderConfig" and method == "GET":
+                return service_provider_config(self.bulk_max_operations, self.bulk_max_payload)
+            return scim_error(405, f"{method} is not supported on {rest}")
         if rest == "/Users" or rest == "/Users/":
             if method == "POST":
                 return self._post(req)
@@ -425,6 +449,10 @@ class ScimService:
             if method == "DELETE":
                 return self._delete(user_id)
             return scim_error(405, f"{method} is not supported on /Users/{{id}}")
+        if rest.rstrip("/") == "/Groups" or rest.startswith("/Groups/"):
+            return self.groups.handle(
+                req, rest, scim_error, self.public_url or req.base_url + self.base_path
+            )
         return scim_error(404, f"Endpoint {rest} is not supported by this service provider")
 
     def _auth_ok(self, req: SimRequest) -> bool:

@@ -538,7 +538,7 @@ async def test_control_endpoints(scim_client: httpx.AsyncClient, scim: ScimServi
 
 
 async def test_unknown_endpoints(scim_client: httpx.AsyncClient) -> None:
-    assert (await scim_client.get("/Groups")).status_code == 404
+    assert (await scim_client.get("/Roles")).status_code == 404  # /Groups exists now
     assert (await scim_client.delete("/Users")).status_code == 405
     async with httpx.AsyncClient(
         transport=scim_client._transport, base_url="http://scim.sim.test"

@@ -1,0 +1,295 @@
+"""``bulkprov provision USER`` and ``bulkprov test-connection``: the guide's test recipes.
+
+Provision on demand runs the whole path for one user now and reports Entra's steps
+(ONDEMAND, facts.md): import the user from Graph, determine scope (naming the deciding
+clause), match it in the target, perform the action, and the modified properties. It uses
+the sync's own evaluation, decision and SCIM code (``pipeline._Sync``), so what it shows is
+what a cycle would do; its log entries are recorded under run 0 (no cycle state changes,
+an interrupted sync still resumes).
+
+Test connection does what Entra's button does (SCIMTUT, facts.md §2.1): a Graph token and
+one read, then a query of the target for a random userName that must answer 200 with an
+empty ListResponse. Each failure names its likely cause.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from . import _json, credentials
+from .checkpoint.store import Run, StateStore
+from .config import Config
+from .decide import decide
+from .errors import (
+    SourceAuthError,
+    SourceError,
+    TargetAuthError,
+    TargetError,
+    TargetRejected,
+)
+from .graph.client import GraphClient
+from .graph.directory import read_sources
+from .http import make_client
+from .pipeline import Engine, RunStats, Secrets, StateLock, WorkItem, _Sync
+from .retry import RetryPolicy
+from .scim import requests as rq
+from .scim.client import ScimClient
+
+#: the on-demand actions' log entries carry this run id
+ON_DEMAND_RUN = 0
+
+
+@dataclass(slots=True)
+class Step:
+    title: str
+    ok: bool
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def _clients(
+    cfg: Config,
+    secrets: Secrets,
+    graph_transport: httpx.AsyncBaseTransport | None,
+    scim_transport: httpx.AsyncBaseTransport | None,
+    policy: RetryPolicy | None,
+) -> AsyncIterator[tuple[GraphClient, ScimClient]]:
+    graph_http = make_client(
+        timeout=cfg.graph.timeout,
+        max_connections=4,
+        transport=graph_transport,
+        verify=credentials.verify(cfg.graph.ca_file),
+    )
+    scim_http = make_client(
+        timeout=cfg.target.timeout,
+        max_connections=4,
+        transport=scim_transport,
+        verify=credentials.verify(cfg.target.ca_file),
+    )
+    async with graph_http, scim_http:
+        graph = GraphClient(
+            authority=cfg.graph.authority,
+            tenant_id=cfg.graph.tenant_id,
+            client_id=cfg.graph.client_id,
+            client_secret=secrets.graph_client_secret,
+            base_url=cfg.graph.base_url,
+            http=graph_http,
+            policy=policy,
+            token_source=credentials.graph_tokens(
+                cfg, secrets.graph_client_secret, graph_transport
+            ),
+        )
+        scim = ScimClient(
+            cfg.target.base_url,
+            credentials.scim_credential(cfg, secrets, scim_http),
+            scim_http,
+            policy=policy or RetryPolicy(max_attempts=3, max_seconds=30.0),
+        )
+        yield graph, scim
+
+
+async def provision_user(
+    cfg: Config,
+    secrets: Secrets,
+    key: str,
+    *,
+    graph_transport: httpx.AsyncBaseTransport | None = None,
+    scim_transport: httpx.AsyncBaseTransport | None = None,
+    policy: RetryPolicy | None = None,
+) -> list[Step]:
+    """Provision one user (UPN or object id) now; returns Entra's steps."""
+    engine = Engine(cfg)
+    steps: list[Step] = []
+    with StateLock(cfg.state.path):
+        store = await StateStore.open(cfg.state.path)
+        async with (
+            store,
+            _clients(cfg, secrets, graph_transport, scim_transport, policy) as (
+                graph,
+                scim,
+            ),
+        ):
+            select = ",".join(engine.select)
+            try:
+                user = await graph.get_json(
+                    f"{graph.base_url}/users/{quote(key, safe='@')}?$select={select}"
+                )
+            except SourceError as exc:
+                if "answered 404" not in str(exc):
+                    raise
+                steps.append(Step("Import user", False, f"no user {key!r} in Entra ID"))
+                return steps
+            user.pop("@odata.context", None)
+            steps.append(
+                Step(
+                    "Import user",
+                    True,
+                    f"retrieved {user.get('userPrincipalName')} ({user.get('id')}) "
+                    "from Microsoft Graph",
+                    {k: user.get(k) for k in engine.select},
+                )
+            )
+            sources = await read_sources(
+                graph,
+                mode=cfg.scope.mode,
+                service_principal_id=cfg.scope.service_principal_id,
+                groups=False,
+                flatten=cfg.groups.flatten_nested,
+            )
+            graph_id, in_scope, reason, mapped = engine.evaluate(user, sources)
+            steps.append(Step("Determine if user is in scope", in_scope, reason))
+            run = Run(ON_DEMAND_RUN, "running", None, 0, 0, {}, 0.0)
+            sync = _Sync(engine, store, run, graph, scim, RunStats(scim=scim))
+            state = (await store.lookup_users([graph_id])).get(graph_id)
+            match = None
+            if state is not None and state.scim_id:
+                how = f"linked to target account {state.scim_id} by an earlier provisioning"
+            elif mapped is not None:
+                found = await sync._find(mapped)
+                if found is not None:
+                    match = (str(found["id"]), found)
+                    how = f"matched target account {found['id']} by the matching attributes"
+                else:
+                    how = f"no target account matches (userName {mapped.user_name!r})"
+            else:
+                how = "not looked up: the user is out of scope and was never provisioned"
+            steps.append(Step("Match user between source and target system", True, how))
+            decision = decide(
+                in_scope=in_scope,
+                scope_reason=reason,
+                update_values=mapped.update_values if mapped else None,
+                digest=mapped.digest if mapped else None,
+                state=state,
+                match=match,
+            )
+            user_name = mapped.user_name if mapped else (state.user_name if state else None)
+            if decision.kind == "skip":
+                steps.append(Step("Perform action", True, f"skipped: {decision.reason}"))
+                return steps
+            item = WorkItem(0, graph_id, user_name, decision, mapped, state)
+            try:
+                write = await sync._apply(item)
+            except TargetAuthError:
+                raise
+            except TargetError as exc:
+                steps.append(Step("Perform action", False, f"{decision.kind} failed: {exc}"))
+                return steps
+            await store.write_batch(run, [(None, write)], {}, None)
+            steps.append(
+                Step("Perform action", True, f"{write.action}: {write.reason or decision.reason}")
+            )
+            modified = _json.loads(write.modified) if write.modified else {}
+            steps.append(
+                Step(
+                    "Modified properties",
+                    True,
+                    ", ".join(sorted(modified)) or "none",
+                    modified,
+                )
+            )
+    return steps
+
+
+async def check_connection(
+    cfg: Config,
+    secrets: Secrets,
+    *,
+    graph_transport: httpx.AsyncBaseTransport | None = None,
+    scim_transport: httpx.AsyncBaseTransport | None = None,
+    policy: RetryPolicy | None = None,
+) -> list[Step]:
+    """Check Graph (token, a read) and the SCIM target (a query for a random userName)."""
+    steps: list[Step] = []
+    quick = policy or RetryPolicy(max_attempts=2, max_seconds=10.0)
+    async with _clients(cfg, secrets, graph_transport, scim_transport, quick) as (graph, scim):
+        try:
+            await graph.token()
+            steps.append(Step("Graph token", True, f"issued for tenant {cfg.graph.tenant_id}"))
+        except SourceAuthError as exc:
+            steps.append(Step("Graph token", False, f"{exc}"))
+        except SourceError as exc:
+            steps.append(
+                Step("Graph token", False, f"{exc} — check graph.authority and the network")
+            )
+        if steps[-1].ok:
+            try:
+                await graph.get_json(f"{graph.base_url}/users?$top=1&$select=id")
+                if cfg.scope.mode == "assigned":
+                    sp = quote(str(cfg.scope.service_principal_id), safe="")
+                    await graph.get_json(f"{graph.base_url}/servicePrincipals/{sp}?$select=id")
+                steps.append(Step("Graph read", True, "users (and assignments) can be read"))
+            except SourceError as exc:
+                hint = (
+                    " — check scope.service_principal_id (the enterprise app's object id)"
+                    if "404" in str(exc)
+                    else ""
+                )
+                steps.append(Step("Graph read", False, f"{exc}{hint}"))
+        probe = str(uuid.uuid4())
+        url = cfg.target.base_url
+        try:
+            doc = await scim.send(rq.find_users("userName", probe))
+        except TargetAuthError as exc:
+            steps.append(
+                Step(
+                    "SCIM target",
+                    False,
+                    f"the token was refused ({exc.status}): it is wrong, expired or revoked — "
+                    "generate a new token (Zoom: a SCIM2 app's token) and set it again",
+                )
+            )
+            return steps
+        except TargetRejected as exc:
+            cause = (
+                f"no SCIM endpoint at {url}/Users — check target.base_url (the Tenant URL, "
+                "e.g. https://api.zoom.us/scim2)"
+                if exc.status in (404, 405)
+                else f"the target rejected a userName query ({exc}); it must support "
+                '`filter=userName eq "…"`'
+            )
+            steps.append(Step("SCIM target", False, cause))
+            return steps
+        except TargetError as exc:
+            steps.append(
+                Step(
+                    "SCIM target",
+                    False,
+                    f"cannot reach {url} ({exc}) — check target.base_url and the network",
+                )
+            )
+            return steps
+        ok = (
+            isinstance(doc, dict)
+            and isinstance(doc.get("schemas"), list)
+            and "urn:ietf:params:scim:api:messages:2.0:ListResponse" in doc["schemas"]
+            and str(doc.get("totalResults")) == "0"
+        )
+        if not ok:
+            steps.append(
+                Step(
+                    "SCIM target",
+                    False,
+                    "the answer to a query for a random userName is not an empty SCIM "
+                    'ListResponse (Entra reports this as "Request is unparsable, '
+                    'syntactically incorrect, or violates schema") — the endpoint at '
+                    f"{url} is not SCIM 2.0 compatible, or the URL points elsewhere",
+                    {"answer": str(doc)[:200]},
+                )
+            )
+            return steps
+        steps.append(
+            Step(
+                "SCIM target",
+                True,
+                f'GET /Users?filter=userName eq "{probe}" → 200, empty ListResponse',
+            )
+        )
+    return steps

@@ -1,0 +1,64 @@
+"""Build SCIM ``/Groups`` requests the way Entra sends them (facts.md §2.3 "Groups"), no I/O.
+
+Groups are created with no members and matched by ``displayName`` with
+``excludedAttributes=members`` (a group of 50,000 members is not sent back to us); members are
+added and removed by PATCH on ``members`` with a list of ``{"value": id}``; a rename is a
+``replace`` of ``displayName``. The dialect switch is the users' one: ``rfc`` sends lowercase
+ops, ``entra`` Entra's ``Add``/``Remove``/``Replace``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import quote
+
+from .. import _json
+from .paths import PATCH_OP
+from .requests import PatchDialect, ScimRequest, filter_eq
+
+CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+
+def _path(scim_id: str) -> str:
+    return f"/Groups/{quote(scim_id, safe='')}"
+
+
+def _op(name: str, dialect: PatchDialect) -> str:
+    return name if dialect == "rfc" else name.capitalize()
+
+
+def create_group(display_name: str, external_id: str) -> ScimRequest:
+    body = {"schemas": [CORE_GROUP], "externalId": external_id, "displayName": display_name}
+    return ScimRequest("POST", "/Groups", body=_json.dumps(body), creates=True)
+
+
+def find_group(display_name: str) -> ScimRequest:
+    return ScimRequest(
+        "GET",
+        "/Groups",
+        {"filter": filter_eq("displayName", display_name), "excludedAttributes": "members"},
+    )
+
+
+def rename_group(scim_id: str, display_name: str, dialect: PatchDialect = "rfc") -> ScimRequest:
+    op = {"op": _op("replace", dialect), "path": "displayName", "value": display_name}
+    body = {"schemas": [PATCH_OP], "Operations": [op]}
+    return ScimRequest("PATCH", _path(scim_id), body=_json.dumps(body))
+
+
+def change_members(
+    scim_id: str, kind: str, member_ids: Sequence[str], dialect: PatchDialect = "rfc"
+) -> ScimRequest:
+    """One PATCH adding (``kind="add"``) or removing (``"remove"``) these member ids."""
+    assert kind in ("add", "remove")
+    op = {
+        "op": _op(kind, dialect),
+        "path": "members",
+        "value": [{"value": m} for m in member_ids],
+    }
+    body = {"schemas": [PATCH_OP], "Operations": [op]}
+    return ScimRequest("PATCH", _path(scim_id), body=_json.dumps(body))
+
+
+def delete_group(scim_id: str) -> ScimRequest:
+    return ScimRequest("DELETE", _path(scim_id))

@@ -1,0 +1,410 @@
+"""The simulated tenant's lifecycle surface: delta query, groups and app role assignments.
+
+Served by :class:`~bulkprov.sim.graph_tenant.GraphTenant` under ``/v1.0`` (facts.md §7.3,
+§7.4):
+
+* ``GET /users/delta``: the initial round lists every live user over pages linked by
+  ``@odata.nextLink`` and ends with ``@odata.deltaLink``; a round started from that link
+  lists only users changed since, a soft-deleted one as ``{"id", "@removed": {"reason":
+  "changed"}}`` and a hard-deleted one with ``"deleted"``. ``$select`` is given once and
+  carried inside the (HMAC-signed, opaque) tokens, as Graph does. Page size follows
+  ``Prefer: odata.maxpagesize=N`` (default 100). A token older than
+  :meth:`Directory.expire_delta_tokens` answers ``410 Gone`` with ``syncStateNotFound``
+  and a ``Location`` to restart from, as Graph does for an expired sync state.
+* ``GET /groups`` and ``/groups/{id}``; ``GET /groups/{id}/members``: direct members only
+  (users and nested groups, each with its ``@odata.type``), paged with ``$top``.
+* ``GET /servicePrincipals/{id}`` (with its ``appRoles``) and
+  ``GET /servicePrincipals/{id}/appRoleAssignedTo``: ``appRoleAssignment`` objects for the
+  users and groups assigned to the app, paged with ``$top``.
+
+Every change a test makes (:meth:`GraphTenant.update_user`, deletes, restores, adds)
+bumps a version; a delta round reports the users whose version is newer than its token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import orjson
+
+from .http import SimRequest, SimResponse, json_response
+from .users import DEFAULT_SELECT, user_id
+
+if TYPE_CHECKING:
+    from .graph_tenant import GraphTenant
+
+#: appRoleId of "Default Access" (an assignment without a specific role)
+DEFAULT_ACCESS = "00000000-0000-0000-0000-000000000000"
+_MAXPAGESIZE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+
+
+class Directory:
+    """Groups, assignments and change tracking of one :class:`GraphTenant`."""
+
+    def __init__(self, tenant: GraphTenant, service_principal_id: str | None = None) -> None:
+        self.tenant = tenant
+        self.version = 0
+        #: slot → version of its last change
+        self.changed: dict[int, int] = {}
+        self.hard_deleted: set[int] = set()
+        #: delta tokens below this version are expired (410 syncStateNotFound)
+        self.floor = 0
+        self.groups: dict[str, dict[str, Any]] = {}  # id → {"id","displayName",...,"members"}
+        self.service_principal_id = service_principal_id or str(
+            uuid.UUID(bytes=hashlib.sha256(f"sp:{tenant.seed}".encode()).digest()[:16], version=4)
+        )
+        self.app_roles: list[dict[str, Any]] = [
+            {
+                "id": DEFAULT_ACCESS,
+                "value": None,
+                "displayName": "Default Access",
+                "allowedMemberTypes": ["User"],
+                "isEnabled": True,
+            }
+        ]
+        self.assignments: dict[str, dict[str, Any]] = {}  # assignment id → appRoleAssignment
+
+    # ------------------------------------------------------------------ Python test API
+
+    def touch(self, slot: int, *, hard_delete: bool = False) -> None:
+        """Record a change to the user in ``slot`` (called by the tenant's mutations)."""
+        self.version += 1
+        self.changed[slot] = self.version
+        if hard_delete:
+            self.hard_deleted.add(slot)
+        else:
+            self.hard_deleted.discard(slot)
+
+    def expire_delta_tokens(self) -> None:
+        """Every deltaLink handed out so far stops working (Graph keeps them ~7 days)."""
+        self.version += 1
+        self.floor = self.version
+
+    def add_app_role(self, value: str, display_name: str | None = None) -> dict[str, Any]:
+        """Define an app role (``value`` is what ``SingleAppRoleAssignment`` returns)."""
+        role = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"role:{value}")),
+            "value": value,
+            "displayName": display_name or value,
+            "allowedMemberTypes": ["User"],
+            "isEnabled": True,
+        }
+        self.app_roles.append(role)
+        return role
+
+    def add_group(
+        self, display_name: str, members: list[str] | None = None, group_id: str | None = None
+    ) -> dict[str, Any]:
+        """Create a group with direct ``members`` (user or group ids); returns the group."""
+        gid = group_id or str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"group:{len(self.groups)}:{display_name}")
+        )
+        if gid in self.groups:
+            raise ValueError(f"group {gid} exists")
+        self.groups[gid] = {
+            "id": gid,
+            "displayName": display_name,
+            "description": None,
+            "mailNickname": re.sub(r"\W", "", display_name) or "group",
+            "securityEnabled": True,
+            "members": list(dict.fromkeys(members or [])),
+        }
+        return self.group(gid)
+
+    def group(self, group_id: str) -> dict[str, Any]:
+        g = self.groups.get(group_id)
+        if g is None:
+            raise KeyError(group_id)
+        return {**g, "members": list(g["members"])}
+
+    def update_group(self, group_id: str, **changes: Any) -> dict[str, Any]:
+        g = self.groups.get(group_id)
+        if g is None:
+            raise KeyError(group_id)
+        changes.pop("id", None)
+        changes.pop("members", None)
+        g.update(changes)
+        return self.group(group_id)
+
+    def add_member(self, group_id: str, member_id: str) -> None:
+        g = self.groups.get(group_id)
+        if g is None:
+            raise KeyError(group_id)
+        if member_id not in g["members"]:
+            g["members"].append(member_id)
+
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        g = self.groups.get(group_id)
+        if g is None:
+            raise KeyError(group_id)
+        if member_id in g["members"]:
+            g["members"].remove(member_id)
+
+    def delete_group(self, group_id: str) -> None:
+        if self.groups.pop(group_id, None) is None:
+            raise KeyError(group_id)
+        for g in self.groups.values():
+            if group_id in g["members"]:
+                g["members"].remove(group_id)
+        for aid in [a for a, x in self.assignments.items() if x["principalId"] == group_id]:
+            del self.assignments[aid]
+
+    def assign(self, principal_id: str, app_role_id: str = DEFAULT_ACCESS) -> dict[str, Any]:
+        """Assign a user or group (by object id) to the app; returns the appRoleAssignment."""
+        if principal_id in self.groups:
+            kind, name = "Group", self.groups[principal_id]["displayName"]
+        else:
+            user = self.tenant.get_user(principal_id)
+            if user is None:
+                raise KeyError(principal_id)
+            kind, name = "User", user["displayName"]
+        if not any(r["id"] == app_role_id for r in self.app_roles):
+            raise ValueError(f"no app role {app_role_id}")
+        aid = base64.urlsafe_b64encode(
+            hashlib.sha256(f"{principal_id}:{app_role_id}".encode()).digest()[:24]
+        ).decode()
+        assignment = {
+            "id": aid,
+            "deletedDateTime": None,
+            "appRoleId": app_role_id,
+            "createdDateTime": "2026-01-01T00:00:00Z",
+            "principalDisplayName": name,
+            "principalId": principal_id,
+            "principalType": kind,
+            "resourceDisplayName": "Zoom",
+            "resourceId": self.service_principal_id,
+        }
+        self.assignments[aid] = assignment
+        return dict(assignment)
+
+    def unassign(self, principal_id: str) -> int:
+        """Remove every assignment of ``principal_id``; returns how many were removed."""
+        gone = [a for a, x in self.assignments.items() if x["principalId"] == principal_id]
+        for aid in gone:
+            del self.assignments[aid]
+        return len(gone)
+
+    # ------------------------------------------------------------------------- HTTP
+
+    def route(self, req: SimRequest, rest: str) -> SimResponse | None:
+        """Serve a directory path under ``/v1.0/``, or ``None`` if it is not one."""
+        parts = rest.strip("/").split("/")
+        if parts == ["users", "delta"]:
+            return self._users_delta(req)
+        if parts[0] == "groups":
+            if len(parts) == 1:
+                return self._paged(req, "groups", [_group_doc(g) for g in self.groups.values()])
+            g = self.groups.get(parts[1])
+            if g is None:
+                return _not_found(parts[1])
+            if len(parts) == 2:
+                return json_response(200, _group_doc(g), _GRAPH_JSON)
+            if len(parts) == 3 and parts[2] == "members":
+                return self._paged(req, f"groups/{parts[1]}/members", self._members(g))
+        if parts[0] == "servicePrincipals" and len(parts) >= 2:
+            if parts[1] != self.service_principal_id:
+                return _not_found(parts[1])
+            if len(parts) == 2:
+                body = {
+                    "id": self.service_principal_id,
+                    "appId": self.tenant.client_id,
+                    "displayName": "Zoom",
+                    "appRoles": self.app_roles,
+                }
+                return json_response(200, body, _GRAPH_JSON)
+            if len(parts) == 3 and parts[2] == "appRoleAssignedTo":
+                return self._paged(
+                    req,
+                    f"servicePrincipals/{parts[1]}/appRoleAssignedTo",
+                    list(self.assignments.values()),
+                )
+        return None
+
+    def _members(self, g: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for mid in g["members"]:
+            if mid in self.groups:
+                out.append(
+                    {"@odata.type": "#microsoft.graph.group", **_group_doc(self.groups[mid])}
+                )
+                continue
+            user = self.tenant.get_user(mid)
+            if user is not None:
+                out.append(
+                    {
+                        "@odata.type": "#microsoft.graph.user",
+                        "id": user["id"],
+                        "displayName": user.get("displayName"),
+                        "userPrincipalName": user.get("userPrincipalName"),
+                    }
+                )
+        return out
+
+    def _paged(self, req: SimRequest, segment: str, items: list[dict[str, Any]]) -> SimResponse:
+        """A collection paged with ``$top`` and a signed ``$skiptoken`` (an offset)."""
+        q = req.query
+        try:
+            top = int(q.get("$top", "100"))
+        except ValueError:
+            return _bad("Invalid $top")
+        if not 1 <= top <= 999:
+            return _bad(
+                f"Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive."
+            )
+        start = 0
+        if "$skiptoken" in q:
+            payload = self._decode(q["$skiptoken"])
+            if payload is None or payload.get("k") != segment:
+                return _bad("The specified page token value has expired or is invalid.")
+            start = int(payload["o"])
+        base = self.tenant._base(req)
+        body: dict[str, Any] = {
+            "@odata.context": f"{base}/v1.0/$metadata#{segment}",
+            "value": items[start : start + top],
+        }
+        if start + top < len(items):
+            token = self._encode({"k": segment, "o": start + top})
+            body["@odata.nextLink"] = f"{base}/v1.0/{segment}?$top={top}&$skiptoken={token}"
+        self.tenant.counters["pages"] += 1
+        return json_response(200, body, _GRAPH_JSON)
+
+    # delta -----------------------------------------------------------------------
+
+    def _users_delta(self, req: SimRequest) -> SimResponse:
+        from .graph_tenant import _parse_select, _project
+
+        q = req.query
+        size = 100
+        m = _MAXPAGESIZE.search(req.headers.get("prefer", ""))
+        if m:
+            size = max(1, min(999, int(m.group(1))))
+        base = self.tenant._base(req)
+        if "$deltatoken" in q or "$skiptoken" in q:
+            token = q.get("$deltatoken") or q.get("$skiptoken") or ""
+            state = self._decode(token)
+            if state is None or state.get("k") != "users/delta":
+                return _bad("The specified token value has expired or is invalid.")
+            if state["p"] == "d":  # a deltaLink: a new round of changes since its version
+                if state["f"] < self.floor:
+                    return self._expired(base, state.get("s"))
+                state = {**state, "p": "c", "a": 0, "t": self.version}
+            elif state["f"] < self.floor:
+                return self._expired(base, state.get("s"))
+        else:
+            fields = _parse_select(q.get("$select"))
+            if isinstance(fields, SimResponse):
+                return fields
+            state = {
+                "k": "users/delta",
+                "s": list(fields) if fields is not None else None,
+                "p": "i",
+                "a": 0,
+                "f": self.version,
+                "t": self.version,
+            }
+        select = tuple(state["s"]) if state.get("s") else DEFAULT_SELECT
+        t = self.tenant
+        value: list[dict[str, Any]] = []
+        slot = int(state["a"])
+        if state["p"] == "i":
+            end = t._slots
+            while slot < end and len(value) < size:
+                if slot not in t._gone:
+                    value.append(t.served(slot, select))
+                slot += 1
+            more = any(s not in t._gone for s in range(slot, end))
+        else:
+            lo, hi = int(state["f"]), int(state["t"])
+            pending = sorted(s for s, v in self.changed.items() if lo < v <= hi and s >= slot)
+            value.extend(self._delta_item(s, select, _project) for s in pending[:size])
+            more = len(pending) > size
+            slot = pending[size - 1] + 1 if more else slot
+        body: dict[str, Any] = {
+            "@odata.context": f"{base}/v1.0/$metadata#users(delta)",
+            "value": value,
+        }
+        if more:
+            nxt = self._encode({**state, "a": slot})
+            body["@odata.nextLink"] = f"{base}/v1.0/users/delta?$skiptoken={nxt}"
+        else:
+            done = self._encode(
+                {"k": "users/delta", "s": state.get("s"), "p": "d", "f": state["t"]}
+            )
+            body["@odata.deltaLink"] = f"{base}/v1.0/users/delta?$deltatoken={done}"
+        t.counters["pages"] += 1
+        t.counters["users_served"] += len(value)
+        return SimResponse(200, orjson.dumps(body), {"Content-Type": _GRAPH_JSON})
+
+    def _delta_item(self, slot: int, select: tuple[str, ...], project: Any) -> dict[str, Any]:
+        t = self.tenant
+        if slot in t._gone:
+            if slot in t._soft_deleted:
+                return {"id": self._id_of(slot), "@removed": {"reason": "changed"}}
+            return {"id": self._id_of(slot), "@removed": {"reason": "deleted"}}
+        out: dict[str, Any] = t.served(slot, select)
+        return out
+
+    def _id_of(self, slot: int) -> str:
+        user = self.tenant._overrides.get(slot)
+        return str(user["id"]) if user else user_id(slot, self.tenant.seed)
+
+    def _expired(self, base: str, select: list[str] | None) -> SimResponse:
+        sel = f"?$select={quote(','.join(select[1:]), safe=',')}" if select else ""
+        body = {
+            "error": {
+                "code": "syncStateNotFound",
+                "message": "The sync state for this request has expired; start a new sync.",
+            }
+        }
+        resp = json_response(410, body, _GRAPH_JSON)
+        resp.headers["Location"] = f"{base}/v1.0/users/delta{sel}"
+        return resp
+
+    def _encode(self, payload: dict[str, Any]) -> str:
+        raw = orjson.dumps(payload)
+        mac = hmac.new(self.tenant._key, raw, hashlib.sha256).digest()[:12]
+        return base64.urlsafe_b64encode(mac + raw).rstrip(b"=").decode()
+
+    def _decode(self, token: str) -> dict[str, Any] | None:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            return None
+        mac, payload = raw[:12], raw[12:]
+        if not hmac.compare_digest(
+            mac, hmac.new(self.tenant._key, payload, hashlib.sha256).digest()[:12]
+        ):
+            return None
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+
+_GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
+
+
+def _group_doc(g: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in g.items() if k != "members"}
+
+
+def _not_found(key: str) -> SimResponse:
+    body = {
+        "error": {
+            "code": "Request_ResourceNotFound",
+            "message": f"Resource '{key}' does not exist or one of its queried reference-property "
+            "objects are not present.",
+        }
+    }
+    return json_response(404, body, _GRAPH_JSON)
+
+
+def _bad(message: str) -> SimResponse:
+    return json_response(400, {"error": {"code": "BadRequest", "message": message}}, _GRAPH_JSON)

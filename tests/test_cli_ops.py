@@ -1,0 +1,329 @@
+"""The operator commands, in-process through click: output and exit code of each."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import click
+import orjson
+import pytest
+
+from bulkprov.cli import main
+from bulkprov.sim import NoFaults, SimResponse
+from bulkprov.sim.http import SimRequest
+from bulkprov.sim.scim_service import scim_error
+
+from .cli_support import Cli, cli_fixture  # noqa: F401 - the `cli` fixture
+from .conftest import GRAPH_SECRET, SCIM_TOKEN
+
+
+def events(output: str) -> list[dict]:
+    return [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+class Faulty(NoFaults):
+    """Reject the POSTs of some users (400) and throttle every 15th request (429)."""
+
+    def __init__(self, reject: set[str]) -> None:
+        self.reject = reject
+        self.seen = 0
+        self.throttled = 0
+
+    async def before(self, req: SimRequest) -> SimResponse | None:
+        self.seen += 1
+        if self.seen % 15 == 0:
+            self.throttled += 1
+            return scim_error(429, "Too many requests", headers={"Retry-After": "0.01"})
+        if req.method == "POST":
+            name = orjson.loads(req.body).get("userName", "").lower()
+            if name in self.reject:
+                return scim_error(400, f"invalid email for {name}", "invalidValue")
+        return None
+
+
+def all_commands() -> list[tuple[str, click.Command]]:
+    out = []
+    for name, cmd in main.commands.items():
+        if isinstance(cmd, click.Group):
+            out += [(f"{name} {sub}", c) for sub, c in cmd.commands.items()]
+        out.append((name, cmd))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n, _ in all_commands() if n != "sim"])
+def test_every_command_has_help_with_an_example_and_exit_codes(name):
+    result = Cli(Path("x"), Path("x"), None, None, None)(*name.split(), "--help", config=False)  # type: ignore[arg-type]
+    assert result.exit_code == 0, result.output
+    cmd = dict(all_commands())[name]
+    if not isinstance(cmd, click.Group):
+        assert "Example" in result.output
+    assert "Exit codes:" in result.output
+    assert "BULKPROV_CONFIG" in result.output
+
+
+def test_sync_json_events_report_and_logs(cli: Cli, tmp_path):
+    users = [u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False]
+    rejected = {u["userPrincipalName"].lower() for u in users[:3]}
+    faults = Faulty(rejected)
+    cli.scim.faults = faults
+    result = cli("sync", "--json")
+    assert result.exit_code == 10, result.output  # completed, some users failed
+    evs = events(result.output)
+    finished = evs[-1]
+    assert finished["event"] == "finished"
+    assert finished["counts"]["failed"] == 3
+    assert finished["counts"]["created"] == len(users) - 3
+    assert finished["throttled"] == faults.throttled > 0
+    report = Path(finished["report"])
+    assert report.exists()
+
+    # the report, rendered by headless Chromium, shows the run's own figures
+    dom = render_dom(report, tmp_path)
+    figures = dict(re.findall(r'data-figure="([^"]+)">([^<]*)<', dom))
+    for key, value in finished["counts"].items():
+        assert figures[f"count.{key}"].replace(",", "") == str(value), key
+    assert figures["status"] == "completed_with_failures"
+    assert figures["users"].replace(",", "") == str(sum(finished["counts"].values()))
+    assert figures["throttled"] == str(faults.throttled)
+    assert figures["requests"].replace(",", "") == str(finished["requests"])
+    assert figures["failures"] == "3"
+    failure_rows = re.findall(r"<tr data-failure=\"\"><td>([^<]*)</td>", dom)
+    assert {r.lower() for r in failure_rows} == rejected
+    assert "invalid email for" in dom
+    assert re.search(r'data-chart="throughput" data-points="[1-9]', dom)
+    assert re.search(r'data-chart="throttled" data-points="[1-9]', dom)
+
+    # logs: filters by status, action, user and time; JSON lines
+    out = cli("logs", "--status", "failure", "--json")
+    assert out.exit_code == 0
+    failed = [orjson.loads(line) for line in out.output.splitlines()]
+    assert {f["user_name"].lower() for f in failed} == rejected
+    assert all("invalid email" in f["reason"] for f in failed)
+    one = failed[0]["user_name"]
+    assert len(cli("logs", "--user", one, "--json").output.splitlines()) == 1
+    created = cli("logs", "--action", "create", "--limit", "0", "--json").output.splitlines()
+    assert len(created) == len(users) - 3 + 3  # the failed creates are logged as create too
+    assert cli("logs", "--since", "1h", "--limit", "0").output.count("\n") == 240
+    assert cli("logs", "--since", "2999-01-01").output == ""
+    bad = cli("logs", "--since", "yesterday")
+    assert bad.exit_code == 2 and "neither a duration" in bad.output
+
+    # CSV shaped like Entra's download: three files joined by change ID
+    out = cli("logs", "--limit", "0", "--csv", str(tmp_path / "csv"))
+    assert out.exit_code == 0
+    with (tmp_path / "csv" / "ProvisioningLogs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    with (tmp_path / "csv" / "ProvisioningLogs_ProvisioningSteps.csv").open() as f:
+        steps = list(csv.DictReader(f))
+    with (tmp_path / "csv" / "ProvisioningLogs_ModifiedProperties.csv").open() as f:
+        props = list(csv.DictReader(f))
+    assert len(rows) == 240
+    ids = {r["Change ID"] for r in rows}
+    assert {s["Change ID"] for s in steps} == ids
+    assert {p["Change ID"] for p in props} <= ids
+    assert sum(r["Status"] == "Failure" for r in rows) == 3
+    assert {r["Action"] for r in rows} == {"Create", "Other"}
+    create = next(r for r in rows if r["Action"] == "Create" and r["Status"] == "Success")
+    its_props = {
+        p["Display Name"]: p["New Value"] for p in props if p["Change ID"] == create["Change ID"]
+    }
+    assert its_props["userName"] == create["Source Identity Name"]
+    its_steps = [s["Step Type"] for s in steps if s["Change ID"] == create["Change ID"]]
+    assert its_steps == ["import", "scoping", "matching", "export"]
+
+    # report command: prints the path; an unknown run is exit 6
+    again = cli("report")
+    assert again.exit_code == 0 and again.output.strip() == str(report)
+    assert cli("report", "99").exit_code == 6
+    status = cli("status", "--json")
+    assert status.exit_code == 0
+    assert orjson.loads(status.output)["runs"][0]["counts"] == finished["counts"]
+
+
+def render_dom(report: Path, tmp_path: Path) -> str:
+    """The report as headless Chromium renders it (Debian's `chromium`, installed by .ci/run)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--dump-dom",
+            report.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    )
+    assert "<svg" in proc.stdout
+    return proc.stdout
+
+
+def test_retention_prunes_old_log_entries_when_a_run_starts(cli: Cli):
+    assert cli("sync", "--quiet").exit_code == 0
+    with sqlite3.connect(cli.state) as db:
+        db.execute("UPDATE log SET at = at - 31 * 86400 WHERE rowid % 2 = 0")
+        old = db.execute(
+            "SELECT count(*) FROM log WHERE at < ?", (time.time() - 86400,)
+        ).fetchone()[0]
+    assert old == 120
+    assert cli("sync", "--quiet").exit_code == 0
+    with sqlite3.connect(cli.state) as db:
+        left = db.execute(
+            "SELECT count(*) FROM log WHERE at < ?", (time.time() - 86400,)
+        ).fetchone()[0]
+        first = db.execute("SELECT count(*) FROM log WHERE run_id = 1").fetchone()[0]
+    assert left == 0
+    assert first == 120  # the first run's recent half stays
+
+
+def test_plan_writes_nothing_then_apply_runs_exactly_it(cli: Cli, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    out = cli("plan", "--out", str(plan_file))
+    assert out.exit_code == 0, out.output
+    plan = orjson.loads(plan_file.read_bytes())
+    enabled = sum(1 for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False)
+    assert plan["counts"]["create"] == enabled
+    assert plan["counts"]["skip"] == 240 - enabled
+    assert cli.scim.counters()["by_method"].get("POST", 0) == 0  # nothing written
+    creates = [op for op in plan["operations"] if op["action"] == "create"]
+    assert sorted(op["scim_id"] for op in creates)[:2] == ["new:1", "new:10"]
+    text = plan_file.read_text()
+    assert GRAPH_SECRET not in text and SCIM_TOKEN not in text
+
+    out = cli("apply", str(plan_file), "--quiet")
+    assert out.exit_code == 0, out.output
+    assert cli.scim.counters()["by_method"]["POST"] == enabled
+    # the state moved on: the same plan is refused, and nothing is sent
+    cli.scim.reset_counters()
+    stale = cli("apply", str(plan_file))
+    assert stale.exit_code == 7
+    assert "state moved on" in stale.output
+    assert cli.scim.counters()["total"] == 0
+
+    # a change, a leaver: the plan shows an update and a disable; apply does them
+    users = [u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False]
+    cli.tenant.update_user(users[0]["id"], department="Quantum Research")
+    cli.tenant.update_user(users[1]["id"], accountEnabled=False)
+    assert cli("plan", "--out", str(plan_file)).exit_code == 0
+    plan = orjson.loads(plan_file.read_bytes())
+    assert {op["action"]: op["graph_id"] for op in plan["operations"]} == {
+        "update": users[0]["id"],
+        "disable": users[1]["id"],
+    }
+    update = next(op for op in plan["operations"] if op["action"] == "update")
+    assert list(update["changes"].values()) == ["Quantum Research"]
+    # the source moves on after the plan: apply refuses and sends nothing
+    cli.tenant.update_user(users[2]["id"], department="Elsewhere")
+    cli.scim.reset_counters()
+    stale = cli("apply", str(plan_file))
+    assert stale.exit_code == 7 and "source changed" in stale.output
+    assert cli.scim.counters()["total"] == 0
+    cli.tenant.update_user(users[2]["id"], department=users[2].get("department"))
+    out = cli("apply", str(plan_file), "--json")
+    assert out.exit_code == 0, out.output
+    finished = events(out.output)[-1]
+    assert finished["counts"]["updated"] == 1 and finished["counts"]["disabled"] == 1
+    assert cli.scim.counters()["by_method"] == {"PATCH": 2}
+
+
+def test_apply_holds_back_users_not_in_the_plan(cli: Cli):
+    """The guard: what the plan did not show is not sent, even past the upfront check."""
+    from bulkprov.config import load_config
+    from bulkprov.decide import Decision
+    from bulkprov.pipeline import Engine
+    from bulkprov.plan import plan_guard
+
+    cfg = load_config(cli.config)
+    engine = Engine(cfg)
+    user = next(u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False)
+    _, _, _, mapped = engine.evaluate(user)
+    guard = plan_guard({"operations": []}, engine)
+    assert "not in the plan" in (guard(user["id"], Decision("create"), mapped) or "")
+    from bulkprov.plan import user_fingerprint
+
+    fp = user_fingerprint(user["id"], mapped, "")
+    guard = plan_guard(
+        {"operations": [{"graph_id": user["id"], "action": "create", "fingerprint": fp}]}, engine
+    )
+    assert guard(user["id"], Decision("create"), mapped) is None
+    assert "changed since the plan" in (
+        guard(user["id"], Decision("link", scim_id="x"), mapped) or ""
+    )
+
+
+def test_mapping_test_export_import(cli: Cli, tmp_path):
+    user = next(u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False)
+    (tmp_path / "u.json").write_bytes(orjson.dumps(user))
+    out = cli("mapping", "test", "--user-json", str(tmp_path / "u.json"), "--json")
+    assert out.exit_code == 0, out.output
+    values = orjson.loads(out.output)["values"]
+    assert values["userName"] == user["userPrincipalName"]
+    assert values["active"] is True
+    fetched = cli("mapping", "test", "--user", user["userPrincipalName"], "--json")
+    assert fetched.exit_code == 0, fetched.output
+    assert orjson.loads(fetched.output)["values"] == values
+    expr = cli(
+        "mapping",
+        "test",
+        "--user-json",
+        str(tmp_path / "u.json"),
+        "-e",
+        'Join(" ", ToUpper([givenName]), [surname])',
+    )
+    assert (
+        expr.output.strip()
+        == orjson.dumps(f"{user['givenName'].upper()} {user['surname']}").decode()
+    )
+    bad = cli("mapping", "test", "--user-json", str(tmp_path / "u.json"), "-e", "Left([mail], )")
+    assert bad.exit_code == 2 and "^" in bad.output
+    assert cli("mapping", "test").exit_code == 2  # neither --user nor --user-json
+
+    exported = cli("mapping", "export")
+    assert exported.exit_code == 0
+    doc = orjson.loads(exported.output)
+    by_target = {m["targetAttributeName"]: m for m in doc["attributeMappings"]}
+    assert by_target["userName"]["matchingPriority"] == 1
+    assert by_target["userName"]["source"]["type"] == "Attribute"
+    assert by_target["active"]["source"]["type"] == "Function"
+    (tmp_path / "m.json").write_text(exported.output)
+    imported = cli("mapping", "import", str(tmp_path / "m.json"), config=False)
+    assert imported.exit_code == 0, imported.output
+    as_toml = cli("mapping", "export", "--format", "toml")
+    assert imported.stdout == as_toml.output
+    (tmp_path / "m.toml").write_text(as_toml.output)
+    assert cli("mapping", "import", str(tmp_path / "m.toml"), config=False).stdout == as_toml.output
+    doc["attributeMappings"][0]["source"] = {"type": "Function", "expression": "Left([mail]"}
+    (tmp_path / "bad.json").write_bytes(orjson.dumps(doc))
+    bad = cli("mapping", "import", str(tmp_path / "bad.json"), config=False)
+    assert bad.exit_code == 2 and "mappings[0].expression" in bad.output
+
+
+def test_init_and_config_errors(tmp_path):
+    runner = Cli(tmp_path / "c.toml", tmp_path / "s", None, None, None)  # type: ignore[arg-type]
+    first = runner("init", "--path", str(tmp_path / "c.toml"), config=False)
+    assert first.exit_code == 0 and "wrote" in first.output
+    again = runner("init", "--path", str(tmp_path / "c.toml"), config=False)
+    assert again.exit_code == 2
+    missing = runner("status", "-c", str(tmp_path / "nope.toml"), config=False)
+    assert missing.exit_code == 2 and "nope.toml" in missing.output
+    none_yet = runner("status")
+    assert none_yet.exit_code == 0 and "no runs yet" in none_yet.output
+    assert runner("logs").exit_code == 6
+    assert runner("report").exit_code == 6

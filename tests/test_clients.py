@@ -1,0 +1,254 @@
+"""GraphClient and ScimClient against respx routes: retries, Retry-After, auth, give-up."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import respx
+from pydantic import SecretStr
+
+from bulkprov.errors import (
+    SourceAuthError,
+    SourceError,
+    TargetAuthError,
+    TargetRejected,
+    TargetUnavailable,
+)
+from bulkprov.graph.client import GraphClient
+from bulkprov.retry import RetryPolicy
+from bulkprov.scim import requests as rq
+from bulkprov.scim.client import OutcomeUnknown, ScimClient
+
+FAST = RetryPolicy(max_attempts=4, max_seconds=5, base=0.001, cap=0.002)
+TOKEN_URL = "https://login.test/t1/oauth2/v2.0/token"
+GRAPH = "https://graph.test/v1.0"
+SCIM = "https://scim.test/scim2"
+
+
+def token_ok(expires_in: int = 3599) -> httpx.Response:
+    return httpx.Response(200, json={"access_token": "tok", "expires_in": expires_in})
+
+
+def graph_client(router: respx.MockRouter) -> GraphClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(router.handler))
+    return GraphClient(
+        authority="https://login.test",
+        tenant_id="t1",
+        client_id="c1",
+        client_secret=SecretStr("s3cret"),
+        base_url=GRAPH,
+        http=http,
+        policy=FAST,
+    )
+
+
+def scim_client(router: respx.MockRouter, **kw) -> ScimClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(router.handler))
+    return ScimClient(SCIM, SecretStr("tok"), http, policy=FAST, **kw)
+
+
+async def test_graph_follows_next_links_until_the_last_page():
+    router = respx.MockRouter(using=None)
+    router.post(TOKEN_URL).mock(return_value=token_ok())
+    router.get(f"{GRAPH}/users", params={"$skiptoken": "p2"}).mock(
+        return_value=httpx.Response(200, json={"value": [{"id": "3"}]})
+    )
+    router.get(f"{GRAPH}/users").mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "value": [{"id": "1"}, {"id": "2"}],
+                "@odata.nextLink": f"{GRAPH}/users?$skiptoken=p2",
+            },
+        )
+    )
+    g = graph_client(router)
+    pages = [p async for p in g.pages(g.users_url(["id", "mail"], 2))]
+    assert [[u["id"] for u in p.users] for p in pages] == [["1", "2"], ["3"]]
+    assert pages[0].next_link == f"{GRAPH}/users?$skiptoken=p2" and pages[1].next_link is None
+    assert [p.number for p in pages] == [0, 1]
+    assert "$select=id,mail" in pages[0].link and "$top=2" in pages[0].link
+
+
+async def test_graph_honours_fractional_retry_after_then_succeeds():
+    router = respx.MockRouter(using=None)
+    router.post(TOKEN_URL).mock(return_value=token_ok())
+    route = router.get(f"{GRAPH}/users").mock(
+        side_effect=[
+            httpx.Response(
+                429, headers={"Retry-After": "0.2"}, json={"error": {"code": "TooManyRequests"}}
+            ),
+            httpx.Response(200, json={"value": []}),
+        ]
+    )
+    g = graph_client(router)
+    started = time.monotonic()
+    pages = [p async for p in g.pages(f"{GRAPH}/users")]
+    assert time.monotonic() - started >= 0.2
+    assert route.call_count == 2 and pages[0].users == [] and g.throttled == 1
+
+
+async def test_graph_refreshes_the_token_once_on_401():
+    router = respx.MockRouter(using=None)
+    tokens = router.post(TOKEN_URL).mock(return_value=token_ok())
+    router.get(f"{GRAPH}/users").mock(
+        side_effect=[
+            httpx.Response(401, json={"error": {"code": "InvalidAuthenticationToken"}}),
+            httpx.Response(200, json={"value": [{"id": "1"}]}),
+        ]
+    )
+    g = graph_client(router)
+    assert (await g.get_json(f"{GRAPH}/users"))["value"] == [{"id": "1"}]
+    assert tokens.call_count == 2
+
+
+async def test_graph_403_is_a_permission_error_without_the_secret():
+    router = respx.MockRouter(using=None)
+    router.post(TOKEN_URL).mock(return_value=token_ok())
+    router.get(f"{GRAPH}/users").mock(
+        return_value=httpx.Response(
+            403,
+            json={
+                "error": {
+                    "code": "Authorization_RequestDenied",
+                    "message": "Insufficient privileges",
+                }
+            },
+        )
+    )
+    with pytest.raises(SourceAuthError, match="User.Read.All") as info:
+        await graph_client(router).get_json(f"{GRAPH}/users")
+    assert "s3cret" not in str(info.value)
+
+
+async def test_graph_bad_secret_names_the_cause_not_the_secret():
+    router = respx.MockRouter(using=None)
+    router.post(TOKEN_URL).mock(
+        return_value=httpx.Response(
+            401,
+            json={
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided.",
+            },
+        )
+    )
+    with pytest.raises(SourceAuthError, match="invalid_client") as info:
+        await graph_client(router).token()
+    assert "s3cret" not in str(info.value)
+
+
+async def test_graph_gives_up_after_the_attempt_cap():
+    router = respx.MockRouter(using=None)
+    router.post(TOKEN_URL).mock(return_value=token_ok())
+    route = router.get(f"{GRAPH}/users").mock(return_value=httpx.Response(503))
+    with pytest.raises(SourceError, match="after 4 attempt"):
+        await graph_client(router).get_json(f"{GRAPH}/users")
+    assert route.call_count == 4
+
+
+async def test_scim_sends_bearer_and_scim_media_type():
+    router = respx.MockRouter(using=None)
+    route = router.get(f"{SCIM}/Users").mock(
+        return_value=httpx.Response(200, json={"totalResults": 0, "Resources": []})
+    )
+    await scim_client(router).send(rq.find_users("userName", "a@x.com"))
+    req = route.calls[0].request
+    assert req.headers["authorization"] == "Bearer tok"
+    assert req.headers["accept"] == "application/scim+json"
+    assert req.url.params["filter"] == 'userName eq "a@x.com"'
+
+
+async def test_scim_retries_5xx_on_patch_then_succeeds():
+    router = respx.MockRouter(using=None)
+    route = router.patch(f"{SCIM}/Users/u1").mock(
+        side_effect=[
+            httpx.Response(503),
+            httpx.ConnectError("reset"),
+            httpx.Response(200, json={"id": "u1"}),
+        ]
+    )
+    c = scim_client(router)
+    assert await c.send(rq.set_active("u1", False)) == {"id": "u1"}
+    assert route.call_count == 3 and c.stats.retries == 2
+
+
+async def test_scim_post_with_unknown_outcome_is_not_resent():
+    """A 502 on POST may hide a created user: the client hands it back for matching."""
+    router = respx.MockRouter(using=None)
+    route = router.post(f"{SCIM}/Users").mock(return_value=httpx.Response(502))
+    with pytest.raises(OutcomeUnknown):
+        await scim_client(router).send(rq.create_user(b'{"userName":"a"}'))
+    assert route.call_count == 1
+
+
+async def test_scim_post_429_is_retried_because_nothing_was_created():
+    router = respx.MockRouter(using=None)
+    route = router.post(f"{SCIM}/Users").mock(
+        side_effect=[httpx.Response(429), httpx.Response(201, json={"id": "n1"})]
+    )
+    c = scim_client(router)
+    assert await c.send(rq.create_user(b"{}")) == {"id": "n1"}
+    assert route.call_count == 2 and c.stats.throttled == 1
+
+
+async def test_scim_retry_after_pauses_every_caller():
+    router = respx.MockRouter(using=None)
+    router.get(f"{SCIM}/Users/a").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "0.3"}),
+            httpx.Response(200, json={}),
+        ]
+    )
+    router.get(f"{SCIM}/Users/b").mock(return_value=httpx.Response(200, json={}))
+    c = scim_client(router)
+    await c.send(rq.get_user("a"))
+    assert c.gate.pauses == 1
+    c.gate.pause(0.3)
+    started = time.monotonic()
+    await c.send(rq.get_user("b"))  # another worker waits for the same gate
+    assert time.monotonic() - started >= 0.28
+
+
+async def test_scim_401_explains_what_to_do_and_hides_the_token():
+    router = respx.MockRouter(using=None)
+    router.get(f"{SCIM}/Users/x").mock(
+        return_value=httpx.Response(401, json={"detail": "Invalid access token."})
+    )
+    with pytest.raises(TargetAuthError) as info:
+        await scim_client(router).send(rq.get_user("x"))
+    text = str(info.value)
+    assert "refused our token" in text and "Invalid access token" in text and 'tok"' not in text
+
+
+async def test_scim_4xx_is_not_retried():
+    router = respx.MockRouter(using=None)
+    route = router.patch(f"{SCIM}/Users/u1").mock(
+        return_value=httpx.Response(
+            400, json={"detail": "Attribute 'foo' is not supported", "scimType": "invalidPath"}
+        )
+    )
+    with pytest.raises(TargetRejected, match="not supported"):
+        await scim_client(router).send(rq.set_active("u1", True))
+    assert route.call_count == 1
+
+
+async def test_scim_gives_up_on_persistent_5xx():
+    router = respx.MockRouter(using=None)
+    route = router.get(f"{SCIM}/Users/u1").mock(return_value=httpx.Response(500))
+    with pytest.raises(TargetUnavailable) as info:
+        await scim_client(router).send(rq.get_user("u1"))
+    assert route.call_count == 4
+    assert any("gave up" in n for n in info.value.__notes__)
+
+
+async def test_rate_limit_spaces_requests():
+    router = respx.MockRouter(using=None)
+    router.get(f"{SCIM}/Users/u1").mock(return_value=httpx.Response(200, json={}))
+    c = scim_client(router, rate_limit=20)
+    started = time.monotonic()
+    for _ in range(30):
+        await c.send(rq.get_user("u1"))
+    # a bucket of 20/s starts full: 30 requests need at least ~0.5 s
+    assert time.monotonic() - started >= 0.45

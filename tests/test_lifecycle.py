@@ -1,0 +1,387 @@
+"""End-to-end lifecycle over loopback HTTP: the admin guide's scenarios, cycle after cycle.
+
+Each test drives the Graph simulator (assign, unassign, delete, group members…) between
+cycles of the real pipeline and asserts on what reached the SCIM simulator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from bulkprov.checkpoint.lifecycle import USERS_DELTA, LifecycleStore
+from bulkprov.checkpoint.store import SCHEMA_VERSION, StateStore
+from bulkprov.errors import SourceError
+from bulkprov.lifecycle import approve
+from bulkprov.ondemand import _clients
+from bulkprov.pipeline import run_sync
+from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimResponse
+from bulkprov.sim.http import SimRequest, json_response
+
+from .conftest import FAST_RETRY, GRAPH_SECRET, SECRETS, make_config
+
+WRITES = ("POST", "PATCH", "PUT", "DELETE")
+
+
+class FlakyTenant(GraphTenant):
+    """A tenant whose ``users/delta`` pages start answering 503 after ``fail_after`` pages."""
+
+    fail_after: int | None = None
+    delta_pages = 0
+
+    async def handle(self, req: SimRequest) -> SimResponse:
+        if req.path.endswith("/users/delta"):
+            self.delta_pages += 1
+            if self.fail_after is not None and self.delta_pages > self.fail_after:
+                return json_response(503, {"error": {"code": "serviceNotAvailable"}})
+        return await super().handle(req)
+
+
+@pytest.fixture
+def tenant() -> GraphTenant:
+    return FlakyTenant(user_count=300, seed=3, client_secret=GRAPH_SECRET)
+
+
+class Spy(NoFaults):
+    """Records every SCIM request (method, path, parsed body)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, Any]] = []
+
+    async def before(self, req: SimRequest) -> SimResponse | None:
+        self.seen.append((req.method, req.path, orjson.loads(req.body) if req.body else None))
+        return None
+
+    def writes(self) -> list[tuple[str, str, Any]]:
+        return [s for s in self.seen if s[0] in WRITES]
+
+
+def enabled(tenant: GraphTenant) -> list[dict[str, Any]]:
+    return [u for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+
+
+def assigned_config(servers: Any, tenant: GraphTenant, tmp_path: Any, **kw: Any) -> Any:
+    return make_config(
+        servers,
+        tmp_path / "s.db",
+        scope__mode="assigned",
+        scope__service_principal_id=tenant.directory.service_principal_id,
+        **kw,
+    )
+
+
+async def sync(cfg: Any) -> Any:
+    return await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+
+
+async def test_assign_unassign_reassign(servers, tenant, scim, tmp_path):
+    """assign → created; unassign → deactivated, data kept; re-assign → reactivated."""
+    d = tenant.directory
+    a, b = enabled(tenant)[:2]
+    d.assign(a["id"])
+    cfg = assigned_config(servers, tenant, tmp_path)
+    result = await sync(cfg)
+    assert result.counts["created"] == 1 and len(scim) == 1
+    assert result.counts["skipped"] == tenant.user_count - 1  # everyone else: not assigned
+
+    d.assign(b["id"])
+    result = await sync(cfg)
+    assert result.counts["created"] == 1
+    assert scim.find(b["userPrincipalName"])["active"] is True
+
+    d.unassign(a["id"])
+    scim.reset_counters()
+    result = await sync(cfg)
+    assert result.counts["disabled"] == 1
+    assert scim.counters()["by_method"] == {"PATCH": 1}
+    stored = scim.find(a["userPrincipalName"])
+    assert stored["active"] is False
+    assert stored["name"]["givenName"] == a["givenName"]  # data kept
+
+    d.assign(a["id"])
+    result = await sync(cfg)
+    assert result.counts["updated"] == 1
+    assert scim.find(a["userPrincipalName"])["active"] is True
+
+
+async def test_soft_and_hard_delete(servers, tenant, scim, tmp_path):
+    """Soft delete → active=false; hard delete → DELETE (configured); restore → active."""
+    u1, u2, u3 = enabled(tenant)[:3]
+    cfg = make_config(servers, tmp_path / "s.db", deprovision__delete_hard_deleted=True)
+    await sync(cfg)
+    tenant.delete_user(u1["id"], soft=True)
+    tenant.delete_user(u2["id"], soft=False)
+    tenant.update_user(u3["id"], accountEnabled=False)
+    spy = Spy()
+    scim.faults = spy
+    result = await sync(cfg)
+    assert result.counts["disabled"] == 2 and result.counts["deleted"] == 1
+    assert scim.find(u1["userPrincipalName"])["active"] is False
+    assert scim.find(u3["userPrincipalName"])["active"] is False
+    assert scim.find(u2["userPrincipalName"]) is None
+    assert sorted(m for m, _, _ in spy.writes()) == ["DELETE", "PATCH", "PATCH"]
+
+    tenant.restore_user(u1["id"])
+    result = await sync(cfg)
+    assert result.counts["updated"] == 1
+    assert scim.find(u1["userPrincipalName"])["active"] is True
+
+
+async def test_hard_delete_without_delete_flag_only_disables(servers, tenant, scim, tmp_path):
+    u = enabled(tenant)[0]
+    cfg = make_config(servers, tmp_path / "s.db")
+    await sync(cfg)
+    tenant.delete_user(u["id"], soft=False)
+    result = await sync(cfg)
+    assert result.counts["disabled"] == 1 and result.counts["deleted"] == 0
+    assert scim.find(u["userPrincipalName"])["active"] is False
+
+
+async def test_unmanaged_accounts_are_never_touched(servers, tenant, scim, tmp_path):
+    """An account the target had before (not in scope, not linked) survives every cycle."""
+    other = scim.seed_user({"userName": "ceo@elsewhere.example", "active": True})
+    cfg = make_config(
+        servers,
+        tmp_path / "s.db",
+        scope__filters=[
+            {"clauses": [{"attribute": "department", "operator": "EQUALS", "value": "Sales"}]}
+        ],
+    )
+    await sync(cfg)
+    tenant.directory.expire_delta_tokens()
+    await sync(cfg)  # a full read and its sweep
+    assert scim.get(other["id"])["active"] is True
+
+
+async def test_group_assignment_members_and_one_remove(servers, tenant, scim, tmp_path):
+    """Group assigned → group + members; a member removed → one remove operation."""
+    d = tenant.directory
+    users = enabled(tenant)[:4]
+    group = d.add_group("Zoom Licensed", [u["id"] for u in users])
+    d.assign(group["id"])
+    cfg = assigned_config(servers, tenant, tmp_path)
+    result = await sync(cfg)
+    assert result.counts["created"] == 4
+    scim_group = scim.groups.find("Zoom Licensed")
+    assert scim_group is not None and scim_group["externalId"] == group["id"]
+    member_names = {scim.get(m["value"])["userName"] for m in scim_group["members"]}
+    assert member_names == {u["userPrincipalName"] for u in users}
+
+    d.remove_member(group["id"], users[3]["id"])
+    spy = Spy()
+    scim.faults = spy
+    result = await sync(cfg)
+    group_patches = [s for s in spy.writes() if s[1].startswith("/scim2/Groups/")]
+    assert len(group_patches) == 1
+    ops = group_patches[0][2]["Operations"]
+    assert len(ops) == 1 and ops[0]["op"] == "remove" and len(ops[0]["value"]) == 1
+    assert len(scim.groups.member_ids(scim_group["id"])) == 3
+    # no longer assigned through the group: deactivated, data kept
+    assert scim.find(users[3]["userPrincipalName"])["active"] is False
+
+    d.update_group(group["id"], displayName="Zoom Pro")
+    spy.seen.clear()
+    await sync(cfg)
+    assert [(m, b["Operations"][0]["path"]) for m, _, b in spy.writes()] == [
+        ("PATCH", "displayName")
+    ]
+    assert scim.groups.find("Zoom Pro") is not None
+
+
+async def test_existing_group_is_matched_by_display_name(servers, tenant, scim, tmp_path):
+    d = tenant.directory
+    u = enabled(tenant)[0]
+    group = d.add_group("Sales Team", [u["id"]])
+    d.assign(group["id"])
+    scim.groups.handle(
+        SimRequest("POST", "/scim2/Groups", {}, {}, b'{"displayName":"sales team"}'),
+        "/Groups",
+        lambda *a, **k: SimResponse(400),
+        "",
+    )
+    await sync(assigned_config(servers, tenant, tmp_path))
+    assert len(scim.groups.groups) == 1
+
+
+async def test_member_chunks_split_on_413(servers, tenant, scim, tmp_path):
+    d = tenant.directory
+    users = enabled(tenant)[:10]
+    d.assign(d.add_group("Big", [u["id"] for u in users])["id"])
+    scim.groups.max_patch_members = 3
+    cfg = assigned_config(servers, tenant, tmp_path, groups__member_chunk=8)
+    result = await sync(cfg)
+    assert result.counts["failed"] == 0
+    assert len(scim.groups.member_ids(scim.groups.find("Big")["id"])) == 10
+    assert scim.groups.counters["patches too large"] >= 1
+
+
+async def test_incremental_cycle_without_change_sends_nothing(servers, tenant, scim, tmp_path):
+    d = tenant.directory
+    users = enabled(tenant)
+    for u in users[:20]:
+        d.assign(u["id"])
+    d.assign(d.add_group("G", [u["id"] for u in users[20:30]])["id"])
+    cfg = assigned_config(servers, tenant, tmp_path)
+    first = await sync(cfg)
+    assert first.counts["created"] == 30
+    scim.reset_counters()
+    served = tenant.counters["users_served"]
+    result = await sync(cfg)
+    assert scim.counters()["total"] == 0
+    assert result.users == 0  # a delta round with no change lists nobody
+    assert tenant.counters["users_served"] == served
+
+
+async def test_expired_delta_token_resyncs_without_mass_change(servers, tenant, scim, tmp_path):
+    cfg = make_config(servers, tmp_path / "s.db", deprovision__threshold=0)
+    await sync(cfg)
+    tenant.directory.expire_delta_tokens()
+    changed = enabled(tenant)[5]
+    tenant.update_user(changed["id"], department="Chief Testing")
+    scim.reset_counters()
+    result = await sync(cfg)
+    assert result.counts["updated"] == 1
+    assert result.counts["unchanged"] > 250  # a full read …
+    assert scim.counters()["by_method"] == {"PATCH": 1}  # … and one write
+    assert result.counts["held"] == 0
+
+
+async def test_failed_read_and_filter_change_over_threshold(servers, tenant, scim, tmp_path):
+    """503s halfway → 0 disables sent; the filter change over the threshold is held;
+    approve sends exactly the held ones."""
+    base = make_config(servers, tmp_path / "s.db", graph__page_size=50, deprovision__threshold=5)
+    await sync(base)
+    sales_only = make_config(
+        servers,
+        tmp_path / "s.db",
+        graph__page_size=50,
+        deprovision__threshold=5,
+        scope__filters=[
+            {"clauses": [{"attribute": "department", "operator": "EQUALS", "value": "Sales"}]}
+        ],
+    )
+    spy = Spy()
+    scim.faults = spy
+    tenant.fail_after = tenant.delta_pages + 3  # the full read fails on its 4th page
+    with pytest.raises(BaseException) as info:
+        await sync(sales_only)
+    assert isinstance(_unwrap(info.value), SourceError)
+    assert spy.writes() == []  # nothing deprovisioned on a partial read
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        pending = await LifecycleStore(store).staged(status=("pending",))
+    assert len(pending) > 5  # staged with their pages, waiting for the read to complete
+
+    tenant.fail_after = None
+    result = await sync(sales_only)  # resumes the read and completes it
+    assert result.status == "completed"
+    assert spy.writes() == []
+    expected = sum(1 for u in enabled(tenant) if u.get("department") != "Sales")
+    assert result.counts["held"] == expected
+    assert "threshold" in (result.message or "")
+
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        held = await LifecycleStore(store).staged()
+        assert len(held) == expected
+        async with _clients(sales_only, SECRETS, None, None, FAST_RETRY) as (_, client):
+            counts = await approve(store, client, sales_only)
+    assert counts["disabled"] == expected
+    assert [m for m, _, _ in spy.writes()] == ["PATCH"] * expected
+    active = [r for r in scim.dump() if r["active"]]
+    assert len(active) == sum(1 for u in enabled(tenant) if u.get("department") == "Sales")
+    scim.reset_counters()
+    await sync(sales_only)
+    assert scim.counters()["total"] == 0  # approved actions are not sent again
+
+
+async def test_watch_deactivates_a_removed_user_within_one_interval(
+    servers, tenant, scim, tmp_path
+):
+    from bulkprov.watch import watch
+
+    cfg = make_config(servers, tmp_path / "s.db")
+    victim = enabled(tenant)[7]
+    interval = 0.3
+    first, disabled = anyio.Event(), anyio.Event()
+
+    def on_result(result: Any) -> None:
+        first.set()
+        if result.counts["disabled"]:
+            disabled.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            lambda: watch(
+                cfg, SECRETS, interval, on_result=on_result, on_error=print, policy=FAST_RETRY
+            )
+        )
+        with anyio.fail_after(30):
+            await first.wait()
+        tenant.delete_user(victim["id"])
+        deleted_at = anyio.current_time()
+        with anyio.fail_after(30):
+            await disabled.wait()
+        elapsed = anyio.current_time() - deleted_at
+        tg.cancel_scope.cancel()
+    assert scim.find(victim["userPrincipalName"])["active"] is False
+    # the next cycle starts at most one interval after the last one started
+    assert elapsed < interval + 5.0
+
+
+async def test_state_v1_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE runs (id INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
+            status TEXT NOT NULL, cursor TEXT, cursor_page INTEGER NOT NULL DEFAULT 0,
+            resumes INTEGER NOT NULL DEFAULT 0, counts TEXT NOT NULL DEFAULT '{}', message TEXT);
+        INSERT INTO runs(started_at, status) VALUES (1.0, 'completed');
+        """
+    )
+    conn.commit()
+    conn.close()
+    async with await StateStore.open(path) as store:
+        run = await store.last_run()
+        assert run is not None and run.kind == "full" and run.delta_link is None
+        ls = LifecycleStore(store)
+        assert await ls.get(USERS_DELTA) is None
+        await ls.put(USERS_DELTA, "x")
+        assert await ls.get(USERS_DELTA) == "x"
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+    conn.close()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def test_scim_service_unused_reference(scim: ScimService) -> None:
+    """The SCIM simulator answers /Groups filters without members when asked to."""
+    uid = scim.seed_user({"userName": "x@y.example"})["id"]
+    req = SimRequest(
+        "POST",
+        "/scim2/Groups",
+        {},
+        {},
+        orjson.dumps({"displayName": "A", "members": [{"value": uid}]}),
+    )
+    resp = scim.groups.handle(req, "/Groups", lambda *a, **k: SimResponse(400), "")
+    assert resp.status == 201
+    q = SimRequest(
+        "GET",
+        "/scim2/Groups",
+        {"filter": 'displayName eq "a"', "excludedAttributes": "members"},
+        {},
+    )
+    doc = orjson.loads(scim.groups.handle(q, "/Groups", lambda *a, **k: SimResponse(400), "").body)
+    assert doc["totalResults"] == 1 and "members" not in doc["Resources"][0]
