@@ -16,7 +16,7 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from .faults import ALL_KINDS, GRAPH_KINDS, FaultPlan
+from .faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
 from .graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
 from .scim_service import ScimService
 from .server import serve_simulators, write_port_file
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-kinds",
         default=None,
         metavar="K1,K2",
-        help=f"kinds to draw from (default: all): {','.join(ALL_KINDS)}",
+        help=f"kinds to draw from (default: all but 401, which stops a run): {','.join(ALL_KINDS)}",
     )
     f.add_argument("--graph-faults", type=float, default=0.0, metavar="RATE")
     f.add_argument("--graph-fault-kinds", default=None, metavar="K1,K2")
@@ -166,7 +166,10 @@ async def serve(args: argparse.Namespace) -> None:
         )
     if scim is not None and (args.faults or args.fault_kinds):
         scim.faults = FaultPlan.parse(
-            args.faults, args.fault_kinds, args.fault_seed, timeout_seconds=args.fault_timeout
+            args.faults,
+            args.fault_kinds or SOAK_KINDS,
+            args.fault_seed,
+            timeout_seconds=args.fault_timeout,
         )
     if graph is not None and (args.graph_faults or args.graph_fault_kinds):
         graph.faults = FaultPlan.parse(

@@ -378,12 +378,12 @@ class ScimService:
 
     def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
         """``GET``/``POST /_sim/faults``: read or (re)configure the seeded fault plan."""
-        from .faults import FaultPlan
+        from .faults import SOAK_KINDS, FaultPlan
 
         if not isinstance(self.faults, FaultPlan):
             if changes is None:
                 return {"rate": 0.0, "injected": {}}
-            self.faults = FaultPlan()
+            self.faults = FaultPlan(kinds=SOAK_KINDS)  # "401" only when asked for
         return self.faults.configure(**changes) if changes else self.faults.settings()
 
     # ------------------------------------------------------------------------- HTTP
