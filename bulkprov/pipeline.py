@@ -458,7 +458,11 @@ class _Sync:
         # The source read completed: only now may anything be deprovisioned.
         life = Lifecycle(cfg, self.store, self.scim, self.stats.counts)
         self.stats.phase = "deprovisioning"
-        self.note = await life.deprovision(run, full_read=run.kind == "full")
+        self.note = await life.deprovision(
+            run,
+            full_read=run.kind == "full",
+            sources=self.sources if cfg.groups.enabled else None,
+        )
         if cfg.groups.enabled and self.sources.groups:
             self.stats.phase = "groups"
             await life.sync_groups(run, self.sources)

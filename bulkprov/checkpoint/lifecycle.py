@@ -17,6 +17,10 @@ from .store import Run, StateStore, UserWrite, _chunks
 
 #: ``sync_state`` keys
 USERS_DELTA = "users_delta"
+GROUPS_DELTA = "groups_delta"
+
+#: ``staged.action`` of a provisioned group that left scope (DELETE /Groups/{id})
+DELETE_GROUP = "delete-group"
 FINGERPRINT = "fingerprint"
 
 
@@ -195,6 +199,25 @@ class LifecycleStore:
             "display_name=excluded.display_name, updated_at=excluded.updated_at",
             (graph_id, scim_id, display_name, time.time()),
         )
+
+    async def groups_leaving(self, run: Run, in_scope: Iterable[str]) -> list[tuple[str, str, str]]:
+        """Provisioned groups not in ``in_scope`` and not yet staged by this run.
+
+        Group scope is read completely every cycle, so a delete staged by an older run is
+        decided again now: superseded first (restaged below if the group is still gone).
+        """
+        await self._c.execute(
+            "UPDATE staged SET status='superseded', done_at=? "
+            "WHERE action=? AND status IN ('held','pending') AND run_id<?",
+            (time.time(), DELETE_GROUP, run.id),
+        )
+        keep = set(in_scope)
+        cur = await self._c.execute(
+            "SELECT graph_id, scim_id, display_name FROM groups WHERE graph_id NOT IN "
+            "(SELECT graph_id FROM staged WHERE run_id=? AND action=?) ORDER BY display_name",
+            (run.id, DELETE_GROUP),
+        )
+        return [(r[0], r[1], r[2]) for r in await cur.fetchall() if r[0] not in keep]
 
     async def forget_group(self, graph_id: str) -> None:
         await self._c.execute("DELETE FROM groups WHERE graph_id=?", (graph_id,))
