@@ -31,11 +31,13 @@ from typing import Any
 import anyio
 
 from . import _json
-from .checkpoint.lifecycle import DELETE_GROUP, LifecycleStore, Staged
+from .checkpoint.lifecycle import DELETE_GROUP, GROUPS_DELTA, LifecycleStore, Staged
 from .checkpoint.store import Run, StateStore, UserWrite
 from .config import Config
 from .errors import TargetAuthError, TargetError, TargetRejected
+from .graph.client import GraphClient
 from .graph.directory import ScopeSources, SourceGroup
+from .graph.groups_delta import read_groups_delta
 from .scim import groups as rg
 from .scim import requests as rq
 from .scim.client import ScimClient
@@ -55,6 +57,20 @@ def config_fingerprint(cfg: Config) -> str:
         "flatten": cfg.groups.flatten_nested,
     }
     return hashlib.sha256(_json.dumps_sorted(doc)).hexdigest()
+
+
+async def refresh_group_mirror(
+    graph: GraphClient, ls: LifecycleStore, page_size: int
+) -> str | None:
+    """Bring the SQLite mirror of Entra's groups up to date with one ``groups/delta`` round.
+
+    Starts from the deltaLink saved by the last completed cycle (a first round without
+    one, or when it expired); returns the round's deltaLink, for the caller to save only
+    when its cycle completes.
+    """
+    delta = await read_groups_delta(graph, await ls.get(GROUPS_DELTA), page_size=page_size)
+    await ls.apply_group_delta(delta)
+    return delta.delta_link
 
 
 class Lifecycle:

@@ -50,7 +50,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import SecretStr
 
 from . import _json
-from .checkpoint.lifecycle import FINGERPRINT, USERS_DELTA, LifecycleStore
+from .checkpoint.lifecycle import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
 from .decide import Decision, decide, target_values
@@ -67,7 +67,7 @@ from .errors import (
 from .graph.client import GraphClient, Page
 from .graph.directory import ScopeSources, read_sources
 from .http import make_client
-from .lifecycle import Lifecycle, config_fingerprint
+from .lifecycle import Lifecycle, config_fingerprint, refresh_group_mirror
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
 from .scim import bulk
@@ -418,12 +418,16 @@ class _Sync:
         cfg, run = self.cfg, self.run_
         self.stats.phase = "reading assignments"
         # Read completely before deciding anything: a failure here changes nothing.
+        groups_link = None
+        if cfg.scope.mode == "assigned" or cfg.groups.enabled:
+            groups_link = await refresh_group_mirror(self.graph, self.ls, cfg.graph.page_size)
         self.sources = await read_sources(
             self.graph,
             mode=cfg.scope.mode,
             service_principal_id=cfg.scope.service_principal_id,
             groups=cfg.groups.enabled,
             flatten=cfg.groups.flatten_nested,
+            mirror=self.ls if groups_link else None,
         )
         if run.resumes:
             self.already_done = await self.store.logged_since_page(run)
@@ -470,6 +474,8 @@ class _Sync:
             # Watermarks advance only over a clean cycle: failed users come back next time.
             if run.delta_link:
                 await self.ls.put(USERS_DELTA, run.delta_link)
+            if groups_link:
+                await self.ls.put(GROUPS_DELTA, groups_link)
             await self.ls.put(FINGERPRINT, config_fingerprint(cfg))
             await self.ls.replace_assigned(self.sources.snapshot())
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from bulkprov.checkpoint.lifecycle import DELETE_GROUP, LifecycleStore
+from bulkprov.checkpoint.lifecycle import DELETE_GROUP, GROUPS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.errors import SourceError
+from bulkprov.graph.groups_delta import merge
 from bulkprov.lifecycle import approve
 from bulkprov.ondemand import _clients
 from bulkprov.sim import GraphTenant, SimResponse
@@ -36,7 +37,7 @@ class FailingTenant(GraphTenant):
 
 @pytest.fixture
 def tenant() -> GraphTenant:
-    return FailingTenant(user_count=60, seed=5, client_secret=GRAPH_SECRET)
+    return FailingTenant(user_count=300, seed=5, client_secret=GRAPH_SECRET)
 
 
 async def _memberships(path: Any) -> dict[str, Any]:
@@ -140,7 +141,7 @@ async def test_group_back_in_scope_supersedes_its_held_delete(servers, tenant, s
         assert await LifecycleStore(store).staged() == []
 
 
-@pytest.mark.parametrize("fail_on", ["/appRoleAssignedTo", "/members"])
+@pytest.mark.parametrize("fail_on", ["/appRoleAssignedTo", "/groups/delta"])
 async def test_failed_group_read_deletes_nothing(servers, tenant, scim, tmp_path, fail_on):
     d = tenant.directory
     users = enabled(tenant)[:4]
@@ -184,3 +185,116 @@ async def test_groups_not_created_by_bulkprov_are_never_deleted(servers, tenant,
     await sync(cfg)
     await sync(cfg)
     assert scim.groups.find("Finance (Zoom only)") is not None
+
+
+# -- Graph groups/delta ----------------------------------------------------------------------
+
+
+def test_merge_joins_a_group_split_over_pages_and_applies_removals():
+    pages = [
+        [
+            {"id": "g1", "displayName": "Big", "members@delta": [{"id": "u1"}, {"id": "u2"}]},
+        ],
+        [
+            {"id": "g1", "members@delta": [{"id": "u3"}, {"id": "u1", "@removed": {}}]},
+            {"id": "g2", "@removed": {"reason": "deleted"}},
+            {
+                "id": "g3",
+                "displayName": "Nested",
+                "members@delta": [{"id": "g1", "@odata.type": "#microsoft.graph.group"}],
+            },
+        ],
+    ]
+    delta = merge(pages, full=False)
+    assert delta.names == {"g1": "Big", "g3": "Nested"}
+    assert delta.added["g1"] == {"u2": "user", "u3": "user"}
+    assert delta.removed["g1"] == {"u1"}
+    assert delta.added["g3"] == {"g1": "group"}
+    assert delta.deleted == {"g2"}
+
+
+async def test_incremental_cycle_reads_no_group_members(servers, tenant, scim, tmp_path):
+    d = tenant.directory
+    users = enabled(tenant)[:12]
+    d.assign(d.add_group("One", [u["id"] for u in users[:6]])["id"])
+    d.assign(d.add_group("Two", [u["id"] for u in users[6:]])["id"])
+    d.add_group("Not assigned", [users[0]["id"]])
+    cfg = assigned_config(servers, tenant, tmp_path)
+    first = await sync(cfg)
+    assert first.counts["created"] == 12
+    assert tenant.counters["group_member_reads"] == 0  # the first round of groups/delta
+    pages = tenant.counters["groups_delta_pages"]
+    scim.reset_counters()
+    await sync(cfg)
+    assert tenant.counters["group_member_reads"] == 0
+    assert tenant.counters["groups_delta_pages"] == pages + 1  # one empty round
+    assert scim.counters()["total"] == 0
+
+
+async def test_member_added_and_removed_in_entra_is_one_patch_each(servers, tenant, scim, tmp_path):
+    d = tenant.directory
+    users = enabled(tenant)[:5]
+    for u in users:
+        d.assign(u["id"])
+    g = d.add_group("Licensed", [u["id"] for u in users[:3]])
+    d.assign(g["id"])
+    cfg = assigned_config(servers, tenant, tmp_path)
+    await sync(cfg)
+    scim_id = scim.groups.find("Licensed")["id"]
+    spy = Spy()
+    scim.faults = spy
+
+    d.add_member(g["id"], users[4]["id"])
+    await sync(cfg)
+    d.remove_member(g["id"], users[0]["id"])
+    await sync(cfg)
+    ops = [(b["Operations"][0]["op"], b["Operations"][0]["value"]) for _, _, b in spy.writes()]
+    new, old = scim.find(users[4]["userPrincipalName"]), scim.find(users[0]["userPrincipalName"])
+    assert ops == [("add", [{"value": new["id"]}]), ("remove", [{"value": old["id"]}])]
+    assert all(p == f"/scim2/Groups/{scim_id}" for _, p, _ in spy.writes())
+    assert tenant.counters["group_member_reads"] == 0
+    assert set(scim.groups.member_ids(scim_id)) == {
+        scim.find(u["userPrincipalName"])["id"] for u in (users[1], users[2], users[4])
+    }
+
+
+async def test_large_group_split_over_delta_pages_is_merged(servers, tenant, scim, tmp_path):
+    d = tenant.directory
+    members = [u["id"] for u in enabled(tenant)[:250]]
+    assert len(members) == 250
+    g = d.add_group("Everyone", members)
+    d.assign(g["id"])
+    d.assign(d.add_group("Small", members[:2])["id"])
+    cfg = assigned_config(servers, tenant, tmp_path, graph__page_size=40)
+    result = await sync(cfg)
+    assert result.counts["created"] == 250
+    assert tenant.counters["groups_delta_pages"] >= 7  # 250 members / 40 per page
+    assert len(scim.groups.member_ids(scim.groups.find("Everyone")["id"])) == 250
+    assert len(scim.groups.member_ids(scim.groups.find("Small")["id"])) == 2
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        found = await LifecycleStore(store).source_group(g["id"])
+    assert found is not None and sorted(m for m, _ in found[1]) == sorted(members)
+
+
+async def test_expired_groups_token_reads_everything_again_without_change(
+    servers, tenant, scim, tmp_path
+):
+    d = tenant.directory
+    users = enabled(tenant)[:4]
+    g = d.add_group("G", [u["id"] for u in users])
+    d.assign(g["id"])
+    cfg = assigned_config(servers, tenant, tmp_path)
+    await sync(cfg)
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        link = await LifecycleStore(store).get(GROUPS_DELTA)
+    assert link is not None and "groups/delta" in link
+    d.expire_delta_tokens()
+    d.remove_member(g["id"], users[1]["id"])
+    spy = Spy()
+    scim.faults = spy
+    result = await sync(cfg)
+    assert result.counts["held"] == 0
+    group_ops = [b["Operations"][0]["op"] for _, p, b in spy.writes() if "/Groups/" in p]
+    assert group_ops == ["remove"]
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        assert await LifecycleStore(store).get(GROUPS_DELTA) != link

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _json
+from ..graph.groups_delta import GroupDelta
 from .store import Run, StateStore, UserWrite, _chunks
 
 #: ``sync_state`` keys
@@ -235,6 +236,65 @@ class LifecycleStore:
             "DELETE FROM group_members WHERE group_id=? AND member_scim_id=?",
             [(graph_id, m) for m in removed],
         )
+
+    # -- the mirror of Entra's groups (Graph groups/delta) -----------------------------------
+
+    async def apply_group_delta(self, delta: GroupDelta) -> None:
+        """Apply one merged round at once; a first round replaces the mirror.
+
+        Re-applying a later round over an earlier one (the deltaLink is saved only when the
+        cycle completes, so a failed cycle replays its round) gives the same mirror.
+        """
+        c = self._c
+        await c.execute("BEGIN IMMEDIATE")
+        try:
+            if delta.full:
+                await c.execute("DELETE FROM source_groups")
+                await c.execute("DELETE FROM source_group_members")
+            for gid in delta.deleted:
+                await c.execute("DELETE FROM source_groups WHERE graph_id=?", (gid,))
+                await c.execute("DELETE FROM source_group_members WHERE group_id=?", (gid,))
+                await c.execute("DELETE FROM source_group_members WHERE member_id=?", (gid,))
+            await c.executemany(
+                "INSERT INTO source_groups(graph_id, display_name) VALUES(?, ?) "
+                "ON CONFLICT(graph_id) DO UPDATE SET display_name=excluded.display_name",
+                delta.names.items(),
+            )
+            await c.executemany(
+                "INSERT OR REPLACE INTO source_group_members(group_id, member_id, kind) "
+                "VALUES(?, ?, ?)",
+                [(g, m, k) for g, ms in delta.added.items() for m, k in ms.items()],
+            )
+            await c.executemany(
+                "DELETE FROM source_group_members WHERE group_id=? AND member_id=?",
+                [(g, m) for g, ms in delta.removed.items() for m in ms],
+            )
+            await c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                await c.execute("ROLLBACK")
+            raise
+
+    async def source_group_names(self) -> dict[str, str]:
+        cur = await self._c.execute(
+            "SELECT graph_id, display_name FROM source_groups ORDER BY rowid"
+        )
+        return {r[0]: r[1] or "" for r in await cur.fetchall()}
+
+    async def source_group(self, graph_id: str) -> tuple[str, list[tuple[str, str]]] | None:
+        """(displayName, [(member id, kind)]) from the mirror, ``None`` if not in it."""
+        row = await (
+            await self._c.execute(
+                "SELECT display_name FROM source_groups WHERE graph_id=?", (graph_id,)
+            )
+        ).fetchone()
+        if row is None:
+            return None
+        cur = await self._c.execute(
+            "SELECT member_id, kind FROM source_group_members WHERE group_id=? ORDER BY rowid",
+            (graph_id,),
+        )
+        return str(row[0] or ""), [(r[0], r[1]) for r in await cur.fetchall()]
 
     async def scim_ids(self, graph_ids: Sequence[str]) -> dict[str, str]:
         """Managed, active users' SCIM ids by Graph id (the group members we may send)."""

@@ -25,6 +25,9 @@ Tables (schema version 2; a version-1 database is migrated in place when opened)
                   they are ``held`` until ``bulkprov approve``.
 ``groups``        provisioned groups (Graph id → SCIM id, displayName) and ``group_members``
                   the member SCIM ids sent, so memberships are diffed locally.
+``source_groups``  the Entra groups and their direct members (``source_group_members``) as
+                  Graph ``groups/delta`` last reported them, so an incremental cycle reads
+                  only the groups that changed.
 """
 
 from __future__ import annotations
@@ -116,6 +119,13 @@ CREATE TABLE IF NOT EXISTS group_members (
     group_id       TEXT NOT NULL,
     member_scim_id TEXT NOT NULL,
     PRIMARY KEY (group_id, member_scim_id)
+);
+CREATE TABLE IF NOT EXISTS source_groups (graph_id TEXT PRIMARY KEY, display_name TEXT);
+CREATE TABLE IF NOT EXISTS source_group_members (
+    group_id  TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_id)
 );
 """
 
