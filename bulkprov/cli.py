@@ -11,6 +11,7 @@ Exit codes (also in ``bulkprov --help``):
 5   the SCIM target failed
 6   the state database cannot be used, or is in use
 7   ``bulkprov apply``: the plan is out of date (nothing was sent)
+8   quarantined: too many users failed (the report says why; resumable)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``)
 130 interrupted (the state is saved; run the same command to resume)
 ==  ===========================================================
@@ -32,6 +33,7 @@ import click
 from . import _json
 from .config import Config, load_config
 from .errors import BulkProvError
+from .redact import scrub
 
 T = TypeVar("T")
 
@@ -40,7 +42,7 @@ EXIT_FAILURES = 10
 EPILOG = """\b
 Exit codes: 0 done, 1 unexpected error, 2 config error, 3 auth refused,
 4 Graph unreadable, 5 SCIM target failed, 6 state unusable or in use,
-7 plan out of date, 10 completed with failed users, 130 interrupted (resumable).
+7 plan out of date, 8 quarantined, 10 completed with failed users, 130 interrupted (resumable).
 Environment: BULKPROV_CONFIG (--config), and the secrets the config names
 (default BULKPROV_GRAPH_SECRET, BULKPROV_SCIM_TOKEN).
 """
@@ -73,7 +75,7 @@ def _fail(exc: BaseException) -> NoReturn:
         if errors:
             exc = errors[0]
     if isinstance(exc, BulkProvError):
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(f"error: {scrub(str(exc))}", fg="red", err=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         click.secho("interrupted: the state is saved; run the same command to resume", err=True)
@@ -209,6 +211,55 @@ def sync(
         expect,
     )
     sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+
+
+@main.command("retry-failed", epilog=EPILOG)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Emit JSON-lines events (automation).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final summary (cron).")
+def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
+    """Retry every user in escrow now (failed users wait 6 h, 12 h, 24 h… otherwise), then sync.
+
+    \b
+    Example:
+      bulkprov retry-failed -c zoom.toml
+    """
+    from .escrow_cli import release_escrow
+    from .progress import run_with_progress
+
+    cfg = _load(config_path)
+    released = _run(release_escrow, cfg)
+    if not quiet and not as_json:
+        click.echo(f"{released} escrowed user(s) retried now", err=True)
+    result = _run(run_with_progress, cfg, False, as_json, quiet, None)
+    sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+
+
+@main.group(epilog=EPILOG)
+def state() -> None:
+    """Back up the state database.
+
+    \b
+    Example:
+      bulkprov state export backup.sqlite3
+    """
+
+
+@state.command("export", epilog=EPILOG)
+@config_option
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def state_export(config_path: Path, dest: Path) -> None:
+    """Copy the state database to DEST (consistent even during a sync; mode 0600).
+
+    \b
+    Example:
+      bulkprov state export backup-2026-11-28.sqlite3
+    """
+    from .escrow_cli import export_state
+
+    cfg = _load(config_path)
+    _run(export_state, cfg, dest)
+    click.echo(f"wrote {dest}")
 
 
 def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:

@@ -220,13 +220,23 @@ def mapping_test(
 async def _fetch_user(cfg: Any, key: str) -> Any:
     from urllib.parse import quote, urlencode
 
+    from . import credentials
     from .graph.client import GraphClient
     from .http import make_client
     from .pipeline import Engine
 
-    secret = cfg.graph.client_secret.read("graph.client_secret", cfg.source_path)
+    cert = cfg.graph.certificate
+    secret = (
+        cert.private_key.read("graph.certificate.private_key", cfg.source_path)
+        if cert
+        else cfg.graph.client_secret.read("graph.client_secret", cfg.source_path)
+    )
     select = Engine(cfg).select
-    async with make_client(timeout=cfg.graph.timeout, max_connections=2) as http:
+    async with make_client(
+        timeout=cfg.graph.timeout,
+        max_connections=2,
+        verify=credentials.verify(cfg.graph.ca_file),
+    ) as http:
         graph = GraphClient(
             authority=cfg.graph.authority,
             tenant_id=cfg.graph.tenant_id,
@@ -234,6 +244,7 @@ async def _fetch_user(cfg: Any, key: str) -> Any:
             client_secret=secret,
             base_url=cfg.graph.base_url,
             http=http,
+            token_source=credentials.graph_tokens(cfg, secret),
         )
         query = urlencode({"$select": ",".join(select)}, safe="$,")
         return await graph.get_json(f"{graph.base_url}/users/{quote(key, safe='@')}?{query}")

@@ -23,7 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from . import redact
+from .breaker import BreakerPolicy
 from .errors import ConfigError
+from .escrow import EscrowPolicy
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -52,6 +55,7 @@ class SecretSource(_Model):
                 raise ConfigError(
                     f"environment variable {self.env} is not set", path=config_path, key=key
                 )
+            redact.register(value.strip())
             return SecretStr(value.strip())
         assert self.file is not None
         try:
@@ -62,6 +66,7 @@ class SecretSource(_Model):
             ) from None
         if not value:
             raise ConfigError(f"secret file {self.file} is empty", path=config_path, key=key)
+        redact.register(value)
         return SecretStr(value)
 
 
@@ -74,18 +79,48 @@ def _check_url(value: str, *, allow_http_loopback: bool = True) -> str:
     return value.rstrip("/")
 
 
+class CertificateConfig(_Model):
+    """A certificate credential for the app registration (msal's ``private_key_jwt``)."""
+
+    #: the PEM private key (a secret: from an environment variable or a file)
+    private_key: SecretSource
+    #: the SHA-1 thumbprint of the certificate uploaded to the app registration (hex)
+    thumbprint: str
+
+
 class GraphConfig(_Model):
     """Microsoft Graph, the source (application permissions, client credentials)."""
 
     tenant_id: str
     client_id: str
     client_secret: SecretSource = SecretSource(env="BULKPROV_GRAPH_SECRET")
+    #: instead of the client secret (needs an https authority: msal)
+    certificate: CertificateConfig | None = None
     authority: str = "https://login.microsoftonline.com"
     base_url: str = "https://graph.microsoft.com/v1.0"
     page_size: Annotated[int, Field(ge=1, le=999)] = 999
     timeout: Annotated[float, Field(gt=0)] = 60.0
+    #: verify the token endpoint and Graph against this CA bundle (PEM) instead of the system's
+    ca_file: Path | None = None
 
     _urls = field_validator("authority", "base_url")(classmethod(lambda cls, v: _check_url(v)))
+
+    @model_validator(mode="after")
+    def _certificate_needs_msal(self) -> GraphConfig:
+        if self.certificate is not None and not self.authority.startswith("https://"):
+            raise ValueError("graph.certificate needs an https authority (msal signs it)")
+        return self
+
+
+class OAuthConfig(_Model):
+    """Zoom server-to-server OAuth (``account_credentials``; one-hour tokens, facts.md §6.1)."""
+
+    account_id: str
+    client_id: str
+    client_secret: SecretSource = SecretSource(env="BULKPROV_ZOOM_CLIENT_SECRET")
+    token_url: str = "https://zoom.us/oauth/token"
+
+    _url = field_validator("token_url")(classmethod(lambda cls, v: _check_url(v)))
 
 
 class TargetConfig(_Model):
@@ -93,6 +128,8 @@ class TargetConfig(_Model):
 
     base_url: str
     token: SecretSource = SecretSource(env="BULKPROV_SCIM_TOKEN")
+    #: instead of a static token: fetch (and refresh) one with Zoom server-to-server OAuth
+    oauth: OAuthConfig | None = None
     concurrency: Annotated[int, Field(ge=1, le=512)] = 16
     #: requests per second across all workers: the ceiling (0: none, start unbounded)
     rate_limit: Annotated[float, Field(ge=0)] = 60.0
@@ -107,8 +144,13 @@ class TargetConfig(_Model):
     patch_dialect: Literal["rfc", "entra"] = "rfc"
     #: page size of the target listing used to match existing accounts
     list_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    #: Zoom's userName is the user's email: reject a user whose mapped userName is not one
+    user_name_is_email: bool = True
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
     max_retry_seconds: Annotated[float, Field(gt=0)] = 300.0
+    #: verify the target (and its OAuth endpoint) against this CA bundle (PEM); TLS
+    #: verification is never turned off
+    ca_file: Path | None = None
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v)))
 
@@ -234,10 +276,38 @@ class StateConfig(_Model):
     log_retention_days: Annotated[int, Field(ge=0)] = 30
 
 
+class EscrowConfig(_Model):
+    """When failed users are retried (Entra: 6 h, 12 h, 24 h, then daily for 28 days)."""
+
+    delays_hours: list[Annotated[float, Field(ge=0)]] = [6.0, 12.0, 24.0]
+    then_every_hours: Annotated[float, Field(gt=0)] = 24.0
+    give_up_days: Annotated[float, Field(gt=0)] = 28.0
+
+    def policy(self) -> EscrowPolicy:
+        return EscrowPolicy(tuple(self.delays_hours), self.then_every_hours, self.give_up_days)
+
+
+class QuarantineConfig(_Model):
+    """The breaker's thresholds (Entra's numbers; see bulkprov.breaker for the scaling)."""
+
+    min_failures: Annotated[int, Field(ge=1)] = 5_000
+    max_ratio: Annotated[float, Field(gt=0, le=1)] = 0.40
+    max_failures: Annotated[int, Field(ge=1)] = 40_000
+    absolute_failures: Annotated[int, Field(ge=1)] = 60_000
+    floor: Annotated[int, Field(ge=1)] = 25
+    #: 0: Entra's fixed minimum; else the minimum scales with the run (bulkprov.breaker)
+    scale: Annotated[float, Field(ge=0, le=1)] = 0.10
+
+    def policy(self) -> BreakerPolicy:
+        return BreakerPolicy(**self.model_dump())
+
+
 class Config(_Model):
     graph: GraphConfig
     target: TargetConfig
     state: StateConfig = StateConfig()
+    escrow: EscrowConfig = EscrowConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
     scope: ScopeConfig = ScopeConfig()
     deprovision: DeprovisionConfig = DeprovisionConfig()
     groups: GroupsConfig = GroupsConfig()

@@ -9,6 +9,7 @@
     │   └── DeltaExpired            a saved delta token expired (410 / syncStateNotFound)
     ├── TargetError                 the SCIM service answered something we cannot use
     │   ├── TargetAuthError         401/403: stops the whole run at once, never per user
+    │   │   └── TargetTLSError      the target's certificate cannot be verified (stops too)
     │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
     │   ├── TargetThrottled         429 beyond the retry budget
     │   └── TargetRejected          any other 4xx for one user: a per-user Failure
@@ -16,6 +17,7 @@
     ├── StateError                  the SQLite state cannot be used (corrupt, newer schema, locked)
     ├── PlanStale                   ``bulkprov apply``: the source, state or config moved on
     └── RunAborted                  a safety stop (e.g. interrupted by a signal)
+        └── Quarantined             too many users failed: the breaker stopped the run
 
 Messages never contain secrets: tokens and client secrets are ``pydantic.SecretStr`` from
 the config onward and HTTP headers are never put in an exception's text.
@@ -101,6 +103,11 @@ class TargetAuthError(TargetError):
     exit_code = 3
 
 
+class TargetTLSError(TargetAuthError):
+    """The target's TLS certificate cannot be verified: like a refused token, no user can
+    succeed, so the run stops at once (the fix is ``target.ca_file`` or the certificate)."""
+
+
 class TargetUnavailable(TargetError):
     """5xx, a timeout, or a dropped connection."""
 
@@ -144,3 +151,13 @@ class RunAborted(BulkProvError):
     """A run stopped on purpose before it finished (its state stays resumable)."""
 
     exit_code = 130
+
+
+class Quarantined(RunAborted):
+    """The quarantine breaker stopped the run: too many users failed (bulkprov.breaker).
+
+    The message is the report (threshold passed, commonest reasons); the state stays
+    resumable and the failed users are in escrow.
+    """
+
+    exit_code = 8

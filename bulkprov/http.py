@@ -50,3 +50,17 @@ def make_client(
         trust_env=False,
         follow_redirects=False,
     )
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """The certificate-verification error inside a transport error, or ``None``.
+
+    httpx-aiohttp reports a refused certificate as ``ConnectTimeout``; retrying cannot help
+    and "timed out" would mislead, so callers stop with this text instead.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError | aiohttp.ClientConnectorCertificateError):
+            return str(getattr(seen, "certificate_error", seen))
+        seen = seen.__cause__ or seen.__context__
+    return None

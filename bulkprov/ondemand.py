@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from . import _json
+from . import _json, credentials
 from .checkpoint.store import Run, StateStore
 from .config import Config
 from .decide import decide
@@ -63,9 +63,17 @@ async def _clients(
     policy: RetryPolicy | None,
 ) -> AsyncIterator[tuple[GraphClient, ScimClient]]:
     graph_http = make_client(
-        timeout=cfg.graph.timeout, max_connections=4, transport=graph_transport
+        timeout=cfg.graph.timeout,
+        max_connections=4,
+        transport=graph_transport,
+        verify=credentials.verify(cfg.graph.ca_file),
     )
-    scim_http = make_client(timeout=cfg.target.timeout, max_connections=4, transport=scim_transport)
+    scim_http = make_client(
+        timeout=cfg.target.timeout,
+        max_connections=4,
+        transport=scim_transport,
+        verify=credentials.verify(cfg.target.ca_file),
+    )
     async with graph_http, scim_http:
         graph = GraphClient(
             authority=cfg.graph.authority,
@@ -75,10 +83,13 @@ async def _clients(
             base_url=cfg.graph.base_url,
             http=graph_http,
             policy=policy,
+            token_source=credentials.graph_tokens(
+                cfg, secrets.graph_client_secret, graph_transport
+            ),
         )
         scim = ScimClient(
             cfg.target.base_url,
-            secrets.scim_token,
+            credentials.scim_credential(cfg, secrets, scim_http),
             scim_http,
             policy=policy or RetryPolicy(max_attempts=3, max_seconds=30.0),
         )

@@ -45,17 +45,19 @@ from typing import Any, Self
 
 import anyio
 import httpx
-from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import SecretStr
 
-from . import _json
+from . import _json, credentials, validate
+from .breaker import Breaker
 from .checkpoint.lifecycle import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
 from .decide import Decision, decide, target_values
 from .errors import (
     DeltaExpired,
+    Quarantined,
     RunAborted,
     SourceError,
     StateError,
@@ -64,6 +66,7 @@ from .errors import (
     TargetRejected,
     UserDataError,
 )
+from .escrow import EscrowEntry
 from .graph.client import GraphClient, Page
 from .graph.directory import ScopeSources, read_sources
 from .http import make_client
@@ -80,6 +83,10 @@ from .scope import ScopeEvaluator, compile_scope
 
 #: cursor value meaning "every page of this run is durable"
 END_OF_PAGES = "#end"
+
+#: seconds a signalled run has to finish its in-flight requests and flush (then it is
+#: cancelled; the writer's final flush is shielded), well within the 5 s an init system waits
+SHUTDOWN_GRACE = 3.5
 
 #: Bulk: at most this many operations per request, whatever the target allows (bounds the
 #: memory of a batch and the work lost to one failed request), and this many in flight
@@ -100,6 +107,8 @@ COUNT_KEYS = (
     "staged",
     "held",
 )
+#: decisions an escrowed user waits for (bulkprov.escrow); deprovisioning is never held back
+_ESCROWED_KINDS = frozenset({"create", "update", "link"})
 #: a new incremental cycle with more assignment changes than this reads every user instead
 MAX_ASSIGNMENT_FETCHES = 1000
 NOT_ASSIGNED = "not assigned to the application (directly or through a group)"
@@ -107,15 +116,23 @@ NOT_ASSIGNED = "not assigned to the application (directly or through a group)"
 
 @dataclass(slots=True)
 class Secrets:
+    #: the Graph client secret, or with ``graph.certificate`` its PEM private key
     graph_client_secret: SecretStr
+    #: the static SCIM token, or with ``target.oauth`` the OAuth client secret
     scim_token: SecretStr
 
     @classmethod
     def from_config(cls, cfg: Config) -> Secrets:
         path = cfg.source_path
+        oauth = cfg.target.oauth
+        cert = cfg.graph.certificate
         return cls(
-            cfg.graph.client_secret.read("graph.client_secret", path),
-            cfg.target.token.read("target.token", path),
+            cert.private_key.read("graph.certificate.private_key", path)
+            if cert
+            else cfg.graph.client_secret.read("graph.client_secret", path),
+            oauth.client_secret.read("target.oauth.client_secret", path)
+            if oauth
+            else cfg.target.token.read("target.token", path),
         )
 
 
@@ -243,9 +260,7 @@ class Engine:
         ``[appRoleAssignments]``. Raises :class:`UserDataError` when the user cannot be
         processed at all.
         """
-        graph_id = user.get("id")
-        if not isinstance(graph_id, str) or not graph_id.strip():
-            raise UserDataError("the Graph user has no 'id'")
+        graph_id = validate.check_source(user)
         assigned = sources.assigned if sources is not None else None
         if assigned is not None and graph_id not in assigned:
             return graph_id, False, NOT_ASSIGNED, None
@@ -263,6 +278,9 @@ class Engine:
         )
         if not mapped.user_name or not isinstance(mapped.user_name, str):
             raise UserDataError("the mapping gave no userName (the matching attribute is empty)")
+        for path, value in mapped.values.items():
+            validate.check_value(path, value)
+        validate.check_user_name(mapped.user_name, email=self.cfg.target.user_name_is_email)
         return graph_id, True, reason, mapped
 
     def delta_url(self, base_url: str) -> str:
@@ -297,6 +315,7 @@ async def run_sync(
     stats = stats or RunStats()
     with StateLock(cfg.state.path):
         store = await StateStore.open(cfg.state.path)
+        store.escrow_policy = cfg.escrow.policy()
         async with store:
             if cfg.state.log_retention_days:
                 cutoff = time.time() - cfg.state.log_retention_days * 86400
@@ -308,12 +327,16 @@ async def run_sync(
             stats.processed = sum(stats.counts.values())
             need_index = rematch or run.resumes > 0 or not await store.has_completed_run()
             graph_http = make_client(
-                timeout=cfg.graph.timeout, max_connections=4, transport=graph_transport
+                timeout=cfg.graph.timeout,
+                max_connections=4,
+                transport=graph_transport,
+                verify=credentials.verify(cfg.graph.ca_file),
             )
             scim_http = make_client(
                 timeout=cfg.target.timeout,
                 max_connections=cfg.target.concurrency,
                 transport=scim_transport,
+                verify=credentials.verify(cfg.target.ca_file),
             )
             async with graph_http, scim_http:
                 graph = GraphClient(
@@ -324,10 +347,13 @@ async def run_sync(
                     base_url=cfg.graph.base_url,
                     http=graph_http,
                     policy=policy,
+                    token_source=credentials.graph_tokens(
+                        cfg, secrets.graph_client_secret, graph_transport
+                    ),
                 )
                 scim = ScimClient(
                     cfg.target.base_url,
-                    secrets.scim_token,
+                    credentials.scim_credential(cfg, secrets, scim_http),
                     scim_http,
                     rate_limit=cfg.target.rate_limit,
                     adaptive=cfg.target.adaptive,
@@ -406,11 +432,26 @@ class _Sync:
         #: a message for the run's summary (e.g. actions held by the deletion threshold)
         self.note: str | None = None
 
+        #: failed users waiting for their next retry (bulkprov.escrow)
+        self.escrow: dict[str, EscrowEntry] = {}
+        self.breaker = Breaker(self.cfg.quarantine.policy())
+        #: set by the first SIGINT/SIGTERM (its name); workers then take no new item
+        self.stop_signal: str | None = None
+        self._stages = anyio.CancelScope()
+        self._grace = 0.0
+        self._producer_scope = anyio.CancelScope()
+
     async def run(self, *, need_index: bool, handle_signals: bool) -> None:
+        self.escrow = await self.store.escrow_entries()
         async with anyio.create_task_group() as outer:
             if handle_signals:
-                outer.start_soon(self._watch_signals, outer)
+                outer.start_soon(self._watch_signals)
             await self._cycle(need_index)
+            if self.stop_signal is not None:
+                raise RunAborted(
+                    f"interrupted by {self.stop_signal}; in-flight requests were finished and "
+                    "the state is saved — run the same command again to resume"
+                )
             # The stages ended by themselves; only the signal watcher needs stopping.
             outer.cancel_scope.cancel()
 
@@ -435,8 +476,12 @@ class _Sync:
             await self._choose_read()
         if need_index:
             self.stats.phase = "matching"
-            await self.build_target_index()
+            # a signal while listing the target stops at once (nothing to finish)
+            with self._phase(grace=0.0):
+                await self.build_target_index()
             self.use_index = True
+        if self.stop_signal is not None:
+            return
         support = await self.discover_bulk() if self.cfg.target.bulk else None
         self.stats.phase = "provisioning"
         concurrency = workers = buffered = cfg.target.concurrency
@@ -448,17 +493,20 @@ class _Sync:
         work_send, work_recv = anyio.create_memory_object_stream[WorkItem](buffered)
         self.stats.work = work_send
         out_send, out_recv = anyio.create_memory_object_stream[Message](concurrency * 4)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._writer, out_recv)
-            async with work_recv, out_send:
-                for _ in range(workers):
-                    if support is None:
-                        tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
-                    else:
-                        tg.start_soon(
-                            self._bulk_worker, support, work_recv.clone(), out_send.clone()
-                        )
-                tg.start_soon(self._producer, work_send, out_send.clone())
+        with self._phase(grace=SHUTDOWN_GRACE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, out_recv)
+                async with work_recv, out_send:
+                    for _ in range(workers):
+                        if support is None:
+                            tg.start_soon(self._worker, work_recv.clone(), out_send.clone())
+                        else:
+                            tg.start_soon(
+                                self._bulk_worker, support, work_recv.clone(), out_send.clone()
+                            )
+                    tg.start_soon(self._produce, work_send, out_send.clone())
+        if self.stop_signal is not None:
+            return  # stopped by a signal: the read is partial, nothing is deprovisioned
         # The source read completed: only now may anything be deprovisioned.
         life = Lifecycle(cfg, self.store, self.scim, self.stats.counts)
         self.stats.phase = "deprovisioning"
@@ -470,8 +518,9 @@ class _Sync:
         if cfg.groups.enabled and self.sources.groups:
             self.stats.phase = "groups"
             await life.sync_groups(run, self.sources)
-        if not self.stats.counts["failed"]:
-            # Watermarks advance only over a clean cycle: failed users come back next time.
+        if not self.stats.counts["failed"] and not await self.store.escrow_entries():
+            # Watermarks advance only over a clean cycle: failed users come back next time
+            # (escrowed ones too: a later delta round would not list them again).
             if run.delta_link:
                 await self.ls.put(USERS_DELTA, run.delta_link)
             if groups_link:
@@ -490,15 +539,34 @@ class _Sync:
             full = changed > MAX_ASSIGNMENT_FETCHES
         await ls.set_run_read(run, "full" if full else "incremental", None if full else link)
 
-    async def _watch_signals(self, tg: TaskGroup) -> None:
+    def _phase(self, grace: float) -> anyio.CancelScope:
+        """A fresh scope for one phase; a signal gives it ``grace`` seconds to end."""
+        self._stages = anyio.CancelScope()
+        self._grace = grace
+        if self.stop_signal is not None:
+            self._stages.cancel()
+        return self._stages
+
+    async def _produce(
+        self, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
+    ) -> None:
+        with self._producer_scope:
+            await self._producer(work_send, out_send)
+
+    async def _watch_signals(self) -> None:
+        """SIGINT/SIGTERM: stop reading, let the workers finish the requests they have sent,
+        flush, and stop within :data:`SHUTDOWN_GRACE` seconds; a second signal stops at once.
+        """
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                self.stats.phase = f"stopping ({signal.Signals(signum).name})"
-                tg.cancel_scope.cancel()
-                raise RunAborted(
-                    f"interrupted by {signal.Signals(signum).name}; the state is saved — "
-                    "run the same command again to resume"
-                )
+                name = signal.Signals(signum).name
+                if self.stop_signal is not None:
+                    self._stages.cancel()
+                    continue
+                self.stop_signal = name
+                self.stats.phase = f"stopping ({name})"
+                self._producer_scope.cancel()  # no new work; workers drop queued items
+                self._stages.deadline = anyio.current_time() + self._grace
 
     # -- matching index -----------------------------------------------------------------
 
@@ -708,8 +776,14 @@ class _Sync:
             held = None
             if self.guard is not None and decision.kind != "skip":
                 held = self.guard(graph_id, decision, mapped)
+            waiting = self.escrow.get(graph_id) if decision.kind in _ESCROWED_KINDS else None
             if held is not None:
                 write = UserWrite(graph_id, user_name, "other", "skipped", reason=held)
+                await out_send.send((page.number, write))
+            elif waiting is not None and not waiting.is_due():
+                write = UserWrite(
+                    graph_id, user_name, "other", "skipped", waiting.deferral(), deferred=True
+                )
                 await out_send.send((page.number, write))
             elif decision.kind in ("disable", "delete"):
                 # Staged, not sent: it runs once the read completed, within the threshold.
@@ -751,6 +825,8 @@ class _Sync:
     ) -> None:
         async with work_recv, out_send:
             async for item in work_recv:
+                if self.stop_signal is not None:
+                    break  # stopping: the item's page stays not durable and is redone
                 await out_send.send((item.page, await self._apply_one(item)))
 
     async def _apply_one(self, item: WorkItem) -> UserWrite:
@@ -829,6 +905,12 @@ class _Sync:
     async def _create(self, item: WorkItem) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
+        if item.graph_id in self.escrow:
+            # It failed before, maybe after its create landed (a timeout, then a failed
+            # match): look before POSTing again, as Entra does before every create.
+            found = await self._find(mapped)
+            if found is not None:
+                return await self._link_found(item, found, "matched on retry")
         attempts = 0
         while True:
             attempts += 1
@@ -925,7 +1007,7 @@ class _Sync:
     ) -> None:
         """Take up to ``maxOperations`` items at a time and send them as Bulk requests."""
         async with work_recv, out_send:
-            while True:
+            while self.stop_signal is None:  # stopping: finish the batch sent, take no more
                 # One worker fills its batch at a time: the others, waiting in receive(),
                 # would otherwise take items one by one and send them in tiny batches.
                 async with self.bulk_filling:
@@ -961,9 +1043,11 @@ class _Sync:
 
     def _bulk_operation(self, item: WorkItem, bulk_id: str) -> bytes | None:
         d = item.decision
-        if d.kind == "create":
+        if d.kind == "create" and item.graph_id not in self.escrow:
             assert item.mapped is not None
             return bulk.post_operation(bulk_id, "/Users", item.mapped.body)
+        if d.kind == "create":
+            return None  # escrowed: matched before it is POSTed again (see _create)
         if d.kind not in ("update", "link", "disable") or d.scim_id is None:
             return None  # anything else goes the single-request way
         # A bulk path is JSON, not a URL: the id goes in as it is (Zoom ids hold '&').
@@ -1050,6 +1134,10 @@ class _Sync:
                         pending.append(msg)
                         done[msg[0]] += 1
                         _count(stats, msg[1])
+                        if msg[1].status != "skipped":
+                            verdict = self.breaker.record(msg[1].status == "success", msg[1].reason)
+                            if verdict is not None:
+                                raise Quarantined(self.breaker.report(verdict))
                     if (
                         len(pending) >= cfg.commit_every
                         or time.monotonic() - last >= cfg.commit_seconds

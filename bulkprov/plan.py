@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from . import _json
+from . import _json, credentials
 from .checkpoint.store import StateStore
 from .config import Config
 from .decide import Decision, decide
@@ -208,10 +208,16 @@ async def make_plan(
         users, updated_at = await store.users_fingerprint()
         matching = rematch or not await store.has_completed_run()
         graph_http = make_client(
-            timeout=cfg.graph.timeout, max_connections=4, transport=graph_transport
+            timeout=cfg.graph.timeout,
+            max_connections=4,
+            transport=graph_transport,
+            verify=credentials.verify(cfg.graph.ca_file),
         )
         scim_http = make_client(
-            timeout=cfg.target.timeout, max_connections=4, transport=scim_transport
+            timeout=cfg.target.timeout,
+            max_connections=4,
+            transport=scim_transport,
+            verify=credentials.verify(cfg.target.ca_file),
         )
         async with graph_http, scim_http:
             graph = GraphClient(
@@ -222,6 +228,9 @@ async def make_plan(
                 base_url=cfg.graph.base_url,
                 http=graph_http,
                 policy=policy,
+                token_source=credentials.graph_tokens(
+                    cfg, secrets.graph_client_secret, graph_transport
+                ),
             )
             sources = await read_sources(
                 graph,
@@ -234,7 +243,7 @@ async def make_plan(
             if matching:
                 scim = ScimClient(
                     cfg.target.base_url,
-                    secrets.scim_token,
+                    credentials.scim_credential(cfg, secrets, scim_http),
                     scim_http,
                     rate_limit=cfg.target.rate_limit,
                     policy=policy,

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from . import _json
+from .auth import expiry_warning
 from .config import Config
 from .metrics import MetricsServer
 from .pipeline import Engine, RunResult, RunStats, Secrets, run_sync
@@ -75,6 +76,11 @@ async def run_with_progress(
     engine = Engine(cfg)
     stats = RunStats()
     console = Console(stderr=False)
+    warning = None if cfg.target.oauth else expiry_warning(secrets.scim_token)
+    if warning and as_json:
+        event("warning", message=warning)
+    elif warning:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
     sampler = RunSampler(cfg, stats, *(() if sample_seconds is None else (sample_seconds,)))
     result: RunResult | None = None
     sync_options.setdefault("handle_signals", True)

@@ -44,6 +44,8 @@ def make_config(
         "graph": graph,
         "scope": scope,
         "state": state_cfg,
+        "escrow": {},
+        "quarantine": {},
         "deprovision": {},
         "groups": {},
     }
@@ -51,6 +53,8 @@ def make_config(
         section, _, name = key.partition("__")
         sections[section][name] = value
     data = {
+        "escrow": sections["escrow"],
+        "quarantine": sections["quarantine"],
         "deprovision": sections["deprovision"],
         "groups": sections["groups"],
         "graph": graph,

@@ -37,7 +37,7 @@ def sync_cmd(config: Path) -> list[str]:
 
 
 def run_with_kills(
-    config: Path, env: dict[str, str], control: str, kills: int, seed: int
+    config: Path, env: dict[str, str], control: str, kills: int, seed: int, users: int = USERS
 ) -> tuple[int, int]:
     """SIGKILL the sync ``kills`` times mid-work, then let it finish.
 
@@ -59,7 +59,7 @@ def run_with_kills(
                 proc.communicate()
                 total += 1
                 # only a kill in the middle of the work counts
-                if 0 < created < USERS:
+                if 0 < created < users:
                     done += 1
                 continue
         _, err = proc.communicate(timeout=120)

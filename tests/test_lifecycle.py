@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bulkprov.checkpoint.lifecycle import USERS_DELTA, LifecycleStore
-from bulkprov.checkpoint.store import StateStore
+from bulkprov.checkpoint.store import SCHEMA_VERSION, StateStore
 from bulkprov.errors import SourceError
 from bulkprov.lifecycle import approve
 from bulkprov.ondemand import _clients
@@ -355,7 +355,7 @@ async def test_state_v1_is_migrated_in_place(tmp_path):
         await ls.put(USERS_DELTA, "x")
         assert await ls.get(USERS_DELTA) == "x"
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta").fetchone()[0] == "2"
+    assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
     conn.close()
 
 

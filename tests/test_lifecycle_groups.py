@@ -298,3 +298,21 @@ async def test_expired_groups_token_reads_everything_again_without_change(
     assert group_ops == ["remove"]
     async with await StateStore.open(tmp_path / "s.db") as store:
         assert await LifecycleStore(store).get(GROUPS_DELTA) != link
+
+
+async def test_state_v3_gains_the_group_mirror(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    async with await StateStore.open(path):
+        pass
+    con = sqlite3.connect(path)
+    con.executescript(
+        "DROP TABLE source_groups; DROP TABLE source_group_members;"
+        "UPDATE meta SET value='3' WHERE key='schema_version';"
+    )
+    con.close()
+    async with await StateStore.open(path) as store:
+        ls = LifecycleStore(store)
+        assert await ls.source_group_names() == {}
+        assert await ls.source_group("g") is None

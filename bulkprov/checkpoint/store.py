@@ -5,7 +5,7 @@ writer's batched UPSERTs and the producer's per-page lookups queue on it in orde
 lookup sees every outcome written before it, committed or not. Every write is an idempotent
 UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
 
-Tables (schema version 2; a version-1 database is migrated in place when opened):
+Tables (schema version 4; older databases are migrated in place when opened):
 
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
@@ -25,9 +25,14 @@ Tables (schema version 2; a version-1 database is migrated in place when opened)
                   they are ``held`` until ``bulkprov approve``.
 ``groups``        provisioned groups (Graph id → SCIM id, displayName) and ``group_members``
                   the member SCIM ids sent, so memberships are diffed locally.
-``source_groups``  the Entra groups and their direct members (``source_group_members``) as
-                  Graph ``groups/delta`` last reported them, so an incremental cycle reads
-                  only the groups that changed.
+``escrow``        (schema 3) failed users and when each is retried next (bulkprov.escrow).
+``source_groups`` (schema 4) the Entra groups and their direct members
+                  (``source_group_members``) as Graph ``groups/delta`` last reported them, so
+                  an incremental cycle reads only the groups that changed.
+
+Schema changes: v1 → v2 adds columns (``_ADDED_COLUMNS``) and tables (``_SCHEMA``, created if
+missing); from v3 on, numbered steps in ``_MIGRATIONS``, applied in place, in order, in the
+same transaction as the version bump. A database newer than this code is refused untouched.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ import aiosqlite
 
 from .. import _json
 from ..errors import StateError
+from ..escrow import EscrowEntry, EscrowPolicy
+from ..redact import scrub_optional
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,13 +127,6 @@ CREATE TABLE IF NOT EXISTS group_members (
     member_scim_id TEXT NOT NULL,
     PRIMARY KEY (group_id, member_scim_id)
 );
-CREATE TABLE IF NOT EXISTS source_groups (graph_id TEXT PRIMARY KEY, display_name TEXT);
-CREATE TABLE IF NOT EXISTS source_group_members (
-    group_id  TEXT NOT NULL,
-    member_id TEXT NOT NULL,
-    kind      TEXT NOT NULL,
-    PRIMARY KEY (group_id, member_id)
-);
 """
 
 #: columns added to version-1 tables by the migration to version 2
@@ -134,6 +134,34 @@ _ADDED_COLUMNS = (
     ("runs", "kind", "TEXT NOT NULL DEFAULT 'full'"),
     ("runs", "delta_link", "TEXT"),
 )
+
+
+#: Versioned, in-place migrations from version 3 on: step N turns a version N-1 database into
+#: version N (run in one transaction with the version bump).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 3: escrow (issue 7): failed users and when to retry them (bulkprov.escrow)
+    3: (
+        """CREATE TABLE IF NOT EXISTS escrow (
+            graph_id     TEXT PRIMARY KEY,
+            user_name    TEXT,
+            first_failed REAL NOT NULL,
+            last_failed  REAL NOT NULL,
+            failures     INTEGER NOT NULL,
+            next_retry   REAL,
+            reason       TEXT
+        )""",
+    ),
+    # 4: the mirror of Entra's groups read with Graph groups/delta (bulkprov.graph.groups_delta)
+    4: (
+        "CREATE TABLE IF NOT EXISTS source_groups (graph_id TEXT PRIMARY KEY, display_name TEXT)",
+        """CREATE TABLE IF NOT EXISTS source_group_members (
+            group_id  TEXT NOT NULL,
+            member_id TEXT NOT NULL,
+            kind      TEXT NOT NULL,
+            PRIMARY KEY (group_id, member_id)
+        )""",
+    ),
+}
 
 
 class _Result:
@@ -223,6 +251,8 @@ class UserWrite:
     link: bool = False
     #: "disable" or "delete": stage this deprovisioning (run after the read, threshold)
     stage: str | None = None
+    #: a skip because the user waits in escrow (keeps its escrow entry)
+    deferred: bool = False
 
 
 class StateStore:
@@ -248,6 +278,16 @@ class StateStore:
         store = cls(conn, p)
         try:
             await store._migrate()
+        except sqlite3.OperationalError as exc:
+            await conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StateError(
+                    f"{p}: the state database is locked by another process ({exc}); "
+                    "wait for it to finish or close it — nothing was changed"
+                ) from None
+            raise StateError(
+                f"{p}: not a usable bulkprov state database ({exc}); nothing was changed"
+            ) from None
         except sqlite3.DatabaseError as exc:
             await conn.close()
             raise StateError(
@@ -258,9 +298,12 @@ class StateStore:
             raise
         return store
 
+    #: how long to wait for another connection's lock before giving up (milliseconds)
+    busy_timeout_ms = 5000
+
     async def _migrate(self) -> None:
         c = self._conn
-        await c.execute("PRAGMA busy_timeout = 5000")
+        await c.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         mode = await (await c.execute("PRAGMA journal_mode = WAL")).fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the database to WAL mode")
@@ -286,6 +329,8 @@ class StateStore:
                     f"{self.path}: written by a newer bulkprov (schema {version}, this one "
                     f"knows {SCHEMA_VERSION}); upgrade bulkprov — nothing was changed"
                 )
+        else:
+            version = 0
         await c.execute("BEGIN IMMEDIATE")
         try:
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
@@ -296,6 +341,9 @@ class StateStore:
                 }
                 if column not in cols:
                     await c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            for step in range(max(version, 2) + 1, SCHEMA_VERSION + 1):  # v2 → v3 …
+                for stmt in _MIGRATIONS[step]:
+                    await c.execute(stmt)
             await c.execute(
                 "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -378,7 +426,7 @@ class StateStore:
     ) -> None:
         await self._conn.execute(
             "UPDATE runs SET status=?, finished_at=?, counts=?, message=?, cursor=NULL WHERE id=?",
-            (status, time.time(), _json.dumps(counts).decode(), message, run.id),
+            (status, time.time(), _json.dumps(counts).decode(), scrub_optional(message), run.id),
         )
 
     async def restart_cursor(self, run: Run) -> None:
@@ -430,7 +478,7 @@ class StateStore:
                     w.user_name,
                     w.action,
                     w.status,
-                    w.reason,
+                    scrub_optional(w.reason),
                     w.scim_id,
                     w.modified,
                 )
@@ -446,16 +494,19 @@ class StateStore:
                         1 if w.active is None or w.active else 0,
                         w.action,
                         w.status,
-                        w.reason,
+                        scrub_optional(w.reason),
                         run.id,
                         now,
                     )
                 )
             else:
-                state_rows.append((w.action, w.status, w.reason, run.id, now, w.graph_id))
+                state_rows.append(
+                    (w.action, w.status, scrub_optional(w.reason), run.id, now, w.graph_id)
+                )
         c = self._conn
         await c.execute("BEGIN IMMEDIATE")
         try:
+            await self._escrow([w for _, w in writes], now)
             if link_rows:
                 await c.executemany(
                     "INSERT INTO users(graph_id, scim_id, user_name, digest, attrs, active, "
@@ -501,6 +552,83 @@ class StateStore:
             if c.in_transaction:
                 await c.execute("ROLLBACK")
             raise
+
+    async def backup(self, dest: str | os.PathLike[str]) -> None:
+        """Copy the live database to ``dest`` with SQLite's online backup API (mode 0600).
+
+        Consistent even while a sync writes (WAL readers see one snapshot); refuses to
+        overwrite an existing file.
+        """
+        d = Path(dest)
+        try:
+            fd = os.open(d, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise StateError(f"{d} exists; nothing was overwritten") from None
+        except OSError as exc:
+            raise StateError(f"cannot create {d}: {exc.strerror}") from None
+        os.close(fd)
+        target = await aiosqlite.connect(d)
+        try:
+            await self._conn.conn.backup(target)
+        finally:
+            await target.close()
+
+    # -- escrow (bulkprov.escrow) -------------------------------------------------------
+
+    #: set by the pipeline from the config before the first write
+    escrow_policy: EscrowPolicy = EscrowPolicy()
+
+    async def _escrow(self, writes: Sequence[UserWrite], now: float) -> None:
+        """Inside write_batch's transaction: escrow failures, release everything else."""
+        failed = [w for w in writes if w.status == "failure" and not w.graph_id.startswith("(")]
+        cleared = [(w.graph_id,) for w in writes if w.status != "failure" and not w.deferred]
+        c = self._conn
+        if cleared:
+            await c.executemany("DELETE FROM escrow WHERE graph_id=?", cleared)
+        if not failed:
+            return
+        known = await self.escrow_entries([w.graph_id for w in failed])
+        rows = []
+        for w in failed:
+            old = known.get(w.graph_id)
+            first = old.first_failed if old else now
+            failures = old.failures + 1 if old else 1
+            nxt = self.escrow_policy.next_retry(first, failures)
+            reason = scrub_optional(w.reason)
+            rows.append((w.graph_id, w.user_name, first, now, failures, nxt, reason))
+            known[w.graph_id] = EscrowEntry(w.graph_id, w.user_name, first, failures, nxt, w.reason)
+        await c.executemany(
+            "INSERT INTO escrow(graph_id, user_name, first_failed, last_failed, failures, "
+            "next_retry, reason) VALUES(?,?,?,?,?,?,?) ON CONFLICT(graph_id) DO UPDATE SET "
+            "user_name=excluded.user_name, last_failed=excluded.last_failed, "
+            "failures=excluded.failures, next_retry=excluded.next_retry, reason=excluded.reason",
+            rows,
+        )
+
+    async def escrow_entries(
+        self, graph_ids: Sequence[str] | None = None
+    ) -> dict[str, EscrowEntry]:
+        """Escrowed users (all, or those of ``graph_ids``) by Graph id."""
+        sql = "SELECT graph_id, user_name, first_failed, failures, next_retry, reason FROM escrow"
+        out: dict[str, EscrowEntry] = {}
+        chunks: Iterable[Sequence[str] | None] = (
+            [None] if graph_ids is None else _chunks(graph_ids, 900)
+        )
+        for chunk in chunks:
+            if chunk is None:
+                cur = await self._conn.execute(sql + " ORDER BY first_failed")
+            else:
+                marks = ",".join("?" * len(chunk))
+                cur = await self._conn.execute(sql + f" WHERE graph_id IN ({marks})", chunk)
+            for r in await cur.fetchall():
+                out[r[0]] = EscrowEntry(r[0], r[1], r[2], r[3], r[4], r[5])
+        return out
+
+    async def release_escrow(self) -> int:
+        """Make every escrowed user due now (``bulkprov retry-failed``); returns how many."""
+        row = await (await self._conn.execute("SELECT count(*) FROM escrow")).fetchone()
+        await self._conn.execute("UPDATE escrow SET next_retry=0")
+        return int(row[0]) if row else 0
 
     async def user_count(self) -> int:
         row = await (await self._conn.execute("SELECT count(*) FROM users")).fetchone()

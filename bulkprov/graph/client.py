@@ -23,8 +23,10 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
-from .. import _json
+from .. import _json, redact
+from ..auth import TokenSource
 from ..errors import DeltaExpired, SourceAuthError, SourceError
+from ..http import tls_failure
 from ..retry import PauseGate, RetryPolicy
 from ..scim.responses import parse_retry_after
 
@@ -60,7 +62,10 @@ class GraphClient:
         base_url: str,
         http: httpx.AsyncClient,
         policy: RetryPolicy | None = None,
+        token_source: TokenSource | None = None,
     ) -> None:
+        #: msal for https authorities (bulkprov.graph.tokens); else the POST below
+        self._source = token_source
         self._token_url = f"{authority.rstrip('/')}/{quote(tenant_id, safe='')}/oauth2/v2.0/token"
         self._client_id = client_id
         self._secret = client_secret
@@ -78,6 +83,8 @@ class GraphClient:
 
     async def token(self, *, force: bool = False) -> SecretStr:
         """A bearer token, refreshed five minutes before it expires."""
+        if self._source is not None:
+            return SecretStr(await self._source.token(force=force))
         if not force and self._token is not None and time.monotonic() < self._token_expires:
             return self._token
         form = {
@@ -89,6 +96,11 @@ class GraphClient:
         try:
             response = await self._http.post(self._token_url, data=form)
         except httpx.HTTPError as exc:
+            if (tls := tls_failure(exc)) is not None:
+                raise SourceError(
+                    f"cannot verify the certificate of {self._token_url} ({tls}); give its CA "
+                    "in graph.ca_file"
+                ) from None
             raise SourceError(
                 f"cannot reach the token endpoint {self._token_url}: {type(exc).__name__}"
             ) from None
@@ -104,6 +116,7 @@ class GraphClient:
                 f"Graph token request refused ({response.status_code} {code}): {desc} — "
                 "check tenant_id, client_id and the client secret"
             )
+        redact.register(str(doc["access_token"]))
         self._token = SecretStr(str(doc["access_token"]))
         lifetime = float(doc.get("expires_in", 3599))
         self._token_expires = time.monotonic() + max(60.0, lifetime - 300.0)

@@ -12,6 +12,8 @@ Every request of every worker goes through :meth:`ScimClient.send`, which
    A 429 means "not yet", not "failed": throttled retries are bounded by time only
    (``max_retry_seconds``), so a busy target slows the run instead of failing users. With
    an adaptive pacer a 429 without Retry-After is retried at the next (slower) paced slot.
+5. with an OAuth token source (Zoom server-to-server), asks it for the current token first,
+   and meets a 401 with one fresh token and one retry before stopping the run.
 
 A request that *creates* (POST) is never retried blindly after an unknown outcome (5xx,
 timeout, reset): it raises :class:`OutcomeUnknown` so the caller resolves it by matching.
@@ -27,7 +29,15 @@ import httpx
 from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
-from ..errors import TargetAuthError, TargetError, TargetThrottled, TargetUnavailable
+from ..auth import TokenSource
+from ..errors import (
+    TargetAuthError,
+    TargetError,
+    TargetThrottled,
+    TargetTLSError,
+    TargetUnavailable,
+)
+from ..http import tls_failure
 from ..retry import PauseGate, RetryPolicy
 from .rate import RatePacer
 from .requests import ScimRequest
@@ -58,7 +68,7 @@ class ScimClient:
     def __init__(
         self,
         base_url: str,
-        token: SecretStr,
+        token: SecretStr | TokenSource,
         http: httpx.AsyncClient,
         *,
         rate_limit: float = 0.0,
@@ -68,8 +78,11 @@ class ScimClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
+        #: an OAuth source is asked before each request (it refreshes before expiry)
+        self._auth = token if not isinstance(token, SecretStr) else None
+        self._bearer = token.get_secret_value() if isinstance(token, SecretStr) else ""
         self._headers = {
-            "Authorization": f"Bearer {token.get_secret_value()}",
+            "Authorization": f"Bearer {self._bearer}",
             "Accept": SCIM_MEDIA_TYPE,
             "Content-Type": SCIM_MEDIA_TYPE,
         }
@@ -85,15 +98,23 @@ class ScimClient:
     def __repr__(self) -> str:  # never show the token
         return f"ScimClient({self.base_url!r})"
 
+    def _use(self, token: str) -> None:
+        if token != self._bearer:
+            self._bearer = token
+            self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
+
     async def send(self, request: ScimRequest) -> Any:
         """Send ``request`` and return the parsed JSON answer (``None`` for no body)."""
         started = time.monotonic()
         attempt = 0  # failed attempts that count toward max_attempts
         throttles = 0
         url = self.base_url + request.path
+        refreshed = False
         pacer = self.pacer
         while True:
             await self.gate.wait()
+            if self._auth is not None:
+                self._use(await self._auth.token())
             now = time.monotonic()
             delay = pacer.reserve(now)
             if delay > 0:
@@ -118,6 +139,10 @@ class ScimClient:
                     pacer.on_success()
                 return classify(response.status_code, response.headers, response.content)
             except TargetAuthError as exc:
+                if self._auth is not None and self._auth.refreshable and not refreshed:
+                    refreshed = True  # revoked or expired early: one new token, one retry
+                    self._use(await self._auth.token(force=True))
+                    continue
                 raise TargetAuthError(
                     f"the SCIM target refused our token ({exc}). The token is wrong, expired "
                     "or revoked, or lacks a scope (Zoom: scim2): generate a new one and run "
@@ -133,7 +158,12 @@ class ScimClient:
                     self.gate.pause(retry_after)
             except TargetUnavailable as exc:
                 error = exc
-            except httpx.TimeoutException:
+            except httpx.TimeoutException as exc:
+                if (tls := tls_failure(exc)) is not None:
+                    raise TargetTLSError(
+                        f"cannot verify the target's certificate ({tls}); give its CA in "
+                        "target.ca_file — TLS verification is never turned off"
+                    ) from None
                 error = TargetUnavailable(f"{request.method} {request.path}: timed out")
             except httpx.TransportError as exc:
                 error = TargetUnavailable(

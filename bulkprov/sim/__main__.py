@@ -16,6 +16,7 @@ import ssl
 import sys
 from collections.abc import Sequence
 
+from .faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
 from .graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
 from .scim_service import ScimService
 from .server import serve_simulators, write_port_file
@@ -96,6 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="offer /ServiceProviderConfig and SCIM Bulk with N operations (default: off, as Zoom)",
     )
     s.add_argument("--no-scim", action="store_true", help="don't start the SCIM service")
+    f = p.add_argument_group("fault injection (bulkprov.sim.faults; also POST /_sim/faults)")
+    f.add_argument(
+        "--faults",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="fault a fraction RATE (0-1) of SCIM requests (default 0)",
+    )
+    f.add_argument(
+        "--fault-kinds",
+        default=None,
+        metavar="K1,K2",
+        help=f"kinds to draw from (default: all but 401, which stops a run): {','.join(ALL_KINDS)}",
+    )
+    f.add_argument("--graph-faults", type=float, default=0.0, metavar="RATE")
+    f.add_argument("--graph-fault-kinds", default=None, metavar="K1,K2")
+    f.add_argument("--fault-seed", type=int, default=0)
+    f.add_argument(
+        "--fault-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long a 'timeout' fault holds the request (default 2)",
+    )
     n = p.add_argument_group("process")
     n.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     n.add_argument("--graph-port", type=int, default=0, help="default: a free port")
@@ -138,6 +163,20 @@ async def serve(args: argparse.Namespace) -> None:
             id_seed=args.id_seed,
             track_posts=not args.no_track_posts,
             bulk_max_operations=args.bulk_max_operations,
+        )
+    if scim is not None and (args.faults or args.fault_kinds):
+        scim.faults = FaultPlan.parse(
+            args.faults,
+            args.fault_kinds or SOAK_KINDS,
+            args.fault_seed,
+            timeout_seconds=args.fault_timeout,
+        )
+    if graph is not None and (args.graph_faults or args.graph_fault_kinds):
+        graph.faults = FaultPlan.parse(
+            args.graph_faults,
+            args.graph_fault_kinds or GRAPH_KINDS,
+            args.fault_seed + 1,
+            timeout_seconds=args.fault_timeout,
         )
     graph_ssl = None
     if args.graph_tls_cert:

@@ -348,7 +348,7 @@ class Directory:
             end = t._slots
             while slot < end and len(value) < size:
                 if slot not in t._gone:
-                    value.append(_project(t._user_at(slot), select))
+                    value.append(t.served(slot, select))
                 slot += 1
             more = any(s not in t._gone for s in range(slot, end))
         else:
@@ -483,7 +483,7 @@ class Directory:
             if slot in t._soft_deleted:
                 return {"id": self._id_of(slot), "@removed": {"reason": "changed"}}
             return {"id": self._id_of(slot), "@removed": {"reason": "deleted"}}
-        out: dict[str, Any] = project(t._user_at(slot), select)
+        out: dict[str, Any] = t.served(slot, select)
         return out
 
     def _id_of(self, slot: int) -> str:

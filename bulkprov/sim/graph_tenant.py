@@ -38,6 +38,7 @@ import orjson
 
 from .graph_directory import Directory
 from .http import SimRequest, SimResponse, json_response
+from .scim_service import Faults
 from .users import (
     DEFAULT_SELECT,
     USER_PROPERTIES,
@@ -197,6 +198,10 @@ class GraphTenant:
         self._upn_slots: dict[str, int] = {}  # lower-cased UPN → slot, for overridden slots
         self._tokens: dict[str, float] = {}  # access token → monotonic expiry
         self._api_requests = 0
+        #: fault-injection hook around every ``/v1.0`` request (see :mod:`bulkprov.sim.faults`)
+        self.faults: Faults | None = None
+        #: raw user dicts served verbatim at a slot (malformed-input tests): slot → dict
+        self.raw_users: dict[int, Any] = {}
         self.counters: dict[str, int] = {}
         self._reset_counters()
         #: groups, app role assignments and delta tracking (graph_directory.py)
@@ -267,7 +272,7 @@ class GraphTenant:
     def iter_users(self) -> Iterator[dict[str, Any]]:
         """Every live user in listing order (what paging through ``/users`` yields)."""
         for slot in range(self._slots):
-            if slot not in self._gone:
+            if slot not in self._gone and slot not in self.raw_users:
                 yield self._user_at(slot)
 
     def _store(self, slot: int, user: dict[str, Any]) -> None:
@@ -319,6 +324,24 @@ class GraphTenant:
         self._store(slot, user)
         self.directory.touch(slot)
         return dict(user)
+
+    def served(self, slot: int, select: tuple[str, ...]) -> Any:
+        """What a ``/users`` or ``users/delta`` page holds for ``slot``: the projected user,
+        or a raw entry (:meth:`add_raw_user`) as it is."""
+        if slot in self.raw_users and slot not in self._overrides:
+            return self.raw_users[slot]
+        return _project(self._user_at(slot), select)
+
+    def add_raw_user(self, raw: Any) -> int:
+        """Append an entry served *verbatim* in ``/users`` pages (no projection, no checks).
+
+        For malformed-input tests: a user without ``id``, ``null``, wrong types, control
+        characters… Returns its slot. :meth:`iter_users` leaves such entries out.
+        """
+        slot = self._slots
+        self._slots += 1
+        self.raw_users[slot] = raw
+        return slot
 
     def delete_user(self, key: str, soft: bool = True) -> None:
         """Remove a user from ``/users``; ``soft`` keeps it restorable (Graph's deletedItems)."""
@@ -387,7 +410,13 @@ class GraphTenant:
         """Serve one request (the single entry point for every adapter)."""
         path = req.path
         if path.startswith("/v1.0/"):
-            return self._graph(req, path[6:])
+            faults = self.faults
+            if faults is None:
+                return self._graph(req, path[6:])
+            injected = await faults.before(req)
+            if injected is not None:
+                return injected
+            return await faults.after(req, self._graph(req, path[6:]))
         if path.startswith("/_sim/"):
             return self._control(req, path[6:])
         parts = path.strip("/").split("/")
@@ -400,6 +429,15 @@ class GraphTenant:
         if len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
             return self._openid(req, parts[0])
         return _graph_error(404, "UnknownError", f"No route for {req.method} {path}")
+
+    def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
+        from .faults import GRAPH_KINDS, FaultPlan
+
+        if not isinstance(self.faults, FaultPlan):
+            if changes is None:
+                return {"rate": 0.0, "injected": {}}
+            self.faults = FaultPlan(kinds=GRAPH_KINDS)
+        return self.faults.configure(**changes) if changes else self.faults.settings()
 
     # OAuth2 -----------------------------------------------------------------------
 
@@ -655,7 +693,12 @@ class GraphTenant:
             start = decoded
         users, next_slot = self._page(start, top)
         proj = fields if fields is not None else DEFAULT_SELECT
-        value = [_project(u, proj) for u in users]
+        raw = self.raw_users
+        value = (
+            [u.value if isinstance(u, _Raw) else _project(u, proj) for u in users]
+            if raw
+            else [_project(u, proj) for u in users]
+        )
         body: dict[str, Any] = {"@odata.context": self._context(req, fields), "value": value}
         if next_slot is not None:
             params = []
@@ -669,14 +712,19 @@ class GraphTenant:
         self.counters["users_served"] += len(value)
         return SimResponse(200, orjson.dumps(body), {"Content-Type": _GRAPH_JSON})
 
-    def _page(self, start: int, top: int) -> tuple[list[dict[str, Any]], int | None]:
-        out: list[dict[str, Any]] = []
+    def _page(self, start: int, top: int) -> tuple[list[Any], int | None]:
+        out: list[Any] = []
         gone, overrides, seed, end = self._gone, self._overrides, self.seed, self._slots
         i = start
         while i < end and len(out) < top:
             if i not in gone:
                 user = overrides.get(i)
-                out.append(user if user is not None else generate_user(i, seed))
+                if user is not None:
+                    out.append(user)
+                elif i in self.raw_users:
+                    out.append(_Raw(self.raw_users[i]))
+                else:
+                    out.append(generate_user(i, seed))
             i += 1
         while i < end and i in gone:
             i += 1
@@ -734,6 +782,8 @@ class GraphTenant:
         try:
             if rest == "counters" and m == "GET":
                 return json_response(200, self.counters)
+            if rest == "faults":
+                return json_response(200, self._fault_plan(body if m == "POST" else None))
             if rest == "config" and m == "GET":
                 return json_response(200, self.settings())
             if rest == "config" and m == "POST":
@@ -768,6 +818,15 @@ class GraphTenant:
         except (ValueError, TypeError) as exc:
             return json_response(400, {"error": str(exc)})
         return json_response(404, {"error": f"no control endpoint {m} /_sim/{rest}"})
+
+
+class _Raw:
+    """A page entry served as it is (see :meth:`GraphTenant.add_raw_user`)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 def _directory_control(d: Directory, m: str, rest: str, body: dict[str, Any]) -> SimResponse | None:

@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 __all__ = [
+    "DROP_CONNECTION",
     "Handler",
     "SimRequest",
     "SimResponse",
@@ -61,9 +62,17 @@ class SimRequest:
         return f"{self.scheme}://{self.host}"
 
 
+#: a :class:`SimResponse` status meaning "close the connection without answering" (a reset)
+DROP_CONNECTION = 0
+
+
 @dataclass(slots=True)
 class SimResponse:
-    """One HTTP response: status, body bytes and headers (``Content-Type`` included)."""
+    """One HTTP response: status, body bytes and headers (``Content-Type`` included).
+
+    Status :data:`DROP_CONNECTION` makes the adapters drop the connection instead (fault
+    injection: the client sees a reset, not an answer).
+    """
 
     status: int
     body: bytes = b""
@@ -115,7 +124,9 @@ def _aiohttp_handler(handler: Handler) -> Callable[[web.BaseRequest], Awaitable[
             request.scheme,
         )
         resp = await handler(sim)
-        return web.Response(status=resp.status, body=resp.body, headers=resp.headers)
+        if resp.status == DROP_CONNECTION and request.transport is not None:
+            request.transport.close()  # the client reads "server disconnected"
+        return web.Response(status=resp.status or 500, body=resp.body, headers=resp.headers)
 
     return serve
 
@@ -171,4 +182,6 @@ class SimTransport(httpx.AsyncBaseTransport):
             url.scheme,
         )
         resp = await self.handler(sim)
+        if resp.status == DROP_CONNECTION:
+            raise httpx.RemoteProtocolError("Server disconnected", request=request)
         return httpx.Response(resp.status, headers=resp.headers, content=resp.body, request=request)

@@ -183,6 +183,9 @@ class ScimService:
         self.track_posts = track_posts
         self.public_url = public_url.rstrip("/") if public_url else None
         self.faults: Faults | None = None
+        self._oauth: tuple[str, str, str, float] | None = None
+        self._oauth_tokens: dict[str, float] = {}  # access token → monotonic expiry
+        self.oauth_requests = 0
         self.bulk_max_operations = bulk_max_operations
         self.bulk_max_payload = bulk_max_payload
         self.bulk_operations = 0
@@ -373,6 +376,16 @@ class ScimService:
         """
         self._pending[user_name.lower()] = {"userName": user_name, **attrs}
 
+    def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
+        """``GET``/``POST /_sim/faults``: read or (re)configure the seeded fault plan."""
+        from .faults import SOAK_KINDS, FaultPlan
+
+        if not isinstance(self.faults, FaultPlan):
+            if changes is None:
+                return {"rate": 0.0, "injected": {}}
+            self.faults = FaultPlan(kinds=SOAK_KINDS)  # "401" only when asked for
+        return self.faults.configure(**changes) if changes else self.faults.settings()
+
     # ------------------------------------------------------------------------- HTTP
 
     async def handle(self, req: SimRequest) -> SimResponse:
@@ -381,6 +394,8 @@ class ScimService:
         base = self.base_path
         if path.startswith("/_sim/"):
             return self._control(req, path[6:])
+        if path == "/oauth/token" and self._oauth is not None:
+            return self._oauth_token(req)
         if not path.startswith(base + "/"):
             return scim_error(404, f"No resource at {path}")
         faults = self.faults
@@ -445,7 +460,59 @@ class ScimService:
         auth = req.headers.get("authorization", "")
         if auth[:7].lower() != "bearer ":
             return False
-        return hmac.compare_digest(auth[7:].strip().encode(), self._token.encode())
+        presented = auth[7:].strip()
+        expiry = self._oauth_tokens.get(presented)
+        if expiry is not None:
+            return expiry > _monotonic()
+        return hmac.compare_digest(presented.encode(), self._token.encode())
+
+    # Zoom server-to-server OAuth (facts.md §6.1) ------------------------------------
+
+    def enable_oauth(
+        self, account_id: str, client_id: str, client_secret: str, lifetime: float = 3600
+    ) -> None:
+        """Serve ``POST /oauth/token`` (``grant_type=account_credentials``, HTTP Basic);
+        its tokens are accepted by the SCIM routes until they expire or are revoked."""
+        self._oauth = (account_id, client_id, client_secret, float(lifetime))
+
+    def revoke_oauth_tokens(self) -> None:
+        """Invalidate every OAuth token issued so far (an admin deactivated the app)."""
+        self._oauth_tokens.clear()
+
+    def _oauth_token(self, req: SimRequest) -> SimResponse:
+        assert self._oauth is not None
+        account_id, client_id, client_secret, lifetime = self._oauth
+        self.oauth_requests += 1
+        if req.method != "POST":
+            return SimResponse(405, b'{"reason":"Method not allowed"}')
+        auth = req.headers.get("authorization", "")
+        try:
+            cid, _, csec = base64.b64decode(auth[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            cid = csec = ""
+        if (
+            auth[:6].lower() != "basic "
+            or cid != client_id
+            or not hmac.compare_digest(csec.encode(), client_secret.encode())
+        ):
+            return SimResponse(
+                401, b'{"reason":"Invalid client_id or client_secret","error":"invalid_client"}'
+            )
+        if req.query.get("grant_type") != "account_credentials":
+            return SimResponse(
+                400, b'{"reason":"Unsupported grant type","error":"unsupported_grant_type"}'
+            )
+        if req.query.get("account_id") != account_id:
+            return SimResponse(400, b'{"reason":"Invalid account_id","error":"invalid_request"}')
+        token = base64.urlsafe_b64encode(self._rng.randbytes(24)).decode().rstrip("=")
+        self._oauth_tokens[token] = _monotonic() + lifetime
+        body = {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": int(lifetime),
+            "scope": "scim2:admin",
+        }
+        return SimResponse(200, _dumps(body), {"Content-Type": "application/json"})
 
     def _take_token(self) -> SimResponse | None:
         """Token bucket: refill at ``rate_limit``/s up to ``burst``; 429 when empty."""
@@ -720,6 +787,12 @@ class ScimService:
         if not isinstance(body, dict):
             return _control_error(400, "expected a JSON object")
         try:
+            if rest == "faults":
+                return SimResponse(
+                    200,
+                    _dumps(self._fault_plan(body if m == "POST" else None)),
+                    {"Content-Type": "application/json"},
+                )
             if rest == "config":
                 settings = self.configure(**body) if m == "POST" else self.settings()
                 return SimResponse(200, _dumps(settings), {"Content-Type": "application/json"})

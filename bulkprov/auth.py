@@ -1,0 +1,153 @@
+"""Target credentials: a static bearer token (with a JWT expiry warning) or Zoom's
+server-to-server OAuth, refreshed automatically.
+
+* A static token that is a JWT carries its expiry in the payload's ``exp``; it is decoded
+  *without* verification (we only want the date) and a warning is given 30 days ahead — the
+  admin guide's worst story is a token that expires and "the sync will silently stop working".
+* Zoom server-to-server OAuth (facts.md §6.1): ``POST https://zoom.us/oauth/token`` with
+  ``grant_type=account_credentials&account_id=…`` and HTTP Basic ``client_id:client_secret``;
+  "The token's time to live is one hour (3600 seconds). There is no refresh token." So a new
+  token is fetched five minutes before the old one expires, and once more when the target
+  answers 401 (the token was revoked), before the run is stopped.
+
+Every token obtained is registered with :mod:`bulkprov.redact`.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Protocol
+
+import anyio
+import httpx
+from pydantic import SecretStr
+
+from . import _json, redact
+from .errors import TargetAuthError
+
+WARN_DAYS = 30
+#: fetch a new OAuth token this long before the old one expires (at most a tenth of its life)
+REFRESH_MARGIN = 300.0
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` (Unix seconds) of a JWT, unverified; ``None`` if it is not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = _json.loads(payload)
+    except (ValueError, _json.JSONDecodeError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+def expiry_warning(
+    token: SecretStr, *, now: float | None = None, days: int = WARN_DAYS
+) -> str | None:
+    """A warning when a JWT token expires within ``days`` (or has expired); else ``None``."""
+    exp = jwt_expiry(token.get_secret_value())
+    if exp is None:
+        return None
+    now = time.time() if now is None else now
+    date = time.strftime("%Y-%m-%d", time.gmtime(exp))
+    if exp <= now:
+        return f"the SCIM token expired on {date}: generate a new one (the target will refuse it)"
+    left = (exp - now) / 86400
+    if left <= days:
+        return (
+            f"the SCIM token expires on {date} (in {left:.0f} day(s)): generate a new one "
+            "before then, or the sync will stop"
+        )
+    return None
+
+
+class TokenSource(Protocol):
+    """Where the SCIM client gets its bearer token."""
+
+    async def token(self, *, force: bool = False) -> str: ...
+
+    @property
+    def refreshable(self) -> bool: ...
+
+
+class StaticToken:
+    """A token from the config (env or file): nothing to refresh."""
+
+    refreshable = False
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token
+
+    async def token(self, *, force: bool = False) -> str:
+        return self._token.get_secret_value()
+
+
+class ZoomOAuth:
+    """Zoom server-to-server OAuth (``account_credentials``), refreshed before expiry."""
+
+    refreshable = True
+
+    def __init__(
+        self,
+        token_url: str,
+        account_id: str,
+        client_id: str,
+        client_secret: SecretStr,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.token_url = token_url
+        self._account_id = account_id
+        self._basic = base64.b64encode(
+            f"{client_id}:{client_secret.get_secret_value()}".encode()
+        ).decode()
+        redact.register(self._basic)
+        self._http = http
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = anyio.Lock()
+        self.fetched = 0
+
+    def __repr__(self) -> str:
+        return f"ZoomOAuth({self.token_url!r})"
+
+    async def token(self, *, force: bool = False) -> str:
+        stale = self._token
+        async with self._lock:  # one fetch for every worker waiting on it
+            fresh = self._token is not None and time.monotonic() < self._expires
+            if fresh and self._token is not None and (not force or self._token != stale):
+                return self._token
+            self._token = await self._fetch()
+            return self._token
+
+    async def _fetch(self) -> str:
+        try:
+            response = await self._http.post(
+                self.token_url,
+                params={"grant_type": "account_credentials", "account_id": self._account_id},
+                headers={"Authorization": f"Basic {self._basic}"},
+            )
+        except httpx.HTTPError as exc:
+            raise TargetAuthError(
+                f"cannot reach the OAuth token endpoint {self.token_url}: {type(exc).__name__}"
+            ) from None
+        try:
+            doc = _json.loads(response.content) if response.content else {}
+        except _json.JSONDecodeError:
+            doc = {}
+        token = doc.get("access_token") if isinstance(doc, dict) else None
+        if response.status_code != 200 or not isinstance(token, str) or not token:
+            reason = doc.get("reason") or doc.get("error") if isinstance(doc, dict) else None
+            raise TargetAuthError(
+                f"the OAuth token request was refused ({response.status_code} {reason or ''}): "
+                "check target.oauth account_id, client_id and client_secret",
+                status=response.status_code,
+            )
+        redact.register(token)
+        lifetime = float(doc.get("expires_in", 3600))
+        self._expires = time.monotonic() + lifetime - min(REFRESH_MARGIN, lifetime / 10)
+        self.fetched += 1
+        return token

@@ -1,0 +1,67 @@
+"""How every command authenticates and verifies TLS: one place, so no command can forget.
+
+``sync``, ``plan``, ``provision``, ``test-connection`` and ``mapping`` all build their HTTP
+clients and credentials here: the custom CA bundles (``graph.ca_file``, ``target.ca_file``;
+verification is never turned off), msal for an https Graph authority
+(:mod:`bulkprov.graph.tokens`) and Zoom server-to-server OAuth for the target
+(:mod:`bulkprov.auth`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+from pydantic import SecretStr
+
+from .auth import TokenSource, ZoomOAuth
+from .errors import ConfigError
+from .graph.tokens import MsalToken
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .pipeline import Secrets
+
+
+def verify(path: Path | None) -> str | bool:
+    """``make_client``'s ``verify``: a custom CA bundle, or the system's (never off)."""
+    if path is None:
+        return True
+    if not path.is_file():
+        raise ConfigError(f"CA file {path} does not exist", key="ca_file")
+    return str(path)
+
+
+def graph_tokens(
+    cfg: Config, secret: SecretStr, transport: httpx.AsyncBaseTransport | None = None
+) -> MsalToken | None:
+    """msal for an https authority; ``None`` keeps the plain POST (http loopback only).
+
+    ``secret`` is the client secret, or with ``graph.certificate`` the PEM private key.
+    """
+    g = cfg.graph
+    if transport is not None or not g.authority.startswith("https://"):
+        return None
+    verify(g.ca_file)
+    return MsalToken(
+        authority=g.authority,
+        tenant_id=g.tenant_id,
+        client_id=g.client_id,
+        secret=None if g.certificate else secret,
+        private_key=secret if g.certificate else None,
+        thumbprint=g.certificate.thumbprint if g.certificate else None,
+        ca_file=g.ca_file,
+        timeout=g.timeout,
+    )
+
+
+def scim_credential(
+    cfg: Config, secrets: Secrets, http: httpx.AsyncClient
+) -> SecretStr | TokenSource:
+    """The static SCIM token, or a Zoom OAuth source (``secrets.scim_token`` is then the
+    OAuth client secret, never sent as a bearer token)."""
+    oauth = cfg.target.oauth
+    if oauth is None:
+        return secrets.scim_token
+    return ZoomOAuth(oauth.token_url, oauth.account_id, oauth.client_id, secrets.scim_token, http)

@@ -1,0 +1,139 @@
+"""Graph tokens from msal (client secret or certificate), refreshed before they expire.
+
+msal is Microsoft's own implementation of the client-credentials flow: it reads the
+authority's OpenID configuration, signs certificate assertions (``private_key_jwt``), caches
+the token and hands out a new one before the old one expires (``refresh_in``). It is sync,
+so every call runs in a worker thread (``anyio.to_thread``), one at a time.
+
+msal accepts only an ``https`` authority (facts.md §9). Decision: an ``https`` authority
+(production, and the simulators when served over TLS) always goes through msal; an
+``http://`` loopback authority (the simulators in ``bulkprov demo`` and in most tests) keeps
+the small hand-written client-credentials POST of :class:`~bulkprov.graph.client.GraphClient`.
+``graph.certificate`` needs msal, hence https.
+
+msal talks through ``requests``: the session is given ``trust_env = False`` (these machines
+export ``REQUESTS_CA_BUNDLE``, which would silently override ``verify``) and verifies against
+``graph.ca_file`` when one is configured, else the system's CAs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import SecretStr
+
+from .. import redact
+from ..errors import SourceAuthError, SourceError
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+class MsalToken:
+    """A Graph token source backed by ``msal.ConfidentialClientApplication``."""
+
+    refreshable = True
+
+    def __init__(
+        self,
+        *,
+        authority: str,
+        tenant_id: str,
+        client_id: str,
+        secret: SecretStr | None = None,
+        private_key: SecretStr | None = None,
+        thumbprint: str | None = None,
+        ca_file: Path | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        import msal
+        import requests
+
+        if (secret is None) == (private_key is None):
+            raise ValueError("give a client secret or a certificate, not both")
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = str(ca_file) if ca_file else True
+        # A token an hour needs no pooled connection, and none is left open for the
+        # callers to close (sync, plan and provision all make one of these).
+        session.headers["Connection"] = "close"
+        self._session = session
+        credential: Any
+        if secret is not None:
+            credential = secret.get_secret_value()
+        else:
+            assert private_key is not None
+            credential = {"private_key": private_key.get_secret_value(), "thumbprint": thumbprint}
+        # Built on first use, in the worker thread: msal reads the authority's OpenID
+        # configuration in its constructor (blocking I/O).
+        self._make_app: Any = lambda: msal.ConfidentialClientApplication(
+            client_id,
+            client_credential=credential,
+            authority=f"{authority.rstrip('/')}/{tenant_id}",
+            http_client=session,
+            timeout=timeout,
+            # the authority is the configured one, not discovered (and may be a simulator)
+            instance_discovery=False,
+            validate_authority=False,
+        )
+        self._app: Any = None
+        self._lock = anyio.Lock()
+        self._token: str | None = None
+        self._expires = 0.0
+        self.fetched = 0
+
+    def __repr__(self) -> str:
+        return "MsalToken()"
+
+    async def token(self, *, force: bool = False) -> str:
+        stale = self._token
+        async with self._lock:
+            if (
+                self._token
+                and time.monotonic() < self._expires
+                and not (force and self._token == stale)
+            ):
+                return self._token
+            result = await anyio.to_thread.run_sync(self._acquire, force)
+            token = result.get("access_token")
+            if not isinstance(token, str) or not token:
+                codes = result.get("error_codes") or []
+                desc = str(result.get("error_description") or "").splitlines()[:1]
+                raise SourceAuthError(
+                    f"Graph token request refused ({result.get('error', '?')} {codes}): "
+                    f"{desc[0][:200] if desc else ''} — check tenant_id, client_id and the "
+                    "client secret or certificate"
+                )
+            redact.register(token)
+            lifetime = float(result.get("expires_in", 3599))
+            # ask msal again five minutes early: it then refreshes (its own refresh_in)
+            self._expires = time.monotonic() + lifetime - min(300.0, lifetime / 10)
+            self._token = token
+            self.fetched += 1
+            return token
+
+    def _acquire(self, force: bool) -> dict[str, Any]:
+        import requests
+
+        try:
+            if self._app is None:
+                self._app = self._make_app()
+            elif force:
+                self._app.remove_tokens_for_client()  # a 401: the cached token is bad
+            result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+        except requests.exceptions.SSLError as exc:
+            raise SourceError(
+                f"cannot verify the authority's certificate ({redact.scrub(str(exc))[-160:]}); "
+                "give its CA in graph.ca_file"
+            ) from None
+        except (requests.RequestException, ValueError, OSError) as exc:  # never the secret
+            raise SourceError(
+                f"cannot get a Graph token from the authority: {type(exc).__name__}: "
+                f"{redact.scrub(str(exc))[:300]}"
+            ) from None
+        return result
+
+    def close(self) -> None:
+        self._session.close()
