@@ -420,6 +420,8 @@ class _Sync:
         self.stats = stats
         self.dialect = self.cfg.target.patch_dialect
         self.use_index = False
+        #: target accounts linked by matching in this run: scim id -> Graph id
+        self.claimed: dict[str, str] = {}
         #: users of this run already logged on partly durable pages (filled on resume)
         self.already_done: set[str] = set()
         self.bulk_filling = anyio.Lock()
@@ -728,6 +730,8 @@ class _Sync:
                 for k in engine.match_keys(item[3])
             ]
             matches = await self.store.lookup_target(keys) if keys else {}
+        # target accounts already linked to a Graph user (this page's matches only)
+        owners = await self.store.owners([m[0] for m in matches.values()]) if matches else {}
         count = 0
         seen_names: set[str] = set()
         for item in evaluated:
@@ -746,6 +750,13 @@ class _Sync:
                     if key in matches:
                         match = matches[key]
                         break
+            if match is not None and state is None:
+                owner = self._claim(match[0], graph_id, owners)
+                if owner is not None:
+                    await out_send.send(
+                        (page.number, self._duplicate_source(graph_id, mapped, match[0], owner))
+                    )
+                    continue
             if mapped is not None and mapped.user_name:
                 low = mapped.user_name.lower()
                 if low in seen_names:
@@ -972,10 +983,41 @@ class _Sync:
                 return resources[0]
         return None
 
+    def _claim(self, scim_id: str, graph_id: str, owners: dict[str, str]) -> str | None:
+        """Link ``scim_id`` to ``graph_id`` for this run; return the other owner if taken.
+
+        Two Graph users that map to one target account (the same userName on different
+        pages) must not both be linked to it: Entra logs that as DuplicateSourceEntries
+        (facts.md §2.4). Links made earlier live in the state; links made in this run are
+        claimed here, synchronously, so two workers cannot both take one account.
+        """
+        owner = self.claimed.get(scim_id) or owners.get(scim_id)
+        if owner is not None and owner != graph_id:
+            return owner
+        self.claimed[scim_id] = graph_id
+        return None
+
+    @staticmethod
+    def _duplicate_source(
+        graph_id: str, mapped: MappedUser | None, scim_id: str, owner: str
+    ) -> UserWrite:
+        return UserWrite(
+            graph_id,
+            mapped.user_name if mapped else None,
+            "other",
+            "failure",
+            reason=f"DuplicateSourceEntries: the matching target account {scim_id} is already "
+            f"linked to Graph user {owner}; two source users map to the same account",
+        )
+
     async def _link_found(self, item: WorkItem, resource: dict[str, Any], reason: str) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
         scim_id = str(resource["id"])
+        owner = self._claim(scim_id, item.graph_id, await self.store.owners([scim_id]))
+        if owner is not None:
+            dup = self._duplicate_source(item.graph_id, mapped, scim_id, owner)
+            raise TargetRejected(dup.reason or "DuplicateSourceEntries", status=409)
         changes = rq.diff_values(
             mapped.update_values, target_values(resource, mapped.update_values)
         )

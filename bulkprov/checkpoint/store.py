@@ -634,6 +634,17 @@ class StateStore:
         row = await (await self._conn.execute("SELECT count(*) FROM users")).fetchone()
         return int(row[0]) if row else 0
 
+    async def owners(self, scim_ids: Sequence[str]) -> dict[str, str]:
+        """The Graph user each of these target accounts is linked to (linked ones only)."""
+        out: dict[str, str] = {}
+        for chunk in _chunks(scim_ids, 900):
+            marks = ",".join("?" * len(chunk))
+            cur = await self._conn.execute(
+                f"SELECT scim_id, graph_id FROM users WHERE scim_id IN ({marks})", chunk
+            )
+            out.update({r[0]: r[1] for r in await cur.fetchall()})
+        return out
+
     async def user_by_key(self, key: str) -> UserState | None:
         """A managed user by Graph id or (case-insensitively) by userName."""
         row = await (
