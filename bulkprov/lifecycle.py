@@ -6,6 +6,10 @@ only when — the source read completed, this module:
 
 1. after a full read, stages a disable for every active managed user the read did not
    list (hard-deleted, or gone while no delta token covered it: mark and sweep);
+   Provisioned groups that left scope (unassigned, or deleted in Entra) are staged for
+   ``DELETE /Groups/{id}`` — Entra's group delete (facts.md §2.3 "Groups") — and, as
+   Entra's "Groups evaluated for deletion count towards the deletion threshold" (ACCDEL,
+   facts.md §2.5), they count with the users' disables and deletes;
 2. counts the cycle's staged actions: more than ``deprovision.threshold`` (Entra's
    "Anything above the threshold", facts.md §2.5) executes none of them — they become
    ``held``, ``bulkprov staged`` lists them and ``bulkprov approve`` runs them; otherwise
@@ -27,11 +31,13 @@ from typing import Any
 import anyio
 
 from . import _json
-from .checkpoint.lifecycle import LifecycleStore, Staged
+from .checkpoint.lifecycle import DELETE_GROUP, GROUPS_DELTA, LifecycleStore, Staged
 from .checkpoint.store import Run, StateStore, UserWrite
 from .config import Config
 from .errors import TargetAuthError, TargetError, TargetRejected
+from .graph.client import GraphClient
 from .graph.directory import ScopeSources, SourceGroup
+from .graph.groups_delta import read_groups_delta
 from .scim import groups as rg
 from .scim import requests as rq
 from .scim.client import ScimClient
@@ -53,6 +59,20 @@ def config_fingerprint(cfg: Config) -> str:
     return hashlib.sha256(_json.dumps_sorted(doc)).hexdigest()
 
 
+async def refresh_group_mirror(
+    graph: GraphClient, ls: LifecycleStore, page_size: int
+) -> str | None:
+    """Bring the SQLite mirror of Entra's groups up to date with one ``groups/delta`` round.
+
+    Starts from the deltaLink saved by the last completed cycle (a first round without
+    one, or when it expired); returns the round's deltaLink, for the caller to save only
+    when its cycle completes.
+    """
+    delta = await read_groups_delta(graph, await ls.get(GROUPS_DELTA), page_size=page_size)
+    await ls.apply_group_delta(delta)
+    return delta.delta_link
+
+
 class Lifecycle:
     def __init__(
         self, cfg: Config, store: StateStore, scim: ScimClient, counts: dict[str, int]
@@ -69,8 +89,31 @@ class Lifecycle:
 
     # -- deprovisioning --------------------------------------------------------------------
 
-    async def deprovision(self, run: Run, *, full_read: bool) -> str | None:
-        """Sweep (full reads), apply the threshold, run or hold; returns a note when held."""
+    async def deprovision(
+        self, run: Run, *, full_read: bool, sources: ScopeSources | None = None
+    ) -> str | None:
+        """Sweep (full reads), apply the threshold, run or hold; returns a note when held.
+
+        ``sources`` is the cycle's complete group read (``None`` when groups are not
+        provisioned: then no group is ever deleted).
+        """
+        if sources is not None:
+            leaving = await self.ls.groups_leaving(run, (g.graph_id for g in sources.groups))
+            group_writes = [
+                UserWrite(
+                    gid,
+                    name,
+                    "group",
+                    "skipped",
+                    reason="staged: group no longer assigned or no longer in Microsoft Graph",
+                    scim_id=sid,
+                    stage=DELETE_GROUP,
+                )
+                for gid, sid, name in leaving
+            ]
+            if group_writes:
+                await self.ls.log_outcomes(run, group_writes)
+                self._bump("staged", len(group_writes))
         if full_read:
             gone = await self.ls.unseen_managed(run)
             writes = [
@@ -106,14 +149,57 @@ class Lifecycle:
 
     async def execute(self, run: Run, items: Sequence[Staged]) -> None:
         """Send staged disables/deletes (concurrently), log each, mark each done or failed."""
-        states = await self.store.lookup_users([s.graph_id for s in items])
+        states = await self.store.lookup_users(
+            [s.graph_id for s in items if s.action != DELETE_GROUP]
+        )
+        groups = await self.ls.groups() if any(s.action == DELETE_GROUP for s in items) else {}
         limiter = anyio.CapacityLimiter(self.cfg.target.concurrency)
         writes: list[UserWrite] = []
         done: list[int] = []
         failed: list[int] = []
         forget: list[str] = []
+        forget_groups: list[str] = []
+
+        async def one_group(item: Staged) -> None:
+            known = groups.get(item.graph_id)
+            if known is None or known.scim_id != item.scim_id:
+                done.append(item.id)  # deleted or relinked since: nothing to do
+                return
+            async with limiter:
+                try:
+                    try:
+                        await self.scim.send(rg.delete_group(item.scim_id))
+                    except TargetRejected as exc:
+                        if exc.status != 404:  # already gone is what we wanted
+                            raise
+                except TargetAuthError:
+                    raise
+                except TargetError as exc:
+                    failed.append(item.id)
+                    self._bump("failed")
+                    writes.append(
+                        UserWrite(
+                            item.graph_id,
+                            item.user_name,
+                            "group",
+                            "failure",
+                            str(exc),
+                            item.scim_id,
+                        )
+                    )
+                    return
+            done.append(item.id)
+            forget_groups.append(item.graph_id)
+            self._bump("groups deleted")
+            reason = (item.reason or "").removeprefix("staged: ") + "; group deleted"
+            writes.append(
+                UserWrite(item.graph_id, item.user_name, "group", "success", reason, item.scim_id)
+            )
 
         async def one(item: Staged) -> None:
+            if item.action == DELETE_GROUP:
+                await one_group(item)
+                return
             state = states.get(item.graph_id)
             if state is None or state.scim_id != item.scim_id:
                 done.append(item.id)  # deleted or relinked since: nothing to do
@@ -191,6 +277,8 @@ class Lifecycle:
                     await self.ls.log_outcomes(run, writes)
                 for gid in forget:
                     await self.ls.forget_user(gid)
+                for gid in forget_groups:
+                    await self.ls.forget_group(gid)
                 await self.ls.set_staged_status(done, "done")
                 await self.ls.set_staged_status(failed, "failed")
 

@@ -51,7 +51,7 @@ from pydantic import SecretStr
 
 from . import _json, credentials, validate
 from .breaker import Breaker
-from .checkpoint.lifecycle import FINGERPRINT, USERS_DELTA, LifecycleStore
+from .checkpoint.lifecycle import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
 from .config import Config
 from .decide import Decision, decide, target_values
@@ -70,7 +70,7 @@ from .escrow import EscrowEntry
 from .graph.client import GraphClient, Page
 from .graph.directory import ScopeSources, read_sources
 from .http import make_client
-from .lifecycle import Lifecycle, config_fingerprint
+from .lifecycle import Lifecycle, config_fingerprint, refresh_group_mirror
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
 from .scim import bulk
@@ -420,6 +420,8 @@ class _Sync:
         self.stats = stats
         self.dialect = self.cfg.target.patch_dialect
         self.use_index = False
+        #: target accounts linked by matching in this run: scim id -> Graph id
+        self.claimed: dict[str, str] = {}
         #: users of this run already logged on partly durable pages (filled on resume)
         self.already_done: set[str] = set()
         self.bulk_filling = anyio.Lock()
@@ -459,12 +461,16 @@ class _Sync:
         cfg, run = self.cfg, self.run_
         self.stats.phase = "reading assignments"
         # Read completely before deciding anything: a failure here changes nothing.
+        groups_link = None
+        if cfg.scope.mode == "assigned" or cfg.groups.enabled:
+            groups_link = await refresh_group_mirror(self.graph, self.ls, cfg.graph.page_size)
         self.sources = await read_sources(
             self.graph,
             mode=cfg.scope.mode,
             service_principal_id=cfg.scope.service_principal_id,
             groups=cfg.groups.enabled,
             flatten=cfg.groups.flatten_nested,
+            mirror=self.ls if groups_link else None,
         )
         if run.resumes:
             self.already_done = await self.store.logged_since_page(run)
@@ -506,7 +512,11 @@ class _Sync:
         # The source read completed: only now may anything be deprovisioned.
         life = Lifecycle(cfg, self.store, self.scim, self.stats.counts)
         self.stats.phase = "deprovisioning"
-        self.note = await life.deprovision(run, full_read=run.kind == "full")
+        self.note = await life.deprovision(
+            run,
+            full_read=run.kind == "full",
+            sources=self.sources if cfg.groups.enabled else None,
+        )
         if cfg.groups.enabled and self.sources.groups:
             self.stats.phase = "groups"
             await life.sync_groups(run, self.sources)
@@ -515,6 +525,8 @@ class _Sync:
             # (escrowed ones too: a later delta round would not list them again).
             if run.delta_link:
                 await self.ls.put(USERS_DELTA, run.delta_link)
+            if groups_link:
+                await self.ls.put(GROUPS_DELTA, groups_link)
             await self.ls.put(FINGERPRINT, config_fingerprint(cfg))
             await self.ls.replace_assigned(self.sources.snapshot())
 
@@ -718,6 +730,8 @@ class _Sync:
                 for k in engine.match_keys(item[3])
             ]
             matches = await self.store.lookup_target(keys) if keys else {}
+        # target accounts already linked to a Graph user (this page's matches only)
+        owners = await self.store.owners([m[0] for m in matches.values()]) if matches else {}
         count = 0
         seen_names: set[str] = set()
         for item in evaluated:
@@ -736,6 +750,13 @@ class _Sync:
                     if key in matches:
                         match = matches[key]
                         break
+            if match is not None and state is None:
+                owner = self._claim(match[0], graph_id, owners)
+                if owner is not None:
+                    await out_send.send(
+                        (page.number, self._duplicate_source(graph_id, mapped, match[0], owner))
+                    )
+                    continue
             if mapped is not None and mapped.user_name:
                 low = mapped.user_name.lower()
                 if low in seen_names:
@@ -966,10 +987,41 @@ class _Sync:
                 return resources[0]
         return None
 
+    def _claim(self, scim_id: str, graph_id: str, owners: dict[str, str]) -> str | None:
+        """Link ``scim_id`` to ``graph_id`` for this run; return the other owner if taken.
+
+        Two Graph users that map to one target account (the same userName on different
+        pages) must not both be linked to it: Entra logs that as DuplicateSourceEntries
+        (facts.md §2.4). Links made earlier live in the state; links made in this run are
+        claimed here, synchronously, so two workers cannot both take one account.
+        """
+        owner = self.claimed.get(scim_id) or owners.get(scim_id)
+        if owner is not None and owner != graph_id:
+            return owner
+        self.claimed[scim_id] = graph_id
+        return None
+
+    @staticmethod
+    def _duplicate_source(
+        graph_id: str, mapped: MappedUser | None, scim_id: str, owner: str
+    ) -> UserWrite:
+        return UserWrite(
+            graph_id,
+            mapped.user_name if mapped else None,
+            "other",
+            "failure",
+            reason=f"DuplicateSourceEntries: the matching target account {scim_id} is already "
+            f"linked to Graph user {owner}; two source users map to the same account",
+        )
+
     async def _link_found(self, item: WorkItem, resource: dict[str, Any], reason: str) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
         scim_id = str(resource["id"])
+        owner = self._claim(scim_id, item.graph_id, await self.store.owners([scim_id]))
+        if owner is not None:
+            dup = self._duplicate_source(item.graph_id, mapped, scim_id, owner)
+            raise TargetRejected(dup.reason or "DuplicateSourceEntries", status=409)
         changes = rq.diff_values(
             mapped.update_values, target_values(resource, mapped.update_values)
         )

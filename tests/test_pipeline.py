@@ -259,3 +259,60 @@ async def test_second_concurrent_sync_on_same_state_refuses(servers, tmp_path):
     cfg = make_config(servers, tmp_path / "s.db")
     with StateLock(cfg.state.path), pytest.raises(StateError, match="another bulkprov sync"):
         await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+
+
+async def test_same_username_on_two_pages_is_duplicate_source_not_a_shared_link(
+    servers, tenant, scim, tmp_path
+):
+    """Two Graph users mapping to one account: the second is a Failure, never linked to it."""
+    first = next(u for u in tenant.iter_users() if u.get("accountEnabled") is not False)
+    twin = dict(
+        first,
+        id="0d0d0d0d-0000-4000-8000-00000000beef",
+        userPrincipalName=first["userPrincipalName"].upper(),
+    )
+    tenant.add_raw_user(twin)  # listed last: on another page than `first`
+    cfg = make_config(servers, tmp_path / "s.db", graph__page_size=50)
+    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert result.counts["failed"] == 1
+    failures = [e for e in await _log(cfg) if e["status"] == "failure"]
+    assert failures[0]["graph_id"] == twin["id"]
+    assert "DuplicateSourceEntries" in failures[0]["reason"]
+    assert (
+        len([r for r in scim.dump() if r["userName"].lower() == first["userPrincipalName"].lower()])
+        == 1
+    )
+    owners = await _owners(cfg)
+    assert list(owners.values()).count(first["id"]) == 1 and twin["id"] not in owners.values()
+
+
+async def test_pre_existing_account_is_linked_to_one_source_user_only(
+    servers, tenant, scim, tmp_path
+):
+    first = next(u for u in tenant.iter_users() if u.get("accountEnabled") is not False)
+    scim.seed_user({"userName": first["userPrincipalName"], "active": True})
+    twin = dict(first, id="0d0d0d0d-0000-4000-8000-00000000cafe")
+    tenant.add_raw_user(twin)
+    cfg = make_config(servers, tmp_path / "s.db", graph__page_size=50)
+    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert result.counts["failed"] == 1
+    assert scim.counters()["by_method"].get("POST", 0) == result.counts["created"]
+    owners = await _owners(cfg)
+    assert twin["id"] not in owners.values() and first["id"] in owners.values()
+
+
+async def _log(cfg):
+    from bulkprov.checkpoint.store import StateStore
+
+    async with await StateStore.open(cfg.state.path) as store:
+        return await store.log_entries(limit=None)
+
+
+async def _owners(cfg):
+    import sqlite3
+
+    con = sqlite3.connect(cfg.state.path)
+    try:
+        return dict(con.execute("SELECT scim_id, graph_id FROM users WHERE scim_id IS NOT NULL"))
+    finally:
+        con.close()

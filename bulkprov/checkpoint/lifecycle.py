@@ -13,10 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _json
+from ..graph.groups_delta import GroupDelta
 from .store import Run, StateStore, UserWrite, _chunks
 
 #: ``sync_state`` keys
 USERS_DELTA = "users_delta"
+GROUPS_DELTA = "groups_delta"
+
+#: ``staged.action`` of a provisioned group that left scope (DELETE /Groups/{id})
+DELETE_GROUP = "delete-group"
 FINGERPRINT = "fingerprint"
 
 
@@ -196,6 +201,25 @@ class LifecycleStore:
             (graph_id, scim_id, display_name, time.time()),
         )
 
+    async def groups_leaving(self, run: Run, in_scope: Iterable[str]) -> list[tuple[str, str, str]]:
+        """Provisioned groups not in ``in_scope`` and not yet staged by this run.
+
+        Group scope is read completely every cycle, so a delete staged by an older run is
+        decided again now: superseded first (restaged below if the group is still gone).
+        """
+        await self._c.execute(
+            "UPDATE staged SET status='superseded', done_at=? "
+            "WHERE action=? AND status IN ('held','pending') AND run_id<?",
+            (time.time(), DELETE_GROUP, run.id),
+        )
+        keep = set(in_scope)
+        cur = await self._c.execute(
+            "SELECT graph_id, scim_id, display_name FROM groups WHERE graph_id NOT IN "
+            "(SELECT graph_id FROM staged WHERE run_id=? AND action=?) ORDER BY display_name",
+            (run.id, DELETE_GROUP),
+        )
+        return [(r[0], r[1], r[2]) for r in await cur.fetchall() if r[0] not in keep]
+
     async def forget_group(self, graph_id: str) -> None:
         await self._c.execute("DELETE FROM groups WHERE graph_id=?", (graph_id,))
         await self._c.execute("DELETE FROM group_members WHERE group_id=?", (graph_id,))
@@ -212,6 +236,65 @@ class LifecycleStore:
             "DELETE FROM group_members WHERE group_id=? AND member_scim_id=?",
             [(graph_id, m) for m in removed],
         )
+
+    # -- the mirror of Entra's groups (Graph groups/delta) -----------------------------------
+
+    async def apply_group_delta(self, delta: GroupDelta) -> None:
+        """Apply one merged round at once; a first round replaces the mirror.
+
+        Re-applying a later round over an earlier one (the deltaLink is saved only when the
+        cycle completes, so a failed cycle replays its round) gives the same mirror.
+        """
+        c = self._c
+        await c.execute("BEGIN IMMEDIATE")
+        try:
+            if delta.full:
+                await c.execute("DELETE FROM source_groups")
+                await c.execute("DELETE FROM source_group_members")
+            for gid in delta.deleted:
+                await c.execute("DELETE FROM source_groups WHERE graph_id=?", (gid,))
+                await c.execute("DELETE FROM source_group_members WHERE group_id=?", (gid,))
+                await c.execute("DELETE FROM source_group_members WHERE member_id=?", (gid,))
+            await c.executemany(
+                "INSERT INTO source_groups(graph_id, display_name) VALUES(?, ?) "
+                "ON CONFLICT(graph_id) DO UPDATE SET display_name=excluded.display_name",
+                delta.names.items(),
+            )
+            await c.executemany(
+                "INSERT OR REPLACE INTO source_group_members(group_id, member_id, kind) "
+                "VALUES(?, ?, ?)",
+                [(g, m, k) for g, ms in delta.added.items() for m, k in ms.items()],
+            )
+            await c.executemany(
+                "DELETE FROM source_group_members WHERE group_id=? AND member_id=?",
+                [(g, m) for g, ms in delta.removed.items() for m in ms],
+            )
+            await c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                await c.execute("ROLLBACK")
+            raise
+
+    async def source_group_names(self) -> dict[str, str]:
+        cur = await self._c.execute(
+            "SELECT graph_id, display_name FROM source_groups ORDER BY rowid"
+        )
+        return {r[0]: r[1] or "" for r in await cur.fetchall()}
+
+    async def source_group(self, graph_id: str) -> tuple[str, list[tuple[str, str]]] | None:
+        """(displayName, [(member id, kind)]) from the mirror, ``None`` if not in it."""
+        row = await (
+            await self._c.execute(
+                "SELECT display_name FROM source_groups WHERE graph_id=?", (graph_id,)
+            )
+        ).fetchone()
+        if row is None:
+            return None
+        cur = await self._c.execute(
+            "SELECT member_id, kind FROM source_group_members WHERE group_id=? ORDER BY rowid",
+            (graph_id,),
+        )
+        return str(row[0] or ""), [(r[0], r[1]) for r in await cur.fetchall()]
 
     async def scim_ids(self, graph_ids: Sequence[str]) -> dict[str, str]:
         """Managed, active users' SCIM ids by Graph id (the group members we may send)."""

@@ -5,7 +5,7 @@ writer's batched UPSERTs and the producer's per-page lookups queue on it in orde
 lookup sees every outcome written before it, committed or not. Every write is an idempotent
 UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
 
-Tables (schema version 3; older databases are migrated in place when opened):
+Tables (schema version 4; older databases are migrated in place when opened):
 
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
@@ -26,6 +26,9 @@ Tables (schema version 3; older databases are migrated in place when opened):
 ``groups``        provisioned groups (Graph id → SCIM id, displayName) and ``group_members``
                   the member SCIM ids sent, so memberships are diffed locally.
 ``escrow``        (schema 3) failed users and when each is retried next (bulkprov.escrow).
+``source_groups`` (schema 4) the Entra groups and their direct members
+                  (``source_group_members``) as Graph ``groups/delta`` last reported them, so
+                  an incremental cycle reads only the groups that changed.
 
 Schema changes: v1 → v2 adds columns (``_ADDED_COLUMNS``) and tables (``_SCHEMA``, created if
 missing); from v3 on, numbered steps in ``_MIGRATIONS``, applied in place, in order, in the
@@ -49,7 +52,7 @@ from ..errors import StateError
 from ..escrow import EscrowEntry, EscrowPolicy
 from ..redact import scrub_optional
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -146,6 +149,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             failures     INTEGER NOT NULL,
             next_retry   REAL,
             reason       TEXT
+        )""",
+    ),
+    # 4: the mirror of Entra's groups read with Graph groups/delta (bulkprov.graph.groups_delta)
+    4: (
+        "CREATE TABLE IF NOT EXISTS source_groups (graph_id TEXT PRIMARY KEY, display_name TEXT)",
+        """CREATE TABLE IF NOT EXISTS source_group_members (
+            group_id  TEXT NOT NULL,
+            member_id TEXT NOT NULL,
+            kind      TEXT NOT NULL,
+            PRIMARY KEY (group_id, member_id)
         )""",
     ),
 }
@@ -620,6 +633,17 @@ class StateStore:
     async def user_count(self) -> int:
         row = await (await self._conn.execute("SELECT count(*) FROM users")).fetchone()
         return int(row[0]) if row else 0
+
+    async def owners(self, scim_ids: Sequence[str]) -> dict[str, str]:
+        """The Graph user each of these target accounts is linked to (linked ones only)."""
+        out: dict[str, str] = {}
+        for chunk in _chunks(scim_ids, 900):
+            marks = ",".join("?" * len(chunk))
+            cur = await self._conn.execute(
+                f"SELECT scim_id, graph_id FROM users WHERE scim_id IN ({marks})", chunk
+            )
+            out.update({r[0]: r[1] for r in await cur.fetchall()})
+        return out
 
     async def user_by_key(self, key: str) -> UserState | None:
         """A managed user by Graph id or (case-insensitively) by userName."""

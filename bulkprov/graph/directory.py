@@ -8,6 +8,11 @@ assigned group" (HOWWORKS), so nested groups are not expanded unless ``flatten``
 The role of each assignment is resolved against the service principal's ``appRoles`` so
 mappings can use ``[appRoleAssignments]`` (``SingleAppRoleAssignment`` reads ``value``).
 
+Group members and names come from the mirror of Graph ``groups/delta`` kept in SQLite
+(:mod:`bulkprov.graph.groups_delta`) when one is given — refreshed by the caller just
+before — so a cycle does not read ``/groups/{id}/members`` per group; a group missing from
+the mirror (replication lag) is read directly.
+
 Everything is read completely before a cycle decides anything: a read that fails raises
 :class:`~bulkprov.errors.SourceError`, and nothing is deprovisioned on partial data.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from .. import _json
@@ -25,6 +30,14 @@ from .client import GraphClient
 
 _USER = "#microsoft.graph.user"
 _GROUP = "#microsoft.graph.group"
+
+
+class GroupMirror(Protocol):
+    """Groups as ``groups/delta`` last reported them (``LifecycleStore`` implements it)."""
+
+    async def source_group(self, graph_id: str) -> tuple[str, list[tuple[str, str]]] | None: ...
+
+    async def source_group_names(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +100,26 @@ async def _group_users(graph: GraphClient, group_id: str, flatten: bool) -> tupl
     return tuple(users)
 
 
+async def _mirror_users(
+    mirror: GroupMirror, group_id: str, flatten: bool
+) -> tuple[str, ...] | None:
+    """Like :func:`_group_users` from the mirror; ``None`` if a group needed is not in it."""
+    users: dict[str, None] = {}
+    seen = {group_id}
+    todo = [group_id]
+    while todo:
+        found = await mirror.source_group(todo.pop())
+        if found is None:
+            return None
+        for mid, kind in found[1]:
+            if kind == "user":
+                users[mid] = None
+            elif flatten and mid not in seen:
+                seen.add(mid)
+                todo.append(mid)
+    return tuple(users)
+
+
 async def read_sources(
     graph: GraphClient,
     *,
@@ -94,6 +127,7 @@ async def read_sources(
     service_principal_id: str | None,
     groups: bool,
     flatten: bool,
+    mirror: GroupMirror | None = None,
 ) -> ScopeSources:
     """Read assignments (mode "assigned") and the groups to provision (when ``groups``)."""
     out = ScopeSources()
@@ -102,8 +136,17 @@ async def read_sources(
 
     async def members_of(gid: str) -> tuple[str, ...]:
         if gid not in cache:
-            cache[gid] = await _group_users(graph, gid, flatten)
+            found = await _mirror_users(mirror, gid, flatten) if mirror is not None else None
+            cache[gid] = found if found is not None else await _group_users(graph, gid, flatten)
         return cache[gid]
+
+    async def name_of(gid: str) -> object:
+        if mirror is not None and (found := await mirror.source_group(gid)) is not None:
+            return found[0]
+        doc = await graph.get_json(
+            f"{graph.base_url}/groups/{quote(gid, safe='')}?$select=id,displayName"
+        )
+        return doc.get("displayName") if isinstance(doc, dict) else None
 
     if mode == "assigned":
         assert service_principal_id is not None
@@ -136,6 +179,8 @@ async def read_sources(
             for uid in await members_of(gid):
                 assigned.setdefault(uid, []).extend(entries)
         out.assigned = assigned
+    elif groups and mirror is not None:
+        group_names = await mirror.source_group_names()
     elif groups:
         async for g in _collection(
             graph, f"{graph.base_url}/groups?$select=id,displayName&$top=999"
@@ -144,10 +189,7 @@ async def read_sources(
                 group_names[g["id"]] = str(g.get("displayName") or "")
     if groups:
         for gid in group_names:
-            doc = await graph.get_json(
-                f"{graph.base_url}/groups/{quote(gid, safe='')}?$select=id,displayName"
-            )
-            name = doc.get("displayName") if isinstance(doc, dict) else None
+            name = await name_of(gid)
             if not isinstance(name, str) or not name:
                 raise SourceError(f"Graph group {gid} has no displayName")
             out.groups.append(SourceGroup(gid, name, await members_of(gid)))

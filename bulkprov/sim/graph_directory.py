@@ -11,6 +11,13 @@ Served by :class:`~bulkprov.sim.graph_tenant.GraphTenant` under ``/v1.0`` (facts
   ``Prefer: odata.maxpagesize=N`` (default 100). A token older than
   :meth:`Directory.expire_delta_tokens` answers ``410 Gone`` with ``syncStateNotFound``
   and a ``Location`` to restart from, as Graph does for an expired sync state.
+* ``GET /groups/delta?$select=displayName&$expand=members`` (facts.md §7.3): the initial
+  round lists every group with its direct members in ``members@delta``; a large group is
+  split over several pages (the same group repeats with the next members; clients merge),
+  pages holding about ``odata.maxpagesize`` objects (a group and each member count one). A
+  round from the deltaLink lists only groups changed since: property changes, members
+  added, members removed (``"@removed": {"reason": "deleted"}``), and deleted groups as
+  ``{"id", "@removed": {"reason": "deleted"}}``. Expired tokens answer 410 as for users.
 * ``GET /groups`` and ``/groups/{id}``; ``GET /groups/{id}/members``: direct members only
   (users and nested groups, each with its ``@odata.type``), paged with ``$top``.
 * ``GET /servicePrincipals/{id}`` (with its ``appRoles``) and
@@ -69,6 +76,11 @@ class Directory:
             }
         ]
         self.assignments: dict[str, dict[str, Any]] = {}  # assignment id → appRoleAssignment
+        #: group id → version of its last property change; deleted group id → version
+        self.group_changed: dict[str, int] = {}
+        self.group_removed: dict[str, int] = {}
+        #: (version, group id, member id, added?) — what ``groups/delta`` rounds report
+        self.member_log: list[tuple[int, str, str, bool]] = []
 
     # ------------------------------------------------------------------ Python test API
 
@@ -115,6 +127,9 @@ class Directory:
             "securityEnabled": True,
             "members": list(dict.fromkeys(members or [])),
         }
+        self._group_touched(gid)
+        for mid in self.groups[gid]["members"]:
+            self.member_log.append((self.version, gid, mid, True))
         return self.group(gid)
 
     def group(self, group_id: str) -> dict[str, Any]:
@@ -130,6 +145,7 @@ class Directory:
         changes.pop("id", None)
         changes.pop("members", None)
         g.update(changes)
+        self._group_touched(group_id)
         return self.group(group_id)
 
     def add_member(self, group_id: str, member_id: str) -> None:
@@ -138,6 +154,8 @@ class Directory:
             raise KeyError(group_id)
         if member_id not in g["members"]:
             g["members"].append(member_id)
+            self.version += 1
+            self.member_log.append((self.version, group_id, member_id, True))
 
     def remove_member(self, group_id: str, member_id: str) -> None:
         g = self.groups.get(group_id)
@@ -145,15 +163,26 @@ class Directory:
             raise KeyError(group_id)
         if member_id in g["members"]:
             g["members"].remove(member_id)
+            self.version += 1
+            self.member_log.append((self.version, group_id, member_id, False))
 
     def delete_group(self, group_id: str) -> None:
         if self.groups.pop(group_id, None) is None:
             raise KeyError(group_id)
+        self.version += 1
+        self.group_removed[group_id] = self.version
+        self.group_changed.pop(group_id, None)
         for g in self.groups.values():
             if group_id in g["members"]:
                 g["members"].remove(group_id)
+                self.member_log.append((self.version, g["id"], group_id, False))
         for aid in [a for a, x in self.assignments.items() if x["principalId"] == group_id]:
             del self.assignments[aid]
+
+    def _group_touched(self, group_id: str) -> None:
+        self.version += 1
+        self.group_changed[group_id] = self.version
+        self.group_removed.pop(group_id, None)
 
     def assign(self, principal_id: str, app_role_id: str = DEFAULT_ACCESS) -> dict[str, Any]:
         """Assign a user or group (by object id) to the app; returns the appRoleAssignment."""
@@ -197,6 +226,8 @@ class Directory:
         parts = rest.strip("/").split("/")
         if parts == ["users", "delta"]:
             return self._users_delta(req)
+        if parts == ["groups", "delta"]:
+            return self._groups_delta(req)
         if parts[0] == "groups":
             if len(parts) == 1:
                 return self._paged(req, "groups", [_group_doc(g) for g in self.groups.values()])
@@ -206,6 +237,7 @@ class Directory:
             if len(parts) == 2:
                 return json_response(200, _group_doc(g), _GRAPH_JSON)
             if len(parts) == 3 and parts[2] == "members":
+                self.tenant.counters["group_member_reads"] += 1
                 return self._paged(req, f"groups/{parts[1]}/members", self._members(g))
         if parts[0] == "servicePrincipals" and len(parts) >= 2:
             if parts[1] != self.service_principal_id:
@@ -292,10 +324,10 @@ class Directory:
                 return _bad("The specified token value has expired or is invalid.")
             if state["p"] == "d":  # a deltaLink: a new round of changes since its version
                 if state["f"] < self.floor:
-                    return self._expired(base, state.get("s"))
+                    return self._expired(base, state.get("s"), "users")
                 state = {**state, "p": "c", "a": 0, "t": self.version}
             elif state["f"] < self.floor:
-                return self._expired(base, state.get("s"))
+                return self._expired(base, state.get("s"), "users")
         else:
             fields = _parse_select(q.get("$select"))
             if isinstance(fields, SimResponse):
@@ -341,6 +373,110 @@ class Directory:
         t.counters["users_served"] += len(value)
         return SimResponse(200, orjson.dumps(body), {"Content-Type": _GRAPH_JSON})
 
+    def _groups_delta(self, req: SimRequest) -> SimResponse:
+        q = req.query
+        size = 100
+        m = _MAXPAGESIZE.search(req.headers.get("prefer", ""))
+        if m:
+            size = max(2, min(999, int(m.group(1))))
+        base = self.tenant._base(req)
+        if "$deltatoken" in q or "$skiptoken" in q:
+            state = self._decode(q.get("$deltatoken") or q.get("$skiptoken") or "")
+            if state is None or state.get("k") != "groups/delta":
+                return _bad("The specified token value has expired or is invalid.")
+            if state["f"] < self.floor:
+                return self._expired(base, None, "groups")
+            if state["p"] == "d":
+                state = {**state, "p": "c", "a": [0, 0], "t": self.version}
+        else:
+            fields = [f.strip() for f in q.get("$select", "").split(",") if f.strip()]
+            unknown = [f for f in fields if f not in _GROUP_PROPS]
+            if unknown:
+                return _bad(f"Could not find a property named '{unknown[0]}' on type group.")
+            expand = [e.strip() for e in q.get("$expand", "").split(",")]
+            state = {
+                "k": "groups/delta",
+                "s": [f for f in fields if f != "id"] or None,
+                "m": "members" in expand,
+                "p": "i",
+                "a": [0, 0],
+                "f": self.version,
+                "t": self.version,
+            }
+        entries = self._group_round(state)
+        select = state.get("s") or ["displayName", "description"]
+        i, o = state["a"]
+        value: list[dict[str, Any]] = []
+        budget = size
+        while i < len(entries) and budget > 1:
+            gid, members = entries[i]
+            g = self.groups.get(gid)
+            if g is None:
+                value.append({"id": gid, "@removed": {"reason": "deleted"}})
+                i, o, budget = i + 1, 0, budget - 1
+                continue
+            doc: dict[str, Any] = {"id": gid, **{f: g.get(f) for f in select}}
+            if state.get("m"):
+                chunk = members[o : o + budget - 1]
+                doc["members@delta"] = chunk
+                budget -= 1 + len(chunk)
+                o += len(chunk)
+                if o >= len(members):
+                    i, o = i + 1, 0
+            else:
+                i, o, budget = i + 1, 0, budget - 1
+            value.append(doc)
+        body: dict[str, Any] = {
+            "@odata.context": f"{base}/v1.0/$metadata#groups(displayName,members)",
+            "value": value,
+        }
+        if i < len(entries):
+            nxt = self._encode({**state, "a": [i, o]})
+            body["@odata.nextLink"] = f"{base}/v1.0/groups/delta?$skiptoken={nxt}"
+        else:
+            done = self._encode({**state, "p": "d", "f": state["t"], "a": [0, 0]})
+            body["@odata.deltaLink"] = f"{base}/v1.0/groups/delta?$deltatoken={done}"
+        self.tenant.counters["pages"] += 1
+        self.tenant.counters["groups_delta_pages"] += 1
+        return SimResponse(200, orjson.dumps(body), {"Content-Type": _GRAPH_JSON})
+
+    def _group_round(self, state: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+        """(group id, its ``members@delta`` entries) of one round, in a stable order.
+
+        The initial round reflects the groups as they are when each page is served (a
+        change during the round may show twice, as Graph's replays do); a round of changes
+        is fixed by its version window.
+        """
+        if state["p"] == "i":
+            return [(gid, self._member_refs(g["members"])) for gid, g in self.groups.items()]
+        lo, hi = int(state["f"]), int(state["t"])
+        net: dict[str, dict[str, bool]] = {}
+        for v, gid, mid, added in self.member_log:
+            if lo < v <= hi:
+                net.setdefault(gid, {})[mid] = added
+        ids = {gid for gid, v in self.group_changed.items() if lo < v <= hi}
+        ids |= {gid for gid, v in self.group_removed.items() if lo < v <= hi}
+        ids |= net.keys()
+        out = []
+        for gid in sorted(ids):
+            refs = []
+            for mid, added in net.get(gid, {}).items():
+                ref = self._member_refs([mid], keep_missing=True)[0]
+                if not added:
+                    ref["@removed"] = {"reason": "deleted"}
+                refs.append(ref)
+            out.append((gid, refs))
+        return out
+
+    def _member_refs(self, ids: list[str], keep_missing: bool = False) -> list[dict[str, Any]]:
+        out = []
+        for mid in ids:
+            if mid in self.groups or mid in self.group_removed:
+                out.append({"@odata.type": "#microsoft.graph.group", "id": mid})
+            elif keep_missing or self.tenant.get_user(mid) is not None:
+                out.append({"@odata.type": "#microsoft.graph.user", "id": mid})
+        return out
+
     def _delta_item(self, slot: int, select: tuple[str, ...], project: Any) -> dict[str, Any]:
         t = self.tenant
         if slot in t._gone:
@@ -354,7 +490,7 @@ class Directory:
         user = self.tenant._overrides.get(slot)
         return str(user["id"]) if user else user_id(slot, self.tenant.seed)
 
-    def _expired(self, base: str, select: list[str] | None) -> SimResponse:
+    def _expired(self, base: str, select: list[str] | None, kind: str) -> SimResponse:
         sel = f"?$select={quote(','.join(select[1:]), safe=',')}" if select else ""
         body = {
             "error": {
@@ -363,7 +499,7 @@ class Directory:
             }
         }
         resp = json_response(410, body, _GRAPH_JSON)
-        resp.headers["Location"] = f"{base}/v1.0/users/delta{sel}"
+        resp.headers["Location"] = f"{base}/v1.0/{kind}/delta{sel}"
         return resp
 
     def _encode(self, payload: dict[str, Any]) -> str:
@@ -388,6 +524,7 @@ class Directory:
         return doc if isinstance(doc, dict) else None
 
 
+_GROUP_PROPS = {"id", "displayName", "description", "mailNickname", "securityEnabled"}
 _GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
 
 

@@ -222,6 +222,8 @@ class GraphTenant:
             "api_requests": 0,
             "pages": 0,
             "users_served": 0,
+            "group_member_reads": 0,
+            "groups_delta_pages": 0,
             "throttled": 0,
             "unauthorized": 0,
             "bad_requests": 0,
