@@ -36,6 +36,8 @@ from urllib.parse import parse_qs, quote, unquote
 
 import orjson
 
+from .client_assertion import JWT_BEARER, RegisteredCertificate
+from .client_assertion import verify as verify_assertion
 from .graph_directory import Directory
 from .http import SimRequest, SimResponse, json_response
 from .scim_service import Faults
@@ -158,6 +160,9 @@ class GraphTenant:
             :class:`~bulkprov.sim.http.SimTransport`.
         skiptoken_key: HMAC key for ``$skiptoken``; by default derived from the seed and the
             tenant id, so a restarted simulator still honours nextLinks saved in a checkpoint.
+        client_certificate: a PEM certificate (or public key) registered for the app: the
+            token endpoint then also accepts a ``private_key_jwt`` client assertion signed
+            with its private key (:mod:`bulkprov.sim.client_assertion`).
     """
 
     def __init__(
@@ -175,6 +180,7 @@ class GraphTenant:
         retry_after: float | None = 0.05,
         public_url: str | None = None,
         skiptoken_key: bytes | None = None,
+        client_certificate: str | bytes | None = None,
     ) -> None:
         if user_count < 0:
             raise ValueError("user_count must be >= 0")
@@ -182,6 +188,7 @@ class GraphTenant:
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.client_secret = client_secret
+        self.certificate = RegisteredCertificate(client_certificate) if client_certificate else None
         self.token_lifetime = token_lifetime
         self.throttle_every = throttle_every
         self.throttle_probability = throttle_probability
@@ -528,7 +535,26 @@ class GraphTenant:
                 f"Application with identifier '{client_id}' was not found in the directory "
                 f"'{tenant}'.",
             )
-        if not client_secret:
+        assertion = form.get("client_assertion")
+        if assertion and form.get("client_assertion_type") == JWT_BEARER:
+            if self.certificate is None:
+                return _aad_error(
+                    401,
+                    "invalid_client",
+                    700027,
+                    "Client assertion failed signature validation: no certificate is "
+                    f"registered for app '{client_id}'.",
+                )
+            token_url = f"{self._base(req)}/{self.tenant_id}/oauth2/v2.0/token"
+            problem = verify_assertion(
+                assertion,
+                self.certificate,
+                client_id=self.client_id,
+                audiences=(token_url, f"{self._base(req)}{req.path}"),
+            )
+            if problem is not None:
+                return _aad_error(401, "invalid_client", *problem)
+        elif not client_secret:
             return _aad_error(
                 401,
                 "invalid_client",
@@ -536,7 +562,7 @@ class GraphTenant:
                 "The request body must contain the following parameter: 'client_assertion' "
                 "or 'client_secret'.",
             )
-        if not hmac.compare_digest(client_secret.encode(), self.client_secret.encode()):
+        elif not hmac.compare_digest(client_secret.encode(), self.client_secret.encode()):
             return _aad_error(
                 401,
                 "invalid_client",
