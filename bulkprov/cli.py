@@ -150,7 +150,10 @@ def init(path: Path, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Emit JSON-lines events (automation).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final summary (cron).")
 @click.option(
-    "--expect", type=int, default=None, help="Expected user count, for the ETA (optional)."
+    "--expect",
+    type=int,
+    default=None,
+    help="Expected user count, for the ETA (optional: a full read asks Graph for it).",
 )
 @click.option(
     "--metrics-port",

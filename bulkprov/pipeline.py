@@ -152,6 +152,8 @@ class RunStats:
     work: MemoryObjectSendStream[WorkItem] | None = None
     #: provisioning-log rows removed by the retention setting when the run started
     pruned: int = 0
+    #: users a full read will go through (Graph ``users/$count``); None when unknown
+    total: int | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -618,6 +620,8 @@ class _Sync:
         full_round = engine.delta_url(self.graph.base_url)
         async with work_send, out_send:
             if run.cursor != END_OF_PAGES:
+                if run.kind == "full":
+                    self.stats.total = await self.graph.user_count()
                 first = run.cursor or full_round
                 try:
                     await self._read(first, work_send, out_send)
@@ -626,6 +630,7 @@ class _Sync:
                     # match their stored digest (0 requests) and the sweep after the full
                     # read goes through the deletion threshold: no mass change.
                     await self.ls.set_run_kind(run, "full")
+                    self.stats.total = await self.graph.user_count()
                     await self._read(full_round, work_send, out_send)
                 except SourceError as exc:
                     if run.cursor is None or "answered 4" not in str(exc):

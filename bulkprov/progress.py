@@ -31,6 +31,8 @@ from .pipeline import Engine, RunResult, RunStats, Secrets, run_sync
 from .report import RunSampler, write_report
 
 TICK = 0.25
+#: seconds between JSON ``progress`` events
+JSON_TICK = 1.0
 
 
 def _counts_text(counts: dict[str, int]) -> str:
@@ -88,7 +90,7 @@ async def run_with_progress(
         async with anyio.create_task_group() as tg:
             tg.start_soon(sampler.run)
             if as_json:
-                tg.start_soon(_json_ticker, stats, sampler)
+                tg.start_soon(_json_ticker, stats, sampler, expect)
             elif not quiet:
                 tg.start_soon(_bar_ticker, stats, console, expect, sampler)
             try:
@@ -144,9 +146,9 @@ async def run_with_progress(
     return result
 
 
-async def _json_ticker(stats: RunStats, sampler: RunSampler) -> None:
+async def _json_ticker(stats: RunStats, sampler: RunSampler, expect: int | None) -> None:
     while True:
-        await anyio.sleep(1.0)
+        await anyio.sleep(JSON_TICK)
         elapsed = time.monotonic() - stats.started
         event(
             "progress",
@@ -159,6 +161,7 @@ async def _json_ticker(stats: RunStats, sampler: RunSampler) -> None:
             users_per_second=round(stats.processed / elapsed, 1) if elapsed else 0.0,
             current_rate=round(sampler.current_rate(), 1),
             queue=stats.queue_depth,
+            total=expect if expect is not None else stats.total,
         )
 
 
@@ -183,6 +186,8 @@ async def _bar_ticker(
             bar.update(
                 task,
                 completed=stats.processed,
+                # --expect wins; else the count Graph gave at the start of a full read
+                total=expect if expect is not None else stats.total,
                 description=f"run {stats.run_id} {stats.phase}",
                 rate=f"{rate:,.0f}",
                 now=f"{sampler.current_rate():,.0f}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import re
 import shutil
@@ -14,6 +15,7 @@ import click
 import orjson
 import pytest
 
+from bulkprov import progress
 from bulkprov.cli import main
 from bulkprov.sim import NoFaults, SimResponse
 from bulkprov.sim.http import SimRequest
@@ -327,3 +329,30 @@ def test_init_and_config_errors(tmp_path):
     assert none_yet.exit_code == 0 and "no runs yet" in none_yet.output
     assert runner("logs").exit_code == 6
     assert runner("report").exit_code == 6
+
+
+class Slow(NoFaults):
+    """Hold each SCIM request a little, so a small sync lasts a few progress ticks."""
+
+    async def before(self, req: SimRequest) -> SimResponse | None:
+        await asyncio.sleep(0.002)
+        return None
+
+
+def test_sync_json_progress_carries_graph_total_on_a_full_read_only(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(progress, "JSON_TICK", 0.01)
+    cli.scim.faults = Slow()
+    first = events(cli("sync", "--json").output)
+    ticks = [e for e in first if e["event"] == "progress"]
+    # set once the read starts: every user Graph lists, in scope or not
+    assert {e["total"] for e in ticks} - {None} == {cli.tenant.user_count} == {240}
+    assert ticks[-1]["total"] == 240
+
+    # an incremental cycle reads only changes: no total, so no made-up ETA
+    again = [e for e in events(cli("sync", "--json").output) if e["event"] == "progress"]
+    assert again and {e["total"] for e in again} == {None}
+    # --expect still wins when given
+    expected = events(cli("sync", "--json", "--expect", "99").output)
+    assert {e["total"] for e in expected if e["event"] == "progress"} == {99}

@@ -20,6 +20,9 @@ from bulkprov.graph.client import GraphClient
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim import requests as rq
 from bulkprov.scim.client import OutcomeUnknown, ScimClient
+from bulkprov.sim import GraphTenant, SimTransport
+
+from .conftest import GRAPH_SECRET
 
 FAST = RetryPolicy(max_attempts=4, max_seconds=5, base=0.001, cap=0.002)
 TOKEN_URL = "https://login.test/t1/oauth2/v2.0/token"
@@ -252,3 +255,37 @@ async def test_rate_limit_spaces_requests():
         await c.send(rq.get_user("u1"))
     # a bucket of 20/s starts full: 30 requests need at least ~0.5 s
     assert time.monotonic() - started >= 0.45
+
+
+async def test_graph_user_count_reads_the_simulator_and_failures_give_none():
+    tenant = GraphTenant(user_count=37, seed=3, client_secret=GRAPH_SECRET)
+    http = httpx.AsyncClient(transport=SimTransport(tenant.handle))
+    g = GraphClient(
+        authority="http://sim",
+        tenant_id=tenant.tenant_id,
+        client_id=tenant.client_id,
+        client_secret=SecretStr(GRAPH_SECRET),
+        base_url="http://sim/v1.0",
+        http=http,
+        policy=FAST,
+    )
+    assert await g.user_count() == 37
+
+    # a 400, a 429, a body that is not a number, a dead connection: None, no exception
+    router = respx.MockRouter(using=None)
+    router.post(TOKEN_URL).mock(return_value=token_ok())
+    route = router.get(f"{GRAPH}/users/$count")
+    failing = graph_client(router)
+    for answer in (
+        httpx.Response(400, json={"error": {"code": "Request_BadRequest", "message": "no"}}),
+        httpx.Response(429, headers={"Retry-After": "0.01"}),
+        httpx.Response(200, text="many"),
+        httpx.ConnectError("refused"),
+    ):
+        if isinstance(answer, httpx.Response):
+            route.mock(return_value=answer)
+        else:
+            route.mock(side_effect=answer)
+        assert await failing.user_count() is None
+    assert route.calls[0].request.headers["ConsistencyLevel"] == "eventual"
+    assert failing.throttled == 1

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from .. import _json, redact
 from ..auth import TokenSource
-from ..errors import DeltaExpired, SourceAuthError, SourceError
+from ..errors import BulkProvError, DeltaExpired, SourceAuthError, SourceError
 from ..http import tls_failure
 from ..retry import PauseGate, RetryPolicy
 from ..scim.responses import parse_retry_after
@@ -179,6 +179,38 @@ class GraphClient:
                 raise SourceError(f"Graph read failed after {attempt} attempt(s): {error}")
             if retry_after is None:
                 await anyio.sleep(wait)
+
+    async def user_count(self) -> int | None:
+        """The tenant's user count (``GET /users/$count``), or ``None`` if it cannot be had.
+
+        Only a progress total: one attempt, no retries, and any failure gives ``None`` so
+        the run never depends on it. Counting is an advanced query and needs
+        ``ConsistencyLevel: eventual``; the answer is plain text, not JSON
+        (https://learn.microsoft.com/graph/aad-advanced-queries).
+        """
+        try:
+            await self.gate.wait()
+            token = await self.token()
+            self.requests += 1
+            response = await self._http.get(
+                f"{self.base_url}/users/$count",
+                headers={
+                    "Authorization": f"Bearer {token.get_secret_value()}",
+                    "ConsistencyLevel": "eventual",
+                },
+            )
+        except (BulkProvError, httpx.HTTPError):
+            return None
+        if response.status_code == 429:
+            self.throttled += 1
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after is not None:
+                self.gate.pause(retry_after)  # the page reads that follow honour it
+            return None
+        if response.status_code != 200:
+            return None
+        text = response.content.strip()
+        return int(text) if text.isdigit() else None
 
     def users_url(self, select: Iterable[str], top: int) -> str:
         query = urlencode({"$select": ",".join(sorted(set(select))), "$top": str(top)}, safe="$,")

@@ -638,6 +638,8 @@ class GraphTenant:
         routed = self.directory.route(req, rest)
         if routed is not None:
             return routed
+        if rest == "users/$count":
+            return self._count_users(req)
         for opt in _UNSUPPORTED_OPTIONS:
             if opt in req.query:
                 c["bad_requests"] += 1
@@ -655,6 +657,21 @@ class GraphTenant:
         return _graph_error(
             400, "BadRequest", f"Resource not found for the segment '{rest.split('/')[-1]}'."
         )
+
+    def _count_users(self, req: SimRequest) -> SimResponse:
+        """``GET /users/$count``: the live user count as ``text/plain``.
+
+        Graph only counts directory objects with advanced queries, which need the
+        ``ConsistencyLevel: eventual`` header; without it the request is refused with a 400
+        (https://learn.microsoft.com/graph/aad-advanced-queries).
+        """
+        if req.headers.get("consistencylevel", "").lower() != "eventual":
+            self.counters["bad_requests"] += 1
+            return _graph_error(
+                400, "Request_BadRequest", "ConsistencyLevel header is required for $count."
+            )
+        body = str(self.user_count).encode()
+        return SimResponse(200, body, {"Content-Type": "text/plain; charset=utf-8"})
 
     def _throttled(self) -> SimResponse:
         headers = {

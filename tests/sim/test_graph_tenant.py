@@ -399,3 +399,29 @@ async def test_control_endpoints(graph_client: httpx.AsyncClient, tenant: GraphT
     assert (await graph_client.post("/_sim/config", json={"bogus": 1})).status_code == 400
     counters = (await graph_client.get("/_sim/counters")).json()
     assert counters["throttled"] == 1
+
+
+# ------------------------------------------------------------------------------------ $count
+
+
+async def test_users_count_needs_consistency_level(
+    graph_client: httpx.AsyncClient, tenant: GraphTenant
+) -> None:
+    token = await get_token(graph_client, tenant)
+    resp = await graph_client.get("/v1.0/users/$count", headers=bearer(token))
+    assert resp.status_code == 400
+    assert "ConsistencyLevel" in resp.json()["error"]["message"]
+
+    eventual = {**bearer(token), "ConsistencyLevel": "eventual"}
+    resp = await graph_client.get("/v1.0/users/$count", headers=eventual)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    assert resp.text == str(tenant.user_count) == "250"
+
+    # the live count: deleted users leave it, added ones join it
+    first = next(iter(tenant.iter_users()))
+    tenant.delete_user(first["id"])
+    tenant.add_user()
+    tenant.add_user()
+    resp = await graph_client.get("/v1.0/users/$count", headers=eventual)
+    assert resp.text == "251"
