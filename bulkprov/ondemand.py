@@ -23,8 +23,9 @@ from urllib.parse import quote
 
 import httpx
 
-from . import _json, credentials
+from . import _json
 from .checkpoint.store import Run, StateStore
+from .clients import open_clients
 from .config import Config
 from .decide import decide
 from .errors import (
@@ -36,7 +37,6 @@ from .errors import (
 )
 from .graph.client import GraphClient
 from .graph.directory import read_sources
-from .http import make_client
 from .pipeline import Engine, RunStats, Secrets, StateLock, WorkItem, _Sync
 from .retry import RetryPolicy
 from .scim import requests as rq
@@ -62,38 +62,15 @@ async def _clients(
     scim_transport: httpx.AsyncBaseTransport | None,
     policy: RetryPolicy | None,
 ) -> AsyncIterator[tuple[GraphClient, ScimClient]]:
-    graph_http = make_client(
-        timeout=cfg.graph.timeout,
-        max_connections=4,
-        transport=graph_transport,
-        verify=credentials.verify(cfg.graph.ca_file),
-    )
-    scim_http = make_client(
-        timeout=cfg.target.timeout,
-        max_connections=4,
-        transport=scim_transport,
-        verify=credentials.verify(cfg.target.ca_file),
-    )
-    async with graph_http, scim_http:
-        graph = GraphClient(
-            authority=cfg.graph.authority,
-            tenant_id=cfg.graph.tenant_id,
-            client_id=cfg.graph.client_id,
-            client_secret=secrets.graph_client_secret,
-            base_url=cfg.graph.base_url,
-            http=graph_http,
-            policy=policy,
-            token_source=credentials.graph_tokens(
-                cfg, secrets.graph_client_secret, graph_transport
-            ),
-        )
-        scim = ScimClient(
-            cfg.target.base_url,
-            credentials.scim_credential(cfg, secrets, scim_http),
-            scim_http,
-            policy=policy or RetryPolicy(max_attempts=3, max_seconds=30.0),
-        )
-        yield graph, scim
+    async with open_clients(
+        cfg,
+        secrets,
+        graph_transport=graph_transport,
+        scim_transport=scim_transport,
+        policy=policy,
+        scim_policy=policy or RetryPolicy(max_attempts=3, max_seconds=30.0),
+    ) as clients:
+        yield clients
 
 
 async def provision_user(

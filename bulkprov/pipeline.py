@@ -49,10 +49,11 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import SecretStr
 
-from . import _json, credentials, validate
+from . import _json, validate
 from .breaker import Breaker
 from .checkpoint.lifecycle import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
 from .checkpoint.store import Run, StateStore, UserState, UserWrite
+from .clients import open_clients
 from .config import Config
 from .decide import Decision, decide, target_values
 from .errors import (
@@ -69,7 +70,6 @@ from .errors import (
 from .escrow import EscrowEntry
 from .graph.client import GraphClient, Page
 from .graph.directory import ScopeSources, read_sources
-from .http import make_client
 from .lifecycle import Lifecycle, config_fingerprint, refresh_group_mirror
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
@@ -328,43 +328,21 @@ async def run_sync(
                 stats.counts[key] = value
             stats.processed = sum(stats.counts.values())
             need_index = rematch or run.resumes > 0 or not await store.has_completed_run()
-            graph_http = make_client(
-                timeout=cfg.graph.timeout,
-                max_connections=4,
-                transport=graph_transport,
-                verify=credentials.verify(cfg.graph.ca_file),
-            )
-            scim_http = make_client(
-                timeout=cfg.target.timeout,
-                max_connections=cfg.target.concurrency,
-                transport=scim_transport,
-                verify=credentials.verify(cfg.target.ca_file),
-            )
-            async with graph_http, scim_http:
-                graph = GraphClient(
-                    authority=cfg.graph.authority,
-                    tenant_id=cfg.graph.tenant_id,
-                    client_id=cfg.graph.client_id,
-                    client_secret=secrets.graph_client_secret,
-                    base_url=cfg.graph.base_url,
-                    http=graph_http,
-                    policy=policy,
-                    token_source=credentials.graph_tokens(
-                        cfg, secrets.graph_client_secret, graph_transport
-                    ),
-                )
-                scim = ScimClient(
-                    cfg.target.base_url,
-                    credentials.scim_credential(cfg, secrets, scim_http),
-                    scim_http,
-                    rate_limit=cfg.target.rate_limit,
-                    adaptive=cfg.target.adaptive,
-                    policy=policy
-                    or RetryPolicy(
-                        max_attempts=cfg.target.max_attempts,
-                        max_seconds=cfg.target.max_retry_seconds,
-                    ),
-                )
+            async with open_clients(
+                cfg,
+                secrets,
+                graph_transport=graph_transport,
+                scim_transport=scim_transport,
+                policy=policy,
+                scim_policy=policy
+                or RetryPolicy(
+                    max_attempts=cfg.target.max_attempts,
+                    max_seconds=cfg.target.max_retry_seconds,
+                ),
+                scim_connections=cfg.target.concurrency,
+                rate_limit=cfg.target.rate_limit,
+                adaptive=cfg.target.adaptive,
+            ) as (graph, scim):
                 stats.scim = scim
                 sync = _Sync(engine, store, run, graph, scim, stats, guard)
                 status, message = "completed", None

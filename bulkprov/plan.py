@@ -39,14 +39,13 @@ from typing import Any
 
 import httpx
 
-from . import _json, credentials
+from . import _json
 from .checkpoint.store import StateStore
+from .clients import open_clients
 from .config import Config
 from .decide import Decision, decide
 from .errors import PlanStale, StateError, UserDataError
-from .graph.client import GraphClient
 from .graph.directory import ScopeSources, read_sources
-from .http import make_client
 from .mapping import MappedUser
 from .mapping.compiler import REDACTED
 from .pipeline import Engine, Guard, Secrets
@@ -207,31 +206,14 @@ async def make_plan(
             )
         users, updated_at = await store.users_fingerprint()
         matching = rematch or not await store.has_completed_run()
-        graph_http = make_client(
-            timeout=cfg.graph.timeout,
-            max_connections=4,
-            transport=graph_transport,
-            verify=credentials.verify(cfg.graph.ca_file),
-        )
-        scim_http = make_client(
-            timeout=cfg.target.timeout,
-            max_connections=4,
-            transport=scim_transport,
-            verify=credentials.verify(cfg.target.ca_file),
-        )
-        async with graph_http, scim_http:
-            graph = GraphClient(
-                authority=cfg.graph.authority,
-                tenant_id=cfg.graph.tenant_id,
-                client_id=cfg.graph.client_id,
-                client_secret=secrets.graph_client_secret,
-                base_url=cfg.graph.base_url,
-                http=graph_http,
-                policy=policy,
-                token_source=credentials.graph_tokens(
-                    cfg, secrets.graph_client_secret, graph_transport
-                ),
-            )
+        async with open_clients(
+            cfg,
+            secrets,
+            graph_transport=graph_transport,
+            scim_transport=scim_transport,
+            policy=policy,
+            rate_limit=cfg.target.rate_limit,
+        ) as (graph, scim):
             sources = await read_sources(
                 graph,
                 mode=cfg.scope.mode,
@@ -241,13 +223,6 @@ async def make_plan(
             )
             index = None
             if matching:
-                scim = ScimClient(
-                    cfg.target.base_url,
-                    credentials.scim_credential(cfg, secrets, scim_http),
-                    scim_http,
-                    rate_limit=cfg.target.rate_limit,
-                    policy=policy,
-                )
                 index = await _target_index(engine, scim, cfg.target.list_page_size)
             planner = _Planner(engine, store, index, sources)
             ops: list[dict[str, Any]] = []
