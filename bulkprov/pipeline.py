@@ -407,7 +407,9 @@ class _Sync:
         self.bulk_filling = anyio.Lock()
         self.ls = LifecycleStore(store)
         self.sources = ScopeSources()
-        #: Graph ids read by this run's delta pages (not fetched again for assignment changes)
+        #: Graph ids read by this run's delta pages (not fetched again for assignment changes);
+        #: kept for incremental reads only, where they are the changes: a full read of a 1M-user
+        #: tenant would otherwise hold 1M ids (≈ 110 MB) that nothing looks at
         self.seen: set[str] = set()
         self.hard_deleted: set[str] = set()
         self.next_page = run.cursor_page
@@ -722,7 +724,8 @@ class _Sync:
                 continue
             evaluated.append(result)
             ids.append(result[0])
-            self.seen.add(result[0])
+        if self.run_.kind == "incremental":
+            self.seen.update(ids)
         states = await self.store.lookup_users(ids)
         matches: dict[str, tuple[str, dict[str, Any]]] = {}
         if self.use_index:
