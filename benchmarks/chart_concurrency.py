@@ -1,7 +1,8 @@
-"""Throughput against concurrency: bulkprov and the raw load generator, as a PNG chart.
+"""Throughput against concurrency: bulkprov and the raw load generators, as a PNG chart.
 
-For each concurrency, one unlimited scenario of :mod:`benchmarks.bench_pipeline` runs both
-sides against a fresh simulator; the chart shows users/s (bulkprov) and POSTs/s (loadgen).
+For each concurrency, one unlimited scenario of :mod:`benchmarks.bench_pipeline` runs the
+sides against a fresh simulator; the chart shows users/s (bulkprov) and POSTs/s (the load
+generator over aiohttp, and over bulkprov's lean sender: the simulator's real ceiling).
 
     python -m benchmarks.chart_concurrency --users 10000 --out benchmarks/concurrency.png
 """
@@ -25,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(x) for x in args.levels.split(",")]
     print(f"# machine: {machine()}")
     print(HEADER, flush=True)
-    points: dict[str, list[tuple[int, float, float]]] = {"bulkprov": [], "loadgen": []}
+    points: dict[str, list[tuple[int, float, float]]] = {
+        "bulkprov": [],
+        "loadgen": [],
+        "loadgen-lean": [],
+    }
     for c in levels:
         case = {
             "name": f"{args.users // 1000}k-c{c}",
@@ -35,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
             "loadgen_users": args.users,
             "loadgen_concurrency": c,
         }
-        for r in scenario(case, ["bulkprov", "loadgen"]):
+        for r in scenario(case, ["bulkprov", "loadgen", "loadgen-lean"]):
             print(fmt(r), flush=True)
-            side = "bulkprov" if r["side"].startswith("bulkprov") else "loadgen"
+            side = r["side"].split(" ", 1)[0]
             points[side].append((c, r["users_per_s"], r["cpu_us_per_user"]))
     args.out.with_suffix(".json").write_text(json.dumps(points, indent=1))
 
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for side, label in (
-        ("loadgen", "simulator raw capacity (loadgen POSTs/s)"),
+        ("loadgen-lean", "simulator raw capacity (lean loadgen POSTs/s)"),
+        ("loadgen", "aiohttp loadgen (POSTs/s)"),
         ("bulkprov", "bulkprov sync (users/s)"),
     ):
         xs = [p[0] for p in points[side]]
