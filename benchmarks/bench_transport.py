@@ -37,6 +37,7 @@ import httpx_aiohttp
 import orjson
 
 from bulkprov.http import direct, make_client
+from bulkprov.http1 import Http1Pool
 from bulkprov.sim.server import SimulatorProcess
 
 
@@ -114,6 +115,19 @@ async def with_direct(client: httpx.AsyncClient, url: str, headers: dict[str, st
         return await drive(post, n, c)
 
 
+async def with_http1(url: str, headers: dict[str, str], n: int, c: int):
+    pool = Http1Pool(c, read_timeout=30, connect_timeout=30)
+    try:
+
+        async def post(b: bytes) -> int:
+            status, _, _ = await pool.send("POST", url, headers, b)
+            return status
+
+        return await drive(post, n, c)
+    finally:
+        await pool.aclose()
+
+
 async def with_aiohttp(url: str, headers: dict[str, str], n: int, c: int):
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as s:
 
@@ -158,6 +172,7 @@ def candidates(c: int) -> dict[str, Callable[[str, dict[str, str], int], Awaitab
         "bulkprov direct": lambda u, h, n: with_direct(
             make_client(timeout=30, max_connections=c), u, h, n, c
         ),
+        "bulkprov http1 pool (httptools)": lambda u, h, n: with_http1(u, h, n, c),
         "aiohttp (raw)": lambda u, h, n: with_aiohttp(u, h, n, c),
     }
 
@@ -167,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=10_000, help="POSTs per candidate per round")
     ap.add_argument("-c", "--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--only", action="append", default=[], help="run only this candidate")
     args = ap.parse_args(argv)
     token = secrets.token_urlsafe(16)
     sim = SimulatorProcess(["--no-graph", "--scim-token", token, "--no-track-posts"])
@@ -175,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         url = sim.info["scim_url"] + "/Users"
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
         results: dict[str, list[tuple[float, float]]] = {}
-        names = list(candidates(args.concurrency))
+        names = [n for n in candidates(args.concurrency) if not args.only or n in args.only]
         for r in range(args.rounds):
             order = names if r % 2 == 0 else names[::-1]
             for name in order:

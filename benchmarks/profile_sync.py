@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [
             spy,
             "record",
+            "--gil",
             "--format",
             "raw",
             "-r",

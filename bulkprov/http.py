@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 import aiohttp
 import httpx
 
+from .http1 import Http1Pool
+
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx requests sent over one lazily opened ``aiohttp.ClientSession``.
@@ -30,9 +32,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     which is all the retry loops look at.
     """
 
-    def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
+    def __init__(
+        self, session: Callable[[], aiohttp.ClientSession], http1: Http1Pool | None = None
+    ) -> None:
         self._factory = session
         self._session: aiohttp.ClientSession | None = None
+        #: the hot path's own connections (:class:`Direct`), closed with the session
+        self.http1 = http1
         #: one ClientTimeout per distinct httpx timeout (in practice: one per client)
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
@@ -108,34 +114,35 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        if self.http1 is not None:
+            await self.http1.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
 class Direct:
-    """Requests without httpx's request/response model, over a client's own transport.
+    """Requests without httpx's request/response model, over a client's own connections.
 
     The SCIM hot path (one POST or PATCH per user, no query string) sends through this when
-    the client is one :func:`make_client` built over :class:`AiohttpTransport`: httpx's
+    the client is one :func:`make_client` built for the network: httpx's
     ``Request``/``Response`` objects, URL parsing, header merging and cookie extraction cost
-    more CPU per request than aiohttp's whole send (benchmarks/RESULTS.md, "Hot-path CPU").
-    Clients with another transport (respx, the simulators' ``SimTransport``) have none, and
-    their callers use httpx as usual.
+    more CPU per request than aiohttp's whole send, and aiohttp's send costs more than
+    :class:`~bulkprov.http1.Http1Pool`'s (benchmarks/RESULTS.md, "Hot-path CPU" and "Lean
+    HTTP/1.1 sender"). Clients with another transport (respx, the simulators'
+    ``SimTransport``) have none, and their callers use httpx as usual.
     """
 
-    __slots__ = ("_timeout", "_transport")
+    __slots__ = ("_pool",)
 
-    def __init__(self, transport: AiohttpTransport, timeout: httpx.Timeout) -> None:
-        self._transport = transport
-        # the client's own timeout, as its transport maps it for httpx requests
-        self._timeout = transport._timeout(timeout.as_dict())
+    def __init__(self, pool: Http1Pool) -> None:
+        self._pool = pool
 
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
     ) -> tuple[int, Mapping[str, str], bytes]:
         """(status, headers, body); raises httpx's ``TimeoutException``/``TransportError``."""
-        return await self._transport.exchange(method, url, headers, body, self._timeout)
+        return await self._pool.send(method, url, headers, body)
 
 
 _DIRECT: weakref.WeakKeyDictionary[httpx.AsyncClient, Direct] = weakref.WeakKeyDictionary()
@@ -173,7 +180,10 @@ def make_client(
             # aiohttp's own timeout is left to httpx's per-request timeout below.
             return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout())
 
-        transport = AiohttpTransport(session)
+        http1 = Http1Pool(
+            max_connections, ssl_context=ssl_ctx, connect_timeout=timeout, read_timeout=timeout
+        )
+        transport = AiohttpTransport(session, http1)
     client = httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout),
@@ -181,8 +191,8 @@ def make_client(
         trust_env=False,
         follow_redirects=False,
     )
-    if isinstance(transport, AiohttpTransport):
-        _DIRECT[client] = Direct(transport, client.timeout)
+    if isinstance(transport, AiohttpTransport) and transport.http1 is not None:
+        _DIRECT[client] = Direct(transport.http1)
     return client
 
 
