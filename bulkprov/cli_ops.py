@@ -70,10 +70,15 @@ def report(config_path: Path, run_id: int | None, open_: bool) -> None:
 def plan(config_path: Path, out: Path, rematch: bool, show: int) -> None:
     """Compute what a sync would do, without writing to the target, into a plan file.
 
-    Reads Graph, the state database and (when a sync would match accounts) the target's
-    user listing. The plan lists the counts per action and every user's operation
-    (placeholder ids `new:N` for creates), with fingerprints so that `bulkprov apply`
-    can refuse when anything moved on. It holds no secret.
+    Reads what a sync reads, and writes nothing: Graph (only the users changed since the
+    last sync when it left a deltaLink, everyone on a first or full read; the groups'
+    changes), the state database, and from the target its user listing when a sync would
+    match accounts and the groups not provisioned yet. The plan lists the counts per
+    action and every user's operation (create with a placeholder id `new:N`, link,
+    update, disable, delete for a hard delete with deprovision.delete_hard_deleted), and
+    every group's (create `new-group:N`, link, rename, members added and removed, delete),
+    with fingerprints so that `bulkprov apply` can refuse when anything moved on. It
+    holds no secret.
 
     \b
     Examples:
@@ -94,7 +99,7 @@ def plan(config_path: Path, out: Path, rematch: bool, show: int) -> None:
         click.echo(text)
         return
     out.write_text(text + "\n", encoding="utf-8")
-    click.echo(f"plan: {summary(result)}")
+    click.echo(f"plan ({result['read']} read): {summary(result)}")
     if result.get("note"):
         click.secho(f"note: {result['note']}", fg="yellow")
     for op in result["operations"][:show]:
@@ -104,6 +109,17 @@ def plan(config_path: Path, out: Path, rematch: bool, show: int) -> None:
         )
     if len(result["operations"]) > show:
         click.echo(f"  … {len(result['operations']) - show:,} more in {out}")
+    for op in result["group_operations"][:show]:
+        members = op.get("members") or {}
+        changes = [f"+{len(members.get('add', ()))} -{len(members.get('remove', ()))} members"]
+        if op.get("renamed_from") is not None:
+            changes.insert(0, f"renamed from {op['renamed_from']!r}")
+        click.echo(
+            f"  group {op['action']:<6} {op['display_name']}  {op.get('scim_id') or ''}  "
+            + ("" if op["action"] == "delete" else ", ".join(changes))
+        )
+    if len(result["group_operations"]) > show:
+        click.echo(f"  … {len(result['group_operations']) - show:,} more groups in {out}")
     click.echo(f"wrote {out}: `bulkprov apply {out}` runs exactly this")
 
 
@@ -115,16 +131,16 @@ def plan(config_path: Path, out: Path, rematch: bool, show: int) -> None:
 def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> None:
     """Execute exactly the operations of a plan; refuse (exit 7) if anything moved on.
 
-    The plan is computed again first: if the source users, the state or the config
-    differ from what the plan saw, nothing is sent. During the run, a user whose
-    decision or values differ from the plan is held back (logged as skipped).
+    The plan is computed again first: if the users' or groups' operations, the state or
+    the config differ from what the plan saw, nothing is sent. During the run, a user or
+    group whose operation differs from the plan is held back (logged as skipped).
 
     \b
     Example:
       bulkprov plan --out plan.json && bulkprov apply plan.json
     """
     from .pipeline import Engine, Secrets
-    from .plan import plan_guard, verify_plan
+    from .plan import plan_group_guard, plan_guard, verify_plan
     from .progress import run_with_progress
 
     cfg = _load(config_path)
@@ -142,7 +158,11 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     if not as_json and not quiet:
         click.echo("the plan still holds: applying it")
     result = _run(
-        partial(run_with_progress, guard=plan_guard(planned, engine)),
+        partial(
+            run_with_progress,
+            guard=plan_guard(planned, engine),
+            group_guard=plan_group_guard(planned),
+        ),
         cfg,
         bool(planned.get("rematch")),
         as_json,

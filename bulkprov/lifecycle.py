@@ -20,24 +20,30 @@ only when — the source read completed, this module:
 
 A read that failed (a 503 halfway, an expired page link) never reaches this module, so a
 partial read deprovisions nothing; the staged rows wait for the resumed run to complete.
+
+``bulkprov plan`` decides groups through the same :func:`plan_group` and reads the same
+sources (:func:`read_cycle_sources` with ``dry_run``); under ``bulkprov apply`` the guards
+hold back every sweep disable and group operation (:class:`GroupOp`) the plan did not show.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import anyio
 
 from . import _json
-from .checkpoint.lifecycle import DELETE_GROUP, GROUPS_DELTA, LifecycleStore, Staged
+from .checkpoint.lifecycle import DELETE_GROUP, GROUPS_DELTA, GroupState, LifecycleStore, Staged
 from .checkpoint.store import Run, StateStore, UserWrite
 from .config import Config
+from .decide import Decision
 from .errors import TargetAuthError, TargetError, TargetRejected
 from .graph.client import GraphClient
-from .graph.directory import ScopeSources, SourceGroup
-from .graph.groups_delta import read_groups_delta
+from .graph.directory import GroupMirror, ScopeSources, SourceGroup, read_sources
+from .graph.groups_delta import DeltaOverlay, read_groups_delta
+from .mapping import MappedUser
 from .scim import groups as rg
 from .scim import requests as rq
 from .scim.client import ScimClient
@@ -59,6 +65,120 @@ def config_fingerprint(cfg: Config) -> str:
     return hashlib.sha256(_json.dumps_sorted(doc)).hexdigest()
 
 
+#: why the sweep after a full read disables a managed user the read did not list
+GONE_REASON = "no longer listed by Microsoft Graph (deleted)"
+GROUP_LEAVING_REASON = "group no longer assigned or no longer in Microsoft Graph"
+
+#: ``guard(graph_id, decision, mapped)`` → a reason to hold the user back, or ``None``
+#: (``bulkprov apply`` lets only the plan's own operations through); the sweep asks it too
+UserGuard = Callable[[str, Decision, MappedUser | None], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOp:
+    """What a cycle does to one group, with members named by Graph id.
+
+    ``bulkprov plan`` lists these and ``bulkprov apply`` compares each one the cycle is
+    about to send with the plan's (:data:`GroupGuard`): Graph ids, not SCIM ids, because
+    a member the same cycle creates has no SCIM id when the plan is made.
+    """
+
+    graph_id: str
+    display_name: str
+    #: "create", "link" (an existing target group matched by displayName), "update",
+    #: "delete", or "skip" (nothing to send)
+    action: str
+    #: the target group (``None`` for a create)
+    scim_id: str | None
+    renamed_from: str | None = None
+    #: member keys (the Graph id of each member; a SCIM id when no user owns it)
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def fingerprint(self) -> str:
+        doc = [
+            self.graph_id,
+            self.display_name,
+            self.action,
+            self.scim_id,
+            self.renamed_from,
+            sorted(self.add),
+            sorted(self.remove),
+        ]
+        return hashlib.blake2b(_json.dumps(doc), digest_size=16).hexdigest()
+
+
+#: ``guard(op)`` → a reason to hold the group operation back, or ``None``
+GroupGuard = Callable[[GroupOp], str | None]
+
+
+async def plan_group(
+    store: StateStore,
+    group: SourceGroup,
+    state: GroupState | None,
+    found: str | None,
+    wanted: dict[str, str],
+    current: frozenset[str],
+) -> tuple[GroupOp, dict[str, str], dict[str, str]]:
+    """One group's operation, and its members to add and to remove (key → SCIM id).
+
+    ``found``: the target group matched by displayName (asked only for a group not
+    provisioned yet); ``wanted``: member Graph id → SCIM id, for the members the target
+    should hold; ``current``: the SCIM ids the target holds as far as the state knows.
+    Sync and plan both decide a group through here.
+    """
+    name = group.display_name
+    targets = set(wanted.values())
+    adding = targets - current
+    removing = sorted(current - targets)
+    add = {gid: sid for gid, sid in wanted.items() if sid in adding}
+    owners = await store.owners(removing) if removing else {}
+    remove = {owners.get(sid, sid): sid for sid in removing}
+    scim_id: str | None = found
+    renamed: str | None = None
+    if state is None:
+        action = "link" if found else "create"
+    else:
+        scim_id = state.scim_id
+        renamed = state.display_name if state.display_name != name else None
+        action = "update" if renamed is not None or add or remove else "skip"
+    op = GroupOp(
+        group.graph_id, name, action, scim_id, renamed, tuple(sorted(add)), tuple(sorted(remove))
+    )
+    return op, add, remove
+
+
+async def read_cycle_sources(
+    graph: GraphClient, ls: LifecycleStore, cfg: Config, *, dry_run: bool = False
+) -> tuple[ScopeSources, str | None]:
+    """A cycle's assignments and groups, and its ``groups/delta`` round's deltaLink.
+
+    A sync applies the round to the state's mirror first (the link is saved when the
+    cycle completes); ``dry_run`` (``bulkprov plan``) reads the same round and overlays it
+    in memory, writing nothing.
+    """
+    groups_link = None
+    mirror: GroupMirror | None = None
+    if cfg.scope.mode == "assigned" or cfg.groups.enabled:
+        if dry_run:
+            delta = await read_groups_delta(
+                graph, await ls.get(GROUPS_DELTA), page_size=cfg.graph.page_size
+            )
+            mirror, groups_link = DeltaOverlay(ls, delta), delta.delta_link
+        else:
+            groups_link = await refresh_group_mirror(graph, ls, cfg.graph.page_size)
+            mirror = ls
+    sources = await read_sources(
+        graph,
+        mode=cfg.scope.mode,
+        service_principal_id=cfg.scope.service_principal_id,
+        groups=cfg.groups.enabled,
+        flatten=cfg.groups.flatten_nested,
+        mirror=mirror if groups_link else None,
+    )
+    return sources, groups_link
+
+
 async def refresh_group_mirror(
     graph: GraphClient, ls: LifecycleStore, page_size: int
 ) -> str | None:
@@ -75,7 +195,14 @@ async def refresh_group_mirror(
 
 class Lifecycle:
     def __init__(
-        self, cfg: Config, store: StateStore, scim: ScimClient, counts: dict[str, int]
+        self,
+        cfg: Config,
+        store: StateStore,
+        scim: ScimClient,
+        counts: dict[str, int],
+        *,
+        guard: UserGuard | None = None,
+        group_guard: GroupGuard | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -83,9 +210,13 @@ class Lifecycle:
         self.scim = scim
         self.counts = counts
         self.dialect = cfg.target.patch_dialect
+        #: ``bulkprov apply``: what the plan did not show is held back (logged as skipped)
+        self.guard = guard
+        self.group_guard = group_guard
 
     def _bump(self, key: str, n: int = 1) -> None:
-        self.counts[key] = self.counts.get(key, 0) + n
+        if n:
+            self.counts[key] = self.counts.get(key, 0) + n
 
     # -- deprovisioning --------------------------------------------------------------------
 
@@ -99,38 +230,56 @@ class Lifecycle:
         """
         if sources is not None:
             leaving = await self.ls.groups_leaving(run, (g.graph_id for g in sources.groups))
-            group_writes = [
-                UserWrite(
-                    gid,
-                    name,
-                    "group",
-                    "skipped",
-                    reason="staged: group no longer assigned or no longer in Microsoft Graph",
-                    scim_id=sid,
-                    stage=DELETE_GROUP,
+            group_writes = []
+            for gid, sid, name in leaving:
+                held: str | None = None
+                if self.group_guard is not None:
+                    held = self.group_guard(GroupOp(gid, name, "delete", sid))
+                if held is not None:
+                    group_writes.append(UserWrite(gid, name, "group", "skipped", held, sid))
+                    continue
+                group_writes.append(
+                    UserWrite(
+                        gid,
+                        name,
+                        "group",
+                        "skipped",
+                        reason=f"staged: {GROUP_LEAVING_REASON}",
+                        scim_id=sid,
+                        stage=DELETE_GROUP,
+                    )
                 )
-                for gid, sid, name in leaving
-            ]
             if group_writes:
                 await self.ls.log_outcomes(run, group_writes)
-                self._bump("staged", len(group_writes))
+                self._bump("staged", sum(1 for w in group_writes if w.stage is not None))
+                self._bump("groups held back", sum(1 for w in group_writes if w.stage is None))
         if full_read:
             gone = await self.ls.unseen_managed(run)
-            writes = [
-                UserWrite(
-                    gid,
-                    name,
-                    "disable",
-                    "skipped",
-                    reason="staged: no longer listed by Microsoft Graph (deleted)",
-                    scim_id=sid,
-                    stage="disable",
+            writes = []
+            for gid, sid, user_name in gone:
+                held = None
+                if self.guard is not None:
+                    held = self.guard(
+                        gid, Decision("disable", GONE_REASON, sid, {"active": False}), None
+                    )
+                if held is not None:
+                    writes.append(UserWrite(gid, user_name, "other", "skipped", held))
+                    continue
+                writes.append(
+                    UserWrite(
+                        gid,
+                        user_name,
+                        "disable",
+                        "skipped",
+                        reason=f"staged: {GONE_REASON}",
+                        scim_id=sid,
+                        stage="disable",
+                    )
                 )
-                for gid, sid, name in gone
-            ]
             if writes:
                 await self.ls.log_outcomes(run, writes)
-                self._bump("staged", len(writes))
+                self._bump("staged", sum(1 for w in writes if w.stage is not None))
+                self._bump("skipped", sum(1 for w in writes if w.stage is None))
         await self.ls.supersede(run, full=full_read)
         pending = await self.ls.staged(status=("pending",), run_id=run.id)
         if not pending:
@@ -300,23 +449,48 @@ class Lifecycle:
         if writes:
             await self.ls.log_outcomes(run, writes)
 
-    async def _group(self, group: SourceGroup, state: Any) -> list[UserWrite]:
+    async def _group(self, group: SourceGroup, state: GroupState | None) -> list[UserWrite]:
         out: list[UserWrite] = []
         name = group.display_name
+        found = None
         if state is None:
-            found, _ = list_resources(await self.scim.send(rg.find_group(name)))
-            if found:
-                scim_id, how = str(found[0]["id"]), "group matched by displayName"
-            else:
-                doc = await self.scim.send(rg.create_group(name, group.graph_id))
-                scim_id, how = str(doc["id"]), "group created"
-                self._bump("groups created")
+            matched, _ = list_resources(await self.scim.send(rg.find_group(name)))
+            found = str(matched[0]["id"]) if matched else None
+        current = state.members if state is not None else frozenset()
+        wanted = await self.ls.scim_ids(group.members)
+        op, adds, removes = await plan_group(self.store, group, state, found, wanted, current)
+        add, remove = sorted(set(adds.values())), sorted(removes.values())
+        if self.group_guard is not None and op.action != "skip":
+            held = self.group_guard(op)
+            if held is not None:
+                self._bump("groups held back")
+                return [UserWrite(group.graph_id, name, "group", "skipped", held, op.scim_id)]
+        if op.action == "link":
+            assert found is not None
+            scim_id = found
             await self.ls.put_group(group.graph_id, scim_id, name)
-            out.append(UserWrite(group.graph_id, name, "group", "success", how, scim_id))
-            current: frozenset[str] = frozenset()
+            out.append(
+                UserWrite(
+                    group.graph_id,
+                    name,
+                    "group",
+                    "success",
+                    "group matched by displayName",
+                    scim_id,
+                )
+            )
+        elif op.action == "create":
+            doc = await self.scim.send(rg.create_group(name, group.graph_id))
+            scim_id = str(doc["id"])
+            self._bump("groups created")
+            await self.ls.put_group(group.graph_id, scim_id, name)
+            out.append(
+                UserWrite(group.graph_id, name, "group", "success", "group created", scim_id)
+            )
         else:
-            scim_id, current = state.scim_id, state.members
-            if state.display_name != name:
+            assert state is not None
+            scim_id = state.scim_id
+            if op.renamed_from is not None:
                 await self.scim.send(rg.rename_group(scim_id, name, self.dialect))
                 await self.ls.put_group(group.graph_id, scim_id, name)
                 out.append(
@@ -330,9 +504,6 @@ class Lifecycle:
                         modified=_json.dumps({"displayName": name}).decode(),
                     )
                 )
-        wanted = set((await self.ls.scim_ids(group.members)).values())
-        add = sorted(wanted - current)
-        remove = sorted(current - wanted)
         for kind, ids in (("add", add), ("remove", remove)):
             if ids:
                 await self._members(group.graph_id, scim_id, kind, ids)

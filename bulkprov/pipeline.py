@@ -38,7 +38,7 @@ import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -69,8 +69,8 @@ from .errors import (
 )
 from .escrow import EscrowEntry
 from .graph.client import GraphClient, Page
-from .graph.directory import ScopeSources, read_sources
-from .lifecycle import Lifecycle, config_fingerprint, refresh_group_mirror
+from .graph.directory import ScopeSources
+from .lifecycle import GroupGuard, Lifecycle, UserGuard, config_fingerprint, read_cycle_sources
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
 from .scim import bulk
@@ -206,7 +206,81 @@ Message = tuple[int, UserWrite] | PageDone
 
 #: ``guard(graph_id, decision, mapped)`` → a reason to hold the user back, or ``None``
 #: (``bulkprov apply`` lets only the plan's own operations through)
-Guard = Callable[[str, Decision, MappedUser | None], str | None]
+Guard = UserGuard
+
+#: (graph id, in scope, scope reason, mapped values or ``None``) of one source user
+Evaluated = tuple[str, bool, str, MappedUser | None]
+HARD_DELETED = "deleted permanently in Entra ID"
+SOFT_DELETED = "deleted in Entra ID (soft delete, restorable)"
+
+
+def removed_entry(item: dict[str, Any]) -> tuple[Evaluated, bool]:
+    """A delta ``@removed`` entry: ``changed`` = soft delete, ``deleted`` = hard delete.
+
+    Returns the user as out of scope, and whether it was hard-deleted.
+    """
+    graph_id = item.get("id")
+    if not isinstance(graph_id, str) or not graph_id:
+        raise UserDataError("a removed Graph user has no 'id'")
+    removed = item.get("@removed")
+    if isinstance(removed, dict) and removed.get("reason") == "deleted":
+        return (graph_id, False, HARD_DELETED, None), True
+    return (graph_id, False, SOFT_DELETED, None), False
+
+
+def page_headers(cfg: Config) -> dict[str, str]:
+    """Headers of every ``users/delta`` page request."""
+    return {"Prefer": f"odata.maxpagesize={cfg.graph.page_size}"}
+
+
+async def choose_read(ls: LifecycleStore, cfg: Config, sources: ScopeSources) -> str | None:
+    """The deltaLink a new cycle reads from, or ``None`` for a full round.
+
+    A full round when no cycle left a deltaLink, when the scope or mappings changed since
+    (Entra restarts with a full cycle), or when more assignments changed than are worth
+    fetching one by one (:data:`MAX_ASSIGNMENT_FETCHES`).
+    """
+    link = await ls.get(USERS_DELTA)
+    if link is None or await ls.get(FINGERPRINT) != config_fingerprint(cfg):
+        return None
+    if sources.assigned is not None:
+        changed = len(assignment_changes(await ls.assigned(), sources.snapshot()))
+        if changed > MAX_ASSIGNMENT_FETCHES:
+            return None
+    return link
+
+
+def assignment_changes(
+    old: dict[str, str], new: dict[str, str], seen: Container[str] = frozenset()
+) -> list[str]:
+    """Users whose assignment or app roles changed since the last cycle, not in ``seen``."""
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in seen)
+
+
+async def fetch_users(
+    graph: GraphClient, ids: list[str], select: list[str]
+) -> list[dict[str, Any]]:
+    """``GET /users/{id}`` for each id (4 at a time); a user gone (404) is left out."""
+    users: list[dict[str, Any]] = []
+    limiter = anyio.CapacityLimiter(4)
+    fields = ",".join(select)
+
+    async def fetch(graph_id: str) -> None:
+        async with limiter:
+            try:
+                doc = await graph.get_json(f"{graph.base_url}/users/{graph_id}?$select={fields}")
+            except SourceError as exc:
+                if "answered 404" in str(exc):
+                    return  # deleted: the delta round reports it
+                raise
+        if isinstance(doc, dict):
+            doc.pop("@odata.context", None)
+            users.append(doc)
+
+    async with anyio.create_task_group() as tg:
+        for graph_id in ids:
+            tg.start_soon(fetch, graph_id)
+    return users
 
 
 class StateLock:
@@ -285,6 +359,36 @@ class Engine:
         validate.check_user_name(mapped.user_name, email=self.cfg.target.user_name_is_email)
         return graph_id, True, reason, mapped
 
+    def entry(
+        self, item: dict[str, Any], sources: ScopeSources | None = None
+    ) -> tuple[Evaluated, bool]:
+        """One item of a Graph page: a user (see :meth:`evaluate`) or a delta ``@removed``
+        entry; and whether it is a hard delete. Sync and plan both read pages through here.
+        """
+        if "@removed" in item:
+            return removed_entry(item)
+        return self.evaluate(item, sources), False
+
+    def decide(
+        self,
+        evaluated: Evaluated,
+        state: UserState | None,
+        match: tuple[str, dict[str, Any]] | None,
+        *,
+        hard_deleted: bool,
+    ) -> Decision:
+        """The decision for one evaluated user: sync and plan both decide through here."""
+        _, in_scope, reason, mapped = evaluated
+        return decide(
+            in_scope=in_scope,
+            scope_reason=reason,
+            update_values=mapped.update_values if mapped else None,
+            digest=mapped.digest if mapped else None,
+            state=state,
+            match=match,
+            delete=hard_deleted and self.cfg.deprovision.delete_hard_deleted,
+        )
+
     def delta_url(self, base_url: str) -> str:
         """The first request of a full ``users/delta`` round (facts.md §7.3)."""
         return f"{base_url}/users/delta?$select={','.join(self.select)}"
@@ -311,8 +415,13 @@ async def run_sync(
     handle_signals: bool = False,
     engine: Engine | None = None,
     guard: Guard | None = None,
+    group_guard: GroupGuard | None = None,
 ) -> RunResult:
-    """Run (or resume) one full sync from Graph into the SCIM target."""
+    """Run (or resume) one full sync from Graph into the SCIM target.
+
+    ``guard`` and ``group_guard`` (``bulkprov apply``) hold back every user and group
+    operation they do not let through.
+    """
     engine = engine or Engine(cfg)
     stats = stats or RunStats()
     with StateLock(cfg.state.path):
@@ -344,7 +453,7 @@ async def run_sync(
                 adaptive=cfg.target.adaptive,
             ) as (graph, scim):
                 stats.scim = scim
-                sync = _Sync(engine, store, run, graph, scim, stats, guard)
+                sync = _Sync(engine, store, run, graph, scim, stats, guard, group_guard)
                 status, message = "completed", None
                 try:
                     await sync.run(need_index=need_index, handle_signals=handle_signals)
@@ -389,9 +498,11 @@ class _Sync:
         scim: ScimClient,
         stats: RunStats,
         guard: Guard | None = None,
+        group_guard: GroupGuard | None = None,
     ) -> None:
         self.engine = engine
         self.guard = guard
+        self.group_guard = group_guard
         self.cfg = engine.cfg
         self.store = store
         self.run_ = run
@@ -443,17 +554,7 @@ class _Sync:
         cfg, run = self.cfg, self.run_
         self.stats.phase = "reading assignments"
         # Read completely before deciding anything: a failure here changes nothing.
-        groups_link = None
-        if cfg.scope.mode == "assigned" or cfg.groups.enabled:
-            groups_link = await refresh_group_mirror(self.graph, self.ls, cfg.graph.page_size)
-        self.sources = await read_sources(
-            self.graph,
-            mode=cfg.scope.mode,
-            service_principal_id=cfg.scope.service_principal_id,
-            groups=cfg.groups.enabled,
-            flatten=cfg.groups.flatten_nested,
-            mirror=self.ls if groups_link else None,
-        )
+        self.sources, groups_link = await read_cycle_sources(self.graph, self.ls, cfg)
         if run.resumes:
             self.already_done = await self.store.logged_since_page(run)
         else:
@@ -492,7 +593,14 @@ class _Sync:
         if self.stop_signal is not None:
             return  # stopped by a signal: the read is partial, nothing is deprovisioned
         # The source read completed: only now may anything be deprovisioned.
-        life = Lifecycle(cfg, self.store, self.scim, self.stats.counts)
+        life = Lifecycle(
+            cfg,
+            self.store,
+            self.scim,
+            self.stats.counts,
+            guard=self.guard,
+            group_guard=self.group_guard,
+        )
         self.stats.phase = "deprovisioning"
         self.note = await life.deprovision(
             run,
@@ -514,14 +622,8 @@ class _Sync:
 
     async def _choose_read(self) -> None:
         """A new run reads a delta round when the last cycle left a usable deltaLink."""
-        ls, run = self.ls, self.run_
-        link = await ls.get(USERS_DELTA)
-        full = link is None or await ls.get(FINGERPRINT) != config_fingerprint(self.cfg)
-        if not full and self.sources.assigned is not None:
-            old, new = await ls.assigned(), self.sources.snapshot()
-            changed = sum(1 for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            full = changed > MAX_ASSIGNMENT_FETCHES
-        await ls.set_run_read(run, "full" if full else "incremental", None if full else link)
+        link = await choose_read(self.ls, self.cfg, self.sources)
+        await self.ls.set_run_read(self.run_, "full" if link is None else "incremental", link)
 
     def _phase(self, grace: float) -> anyio.CancelScope:
         """A fresh scope for one phase; a signal gives it ``grace`` seconds to end."""
@@ -631,7 +733,7 @@ class _Sync:
         work_send: ObjectSendStream[WorkItem],
         out_send: ObjectSendStream[Message],
     ) -> None:
-        prefer = {"Prefer": f"odata.maxpagesize={self.cfg.graph.page_size}"}
+        prefer = page_headers(self.cfg)
         # One page of lookahead: the next page is fetched while this one is evaluated and
         # sent. Read one after the other, the workers sat idle for every page's round trip
         # (≈ 25 % of a 100k-user run's wall time on loopback; benchmarks/RESULTS.md).
@@ -662,33 +764,10 @@ class _Sync:
         self, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
     ) -> None:
         """Users whose assignment or app roles changed: ``users/delta`` does not show them."""
-        old, new = await self.ls.assigned(), self.sources.snapshot()
-        ids = sorted(
-            k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in self.seen
-        )
+        ids = assignment_changes(await self.ls.assigned(), self.sources.snapshot(), self.seen)
         if not ids:
             return
-        users: list[dict[str, Any]] = []
-        limiter = anyio.CapacityLimiter(4)
-        select = ",".join(self.engine.select)
-
-        async def fetch(graph_id: str) -> None:
-            async with limiter:
-                try:
-                    doc = await self.graph.get_json(
-                        f"{self.graph.base_url}/users/{graph_id}?$select={select}"
-                    )
-                except SourceError as exc:
-                    if "answered 404" in str(exc):
-                        return  # deleted: the delta round reports it
-                    raise
-            if isinstance(doc, dict):
-                doc.pop("@odata.context", None)
-                users.append(doc)
-
-        async with anyio.create_task_group() as tg:
-            for graph_id in ids:
-                tg.start_soon(fetch, graph_id)
+        users = await fetch_users(self.graph, ids, self.engine.select)
         await self._page(Page(self.next_page, "#assignments", users, None), work_send, out_send)
         self.next_page += 1
 
@@ -705,10 +784,9 @@ class _Sync:
             try:
                 if not isinstance(user, dict):
                     raise UserDataError(f"the Graph page holds a {type(user).__name__}, not a user")
-                if "@removed" in user:
-                    result = self._removed(user)
-                else:
-                    result = engine.evaluate(user, self.sources)
+                result, hard = engine.entry(user, self.sources)
+                if hard:
+                    self.hard_deleted.add(result[0])
             except UserDataError as exc:
                 gid = user.get("id") if isinstance(user, dict) else None
                 upn = user.get("userPrincipalName") if isinstance(user, dict) else None
@@ -745,7 +823,7 @@ class _Sync:
                 count += 1
                 await out_send.send((page.number, item))
                 continue
-            graph_id, in_scope, reason, mapped = item
+            graph_id, _, _, mapped = item
             if graph_id in self.already_done:
                 continue  # provisioned, counted and logged by this run before it stopped
             count += 1
@@ -780,15 +858,7 @@ class _Sync:
                     )
                     continue
                 seen_names.add(low)
-            decision = decide(
-                in_scope=in_scope,
-                scope_reason=reason,
-                update_values=mapped.update_values if mapped else None,
-                digest=mapped.digest if mapped else None,
-                state=state,
-                match=match,
-                delete=graph_id in self.hard_deleted and self.cfg.deprovision.delete_hard_deleted,
-            )
+            decision = engine.decide(item, state, match, hard_deleted=graph_id in self.hard_deleted)
             user_name = mapped.user_name if mapped else (state.user_name if state else None)
             held = None
             if self.guard is not None and decision.kind != "skip":
@@ -823,17 +893,6 @@ class _Sync:
                 )
         self.stats.pages += 1
         await _put(out_send, PageDone(page.number, count, page.next_link))
-
-    def _removed(self, item: dict[str, Any]) -> tuple[str, bool, str, MappedUser | None]:
-        """A delta ``@removed`` entry: ``changed`` = soft delete, ``deleted`` = hard delete."""
-        graph_id = item.get("id")
-        if not isinstance(graph_id, str) or not graph_id:
-            raise UserDataError("a removed Graph user has no 'id'")
-        removed = item.get("@removed")
-        if isinstance(removed, dict) and removed.get("reason") == "deleted":
-            self.hard_deleted.add(graph_id)
-            return graph_id, False, "deleted permanently in Entra ID", None
-        return graph_id, False, "deleted in Entra ID (soft delete, restorable)", None
 
     # -- SCIM workers ---------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ before anything is applied. The merged result is applied to a mirror of the grou
 SQLite (:meth:`~bulkprov.checkpoint.lifecycle.LifecycleStore.apply_group_delta`); a cycle
 with no group change therefore costs one delta page and no per-group member read.
 
-:func:`merge` is pure (tested without a network); :func:`read_groups_delta` does the I/O.
+:func:`merge` is pure (tested without a network); :func:`read_groups_delta` does the I/O;
+:class:`DeltaOverlay` answers what the mirror would hold once a round is applied, without
+applying it (``bulkprov plan`` writes no state).
 An expired token (410 / ``syncStateNotFound``) falls back to a first round: a full read.
 """
 
@@ -21,6 +23,7 @@ from typing import Any
 
 from ..errors import DeltaExpired
 from .client import GraphClient
+from .directory import GroupMirror
 
 USER, GROUP = "user", "group"
 
@@ -104,3 +107,40 @@ async def read_groups_delta(
         # Graph forgot the sync state (seven days for directory objects, facts.md §7.3):
         # start over; the mirror is replaced by the complete first round.
         return await read(first_round(graph), True)
+
+
+class DeltaOverlay:
+    """A group mirror as it would be once ``delta`` is applied to ``base``, in memory.
+
+    ``bulkprov plan`` reads the same ``groups/delta`` round a sync reads but writes no
+    state: this answers what :meth:`~bulkprov.checkpoint.lifecycle.LifecycleStore.
+    apply_group_delta` would leave in the mirror (a first round replaces it; deleted groups
+    go, with their memberships; names are upserted; members added, then removed).
+    """
+
+    def __init__(self, base: GroupMirror, delta: GroupDelta) -> None:
+        self.base = base
+        self.delta = delta
+
+    async def source_group_names(self) -> dict[str, str]:
+        d = self.delta
+        names = {} if d.full else await self.base.source_group_names()
+        names = {gid: name for gid, name in names.items() if gid not in d.deleted}
+        names.update(d.names)
+        return names
+
+    async def source_group(self, graph_id: str) -> tuple[str, list[tuple[str, str]]] | None:
+        d = self.delta
+        if graph_id in d.deleted:
+            return None
+        found = None if d.full else await self.base.source_group(graph_id)
+        name = d.names.get(graph_id, found[0] if found is not None else None)
+        if name is None:
+            return None
+        members = {mid: kind for mid, kind in (found[1] if found else ()) if mid not in d.deleted}
+        for mid, kind in d.added.get(graph_id, {}).items():
+            members.pop(mid, None)  # INSERT OR REPLACE: the row moves to the end
+            members[mid] = kind
+        for mid in d.removed.get(graph_id, ()):
+            members.pop(mid, None)
+        return name, list(members.items())

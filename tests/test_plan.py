@@ -1,0 +1,406 @@
+"""``bulkprov plan`` / ``apply`` against the simulators: hard deletes, groups, delta reads.
+
+The plan reads what a sync reads and writes nothing (the target gets no write, the state
+database is byte-for-byte the same dump); ``apply`` sends exactly the plan's operations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bulkprov.checkpoint.store import StateStore
+from bulkprov.demo import write_demo_config
+from bulkprov.pipeline import Engine, run_sync
+from bulkprov.plan import make_plan, plan_group_guard, plan_guard
+from bulkprov.sim import GraphTenant, ScimService, SimResponse
+from bulkprov.sim.http import SimRequest
+
+from .cli_support import Cli, SimThread
+from .conftest import FAST_RETRY, GRAPH_SECRET, SCIM_TOKEN, SECRETS, make_config
+from .test_lifecycle import Spy, enabled
+
+
+class RecordingTenant(GraphTenant):
+    """Records the path and query of every Graph request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+
+    async def handle(self, req: SimRequest) -> SimResponse:
+        self.requests.append((req.path, dict(req.query)))
+        return await super().handle(req)
+
+
+@pytest.fixture(name="pcli")
+def pcli_fixture(tmp_path: Path) -> Iterator[Cli]:
+    """The CLI against a small recording tenant, with hard deletes configured."""
+    tenant = RecordingTenant(user_count=40, seed=21, client_secret=GRAPH_SECRET)
+    scim = ScimService(SCIM_TOKEN, id_seed=9)
+    with SimThread(tenant, scim) as servers:
+        config, state = tmp_path / "bulkprov.toml", tmp_path / "state.sqlite3"
+        write_demo_config(config, servers.as_json(), state, concurrency=4, rate_limit=0)
+        text = config.read_text(encoding="utf-8")
+        assert "delete_hard_deleted = false" in text
+        config.write_text(text.replace("delete_hard_deleted = false", "delete_hard_deleted = true"))
+        yield Cli(config, state, tenant, scim, servers)
+
+
+def dump(path: Path) -> list[str]:
+    """Every row of the state database, as SQL."""
+    con = sqlite3.connect(path)
+    try:
+        return list(con.iterdump())
+    finally:
+        con.close()
+
+
+def plan_of(cli: Cli, tmp_path: Path) -> dict[str, Any]:
+    out = cli("plan", "--out", str(tmp_path / "plan.json"))
+    assert out.exit_code == 0, out.output
+    plan: dict[str, Any] = orjson.loads((tmp_path / "plan.json").read_bytes())
+    return plan
+
+
+def sent(spy: Spy) -> list[tuple[str, str, Any]]:
+    return sorted((m, p, orjson.dumps(b).decode() if b else "") for m, p, b in spy.writes())
+
+
+def test_plan_shows_a_hard_delete_and_apply_sends_exactly_it(pcli: Cli, tmp_path):
+    assert pcli("sync", "--quiet").exit_code == 0
+    gone, soft = enabled(pcli.tenant)[:2]
+    gone_id = pcli.scim.find(gone["userPrincipalName"])["id"]
+    soft_id = pcli.scim.find(soft["userPrincipalName"])["id"]
+    pcli.tenant.delete_user(gone["id"], soft=False)
+    pcli.tenant.delete_user(soft["id"], soft=True)
+    before = dump(pcli.state)
+    spy = Spy()
+    pcli.scim.faults = spy
+
+    plan = plan_of(pcli, tmp_path)
+    assert plan["read"] == "incremental"
+    ops = {op["graph_id"]: op for op in plan["operations"]}
+    assert {g: op["action"] for g, op in ops.items()} == {
+        gone["id"]: "delete",
+        soft["id"]: "disable",
+    }
+    assert ops[gone["id"]]["scim_id"] == gone_id
+    assert ops[gone["id"]]["reason"] == "deleted permanently in Entra ID"
+    assert plan["counts"]["delete"] == 1 and plan["counts"]["disable"] == 1
+    assert spy.writes() == [] and dump(pcli.state) == before  # the plan wrote nothing
+
+    out = pcli("apply", str(tmp_path / "plan.json"), "--quiet")
+    assert out.exit_code == 0, out.output
+    assert [(m, p) for m, p, _ in sent(spy)] == sorted(
+        [("DELETE", f"/scim2/Users/{gone_id}"), ("PATCH", f"/scim2/Users/{soft_id}")]
+    )
+    assert pcli.scim.find(gone["userPrincipalName"]) is None
+    assert pcli.scim.find(soft["userPrincipalName"])["active"] is False
+
+
+def test_plan_lists_group_operations_and_apply_sends_exactly_them(pcli: Cli, tmp_path):
+    t, d = pcli.tenant, pcli.tenant.directory
+    a, b, c, x, e = enabled(t)[:5]
+    sales = d.add_group("Sales", [a["id"], b["id"], c["id"]])
+    legacy = d.add_group("Legacy", [x["id"]])
+    assert pcli("sync", "--quiet").exit_code == 0
+
+    def sid(u: dict[str, Any]) -> str:
+        return str(pcli.scim.find(u["userPrincipalName"])["id"])
+
+    sales_id = pcli.scim.groups.find("Sales")["id"]
+    legacy_id = pcli.scim.groups.find("Legacy")["id"]
+    assert set(pcli.scim.groups.member_ids(sales_id)) == {sid(a), sid(b), sid(c)}
+
+    newcomer = t.add_user(accountEnabled=True)
+    d.add_group("Support", [a["id"], newcomer["id"]])
+    d.remove_member(sales["id"], b["id"])
+    d.add_member(sales["id"], e["id"])
+    d.delete_group(legacy["id"])
+    before = dump(pcli.state)
+    spy = Spy()
+    pcli.scim.faults = spy
+
+    plan = plan_of(pcli, tmp_path)
+    assert spy.writes() == [] and dump(pcli.state) == before  # the plan wrote nothing
+    (create,) = [op for op in plan["operations"] if op["action"] == "create"]
+    assert create["graph_id"] == newcomer["id"] and create["scim_id"] == "new:1"
+    groups = {op["display_name"]: op for op in plan["group_operations"]}
+    assert set(groups) == {"Sales", "Legacy", "Support"}
+    assert groups["Legacy"]["action"] == "delete" and groups["Legacy"]["scim_id"] == legacy_id
+    support = groups["Support"]
+    assert support["action"] == "create" and support["scim_id"] == "new-group:1"
+    assert support["members"] == {
+        "add": sorted(
+            [
+                {"graph_id": a["id"], "scim_id": sid(a)},
+                {"graph_id": newcomer["id"], "scim_id": "new:1"},  # created by the same sync
+            ],
+            key=lambda m: m["graph_id"],
+        ),
+        "remove": [],
+    }
+    assert groups["Sales"]["action"] == "update" and groups["Sales"]["scim_id"] == sales_id
+    assert groups["Sales"]["members"] == {
+        "add": [{"graph_id": e["id"], "scim_id": sid(e)}],
+        "remove": [{"graph_id": b["id"], "scim_id": sid(b)}],
+    }
+    assert plan["group_counts"] == {
+        "create": 1,
+        "link": 0,
+        "update": 1,
+        "delete": 1,
+        "members_added": 3,
+        "members_removed": 1,
+    }
+
+    # a membership moves on after the plan: apply refuses and sends nothing
+    d.remove_member(sales["id"], c["id"])
+    stale = pcli("apply", str(tmp_path / "plan.json"))
+    assert stale.exit_code == 7, stale.output
+    assert "groups or their memberships changed" in stale.output
+    assert spy.writes() == []
+    d.add_member(sales["id"], c["id"])  # undone: the plan holds again
+
+    out = pcli("apply", str(tmp_path / "plan.json"), "--quiet")
+    assert out.exit_code == 0, out.output
+    new_id = sid(newcomer)
+    support_id = pcli.scim.groups.find("Support")["id"]
+    writes = [(m, p) for m, p, _ in spy.writes()]
+    assert sorted(writes) == sorted(
+        [
+            ("POST", "/scim2/Users"),
+            ("DELETE", f"/scim2/Groups/{legacy_id}"),
+            ("POST", "/scim2/Groups"),
+            ("PATCH", f"/scim2/Groups/{support_id}"),
+            ("PATCH", f"/scim2/Groups/{sales_id}"),
+            ("PATCH", f"/scim2/Groups/{sales_id}"),
+        ]
+    )
+    member_ops = sorted(
+        (p, body["Operations"][0]["op"], sorted(v["value"] for v in body["Operations"][0]["value"]))
+        for m, p, body in spy.writes()
+        if m == "PATCH"
+    )
+    assert member_ops == sorted(
+        [
+            (f"/scim2/Groups/{support_id}", "add", sorted([sid(a), new_id])),
+            (f"/scim2/Groups/{sales_id}", "add", [sid(e)]),
+            (f"/scim2/Groups/{sales_id}", "remove", [sid(b)]),
+        ]
+    )
+    assert pcli.scim.groups.find("Legacy") is None
+    assert set(pcli.scim.groups.member_ids(sales_id)) == {sid(a), sid(c), sid(e)}
+
+
+def test_plan_reads_only_the_changes_after_a_sync(pcli: Cli, tmp_path):
+    t = pcli.tenant
+    first = plan_of(pcli, tmp_path)  # no sync yet: a full round, as a first sync reads
+    assert first["read"] == "full"
+    rounds = [q for p, q in t.requests if p.endswith("/users/delta")]
+    assert rounds and "$deltatoken" not in rounds[0]
+    assert pcli("sync", "--quiet").exit_code == 0
+
+    users = enabled(t)
+    t.update_user(users[3]["id"], department="Quantum Research")
+    t.requests.clear()
+    before = dump(pcli.state)
+    plan = plan_of(pcli, tmp_path)
+    assert plan["read"] == "incremental"
+    assert [(op["graph_id"], op["action"]) for op in plan["operations"]] == [
+        (users[3]["id"], "update")
+    ]
+    assert list(plan["operations"][0]["changes"].values()) == ["Quantum Research"]
+    assert plan["fingerprints"]["source_users"] == 1 and plan["counts"]["skip"] == 0
+    paths = [p for p, _ in t.requests]
+    assert not any(p.endswith("/v1.0/users") for p in paths)  # no listing of every user
+    deltas = [q for p, q in t.requests if p.endswith("/users/delta")]
+    assert deltas and all("$deltatoken" in q or "$skiptoken" in q for q in deltas)
+    assert dump(pcli.state) == before  # no deltaLink stored: the next read sees it again
+    again = plan_of(pcli, tmp_path)
+    assert again["operations"] == plan["operations"]
+
+    # a change to another user between plan and apply: the same delta read sees it
+    t.update_user(users[4]["id"], department="Elsewhere")
+    stale = pcli("apply", str(tmp_path / "plan.json"))
+    assert stale.exit_code == 7 and "source changed" in stale.output
+    t.update_user(users[4]["id"], department=users[4].get("department"))
+    pcli.scim.reset_counters()
+    out = pcli("apply", str(tmp_path / "plan.json"), "--quiet")
+    assert out.exit_code == 0, out.output
+    assert pcli.scim.counters()["by_method"] == {"PATCH": 1}
+
+
+async def test_apply_guard_holds_back_a_group_that_changed_after_the_check(
+    servers, tenant, scim, tmp_path
+):
+    """What the plan did not show for a group is not sent, even past the upfront check."""
+    d = tenant.directory
+    a, b, c = enabled(tenant)[:3]
+    one = d.add_group("One", [a["id"]])
+    two = d.add_group("Two", [b["id"]])
+    cfg = make_config(servers, tmp_path / "s.db")
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    d.add_member(one["id"], b["id"])
+    d.add_member(two["id"], c["id"])
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    assert {op["display_name"] for op in plan["group_operations"]} == {"One", "Two"}
+    d.add_member(one["id"], c["id"])  # after the check: "One" now differs from the plan
+    spy = Spy()
+    scim.faults = spy
+    result = await run_sync(
+        cfg,
+        SECRETS,
+        policy=FAST_RETRY,
+        guard=plan_guard(plan, Engine(cfg)),
+        group_guard=plan_group_guard(plan),
+    )
+    two_id = scim.groups.find("Two")["id"]
+    assert [(m, p) for m, p, _ in spy.writes()] == [("PATCH", f"/scim2/Groups/{two_id}")]
+    assert result.counts["groups held back"] == 1
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        log = await store.log_entries(user=one["id"], run_id=result.run_id)
+    assert any("changed since the plan" in (row.get("reason") or "") for row in log)
+
+
+def test_apply_cli_sends_only_the_planned_group_operations(pcli: Cli, tmp_path, monkeypatch):
+    """Past its upfront check, `bulkprov apply` still holds back a group the plan did not show."""
+    import bulkprov.plan
+
+    d = pcli.tenant.directory
+    a, b = enabled(pcli.tenant)[:2]
+    d.add_group("Planned", [a["id"]])
+    plan_of(pcli, tmp_path)
+    unplanned = d.add_group("Unplanned", [b["id"]])
+
+    async def no_check(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(bulkprov.plan, "verify_plan", no_check)  # the race, made certain
+    out = pcli("apply", str(tmp_path / "plan.json"), "--quiet")
+    assert out.exit_code == 0, out.output
+    assert pcli.scim.groups.find("Planned") is not None
+    assert pcli.scim.groups.find("Unplanned") is None
+    logs = pcli("logs", "--user", unplanned["id"], "--json")
+    assert "not in the plan" in logs.output, logs.output
+
+
+async def test_apply_guard_holds_back_a_sweep_disable_the_plan_did_not_show(
+    servers, tenant, scim, tmp_path
+):
+    a, b = enabled(tenant)[:2]
+    cfg = make_config(servers, tmp_path / "s.db")
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    tenant.directory.expire_delta_tokens()  # the next cycle reads everything, then sweeps
+    tenant.delete_user(a["id"], soft=False)
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    assert plan["read"] == "full"
+    assert [(op["graph_id"], op["action"]) for op in plan["operations"]] == [(a["id"], "disable")]
+    tenant.delete_user(b["id"], soft=False)  # after the check: the sweep would disable it too
+    spy = Spy()
+    scim.faults = spy
+    await run_sync(
+        cfg,
+        SECRETS,
+        policy=FAST_RETRY,
+        guard=plan_guard(plan, Engine(cfg)),
+        group_guard=plan_group_guard(plan),
+    )
+    a_id = scim.find(a["userPrincipalName"])["id"]
+    assert [(m, p) for m, p, _ in spy.writes()] == [("PATCH", f"/scim2/Users/{a_id}")]
+    assert scim.find(b["userPrincipalName"])["active"] is True
+
+
+async def test_delta_overlay_answers_what_applying_the_round_would_leave(tmp_path):
+    from bulkprov.checkpoint.lifecycle import LifecycleStore
+    from bulkprov.graph.groups_delta import DeltaOverlay, merge
+
+    first = merge(
+        [
+            [
+                {"id": "g1", "displayName": "One", "members@delta": [{"id": "u1"}, {"id": "u2"}]},
+                {"id": "g2", "displayName": "Two", "members@delta": [{"id": "u3"}]},
+                {
+                    "id": "g3",
+                    "displayName": "Three",
+                    "members@delta": [{"id": "g2", "@odata.type": "#microsoft.graph.group"}],
+                },
+            ]
+        ],
+        full=True,
+    )
+    later = merge(
+        [
+            [
+                {"id": "g1", "members@delta": [{"id": "u2", "@removed": {}}, {"id": "u4"}]},
+                {"id": "g2", "@removed": {"reason": "deleted"}},
+                {"id": "g4", "displayName": "Four", "members@delta": [{"id": "u1"}]},
+                {"id": "g3", "displayName": "Three renamed"},
+            ]
+        ],
+        full=False,
+    )
+    again = merge(
+        [[{"id": "g9", "displayName": "Only", "members@delta": [{"id": "u9"}]}]], full=True
+    )
+
+    async def view(mirror: Any) -> tuple[Any, ...]:
+        names = await mirror.source_group_names()
+        groups = {g: await mirror.source_group(g) for g in [*names, "g1", "g2", "g3", "g9"]}
+        return names, {g: (v[0], sorted(v[1])) if v else None for g, v in groups.items()}
+
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        ls = LifecycleStore(store)
+        await ls.apply_group_delta(first)
+        for delta in (later, again):
+            predicted = await view(DeltaOverlay(ls, delta))
+            await ls.apply_group_delta(delta)
+            assert predicted == await view(ls)
+
+
+async def test_plan_in_assigned_mode_reads_the_assignment_changes(servers, tenant, scim, tmp_path):
+    """An incremental plan fetches the users whose assignment changed, as the sync does."""
+    from .test_lifecycle import assigned_config
+
+    d = tenant.directory
+    a, b, c = enabled(tenant)[:3]
+    d.assign(a["id"])
+    group = d.add_group("Zoom users", [b["id"]])
+    d.assign(group["id"])
+    cfg = assigned_config(servers, tenant, tmp_path)
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    d.unassign(a["id"])
+    d.add_member(group["id"], c["id"])  # assigned through the group: no users/delta entry
+    before = dump(tmp_path / "s.db")
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    assert plan["read"] == "incremental"
+    ops = {op["graph_id"]: op["action"] for op in plan["operations"]}
+    assert ops == {a["id"]: "disable", c["id"]: "create"}
+    (members,) = [op["members"] for op in plan["group_operations"]]
+    assert members == {"add": [{"graph_id": c["id"], "scim_id": "new:1"}], "remove": []}
+    assert dump(tmp_path / "s.db") == before
+    spy = Spy()
+    scim.faults = spy
+    await run_sync(
+        cfg,
+        SECRETS,
+        policy=FAST_RETRY,
+        guard=plan_guard(plan, Engine(cfg)),
+        group_guard=plan_group_guard(plan),
+    )
+    c_id = scim.find(c["userPrincipalName"])["id"]
+    group_id = scim.groups.find("Zoom users")["id"]
+    assert sorted((m, p) for m, p, _ in spy.writes()) == sorted(
+        [
+            ("POST", "/scim2/Users"),
+            ("PATCH", f"/scim2/Users/{scim.find(a['userPrincipalName'])['id']}"),
+            ("PATCH", f"/scim2/Groups/{group_id}"),
+        ]
+    )
+    assert c_id in scim.groups.member_ids(group_id)
