@@ -201,9 +201,12 @@ def scenario(case: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = write_config(case, sim.info, Path(tmp))
             if "bulkprov" in sides:
-                runs = case.get("runs", 1)
+                # per run: extra `sync` arguments (a re-sync's run 3 is `--full`)
+                run_args = case.get("run_args") or [[]] * case.get("runs", 1)
+                runs = len(run_args)
                 for i in range(runs):
                     cmd = [sys.executable, "-m", "bulkprov", "sync", "-c", str(cfg), "--json"]
+                    cmd += run_args[i]
                     r = measure(
                         "bulkprov",
                         cmd,
@@ -213,10 +216,10 @@ def scenario(case: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
                         lambda res: sum(res.get("counts", {}).values()),
                     )
                     if runs > 1:
-                        r["side"] += f" (run {i + 1})"
+                        r["side"] += f" (run {i + 1}{''.join(' ' + a for a in run_args[i])})"
                     rows.append(r)
             if "baseline" in sides and case.get("baseline_users", 0):
-                if not case.get("runs", 1) > 1:
+                if not (case.get("runs", 1) > 1 or case.get("run_args")):
                     control(url, "reset", "POST")  # an empty target again
                 cmd = [
                     sys.executable,

@@ -147,6 +147,12 @@ def init(path: Path, force: bool) -> None:
 @main.command(epilog=EPILOG)
 @config_option
 @click.option("--rematch", is_flag=True, help="List the target and re-match every account.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Read every user, not only the changes since the last cycle (unchanged users "
+    "still cost no request).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Emit JSON-lines events (automation).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final summary (cron).")
 @click.option(
@@ -173,6 +179,7 @@ def init(path: Path, force: bool) -> None:
 def sync(
     config_path: Path,
     rematch: bool,
+    full: bool,
     as_json: bool,
     quiet: bool,
     expect: int | None,
@@ -194,11 +201,14 @@ def sync(
       bulkprov sync --json > events.jsonl
       bulkprov sync --quiet --metrics-port 9464     # cron, scraped by Prometheus
       bulkprov sync --watch --interval 30s   # changes reach the target within 30 s
+      bulkprov sync --full                   # read everyone again, not only changes
     """
     from .progress import run_with_progress
 
     cfg = _load(config_path)
     if watch:
+        if full:
+            raise click.UsageError("--full is for one run: run `sync --full`, then `--watch`")
         _watch(cfg, interval, as_json)
     result = _run(
         partial(
@@ -206,6 +216,7 @@ def sync(
             metrics_port=metrics_port,
             metrics_host=metrics_host,
             report=not no_report,
+            full=full,
         ),
         cfg,
         rematch,

@@ -412,6 +412,7 @@ async def run_sync(
     scim_transport: httpx.AsyncBaseTransport | None = None,
     policy: RetryPolicy | None = None,
     rematch: bool = False,
+    full: bool = False,
     handle_signals: bool = False,
     engine: Engine | None = None,
     guard: Guard | None = None,
@@ -419,8 +420,10 @@ async def run_sync(
 ) -> RunResult:
     """Run (or resume) one full sync from Graph into the SCIM target.
 
-    ``guard`` and ``group_guard`` (``bulkprov apply``) hold back every user and group
-    operation they do not let through.
+    ``full`` reads every user even when the last cycle left a deltaLink (``sync --full``,
+    Entra's "restart provisioning" without clearing the state: unchanged users still cost
+    no request). ``guard`` and ``group_guard`` (``bulkprov apply``) hold back every user and
+    group operation they do not let through.
     """
     engine = engine or Engine(cfg)
     stats = stats or RunStats()
@@ -454,6 +457,7 @@ async def run_sync(
             ) as (graph, scim):
                 stats.scim = scim
                 sync = _Sync(engine, store, run, graph, scim, stats, guard, group_guard)
+                sync.force_full = full
                 status, message = "completed", None
                 try:
                     await sync.run(need_index=need_index, handle_signals=handle_signals)
@@ -523,6 +527,8 @@ class _Sync:
         #: tenant would otherwise hold 1M ids (≈ 110 MB) that nothing looks at
         self.seen: set[str] = set()
         self.hard_deleted: set[str] = set()
+        #: ``sync --full``: a full read even where a deltaLink would do
+        self.force_full = False
         self.next_page = run.cursor_page
         #: a message for the run's summary (e.g. actions held by the deletion threshold)
         self.note: str | None = None
@@ -622,7 +628,7 @@ class _Sync:
 
     async def _choose_read(self) -> None:
         """A new run reads a delta round when the last cycle left a usable deltaLink."""
-        link = await choose_read(self.ls, self.cfg, self.sources)
+        link = None if self.force_full else await choose_read(self.ls, self.cfg, self.sources)
         await self.ls.set_run_read(self.run_, "full" if link is None else "incremental", link)
 
     def _phase(self, grace: float) -> anyio.CancelScope:

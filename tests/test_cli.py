@@ -67,3 +67,15 @@ def test_demo_runs_end_to_end_and_checks_itself(tmp_path):
     assert "interrupting the sync (SIGINT)" in out and "resuming" in out
     assert "missing: 0   duplicates: 0   extra: 0   wrong attributes: 0" in out
     assert "demo PASSED" in out
+
+
+def test_full_is_for_one_run_not_watch(tmp_path):
+    from bulkprov.starter import STARTER_TOML
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        STARTER_TOML.replace('path = "bulkprov-state.sqlite3"', f'path = "{tmp_path / "s.db"}"')
+    )
+    result = CliRunner().invoke(main, ["sync", "-c", str(cfg), "--full", "--watch"])
+    assert result.exit_code == 2
+    assert "--full is for one run" in result.output

@@ -385,3 +385,21 @@ async def test_scim_service_unused_reference(scim: ScimService) -> None:
     )
     doc = orjson.loads(scim.groups.handle(q, "/Groups", lambda *a, **k: SimResponse(400), "").body)
     assert doc["totalResults"] == 1 and "members" not in doc["Resources"][0]
+
+
+async def test_full_reads_everyone_again_at_no_request_cost(servers, tenant, scim, tmp_path):
+    """``sync --full``: every user read again, unchanged ones skipped by digest (0 requests)."""
+    cfg = make_config(servers, tmp_path / "s.db")
+    first = await sync(cfg)
+    assert first.counts["created"] == len(enabled(tenant))
+    scim.reset_counters()
+    assert sum((await sync(cfg)).counts.values()) == 0  # a delta round: nothing changed
+    changed = enabled(tenant)[0]
+    tenant.update_user(changed["id"], givenName="Fullread")
+    full = await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
+    assert sum(full.counts.values()) == tenant.user_count  # everyone read
+    assert full.counts["updated"] == 1
+    assert scim.counters()["by_method"] == {"PATCH": 1}  # the one change, nothing else
+    async with await StateStore.open(cfg.state.path) as store:
+        last = await store.last_run()
+        assert last is not None and last.kind == "full"
