@@ -90,9 +90,17 @@ class Sampler(threading.Thread):
 
 
 def child(cmd: list[str], env: dict[str, str], cpu: int | None = None) -> dict[str, Any]:
-    """Run ``cmd``; return its last JSON line plus wall time, CPU and peak RSS (wait4)."""
-    started = time.perf_counter()
+    """Run ``cmd``; return its last JSON line plus wall time, CPU and peak RSS.
 
+    CPU comes from ``wait4``; peak RSS from the child itself (:mod:`benchmarks._peak`), as
+    ``wait4``'s ``ru_maxrss`` would include the harness's own memory copied by ``fork``.
+    """
+    started = time.perf_counter()
+    fd, peak_path = tempfile.mkstemp(prefix="bench-peak-")
+    os.close(fd)
+    if cmd[:2] == [sys.executable, "-m"]:
+        cmd = [sys.executable, "-m", "benchmarks._peak", *cmd[2:]]
+        env = dict(env, BENCH_PEAK_FILE=peak_path)
     if cpu is not None:  # taskset, not preexec_fn: the sampler thread is already running
         cmd = ["taskset", "-c", str(cpu), *cmd]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -111,7 +119,11 @@ def child(cmd: list[str], env: dict[str, str], cpu: int | None = None) -> dict[s
         raise SystemExit(f"{' '.join(cmd[:4])} failed with exit code {code}")
     final["wall"] = time.perf_counter() - started
     final["cpu"] = usage.ru_utime + usage.ru_stime
-    final["rss_mb"] = usage.ru_maxrss / 1024
+    try:
+        peak_kib = int(Path(peak_path).read_text() or 0)
+    finally:
+        os.unlink(peak_path)
+    final["rss_mb"] = (peak_kib or usage.ru_maxrss) / 1024
     return final
 
 
