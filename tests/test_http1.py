@@ -316,3 +316,44 @@ async def test_tls_verified_and_refused(serve) -> None:
     insecure = Http1Pool(1, ssl_context=False, read_timeout=5, connect_timeout=5)
     assert (await insecure.send("POST", srv.url + "/Users", {}, b"{}"))[0] == 201
     await insecure.aclose()
+
+
+async def test_slots_hand_over_and_survive_cancelled_waiters() -> None:
+    from bulkprov.http1 import _Slots
+
+    slots = _Slots(1)
+    await slots.acquire()
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        await slots.acquire()
+        order.append(name)
+
+    a = asyncio.create_task(take("a"))
+    b = asyncio.create_task(take("b"))
+    c = asyncio.create_task(take("c"))
+    await asyncio.sleep(0)
+    b.cancel()  # cancelled while waiting: leaves the queue, takes nothing
+    await asyncio.sleep(0)
+    slots.release()  # handed to a
+    await asyncio.sleep(0)
+    assert order == ["a"] and not c.done()
+    slots.release()  # b is gone: handed to c
+    await asyncio.sleep(0)
+    assert order == ["a", "c"]
+    await asyncio.gather(a, c)
+    assert b.cancelled()
+    # handed a slot, then cancelled before running: the slot goes on, not lost
+    d = asyncio.create_task(take("d"))
+    e = asyncio.create_task(take("e"))
+    await asyncio.sleep(0)
+    slots.release()
+    d.cancel()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert order == ["a", "c", "e"]
+    await e
+    assert d.cancelled()
+    slots.release()  # e's: the one slot is free again
+    await slots.acquire()
+    assert slots._free == 0 and not slots._waiters
