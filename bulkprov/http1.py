@@ -29,6 +29,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from typing import cast
+from urllib.parse import quote
 
 import httptools
 import httpx
@@ -162,6 +163,8 @@ class Http1Pool:
         if cut < 0:
             cut = len(url)
         origin, target = url[:cut], url[cut:] or "/"
+        if not target.isascii():  # as httpx and aiohttp send it: percent-encoded UTF-8
+            target = quote(target, safe="/?&=%:@!$'()*+,;~-._")
         known = self._origins.get(origin)
         if known is None:
             parts = httpx.URL(origin)

@@ -112,6 +112,17 @@ async def test_request_bytes_and_keepalive_reuse(serve) -> None:
     assert first.endswith(b"\r\n\r\n{}")
 
 
+async def test_non_ascii_paths_are_percent_encoded(serve) -> None:
+    handler = keepalive()
+    srv = await serve(handler)
+    pool = Http1Pool(1, read_timeout=5, connect_timeout=5)
+    try:
+        await pool.send("PATCH", srv.url + "/scim2/Users/Zoë%20K", {}, b"{}")
+    finally:
+        await pool.aclose()
+    assert handler.requests[0].startswith(b"PATCH /scim2/Users/Zo%C3%AB%20K HTTP/1.1\r\n")
+
+
 async def test_connections_never_exceed_the_limit(serve) -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await read_request(reader) is not None:
