@@ -593,7 +593,8 @@ class _Sync:
         self.stats = stats
         self.dialect = self.cfg.target.patch_dialect
         self.use_index = False
-        #: target accounts linked by matching in this run: scim id -> Graph id
+        #: target accounts linked by matching in this run, and the ones it created until
+        #: their links are durable: scim id -> Graph id
         self.claimed: dict[str, str] = {}
         #: users of this run already logged on partly durable pages (filled on resume)
         self.already_done: set[str] = set()
@@ -1099,6 +1100,12 @@ class _Sync:
     def _created(self, item: WorkItem, scim_id: str) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
+        # Claimed until the writer made it durable (then the state answers who owns it): a
+        # user with the same userName on another page, whose POST answers 409 and matches
+        # this account meanwhile, fails as DuplicateSourceEntries instead of taking it.
+        owner = self._claim(scim_id, item.graph_id, {})
+        if owner is not None:  # that user's 409 linked it while this POST was answered
+            return self._duplicate_source(item.graph_id, mapped, scim_id, owner)
         return UserWrite(
             item.graph_id,
             mapped.user_name,
@@ -1169,6 +1176,19 @@ class _Sync:
         if changes:
             await self.scim.send(rq.patch_user(scim_id, rq.patch_operations(changes, self.dialect)))
         return self._linked(item, scim_id, "update" if changes else "link", changes, reason)
+
+    def _release_created(self, writes: list[tuple[int, UserWrite]]) -> None:
+        """Drop the claims of accounts this run created once their links are durable.
+
+        From then on :meth:`StateStore.owners` answers for them; no page matches them
+        (the target index predates them), so the claims would only cost memory.
+        """
+        claimed = self.claimed
+        if not claimed:
+            return
+        for _, w in writes:
+            if w.action == "create" and w.scim_id and claimed.get(w.scim_id) == w.graph_id:
+                del claimed[w.scim_id]
 
     # -- SCIM Bulk ---------------------------------------------------------------------------
 
@@ -1306,6 +1326,7 @@ class _Sync:
                 cursor = (next_link or END_OF_PAGES, ack)
             if pending or cursor is not None:
                 await store.write_batch(run, pending, dict(stats.counts), cursor)
+                self._release_created(pending)
                 pending.clear()
             last = time.monotonic()
             dirty = False
