@@ -12,7 +12,8 @@ Exit codes (also in ``bulkprov --help``):
 6   the state database cannot be used, or is in use
 7   ``bulkprov apply``: the plan is out of date (nothing was sent)
 8   quarantined: too many users failed (the report says why; resumable)
-10  the sync completed but some users failed (see ``bulkprov logs --status failure``)
+10  the sync completed but some users failed (see ``bulkprov logs --status failure``);
+    ``bulkprov apply``: or some operations were held back (changed since the plan)
 130 interrupted (the state is saved; run the same command to resume)
 ==  ===========================================================
 """
@@ -42,7 +43,8 @@ EXIT_FAILURES = 10
 EPILOG = """\b
 Exit codes: 0 done, 1 unexpected error, 2 config error, 3 auth refused,
 4 Graph unreadable, 5 SCIM target failed, 6 state unusable or in use,
-7 plan out of date, 8 quarantined, 10 completed with failed users, 130 interrupted (resumable).
+7 plan out of date, 8 quarantined, 10 completed with failed users (apply: or held back),
+130 interrupted (resumable).
 Environment: BULKPROV_CONFIG (--config), and the secrets the config names
 (default BULKPROV_GRAPH_SECRET, BULKPROV_SCIM_TOKEN).
 """

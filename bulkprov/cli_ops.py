@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from . import _json
-from .cli import EPILOG, _fail, _load, _run, config_option
+from .cli import EPILOG, EXIT_FAILURES, _fail, _load, _run, config_option
 from .errors import BulkProvError, ConfigError
 
 
@@ -133,14 +133,17 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
 
     The plan is computed again first: if the users' or groups' operations, the state or
     the config differ from what the plan saw, nothing is sent. During the run, a user or
-    group whose operation differs from the plan is held back (logged as skipped).
+    group whose operation differs from the plan is held back (logged as skipped, counted
+    as "held back"; the next sync reads it again) and apply ends with exit 10: make a new
+    plan. Disables and deletes the plan showed held by the accidental-deletion threshold
+    are held for `bulkprov approve`.
 
     \b
     Example:
       bulkprov plan --out plan.json && bulkprov apply plan.json
     """
     from .pipeline import Engine, Secrets
-    from .plan import plan_group_guard, plan_guard, verify_plan
+    from .plan import apply_options, held_back_message, verify_plan
     from .progress import run_with_progress
 
     cfg = _load(config_path)
@@ -158,18 +161,18 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     if not as_json and not quiet:
         click.echo("the plan still holds: applying it")
     result = _run(
-        partial(
-            run_with_progress,
-            guard=plan_guard(planned, engine),
-            group_guard=plan_group_guard(planned),
-        ),
+        partial(run_with_progress, **apply_options(planned, engine)),
         cfg,
         bool(planned.get("rematch")),
         as_json,
         quiet,
         int(planned.get("fingerprints", {}).get("source_users", 0)) or None,
     )
-    sys.exit(10 if result.status == "completed_with_failures" else 0)
+    held = held_back_message(result.counts)
+    if held is not None:
+        click.secho(f"warning: {held}", fg="yellow", err=True)
+    problems = result.status == "completed_with_failures" or held is not None
+    sys.exit(EXIT_FAILURES if problems else 0)
 
 
 # -- mapping ---------------------------------------------------------------------------------

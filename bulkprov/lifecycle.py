@@ -24,12 +24,17 @@ partial read deprovisions nothing; the staged rows wait for the resumed run to c
 ``bulkprov plan`` decides groups through the same :func:`plan_group` and reads the same
 sources (:func:`read_cycle_sources` with ``dry_run``); under ``bulkprov apply`` the guards
 hold back every sweep disable and group operation (:class:`GroupOp`) the plan did not show.
+What is held back is counted (:data:`HELD_BACK`, with the users the read held back) and
+counts toward the threshold as if it were staged: a held-back operation may be a
+deprovision, or stand for one the plan showed, so apply never sends a batch of disables and
+deletes that the threshold would have stopped with it included. And when the plan itself
+showed the staged actions held by the threshold, apply holds them all (``hold_staged``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -73,6 +78,10 @@ GROUP_LEAVING_REASON = "group no longer assigned or no longer in Microsoft Graph
 #: (``bulkprov apply`` lets only the plan's own operations through); the sweep asks it too
 UserGuard = Callable[[str, Decision, MappedUser | None], str | None]
 
+#: the run count of operations ``bulkprov apply``'s guards held back (users, sweep disables,
+#: groups): not sent, not forgotten — the cycle's watermarks do not advance past them
+HELD_BACK = "held back"
+
 
 @dataclass(frozen=True, slots=True)
 class GroupOp:
@@ -112,28 +121,35 @@ class GroupOp:
 GroupGuard = Callable[[GroupOp], str | None]
 
 
-async def plan_group(
-    store: StateStore,
+def leaving_members(wanted: dict[str, str], current: frozenset[str]) -> list[str]:
+    """The SCIM ids the target holds (``current``) that are no longer ``wanted``, sorted.
+
+    Callers look up who owns these (:meth:`StateStore.owners`) for :func:`plan_group`.
+    """
+    return sorted(current.difference(wanted.values()))
+
+
+def plan_group(
     group: SourceGroup,
     state: GroupState | None,
     found: str | None,
     wanted: dict[str, str],
     current: frozenset[str],
+    owners: Mapping[str, str],
 ) -> tuple[GroupOp, dict[str, str], dict[str, str]]:
     """One group's operation, and its members to add and to remove (key → SCIM id).
 
     ``found``: the target group matched by displayName (asked only for a group not
     provisioned yet); ``wanted``: member Graph id → SCIM id, for the members the target
-    should hold; ``current``: the SCIM ids the target holds as far as the state knows.
-    Sync and plan both decide a group through here.
+    should hold; ``current``: the SCIM ids the target holds as far as the state knows;
+    ``owners``: SCIM id → Graph id of the users owning the :func:`leaving_members` (a
+    member no user owns is named by its SCIM id). Pure: sync and plan both decide a group
+    through here.
     """
     name = group.display_name
-    targets = set(wanted.values())
-    adding = targets - current
-    removing = sorted(current - targets)
+    adding = set(wanted.values()) - current
     add = {gid: sid for gid, sid in wanted.items() if sid in adding}
-    owners = await store.owners(removing) if removing else {}
-    remove = {owners.get(sid, sid): sid for sid in removing}
+    remove = {owners.get(sid, sid): sid for sid in leaving_members(wanted, current)}
     scim_id: str | None = found
     renamed: str | None = None
     if state is None:
@@ -203,6 +219,7 @@ class Lifecycle:
         *,
         guard: UserGuard | None = None,
         group_guard: GroupGuard | None = None,
+        hold_staged: bool = False,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -210,9 +227,13 @@ class Lifecycle:
         self.scim = scim
         self.counts = counts
         self.dialect = cfg.target.patch_dialect
-        #: ``bulkprov apply``: what the plan did not show is held back (logged as skipped)
+        #: ``bulkprov apply``: what the plan did not show is held back (logged as skipped,
+        #: counted as :data:`HELD_BACK`)
         self.guard = guard
         self.group_guard = group_guard
+        #: ``bulkprov apply`` of a plan whose staged actions exceeded the threshold: hold
+        #: every staged action, as the plan showed
+        self.hold_staged = hold_staged
 
     def _bump(self, key: str, n: int = 1) -> None:
         if n:
@@ -236,7 +257,9 @@ class Lifecycle:
                 if self.group_guard is not None:
                     held = self.group_guard(GroupOp(gid, name, "delete", sid))
                 if held is not None:
-                    group_writes.append(UserWrite(gid, name, "group", "skipped", held, sid))
+                    group_writes.append(
+                        UserWrite(gid, name, "group", "skipped", held, sid, held_back=True)
+                    )
                     continue
                 group_writes.append(
                     UserWrite(
@@ -252,7 +275,7 @@ class Lifecycle:
             if group_writes:
                 await self.ls.log_outcomes(run, group_writes)
                 self._bump("staged", sum(1 for w in group_writes if w.stage is not None))
-                self._bump("groups held back", sum(1 for w in group_writes if w.stage is None))
+                self._bump(HELD_BACK, sum(1 for w in group_writes if w.held_back))
         if full_read:
             gone = await self.ls.unseen_managed(run)
             writes = []
@@ -263,7 +286,9 @@ class Lifecycle:
                         gid, Decision("disable", GONE_REASON, sid, {"active": False}), None
                     )
                 if held is not None:
-                    writes.append(UserWrite(gid, user_name, "other", "skipped", held))
+                    writes.append(
+                        UserWrite(gid, user_name, "other", "skipped", held, held_back=True)
+                    )
                     continue
                 writes.append(
                     UserWrite(
@@ -279,22 +304,37 @@ class Lifecycle:
             if writes:
                 await self.ls.log_outcomes(run, writes)
                 self._bump("staged", sum(1 for w in writes if w.stage is not None))
-                self._bump("skipped", sum(1 for w in writes if w.stage is None))
+                self._bump(HELD_BACK, sum(1 for w in writes if w.held_back))
         await self.ls.supersede(run, full=full_read)
         pending = await self.ls.staged(status=("pending",), run_id=run.id)
         if not pending:
             return None
         dp = self.cfg.deprovision
-        if dp.prevent_accidental_deletion and len(pending) > dp.threshold:
-            await self.ls.set_staged_status((s.id for s in pending), "held")
-            self._bump("held", len(pending))
-            return (
-                f"{len(pending)} disables/deletes exceed the accidental-deletion threshold "
-                f"({dp.threshold}); none were sent. Review them with `bulkprov staged` and "
-                "run them with `bulkprov approve`"
+        # What apply's guards held back counts as if staged (it may be a deprovision, or
+        # stand for one the plan showed): never send a batch the threshold would have
+        # stopped with it. The count is the run's, so a resumed run still sees it.
+        held_back = self.counts.get(HELD_BACK, 0)
+        over = dp.prevent_accidental_deletion and len(pending) + held_back > dp.threshold
+        if not over and not self.hold_staged:
+            await self.execute(run, pending)
+            return None
+        await self.ls.set_staged_status((s.id for s in pending), "held")
+        self._bump("held", len(pending))
+        if over:
+            counted = f" (with {held_back} held back)" if held_back else ""
+            why = (
+                f"{len(pending)} disables/deletes{counted} exceed the accidental-deletion "
+                f"threshold ({dp.threshold})"
             )
-        await self.execute(run, pending)
-        return None
+        else:
+            why = (
+                f"the plan showed the disables/deletes held by the accidental-deletion "
+                f"threshold; {len(pending)} are held"
+            )
+        return (
+            f"{why}; none were sent. Review them with `bulkprov staged` and run them with "
+            "`bulkprov approve`"
+        )
 
     async def execute(self, run: Run, items: Sequence[Staged]) -> None:
         """Send staged disables/deletes (concurrently), log each, mark each done or failed."""
@@ -458,13 +498,19 @@ class Lifecycle:
             found = str(matched[0]["id"]) if matched else None
         current = state.members if state is not None else frozenset()
         wanted = await self.ls.scim_ids(group.members)
-        op, adds, removes = await plan_group(self.store, group, state, found, wanted, current)
+        leaving = leaving_members(wanted, current)
+        owners = await self.store.owners(leaving) if leaving else {}
+        op, adds, removes = plan_group(group, state, found, wanted, current, owners)
         add, remove = sorted(set(adds.values())), sorted(removes.values())
         if self.group_guard is not None and op.action != "skip":
             held = self.group_guard(op)
             if held is not None:
-                self._bump("groups held back")
-                return [UserWrite(group.graph_id, name, "group", "skipped", held, op.scim_id)]
+                self._bump(HELD_BACK)
+                return [
+                    UserWrite(
+                        group.graph_id, name, "group", "skipped", held, op.scim_id, held_back=True
+                    )
+                ]
         if op.action == "link":
             assert found is not None
             scim_id = found

@@ -33,6 +33,7 @@ OUTCOMES = {
     "disabled": "success",
     "unchanged": "skipped",
     "skipped": "skipped",
+    "held back": "skipped",
     "failed": "failure",
 }
 

@@ -38,7 +38,7 @@ import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -70,7 +70,14 @@ from .errors import (
 from .escrow import EscrowEntry
 from .graph.client import GraphClient, Page
 from .graph.directory import ScopeSources
-from .lifecycle import GroupGuard, Lifecycle, UserGuard, config_fingerprint, read_cycle_sources
+from .lifecycle import (
+    HELD_BACK,
+    GroupGuard,
+    Lifecycle,
+    UserGuard,
+    config_fingerprint,
+    read_cycle_sources,
+)
 from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
 from .scim import bulk
@@ -106,6 +113,7 @@ COUNT_KEYS = (
     "failed",
     "staged",
     "held",
+    HELD_BACK,
 )
 #: decisions an escrowed user waits for (bulkprov.escrow); deprovisioning is never held back
 _ESCROWED_KINDS = frozenset({"create", "update", "link"})
@@ -228,6 +236,52 @@ def removed_entry(item: dict[str, Any]) -> tuple[Evaluated, bool]:
     return (graph_id, False, SOFT_DELETED, None), False
 
 
+def escrow_deferral(escrow: Mapping[str, EscrowEntry], graph_id: str, kind: str) -> str | None:
+    """Why a user waits in escrow instead of being sent now (the Skipped reason), or ``None``.
+
+    A user escrowed after a failure waits until its next retry is due for a create, update
+    or link; deprovisioning never waits. Sync and plan both ask this.
+    """
+    if kind not in _ESCROWED_KINDS:
+        return None
+    waiting = escrow.get(graph_id)
+    if waiting is None or waiting.is_due():
+        return None
+    return waiting.deferral()
+
+
+def user_name_of(mapped: MappedUser | None, state: UserState | None) -> str | None:
+    """The userName to log a user under: the mapped one, else the one last sent."""
+    if mapped is not None:
+        return mapped.user_name
+    return state.user_name if state is not None else None
+
+
+class UserNames:
+    """The userNames mapped on one Graph page, to fail a second user mapped to the same one.
+
+    Two users of one page sending the same userName would race (two POSTs in flight): the
+    second one in page order fails instead. The same Graph id again (a delta round may list
+    a user twice) is not a duplicate. Across pages the target's uniqueness stops a second
+    POST (409, then matching). Sync and plan both check each page through one of these;
+    the scope is the page, not the read, so the sync keeps no per-user memory for it.
+    """
+
+    __slots__ = ("_owners",)
+
+    def __init__(self) -> None:
+        #: lowercased userName → Graph id of the first user of the page mapped to it
+        self._owners: dict[str, str] = {}
+
+    def duplicate(self, graph_id: str, mapped: MappedUser | None) -> str | None:
+        """The failure reason when another user of the page has ``mapped``'s userName."""
+        if mapped is None or not mapped.user_name:
+            return None
+        if self._owners.setdefault(mapped.user_name.lower(), graph_id) == graph_id:
+            return None
+        return f"userName {mapped.user_name!r} is mapped from another user too"
+
+
 def page_headers(cfg: Config) -> dict[str, str]:
     """Headers of every ``users/delta`` page request."""
     return {"Prefer": f"odata.maxpagesize={cfg.graph.page_size}"}
@@ -260,7 +314,9 @@ def assignment_changes(
 async def fetch_users(
     graph: GraphClient, ids: list[str], select: list[str]
 ) -> list[dict[str, Any]]:
-    """``GET /users/{id}`` for each id (4 at a time); a user gone (404) is left out."""
+    """``GET /users/{id}`` for each id (4 at a time), in id order; a user gone (404) is left
+    out. The order is the fetches' own, not their completion's: plan and sync see one page.
+    """
     users: list[dict[str, Any]] = []
     limiter = anyio.CapacityLimiter(4)
     fields = ",".join(select)
@@ -280,6 +336,7 @@ async def fetch_users(
     async with anyio.create_task_group() as tg:
         for graph_id in ids:
             tg.start_soon(fetch, graph_id)
+    users.sort(key=lambda u: str(u.get("id")))
     return users
 
 
@@ -326,9 +383,7 @@ class Engine:
             | {"id", "userPrincipalName", "accountEnabled"}
         )
 
-    def evaluate(
-        self, user: dict[str, Any], sources: ScopeSources | None = None
-    ) -> tuple[str, bool, str, MappedUser | None]:
+    def evaluate(self, user: dict[str, Any], sources: ScopeSources | None = None) -> Evaluated:
         """Validate, scope and map one Graph user: (graph id, in scope, reason, mapped).
 
         ``sources`` (scope mode "assigned"): users not assigned are out of scope, before any
@@ -393,6 +448,25 @@ class Engine:
         """The first request of a full ``users/delta`` round (facts.md §7.3)."""
         return f"{base_url}/users/delta?$select={','.join(self.select)}"
 
+    def pick_match(
+        self,
+        mapped: MappedUser | None,
+        state: UserState | None,
+        index: Mapping[str, tuple[str, dict[str, Any]]] | None,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The target account a user not in the state matches, from ``index`` (matching key
+        → account): the first matching attribute found, in precedence order (Entra's way).
+
+        Pure: sync and plan both match through here.
+        """
+        if mapped is None or state is not None or not index:
+            return None
+        for key in self.match_keys(mapped):
+            found = index.get(key)
+            if found is not None:
+                return found
+        return None
+
     def match_keys(self, mapped: MappedUser) -> list[str]:
         """Index keys for the mapping's matching attributes, in precedence order."""
         keys = []
@@ -417,13 +491,17 @@ async def run_sync(
     engine: Engine | None = None,
     guard: Guard | None = None,
     group_guard: GroupGuard | None = None,
+    hold_staged: bool = False,
 ) -> RunResult:
     """Run (or resume) one full sync from Graph into the SCIM target.
 
     ``full`` reads every user even when the last cycle left a deltaLink (``sync --full``,
     Entra's "restart provisioning" without clearing the state: unchanged users still cost
-    no request). ``guard`` and ``group_guard`` (``bulkprov apply``) hold back every user and
-    group operation they do not let through.
+    no request). ``guard`` and ``group_guard`` (``bulkprov apply``) hold back every user and group
+    operation they do not let through: counted as ``held back``, it keeps the cycle's
+    watermarks (deltaLinks, assignments) where they were, as a failure does, so the next
+    cycle reads those users again. ``hold_staged`` (apply of a plan that showed them held)
+    holds every staged disable and delete for ``bulkprov approve``.
     """
     engine = engine or Engine(cfg)
     stats = stats or RunStats()
@@ -456,7 +534,9 @@ async def run_sync(
                 adaptive=cfg.target.adaptive,
             ) as (graph, scim):
                 stats.scim = scim
-                sync = _Sync(engine, store, run, graph, scim, stats, guard, group_guard)
+                sync = _Sync(
+                    engine, store, run, graph, scim, stats, guard, group_guard, hold_staged
+                )
                 sync.force_full = full
                 status, message = "completed", None
                 try:
@@ -503,10 +583,12 @@ class _Sync:
         stats: RunStats,
         guard: Guard | None = None,
         group_guard: GroupGuard | None = None,
+        hold_staged: bool = False,
     ) -> None:
         self.engine = engine
         self.guard = guard
         self.group_guard = group_guard
+        self.hold_staged = hold_staged
         self.cfg = engine.cfg
         self.store = store
         self.run_ = run
@@ -515,7 +597,8 @@ class _Sync:
         self.stats = stats
         self.dialect = self.cfg.target.patch_dialect
         self.use_index = False
-        #: target accounts linked by matching in this run: scim id -> Graph id
+        #: target accounts linked by matching in this run, and the ones it created until
+        #: their links are durable: scim id -> Graph id
         self.claimed: dict[str, str] = {}
         #: users of this run already logged on partly durable pages (filled on resume)
         self.already_done: set[str] = set()
@@ -606,6 +689,7 @@ class _Sync:
             self.stats.counts,
             guard=self.guard,
             group_guard=self.group_guard,
+            hold_staged=self.hold_staged,
         )
         self.stats.phase = "deprovisioning"
         self.note = await life.deprovision(
@@ -616,9 +700,17 @@ class _Sync:
         if cfg.groups.enabled and self.sources.groups:
             self.stats.phase = "groups"
             await life.sync_groups(run, self.sources)
-        if not self.stats.counts["failed"] and not await self.store.escrow_entries():
+        counts = self.stats.counts
+        if counts[HELD_BACK]:
+            held = (
+                f"{counts[HELD_BACK]} operation(s) held back (not in the plan, or changed "
+                "since): nothing was sent for them; make a new plan"
+            )
+            self.note = f"{self.note}; {held}" if self.note else held
+        if not counts["failed"] and not counts[HELD_BACK] and not await self.store.escrow_entries():
             # Watermarks advance only over a clean cycle: failed users come back next time
-            # (escrowed ones too: a later delta round would not list them again).
+            # (escrowed ones too: a later delta round would not list them again), and so
+            # do the ones `bulkprov apply` held back.
             if run.delta_link:
                 await self.ls.put(USERS_DELTA, run.delta_link)
             if groups_link:
@@ -784,7 +876,7 @@ class _Sync:
         out_send: ObjectSendStream[Message],
     ) -> None:
         engine = self.engine
-        evaluated: list[tuple[str, bool, str, MappedUser | None] | UserWrite] = []
+        evaluated: list[Evaluated | UserWrite] = []
         ids: list[str] = []
         for user in page.users:
             try:
@@ -823,7 +915,8 @@ class _Sync:
         # target accounts already linked to a Graph user (this page's matches only)
         owners = await self.store.owners([m[0] for m in matches.values()]) if matches else {}
         count = 0
-        seen_names: set[str] = set()
+        names = UserNames()
+        escrow = self.escrow
         for item in evaluated:
             if isinstance(item, UserWrite):
                 count += 1
@@ -833,50 +926,34 @@ class _Sync:
             if graph_id in self.already_done:
                 continue  # provisioned, counted and logged by this run before it stopped
             count += 1
+            duplicate = names.duplicate(graph_id, mapped)
+            if duplicate is not None:
+                assert mapped is not None
+                write = UserWrite(graph_id, mapped.user_name, "other", "failure", duplicate)
+                await out_send.send((page.number, write))
+                continue
             state = states.get(graph_id)
-            match = None
-            if mapped is not None and matches:
-                for key in engine.match_keys(mapped):
-                    if key in matches:
-                        match = matches[key]
-                        break
-            if match is not None and state is None:
+            match = engine.pick_match(mapped, state, matches) if matches else None
+            if match is not None:
                 owner = self._claim(match[0], graph_id, owners)
                 if owner is not None:
                     await out_send.send(
                         (page.number, self._duplicate_source(graph_id, mapped, match[0], owner))
                     )
                     continue
-            if mapped is not None and mapped.user_name:
-                low = mapped.user_name.lower()
-                if low in seen_names:
-                    await out_send.send(
-                        (
-                            page.number,
-                            UserWrite(
-                                graph_id,
-                                mapped.user_name,
-                                "other",
-                                "failure",
-                                reason=f"userName {mapped.user_name!r} is mapped from another user too",
-                            ),
-                        )
-                    )
-                    continue
-                seen_names.add(low)
             decision = engine.decide(item, state, match, hard_deleted=graph_id in self.hard_deleted)
-            user_name = mapped.user_name if mapped else (state.user_name if state else None)
-            held = None
-            if self.guard is not None and decision.kind != "skip":
-                held = self.guard(graph_id, decision, mapped)
-            waiting = self.escrow.get(graph_id) if decision.kind in _ESCROWED_KINDS else None
-            if held is not None:
-                write = UserWrite(graph_id, user_name, "other", "skipped", reason=held)
+            user_name = user_name_of(mapped, state)
+            # An escrowed user waits, whatever the guard says: the plan shows it deferred.
+            waiting = escrow_deferral(escrow, graph_id, decision.kind) if escrow else None
+            if waiting is not None:
+                write = UserWrite(graph_id, user_name, "other", "skipped", waiting, deferred=True)
                 await out_send.send((page.number, write))
-            elif waiting is not None and not waiting.is_due():
-                write = UserWrite(
-                    graph_id, user_name, "other", "skipped", waiting.deferral(), deferred=True
-                )
+            elif (
+                self.guard is not None
+                and decision.kind != "skip"
+                and (held := self.guard(graph_id, decision, mapped)) is not None
+            ):
+                write = UserWrite(graph_id, user_name, "other", "skipped", held, held_back=True)
                 await out_send.send((page.number, write))
             elif decision.kind in ("disable", "delete"):
                 # Staged, not sent: it runs once the read completed, within the threshold.
@@ -983,7 +1060,7 @@ class _Sync:
             scim_id=scim_id,
             digest=mapped.digest,
             attrs=_json.dumps(mapped.update_values),
-            active=_active(mapped.update_values),
+            active=is_active(mapped.update_values),
             modified=_modified(changes, self.engine.mapper.redacted_paths) if changes else None,
             link=True,
         )
@@ -1029,6 +1106,12 @@ class _Sync:
     def _created(self, item: WorkItem, scim_id: str) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
+        # Claimed until the writer made it durable (then the state answers who owns it): a
+        # user with the same userName on another page, whose POST answers 409 and matches
+        # this account meanwhile, fails as DuplicateSourceEntries instead of taking it.
+        owner = self._claim(scim_id, item.graph_id, {})
+        if owner is not None:  # that user's 409 linked it while this POST was answered
+            return self._duplicate_source(item.graph_id, mapped, scim_id, owner)
         return UserWrite(
             item.graph_id,
             mapped.user_name,
@@ -1037,7 +1120,7 @@ class _Sync:
             scim_id=scim_id,
             digest=mapped.digest,
             attrs=_json.dumps(mapped.update_values),
-            active=_active(mapped.values),
+            active=is_active(mapped.values),
             modified=_modified(mapped.values, self.engine.mapper.redacted_paths),
             link=True,
         )
@@ -1099,6 +1182,19 @@ class _Sync:
         if changes:
             await self.scim.send(rq.patch_user(scim_id, rq.patch_operations(changes, self.dialect)))
         return self._linked(item, scim_id, "update" if changes else "link", changes, reason)
+
+    def _release_created(self, writes: list[tuple[int, UserWrite]]) -> None:
+        """Drop the claims of accounts this run created once their links are durable.
+
+        From then on :meth:`StateStore.owners` answers for them; no page matches them
+        (the target index predates them), so the claims would only cost memory.
+        """
+        claimed = self.claimed
+        if not claimed:
+            return
+        for _, w in writes:
+            if w.action == "create" and w.scim_id and claimed.get(w.scim_id) == w.graph_id:
+                del claimed[w.scim_id]
 
     # -- SCIM Bulk ---------------------------------------------------------------------------
 
@@ -1236,6 +1332,7 @@ class _Sync:
                 cursor = (next_link or END_OF_PAGES, ack)
             if pending or cursor is not None:
                 await store.write_batch(run, pending, dict(stats.counts), cursor)
+                self._release_created(pending)
                 pending.clear()
             last = time.monotonic()
             dirty = False
@@ -1313,6 +1410,8 @@ def _count(stats: RunStats, write: UserWrite) -> None:
     stats.processed += 1
     if write.status == "failure":
         key = "failed"
+    elif write.held_back:
+        key = HELD_BACK
     elif write.stage is not None:
         key = "staged"
     elif write.action == "create":
@@ -1360,7 +1459,8 @@ def _skip_write(
     return UserWrite(graph_id, user_name, "other", "skipped", reason=d.reason, scim_id=d.scim_id)
 
 
-def _active(values: dict[str, Any]) -> bool:
+def is_active(values: dict[str, Any]) -> bool:
+    """Whether the account is active once ``values`` are sent (absent ``active``: it is)."""
     value = values.get("active", True)
     return value is not False
 

@@ -12,11 +12,14 @@ A plan is computed the way a sync decides, with the same pieces and from the sam
   assignment changed; or a full round where a sync would read everything (the first run,
   a scope or mapping change, an expired delta token), followed by the sweep of managed
   accounts the full read did not list;
-* each user through :meth:`~bulkprov.pipeline.Engine.entry` and
+* each user through :meth:`~bulkprov.pipeline.Engine.entry`,
+  :class:`~bulkprov.pipeline.UserNames` (a second user of a page mapped to the same
+  userName fails), :meth:`~bulkprov.pipeline.Engine.pick_match` and
   :meth:`~bulkprov.pipeline.Engine.decide` (scope, mapping, hard deletes from
   ``@removed`` entries, ``deprovision.delete_hard_deleted``), with the state database and
   — when a sync would match (first run, ``--rematch``) — the target's listing, held in
-  memory;
+  memory; then :func:`~bulkprov.pipeline.escrow_deferral`: a user waiting in escrow for
+  its next retry is ``deferred``, as the sync skips it;
 * each group through :func:`~bulkprov.lifecycle.plan_group`, against the members the
   target would hold once the users' operations ran (a member the same sync creates shows
   with its placeholder id).
@@ -28,17 +31,20 @@ to the state: no deltaLink, no mirror, no run.
 The plan file (JSON) holds:
 
 * ``read``: ``full`` or ``incremental`` (the users/delta round a sync would read);
-* ``counts``: users per action (create, update, link, disable, delete, skip, failed);
+* ``counts``: users per action (create, update, link, disable, delete, deferred, skip,
+  failed);
 * ``operations``: one entry per user a sync would write for — action, reason, the SCIM id
   (a placeholder ``new:N`` for creates), and the values a POST or the changes a PATCH would
   carry (values of ``Redact`` mappings shown as ``[Redact]``); a ``delete`` (a user
-  hard-deleted in Entra, with ``deprovision.delete_hard_deleted``) is a DELETE;
+  hard-deleted in Entra, with ``deprovision.delete_hard_deleted``) is a DELETE; a
+  ``deferred`` user (escrowed, its retry not due) gets nothing, and its reason says when;
 * ``group_counts`` and ``group_operations``: per group, the action (``create`` with a
   placeholder ``new-group:N``, ``link`` to a target group of the same displayName,
   ``update``, ``delete`` for a provisioned group that left scope), a rename, and the
   members to add and to remove (Graph id and SCIM id or placeholder of each);
-* ``note``: set when the disables, deletes and group deletes exceed the
-  accidental-deletion threshold (a sync would stage and hold them for ``bulkprov approve``);
+* ``held`` and ``note``: set when the disables, deletes and group deletes exceed the
+  accidental-deletion threshold (a sync would stage and hold them for ``bulkprov approve``,
+  and so does ``apply``);
 * fingerprints: one per operation (a digest of the user's mapped values, or of the scope
   decision for a disable or delete; a digest of the group operation), a digest over every
   user and group operation (so a change that makes a sync do anything else — to a user the
@@ -50,9 +56,14 @@ No secret is in it: not the Graph client secret, not the SCIM token, not a token
 
 ``apply`` recomputes the plan (the same reads, from the same deltaLinks) and refuses
 (:class:`~bulkprov.errors.PlanStale`, exit 7) unless everything matches; then it runs the
-sync with guards that let through only the plan's own user and group operations, so a
-user or group that changes in the seconds between the check and the write is held back
-(logged as skipped), never sent something the plan did not show.
+sync with :func:`apply_options`: guards that let through only the plan's own user and
+group operations, so a user or group that changes in the seconds between the check and
+the write is held back, never sent something the plan did not show. What is held back is
+logged as skipped and counted ("held back"); it keeps its escrow entry, counts toward the
+accidental-deletion threshold, and keeps the cycle's watermarks (users deltaLink,
+assignments) where they were, so the next sync reads it again; apply then exits 10 and
+says to make a new plan. When the plan showed the staged disables and deletes held by the
+threshold, apply holds them all for ``bulkprov approve``, whatever the run counts.
 """
 
 from __future__ import annotations
@@ -72,13 +83,16 @@ from .clients import open_clients
 from .config import Config
 from .decide import Decision
 from .errors import DeltaExpired, PlanStale, StateError, UserDataError
+from .escrow import EscrowEntry
 from .graph.client import GraphClient
 from .graph.directory import ScopeSources
 from .lifecycle import (
     GONE_REASON,
     GROUP_LEAVING_REASON,
+    HELD_BACK,
     GroupGuard,
     GroupOp,
+    leaving_members,
     plan_group,
     read_cycle_sources,
 )
@@ -89,11 +103,14 @@ from .pipeline import (
     Evaluated,
     Guard,
     Secrets,
-    _active,
+    UserNames,
     assignment_changes,
     choose_read,
+    escrow_deferral,
     fetch_users,
+    is_active,
     page_headers,
+    user_name_of,
 )
 from .retry import RetryPolicy
 from .scim import groups as rg
@@ -102,8 +119,8 @@ from .scim.client import ScimClient
 from .scim.paths import get_value
 from .scim.responses import list_resources
 
-PLAN_FORMAT = "bulkprov-plan/2"
-ACTIONS = ("create", "update", "link", "disable", "delete", "skip", "failed")
+PLAN_FORMAT = "bulkprov-plan/3"
+ACTIONS = ("create", "update", "link", "disable", "delete", "deferred", "skip", "failed")
 GROUP_ACTIONS = ("create", "link", "update", "delete")
 
 
@@ -118,8 +135,13 @@ def user_fingerprint(graph_id: str, mapped: MappedUser | None, scope_reason: str
     return _digest(graph_id, "out of scope", scope_reason)
 
 
-def config_fingerprint(cfg: Config) -> str:
-    """The config parts that shape decisions (mappings, scope, the target and its dialect)."""
+def plan_config_fingerprint(cfg: Config) -> str:
+    """The config parts that shape a plan's decisions (mappings, scope, deprovisioning,
+    groups, the target and its dialect, the tenant).
+
+    Not :func:`bulkprov.lifecycle.config_fingerprint`, which covers only what forces a
+    full read.
+    """
     return _digest(
         [m.model_dump(mode="json") for m in cfg.mappings],
         cfg.scope.model_dump(mode="json"),
@@ -144,13 +166,19 @@ class _Planner:
     store: StateStore
     index: dict[str, tuple[str, dict[str, Any]]] | None
     sources: ScopeSources
+    #: users waiting in escrow (bulkprov.escrow), as the sync loads them
+    escrow: dict[str, EscrowEntry] = field(default_factory=dict)
     ops: list[dict[str, Any]] = field(default_factory=list)
-    #: Graph id → digest of its decision, for every user read (failed ones too)
-    seen: dict[str, str] = field(default_factory=dict)
-    #: users read and evaluated (a sync's ``seen``: not fetched again for assignments)
+    #: Graph id → digest of its decision, for the users with an operation only
+    decided: dict[str, str] = field(default_factory=dict)
+    #: users read and evaluated (a sync's ``seen``: not fetched again for assignments; after
+    #: a full read, with ``failed``, the users the sweep leaves alone)
     read: set[str] = field(default_factory=set)
+    #: users read that failed (their Graph id was readable)
+    failed: set[str] = field(default_factory=set)
+    #: every entry read, failed ones too
+    users_read: int = 0
     skipped: int = 0
-    names: set[str] = field(default_factory=set)
     hard_deleted: set[str] = field(default_factory=set)
     #: Graph id → whether its account is active once its create/link/update ran
     active_after: dict[str, bool] = field(default_factory=dict)
@@ -158,10 +186,11 @@ class _Planner:
     def reset(self) -> None:
         """Forget a partial read (a delta token that expired: a full round follows)."""
         self.ops.clear()
-        self.seen.clear()
+        self.decided.clear()
         self.read.clear()
+        self.failed.clear()
+        self.users_read = 0
         self.skipped = 0
-        self.names.clear()
         self.hard_deleted.clear()
         self.active_after.clear()
 
@@ -171,15 +200,18 @@ class _Planner:
             await self.page(page.users)
 
     def _failed(self, key: str, reason: str, user_name: str | None = None) -> None:
-        self.seen[key] = _digest(key, "failed", reason)
+        self.failed.add(key)
+        self.decided[key] = _digest(key, "failed", reason)
         self.ops.append(
             {"graph_id": key, "action": "failed", "reason": reason, "user_name": user_name}
         )
 
     async def page(self, users: list[Any]) -> None:
+        """One Graph page, decided as :meth:`bulkprov.pipeline._Sync._page` decides it."""
         engine = self.engine
         evaluated: list[Evaluated] = []
         for user in users:
+            self.users_read += 1
             gid = user.get("id") if isinstance(user, dict) else None
             try:
                 if not isinstance(user, dict):
@@ -187,7 +219,7 @@ class _Planner:
                 item, hard = engine.entry(user, self.sources)
             except UserDataError as exc:
                 self._failed(
-                    str(gid) if isinstance(gid, str) else f"(unreadable #{len(self.seen)})",
+                    str(gid) if isinstance(gid, str) else f"(unreadable #{self.users_read})",
                     str(exc),
                 )
                 continue
@@ -197,29 +229,39 @@ class _Planner:
             evaluated.append(item)
         states = await self.store.lookup_users([e[0] for e in evaluated])
         redacted = engine.mapper.redacted_paths
+        names = UserNames()
         for item in evaluated:
             graph_id, _, reason, mapped = item
+            duplicate = names.duplicate(graph_id, mapped)
+            if duplicate is not None:
+                assert mapped is not None
+                self._failed(graph_id, duplicate, mapped.user_name)
+                continue
             state = states.get(graph_id)
-            fingerprint = user_fingerprint(graph_id, mapped, reason)
-            user_name = mapped.user_name if mapped else (state.user_name if state else None)
-            if mapped is not None and mapped.user_name:
-                low = mapped.user_name.lower()
-                if low in self.names:
-                    why = f"userName {mapped.user_name!r} is mapped from another user too"
-                    self._failed(graph_id, why, user_name)
-                    continue
-                self.names.add(low)
-            match = None
-            if mapped is not None and self.index is not None and state is None:
-                for key in engine.match_keys(mapped):
-                    if key in self.index:
-                        match = self.index[key]
-                        break
+            match = engine.pick_match(mapped, state, self.index)
             d = engine.decide(item, state, match, hard_deleted=graph_id in self.hard_deleted)
-            self.seen[graph_id] = _digest(fingerprint, d.kind, d.scim_id, d.changes)
             if d.kind == "skip":
                 self.skipped += 1
                 continue
+            fingerprint = user_fingerprint(graph_id, mapped, reason)
+            user_name = user_name_of(mapped, state)
+            waiting = escrow_deferral(self.escrow, graph_id, d.kind)
+            if waiting is not None:
+                # the sync skips it until its retry is due: nothing is sent, it stays linked
+                # (or not) as it is
+                self.decided[graph_id] = _digest(fingerprint, "deferred", d.scim_id, waiting)
+                self.ops.append(
+                    {
+                        "graph_id": graph_id,
+                        "user_name": user_name,
+                        "action": "deferred",
+                        "reason": waiting,
+                        "scim_id": d.scim_id,
+                        "fingerprint": fingerprint,
+                    }
+                )
+                continue
+            self.decided[graph_id] = _digest(fingerprint, d.kind, d.scim_id, d.changes)
             self.ops.append(self._entry(graph_id, user_name, d, mapped, fingerprint, redacted))
 
     def _entry(
@@ -244,20 +286,20 @@ class _Planner:
             entry["values"] = {
                 k: (REDACTED if k in redacted else v) for k, v in mapped.values.items()
             }
-            self.active_after[graph_id] = _active(mapped.values)
+            self.active_after[graph_id] = is_active(mapped.values)
         elif d.kind != "delete":
             entry["changes"] = {k: (REDACTED if k in redacted else v) for k, v in d.changes.items()}
             if mapped is not None:
-                self.active_after[graph_id] = _active(mapped.update_values)
+                self.active_after[graph_id] = is_active(mapped.update_values)
         return entry
 
     async def sweep(self) -> None:
         """After a full read: managed accounts the read did not list are disabled."""
         for graph_id, scim_id, user_name in await self.store.active_managed():
-            if graph_id in self.seen:
+            if graph_id in self.read or graph_id in self.failed:
                 continue
             fingerprint = user_fingerprint(graph_id, None, GONE_REASON)
-            self.seen[graph_id] = _digest(fingerprint, "disable", scim_id)
+            self.decided[graph_id] = _digest(fingerprint, "disable", scim_id)
             self.ops.append(
                 {
                     "graph_id": graph_id,
@@ -342,7 +384,9 @@ async def _plan_groups(
             sid = after[m] if m in after else linked.get(m)
             if sid:
                 wanted[m] = sid
-        op, add, remove = await plan_group(store, group, state, found, wanted, current)
+        leaving = leaving_members(wanted, current)
+        owners = await store.owners(leaving) if leaving else {}
+        op, add, remove = plan_group(group, state, found, wanted, current, owners)
         if op.action == "skip":
             continue
         reason = {
@@ -400,6 +444,7 @@ async def make_plan(
                 "`bulkprov sync` (it resumes), then make the plan"
             )
         users, updated_at = await store.users_fingerprint()
+        escrow = await store.escrow_entries()
         matching = rematch or not await store.has_completed_run()
         ls = LifecycleStore(store)
         known = await ls.groups()
@@ -416,7 +461,7 @@ async def make_plan(
             index = None
             if matching:
                 index = await _target_index(engine, scim, cfg.target.list_page_size)
-            planner = _Planner(engine, store, index, sources)
+            planner = _Planner(engine, store, index, sources, escrow)
             full_round = engine.delta_url(graph.base_url)
             read = "full" if link is None else "incremental"
             try:
@@ -461,6 +506,7 @@ async def make_plan(
     )
     return {
         "format": PLAN_FORMAT,
+        "held": held,
         "note": (
             f"{staged} disables/deletes exceed the accidental-deletion threshold "
             f"({dp.threshold}): a sync would stage and hold them for `bulkprov approve`"
@@ -473,10 +519,10 @@ async def make_plan(
         "counts": dict(counts),
         "group_counts": dict(group_counts),
         "fingerprints": {
-            "config": config_fingerprint(cfg),
-            "source": _digest(sorted(planner.seen[op["graph_id"]] for op in ops)),
+            "config": plan_config_fingerprint(cfg),
+            "source": _digest(sorted(planner.decided[op["graph_id"]] for op in ops)),
             "groups": _digest(sorted(op["fingerprint"] for op in group_ops)),
-            "source_users": len(planner.seen),
+            "source_users": planner.users_read,
             "state": {
                 "last_run": last.id if last else None,
                 "last_run_status": last.status if last else None,
@@ -565,6 +611,30 @@ def plan_group_guard(plan: dict[str, Any]) -> GroupGuard:
         return None
 
     return guard
+
+
+def apply_options(plan: dict[str, Any], engine: Engine) -> dict[str, Any]:
+    """The :func:`~bulkprov.pipeline.run_sync` options that make a sync do only what
+    ``plan`` shows: its user and group guards, and — when the plan showed the staged
+    disables and deletes held by the accidental-deletion threshold — ``hold_staged``.
+    """
+    return {
+        "guard": plan_guard(plan, engine),
+        "group_guard": plan_group_guard(plan),
+        "hold_staged": bool(plan.get("held")),
+    }
+
+
+def held_back_message(counts: dict[str, int]) -> str | None:
+    """What ``bulkprov apply`` says when its guards held operations back (else ``None``)."""
+    n = counts.get(HELD_BACK, 0)
+    if not n:
+        return None
+    return (
+        f"{n} operation(s) held back: not in the plan or changed since it was checked, so "
+        "nothing was sent for them (see `bulkprov logs --status skipped`); the next sync "
+        "reads them again — make a new plan (`bulkprov plan`) and apply it"
+    )
 
 
 async def verify_plan(

@@ -286,6 +286,35 @@ async def test_same_username_on_two_pages_is_duplicate_source_not_a_shared_link(
     assert list(owners.values()).count(first["id"]) == 1 and twin["id"] not in owners.values()
 
 
+async def test_a_twin_never_takes_an_account_created_by_this_run_before_it_is_durable(
+    servers, tenant, scim, tmp_path
+):
+    """The same userName on a later page: its POST answers 409 and matches the account the
+    first user's create made — while that link still waits for the writer (slow commits).
+    The twin fails as DuplicateSourceEntries; it is never linked to that account."""
+    first = next(u for u in tenant.iter_users() if u.get("accountEnabled") is not False)
+    twin = dict(
+        first,
+        id="0d0d0d0d-0000-4000-8000-00000000f00d",
+        userPrincipalName=first["userPrincipalName"].upper(),
+    )
+    tenant.add_raw_user(twin)
+    cfg = make_config(
+        servers,
+        tmp_path / "s.db",
+        graph__page_size=50,
+        state__commit_seconds=30,
+        state__commit_every=100_000,
+    )
+    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert result.counts["failed"] == 1 and result.counts["updated"] == 0
+    failures = [e for e in await _log(cfg) if e["status"] == "failure"]
+    assert [f["graph_id"] for f in failures] == [twin["id"]]
+    assert "DuplicateSourceEntries" in failures[0]["reason"]
+    owners = await _owners(cfg)
+    assert list(owners.values()).count(first["id"]) == 1 and twin["id"] not in owners.values()
+
+
 async def test_pre_existing_account_is_linked_to_one_source_user_only(
     servers, tenant, scim, tmp_path
 ):

@@ -14,12 +14,15 @@ from typing import Any
 import orjson
 import pytest
 
+from bulkprov.checkpoint.lifecycle import USERS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import StateStore
+from bulkprov.clients import open_clients
 from bulkprov.demo import write_demo_config
-from bulkprov.pipeline import Engine, run_sync
-from bulkprov.plan import make_plan, plan_group_guard, plan_guard
+from bulkprov.pipeline import Engine, UserNames, fetch_users, run_sync
+from bulkprov.plan import apply_options, make_plan, plan_group_guard, plan_guard
 from bulkprov.sim import GraphTenant, ScimService, SimResponse
 from bulkprov.sim.http import SimRequest
+from bulkprov.sim.server import serve_simulators
 
 from .cli_support import Cli, SimThread
 from .conftest import FAST_RETRY, GRAPH_SECRET, SCIM_TOKEN, SECRETS, make_config
@@ -263,7 +266,7 @@ async def test_apply_guard_holds_back_a_group_that_changed_after_the_check(
     )
     two_id = scim.groups.find("Two")["id"]
     assert [(m, p) for m, p, _ in spy.writes()] == [("PATCH", f"/scim2/Groups/{two_id}")]
-    assert result.counts["groups held back"] == 1
+    assert result.counts["held back"] == 1
     async with await StateStore.open(tmp_path / "s.db") as store:
         log = await store.log_entries(user=one["id"], run_id=result.run_id)
     assert any("changed since the plan" in (row.get("reason") or "") for row in log)
@@ -284,7 +287,8 @@ def test_apply_cli_sends_only_the_planned_group_operations(pcli: Cli, tmp_path, 
 
     monkeypatch.setattr(bulkprov.plan, "verify_plan", no_check)  # the race, made certain
     out = pcli("apply", str(tmp_path / "plan.json"), "--quiet")
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 10, out.output  # completed with problems: one group held back
+    assert "1 operation(s) held back" in out.output and "make a new plan" in out.output
     assert pcli.scim.groups.find("Planned") is not None
     assert pcli.scim.groups.find("Unplanned") is None
     logs = pcli("logs", "--user", unplanned["id"], "--json")
@@ -404,3 +408,188 @@ async def test_plan_in_assigned_mode_reads_the_assignment_changes(servers, tenan
         ]
     )
     assert c_id in scim.groups.member_ids(group_id)
+
+
+# -- apply: the threshold, held-back users, escrow, duplicates ------------------------------
+
+
+async def apply_run(cfg: Any, plan: dict[str, Any]) -> Any:
+    """The sync `bulkprov apply` runs once its check passed (the race, made certain)."""
+    return await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
+
+
+async def test_a_held_back_deprovision_counts_toward_the_threshold(servers, tenant, scim, tmp_path):
+    """Planned 2 disables (threshold 2); a third appears after the check and is held back:
+    3 is over the threshold, so the 2 are held too, not sent."""
+    a, b, c = enabled(tenant)[:3]
+    cfg = make_config(servers, tmp_path / "s.db", deprovision__threshold=2)
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    tenant.delete_user(a["id"])
+    tenant.delete_user(b["id"])
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    assert plan["counts"]["disable"] == 2 and not plan["held"] and plan["note"] is None
+    tenant.delete_user(c["id"])  # after the check: the guard holds it back
+    spy = Spy()
+    scim.faults = spy
+    result = await apply_run(cfg, plan)
+    assert spy.writes() == []
+    assert result.counts["held back"] == 1 and result.counts["held"] == 2
+    assert "(with 1 held back) exceed the accidental-deletion threshold" in (result.message or "")
+    assert all(scim.find(u["userPrincipalName"])["active"] for u in (a, b, c))
+
+
+async def test_apply_holds_the_staged_actions_a_plan_showed_held(servers, tenant, scim, tmp_path):
+    """The plan showed 3 disables held by the threshold (2); one user is back before the run:
+    the 2 left are within the threshold, yet apply holds them, as the plan showed."""
+    a, b, c = enabled(tenant)[:3]
+    cfg = make_config(servers, tmp_path / "s.db", deprovision__threshold=2)
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    for u in (a, b, c):
+        tenant.delete_user(u["id"])
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    assert plan["counts"]["disable"] == 3 and plan["held"]
+    assert "threshold" in plan["note"]
+    tenant.restore_user(c["id"])  # unchanged again: nothing to do for it, nothing held back
+    spy = Spy()
+    scim.faults = spy
+    result = await apply_run(cfg, plan)
+    assert spy.writes() == []
+    assert result.counts["held back"] == 0 and result.counts["held"] == 2
+    assert "the plan showed the disables/deletes held" in (result.message or "")
+    async with await StateStore.open(cfg.state.path) as store:
+        held = await LifecycleStore(store).staged(status=("held",))
+    assert sorted(s.graph_id for s in held) == sorted([a["id"], b["id"]])
+
+
+async def test_a_held_back_user_is_read_again_by_the_next_sync(servers, tenant, scim, tmp_path):
+    """Held back by apply, a user is not lost: the users deltaLink and the assignments
+    stay where they were, so the next sync reads it again and provisions it."""
+    from .test_lifecycle import assigned_config
+
+    d = tenant.directory
+    a, b, c = enabled(tenant)[:3]
+    d.assign(a["id"])
+    group = d.add_group("Zoom users", [b["id"]])
+    d.assign(group["id"])
+    cfg = assigned_config(servers, tenant, tmp_path)
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    async with await StateStore.open(cfg.state.path) as store:
+        ls = LifecycleStore(store)
+        link, assigned = await ls.get(USERS_DELTA), await ls.assigned()
+    assert link is not None and c["id"] not in assigned
+    d.add_member(group["id"], c["id"])  # assigned through the group
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    assert [(op["graph_id"], op["action"]) for op in plan["operations"]] == [(c["id"], "create")]
+    tenant.update_user(c["id"], department="Changed after the plan")
+    result = await apply_run(cfg, plan)
+    assert result.counts["held back"] == 1 and result.counts["created"] == 0
+    assert scim.find(c["userPrincipalName"]) is None
+    assert "held back" in (result.message or "") and "make a new plan" in (result.message or "")
+    async with await StateStore.open(cfg.state.path) as store:
+        ls = LifecycleStore(store)
+        assert await ls.get(USERS_DELTA) == link
+        assert await ls.assigned() == assigned
+    after = await run_sync(cfg, SECRETS, policy=FAST_RETRY)  # the next cycle: no guard
+    assert after.counts["created"] == 1
+    created = scim.find(c["userPrincipalName"])
+    assert created is not None and created["id"] in scim.groups.member_ids(
+        scim.groups.find("Zoom users")["id"]
+    )
+
+
+async def test_a_held_back_user_keeps_its_escrow_entry(servers, tenant, scim, tmp_path):
+    from .test_reliability import RejectSome
+
+    x = enabled(tenant)[0]
+    cfg = make_config(servers, tmp_path / "s.db", escrow__delays_hours=[0, 12])
+    scim.faults = RejectSome({x["userPrincipalName"]})
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)  # x fails: escrowed, due at once
+    scim.faults = None
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    ops = {op["graph_id"]: op["action"] for op in plan["operations"]}
+    assert ops == {x["id"]: "create"}
+    tenant.update_user(x["id"], department="Changed after the plan")
+    result = await apply_run(cfg, plan)
+    assert result.counts["held back"] == 1
+    async with await StateStore.open(cfg.state.path) as store:
+        assert list(await store.escrow_entries()) == [x["id"]]
+
+
+async def test_plan_shows_an_escrowed_user_deferred_as_the_sync_does(
+    servers, tenant, scim, tmp_path
+):
+    """A user waiting in escrow is deferred in the plan too: no create, no `new:N` member,
+    so the group's operation is the one the sync sends (not held back)."""
+    from .test_reliability import RejectSome
+
+    d = tenant.directory
+    a, b, x = enabled(tenant)[:3]
+    team = d.add_group("Team", [a["id"], x["id"]])
+    cfg = make_config(servers, tmp_path / "s.db")
+    scim.faults = RejectSome({x["userPrincipalName"]})
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)  # x fails: escrowed for 6 hours
+    scim.faults = None
+    d.add_member(team["id"], b["id"])
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    ops = {op["graph_id"]: op for op in plan["operations"]}
+    assert ops[x["id"]]["action"] == "deferred"
+    assert "escrowed after 1 failure(s)" in ops[x["id"]]["reason"]
+    assert plan["counts"]["deferred"] == 1 and plan["counts"]["create"] == 0
+    (group_op,) = plan["group_operations"]
+    b_id = scim.find(b["userPrincipalName"])["id"]
+    assert group_op["members"]["add"] == [{"graph_id": b["id"], "scim_id": b_id}]
+    spy = Spy()
+    scim.faults = spy
+    result = await apply_run(cfg, plan)
+    assert result.counts["held back"] == 0
+    team_id = scim.groups.find("Team")["id"]
+    assert [(m, p) for m, p, _ in spy.writes()] == [("PATCH", f"/scim2/Groups/{team_id}")]
+    assert scim.find(x["userPrincipalName"]) is None
+
+
+async def test_a_user_listed_twice_is_no_duplicate_for_plan_or_sync(tmp_path):
+    """Graph may list a user twice in a read: the same Graph id is not two users."""
+    tenant = GraphTenant(user_count=30, seed=4, client_secret=GRAPH_SECRET)
+    twice = enabled(tenant)[5]
+    tenant.add_raw_user(dict(twice))  # the same user again, on the same page
+    scim = ScimService(SCIM_TOKEN, id_seed=2)
+    async with serve_simulators(tenant, scim) as servers:
+        cfg = make_config(servers, tmp_path / "s.db", graph__page_size=999)
+        plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+        result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert plan["counts"]["failed"] == 0, [
+        op for op in plan["operations"] if op["action"] == "failed"
+    ]
+    assert {op["action"] for op in plan["operations"] if op["graph_id"] == twice["id"]} == {
+        "create"
+    }
+    assert result.counts["failed"] == 0
+    assert [u["userName"] for u in scim.dump()].count(twice["userPrincipalName"]) == 1
+
+
+async def test_user_names_fail_another_user_with_the_same_user_name_not_the_same_user(
+    servers, tmp_path
+):
+    engine = Engine(make_config(servers, tmp_path / "s.db"))
+    tenant = GraphTenant(user_count=3, seed=4, client_secret=GRAPH_SECRET)
+    one, two = list(tenant.iter_users())[:2]
+    _, _, _, first = engine.evaluate(dict(one, accountEnabled=True))
+    _, _, _, again = engine.evaluate(dict(one, accountEnabled=True))
+    _, _, _, other = engine.evaluate(
+        dict(two, accountEnabled=True, userPrincipalName=one["userPrincipalName"].upper())
+    )
+    names = UserNames()
+    assert names.duplicate(one["id"], first) is None
+    assert names.duplicate(one["id"], again) is None  # the same user listed again
+    assert "is mapped from another user too" in (names.duplicate(two["id"], other) or "")
+    assert names.duplicate("anyone", None) is None  # out of scope: nothing is sent
+    assert UserNames().duplicate(two["id"], other) is None  # one page's names only
+
+
+async def test_fetch_users_answers_in_id_order(servers, tenant, tmp_path):
+    """Not in the order the fetches complete: plan and sync see the same page."""
+    cfg = make_config(servers, tmp_path / "s.db")
+    ids = [u["id"] for u in tenant.iter_users()][:12]
+    async with open_clients(cfg, SECRETS, policy=FAST_RETRY) as (graph, _):
+        users = await fetch_users(graph, [*reversed(ids), "gone-user"], Engine(cfg).select)
+    assert [u["id"] for u in users] == sorted(ids)

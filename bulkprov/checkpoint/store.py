@@ -253,6 +253,9 @@ class UserWrite:
     stage: str | None = None
     #: a skip because the user waits in escrow (keeps its escrow entry)
     deferred: bool = False
+    #: a skip because ``bulkprov apply``'s guard held the operation back (it differs from
+    #: the plan): counted as "held back", and it keeps the user's escrow entry
+    held_back: bool = False
 
 
 class StateStore:
@@ -579,9 +582,16 @@ class StateStore:
     escrow_policy: EscrowPolicy = EscrowPolicy()
 
     async def _escrow(self, writes: Sequence[UserWrite], now: float) -> None:
-        """Inside write_batch's transaction: escrow failures, release everything else."""
+        """Inside write_batch's transaction: escrow failures, release everything else.
+
+        A user deferred (still waiting) or held back by ``bulkprov apply`` keeps its entry.
+        """
         failed = [w for w in writes if w.status == "failure" and not w.graph_id.startswith("(")]
-        cleared = [(w.graph_id,) for w in writes if w.status != "failure" and not w.deferred]
+        cleared = [
+            (w.graph_id,)
+            for w in writes
+            if w.status != "failure" and not w.deferred and not w.held_back
+        ]
         c = self._conn
         if cleared:
             await c.executemany("DELETE FROM escrow WHERE graph_id=?", cleared)
