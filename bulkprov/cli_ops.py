@@ -66,8 +66,9 @@ def report(config_path: Path, run_id: int | None, open_: bool) -> None:
     help="Where to write the plan ('-' for standard output).",
 )
 @click.option("--rematch", is_flag=True, help="Plan as `sync --rematch` would run.")
+@click.option("--full", is_flag=True, help="Plan as `sync --full` would run (read everyone).")
 @click.option("--show", type=int, default=10, show_default=True, help="Operations to list.")
-def plan(config_path: Path, out: Path, rematch: bool, show: int) -> None:
+def plan(config_path: Path, out: Path, rematch: bool, full: bool, show: int) -> None:
     """Compute what a sync would do, without writing to the target, into a plan file.
 
     Reads what a sync reads, and writes nothing: Graph (only the users changed since the
@@ -83,6 +84,7 @@ def plan(config_path: Path, out: Path, rematch: bool, show: int) -> None:
     \b
     Examples:
       bulkprov plan --out plan.json
+      bulkprov plan --full --out plan.json   # as `sync --full`: everyone read again
       bulkprov apply plan.json
     """
     from .pipeline import Secrets
@@ -93,7 +95,7 @@ def plan(config_path: Path, out: Path, rematch: bool, show: int) -> None:
         secrets = Secrets.from_config(cfg)
     except BulkProvError as exc:
         _fail(exc)
-    result: dict[str, Any] = _run(partial(make_plan, rematch=rematch), cfg, secrets)
+    result: dict[str, Any] = _run(partial(make_plan, rematch=rematch, full=full), cfg, secrets)
     text = _json.dumps_sorted(result).decode()
     if str(out) == "-":
         click.echo(text)

@@ -429,12 +429,13 @@ async def make_plan(
     secrets: Secrets,
     *,
     rematch: bool = False,
+    full: bool = False,
     engine: Engine | None = None,
     graph_transport: httpx.AsyncBaseTransport | None = None,
     scim_transport: httpx.AsyncBaseTransport | None = None,
     policy: RetryPolicy | None = None,
 ) -> dict[str, Any]:
-    """Compute what a sync would do now (reads only)."""
+    """Compute what a sync would do now (reads only); ``full`` as ``sync --full`` reads."""
     engine = engine or Engine(cfg)
     async with await StateStore.open(cfg.state.path) as store:
         last = await store.last_run()
@@ -457,7 +458,7 @@ async def make_plan(
             rate_limit=cfg.target.rate_limit,
         ) as (graph, scim):
             sources, _ = await read_cycle_sources(graph, ls, cfg, dry_run=True)
-            link = await choose_read(ls, cfg, sources)
+            link = None if full else await choose_read(ls, cfg, sources)
             index = None
             if matching:
                 index = await _target_index(engine, scim, cfg.target.list_page_size)
@@ -514,6 +515,7 @@ async def make_plan(
             else None
         ),
         "rematch": rematch,
+        "full": full,
         "matching": matching,
         "read": read,
         "counts": dict(counts),
@@ -622,6 +624,7 @@ def apply_options(plan: dict[str, Any], engine: Engine) -> dict[str, Any]:
         "guard": plan_guard(plan, engine),
         "group_guard": plan_group_guard(plan),
         "hold_staged": bool(plan.get("held")),
+        "full": bool(plan.get("full")),  # the same read the plan made
     }
 
 
@@ -643,7 +646,13 @@ async def verify_plan(
     """Recompute the plan and raise :class:`PlanStale` unless it still holds."""
     if plan.get("format") != PLAN_FORMAT:
         raise PlanStale(f"not a {PLAN_FORMAT} file (format {plan.get('format')!r})")
-    fresh = await make_plan(cfg, secrets, rematch=bool(plan.get("rematch")), **options)
+    fresh = await make_plan(
+        cfg,
+        secrets,
+        rematch=bool(plan.get("rematch")),
+        full=bool(plan.get("full")),
+        **options,
+    )
     problems = check_plan(plan, fresh)
     if problems:
         raise PlanStale(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 
@@ -238,6 +239,33 @@ def test_plan_reads_only_the_changes_after_a_sync(pcli: Cli, tmp_path):
     out = pcli("apply", str(tmp_path / "plan.json"), "--quiet")
     assert out.exit_code == 0, out.output
     assert pcli.scim.counters()["by_method"] == {"PATCH": 1}
+
+
+def test_plan_full_reads_everyone_and_apply_makes_the_same_read(pcli: Cli, tmp_path):
+    t = pcli.tenant
+    assert pcli("sync", "--quiet").exit_code == 0
+    users = enabled(t)
+    t.update_user(users[5]["id"], department="Full Read")
+    out = pcli("plan", "--full", "--out", str(tmp_path / "plan.json"))
+    assert out.exit_code == 0, out.output
+    plan = orjson.loads((tmp_path / "plan.json").read_bytes())
+    assert plan["read"] == "full" and plan["full"] is True
+    assert plan["counts"]["skip"] == t.user_count - 1  # everyone read; one to update
+    assert [(op["graph_id"], op["action"]) for op in plan["operations"]] == [
+        (users[5]["id"], "update")
+    ]
+    pcli.scim.reset_counters()
+    applied = pcli("apply", str(tmp_path / "plan.json"), "--quiet")
+    assert applied.exit_code == 0, applied.output
+    assert pcli.scim.counters()["by_method"] == {"PATCH": 1}
+
+    async def last_kind() -> str:
+        async with await StateStore.open(pcli.state) as store:
+            run = await store.last_run()
+            assert run is not None
+            return run.kind
+
+    assert anyio.run(last_kind) == "full"  # apply read what the plan read
 
 
 async def test_apply_guard_holds_back_a_group_that_changed_after_the_check(
