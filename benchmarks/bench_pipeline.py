@@ -131,6 +131,8 @@ def sim_args(case: dict[str, Any], token: str, secret: str) -> list[str]:
     # "=" form: a random secret may start with "-"
     args = ["--users", str(case["users"]), "--seed", "11", f"--scim-token={token}"]
     args += [f"--graph-secret={secret}", "--latency-ms", str(case.get("latency_ms", 0))]
+    if case.get("graph_latency_ms"):
+        args += ["--graph-latency-ms", str(case["graph_latency_ms"])]
     if case.get("sim_rate_limit"):
         args += ["--rate-limit", str(case["sim_rate_limit"])]
         if case.get("sim_no_retry_after"):

@@ -833,8 +833,9 @@ class _Sync:
     ) -> None:
         prefer = page_headers(self.cfg)
         # One page of lookahead: the next page is fetched while this one is evaluated and
-        # sent. Read one after the other, the workers sat idle for every page's round trip
-        # (≈ 25 % of a 100k-user run's wall time on loopback; benchmarks/RESULTS.md).
+        # sent. Read one after the other, the workers sat idle for every page's round trip:
+        # with Graph answering a page in 200 ms, 30k users took 12.0 s instead of 7.8 s
+        # (benchmarks/RESULTS.md, "page lookahead"). On loopback it makes no difference.
         ahead_send, ahead_recv = anyio.create_memory_object_stream[Page](0)
 
         async def fetch() -> None:

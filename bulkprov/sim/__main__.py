@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     g.add_argument("--graph-secret", default="sim-graph-secret", help="accepted client secret")
     g.add_argument(
+        "--graph-latency-ms", type=float, default=0.0, help="added per Graph API request"
+    )
+    g.add_argument(
         "--graph-throttle-every",
         type=int,
         default=None,
@@ -144,6 +147,7 @@ async def serve(args: argparse.Namespace) -> None:
             token_lifetime=args.token_lifetime,
             throttle_every=args.graph_throttle_every,
             retry_after=args.graph_retry_after,
+            latency_ms=args.graph_latency_ms,
         )
     scim = None
     if not args.no_scim:

@@ -22,6 +22,7 @@ against the simulator rather than silently receive every user.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -181,6 +182,7 @@ class GraphTenant:
         public_url: str | None = None,
         skiptoken_key: bytes | None = None,
         client_certificate: str | bytes | None = None,
+        latency_ms: float = 0,
     ) -> None:
         if user_count < 0:
             raise ValueError("user_count must be >= 0")
@@ -190,6 +192,9 @@ class GraphTenant:
         self.client_secret = client_secret
         self.certificate = RegisteredCertificate(client_certificate) if client_certificate else None
         self.token_lifetime = token_lifetime
+        #: awaited before each Graph API answer: Graph is a remote service (a page of 999
+        #: users takes a few hundred ms over the internet), loopback answers in ~1 ms
+        self.latency_ms = float(latency_ms)
         self.throttle_every = throttle_every
         self.throttle_probability = throttle_probability
         self.retry_after = retry_after
@@ -417,6 +422,8 @@ class GraphTenant:
         """Serve one request (the single entry point for every adapter)."""
         path = req.path
         if path.startswith("/v1.0/"):
+            if self.latency_ms:
+                await asyncio.sleep(self.latency_ms / 1000)
             faults = self.faults
             if faults is None:
                 return self._graph(req, path[6:])

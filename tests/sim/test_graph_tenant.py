@@ -425,3 +425,19 @@ async def test_users_count_needs_consistency_level(
     tenant.add_user()
     resp = await graph_client.get("/v1.0/users/$count", headers=eventual)
     assert resp.text == "251"
+
+
+async def test_graph_latency_delays_api_answers_not_tokens() -> None:
+    import time
+
+    tenant = GraphTenant(user_count=5, seed=7, client_secret=GRAPH_SECRET, latency_ms=300)
+    async with httpx.AsyncClient(
+        transport=SimTransport(tenant.handle), base_url="https://graph.sim.test"
+    ) as client:
+        started = time.perf_counter()
+        token = await get_token(client, tenant)
+        assert time.perf_counter() - started < 0.2  # the token endpoint is not delayed
+        started = time.perf_counter()
+        resp = await client.get("/v1.0/users", headers=bearer(token))
+        assert resp.status_code == 200
+        assert time.perf_counter() - started >= 0.3
