@@ -27,7 +27,6 @@ from . import _json
 from .checkpoint.store import Run, StateStore
 from .clients import open_clients
 from .config import Config
-from .decide import decide
 from .errors import (
     SourceAuthError,
     SourceError,
@@ -121,7 +120,8 @@ async def provision_user(
                 groups=False,
                 flatten=cfg.groups.flatten_nested,
             )
-            graph_id, in_scope, reason, mapped = engine.evaluate(user, sources)
+            evaluated = engine.evaluate(user, sources)
+            graph_id, in_scope, reason, mapped = evaluated
             steps.append(Step("Determine if user is in scope", in_scope, reason))
             run = Run(ON_DEMAND_RUN, "running", None, 0, 0, {}, 0.0)
             sync = _Sync(engine, store, run, graph, scim, RunStats(scim=scim))
@@ -139,14 +139,8 @@ async def provision_user(
             else:
                 how = "not looked up: the user is out of scope and was never provisioned"
             steps.append(Step("Match user between source and target system", True, how))
-            decision = decide(
-                in_scope=in_scope,
-                scope_reason=reason,
-                update_values=mapped.update_values if mapped else None,
-                digest=mapped.digest if mapped else None,
-                state=state,
-                match=match,
-            )
+            # a user Graph answers for is not hard-deleted (that one would be a 404 above)
+            decision = engine.decide(evaluated, state, match, hard_deleted=False)
             user_name = mapped.user_name if mapped else (state.user_name if state else None)
             if decision.kind == "skip":
                 steps.append(Step("Perform action", True, f"skipped: {decision.reason}"))
