@@ -68,7 +68,7 @@ from .errors import (
     UserDataError,
 )
 from .escrow import EscrowEntry
-from .graph.client import GraphClient, Page
+from .graph.client import GraphClient, Page, latest_per_id
 from .graph.directory import ScopeSources
 from .lifecycle import (
     HELD_BACK,
@@ -879,7 +879,7 @@ class _Sync:
         engine = self.engine
         evaluated: list[Evaluated | UserWrite] = []
         ids: list[str] = []
-        for user in page.users:
+        for user in latest_per_id(page.users):
             try:
                 if not isinstance(user, dict):
                     raise UserDataError(f"the Graph page holds a {type(user).__name__}, not a user")

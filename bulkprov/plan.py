@@ -84,7 +84,7 @@ from .config import Config
 from .decide import Decision
 from .errors import DeltaExpired, PlanStale, StateError, UserDataError
 from .escrow import EscrowEntry
-from .graph.client import GraphClient
+from .graph.client import GraphClient, latest_per_id
 from .graph.directory import ScopeSources
 from .lifecycle import (
     GONE_REASON,
@@ -197,7 +197,7 @@ class _Planner:
     async def read_round(self, graph: GraphClient, first: str) -> None:
         headers = page_headers(self.engine.cfg)
         async for page in graph.pages(first, headers=headers):
-            await self.page(page.users)
+            await self.page(latest_per_id(page.users))
 
     def _failed(self, key: str, reason: str, user_name: str | None = None) -> None:
         self.failed.add(key)

@@ -19,6 +19,7 @@ from bulkprov.checkpoint.lifecycle import USERS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.clients import open_clients
 from bulkprov.demo import write_demo_config
+from bulkprov.graph.client import latest_per_id
 from bulkprov.pipeline import Engine, UserNames, fetch_users, run_sync
 from bulkprov.plan import apply_options, make_plan, plan_group_guard, plan_guard
 from bulkprov.sim import GraphTenant, ScimService, SimResponse
@@ -588,11 +589,22 @@ async def test_a_user_listed_twice_is_no_duplicate_for_plan_or_sync(tmp_path):
     assert plan["counts"]["failed"] == 0, [
         op for op in plan["operations"] if op["action"] == "failed"
     ]
-    assert {op["action"] for op in plan["operations"] if op["graph_id"] == twice["id"]} == {
+    assert [op["action"] for op in plan["operations"] if op["graph_id"] == twice["id"]] == [
         "create"
-    }
+    ]  # listed once: the repeat is the same user, taken at its last occurrence
     assert result.counts["failed"] == 0
     assert [u["userName"] for u in scim.dump()].count(twice["userPrincipalName"]) == 1
+    assert not scim.duplicate_posts()  # one POST for it, no 409 and match-back
+    assert scim.counters()["statuses"].get("409", 0) == 0
+
+
+def test_latest_per_id_keeps_the_last_occurrence_and_odd_items() -> None:
+    a1, b, a2 = {"id": "a", "v": 1}, {"id": "b"}, {"id": "a", "v": 2}
+    odd = [{"no": "id"}, "not a dict", {"id": ["unhashable"]}]
+    assert latest_per_id([a1, b, a2]) == [b, a2]
+    unique = [a1, b]
+    assert latest_per_id(unique) is unique  # nothing copied in the usual case
+    assert latest_per_id([a1, *odd, a2]) == [*odd, a2]
 
 
 async def test_user_names_fail_another_user_with_the_same_user_name_not_the_same_user(

@@ -245,6 +245,30 @@ class GraphClient:
             number += 1
 
 
+def latest_per_id(users: list[Any]) -> list[Any]:
+    """A users page with each ``id`` once, at its last occurrence.
+
+    Graph's delta query may return an object more than once ("replays and duplicates
+    possible", delta-query overview; facts.md §7.3); the last one is the newest. Processed
+    twice, a new user would be POSTed twice (the second answered 409 and matched back). Not
+    for groups pages: a large group's members are split over repeats that must be merged.
+    Items without a string ``id`` are kept as they are (they fail validation later).
+    """
+    last: dict[str, int] = {}
+    for i, user in enumerate(users):
+        key = user.get("id") if isinstance(user, dict) else None
+        if isinstance(key, str):
+            last[key] = i
+    if len(last) == len(users):
+        return users  # the usual case: every id once, nothing copied
+    kept = []
+    for i, user in enumerate(users):
+        key = user.get("id") if isinstance(user, dict) else None
+        if not isinstance(key, str) or last[key] == i:
+            kept.append(user)
+    return kept
+
+
 def _graph_error(body: bytes) -> str:
     try:
         doc = _json.loads(body)
