@@ -252,6 +252,9 @@ class Http1Pool:
         # the client's headers change only with a new token: render them once per dict
         seen, rendered = self._head
         if seen is not headers:
+            for k, v in headers.items():
+                if any(c in k + v for c in "\r\n\0"):  # never a header split into two
+                    raise httpx.LocalProtocolError(f"header {k!r} holds a line break")
             rendered = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
             self._head = (headers, rendered)
         return rendered

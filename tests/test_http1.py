@@ -123,6 +123,20 @@ async def test_non_ascii_paths_are_percent_encoded(serve) -> None:
     assert handler.requests[0].startswith(b"PATCH /scim2/Users/Zo%C3%AB%20K HTTP/1.1\r\n")
 
 
+async def test_a_header_with_a_line_break_is_refused_before_sending(serve) -> None:
+    handler = keepalive()
+    srv = await serve(handler)
+    pool = Http1Pool(1, read_timeout=5, connect_timeout=5)
+    try:
+        with pytest.raises(httpx.LocalProtocolError, match="line break"):
+            await pool.send(
+                "POST", srv.url + "/Users", {"Authorization": "Bearer t\r\nX: y"}, b"{}"
+            )
+    finally:
+        await pool.aclose()
+    assert handler.requests == [] and srv.connections == 0
+
+
 async def test_connections_never_exceed_the_limit(serve) -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await read_request(reader) is not None:
