@@ -10,6 +10,9 @@ bulkprov reads is a small JSON document, so it reads the whole body inside the t
 hands httpx a finished ``Response`` (no streaming wrapper to close, no exception-mapping
 context manager and no new ``ClientTimeout`` per request). ``benchmarks/bench_transport.py``
 measures it against ``httpx-aiohttp`` and raw aiohttp (benchmarks/RESULTS.md, "Hot-path CPU").
+
+The SCIM hot path (one POST or PATCH per user) skips both httpx and aiohttp: :class:`Direct`
+sends it over :class:`~bulkprov.http1.Http1Pool`, made here beside the aiohttp session.
 """
 
 from __future__ import annotations
@@ -128,8 +131,8 @@ class Direct:
     the client is one :func:`make_client` built for the network: httpx's
     ``Request``/``Response`` objects, URL parsing, header merging and cookie extraction cost
     more CPU per request than aiohttp's whole send, and aiohttp's send costs more than
-    :class:`~bulkprov.http1.Http1Pool`'s (benchmarks/RESULTS.md, "Hot-path CPU" and "Lean
-    HTTP/1.1 sender"). Clients with another transport (respx, the simulators'
+    :class:`~bulkprov.http1.Http1Pool`'s (benchmarks/RESULTS.md, "Hot-path CPU" and "Issue 5
+    at full size"). Clients with another transport (respx, the simulators'
     ``SimTransport``) have none, and their callers use httpx as usual.
     """
 

@@ -79,7 +79,7 @@ class ScimClient:
         self.base_url = base_url.rstrip("/")
         self._http = http
         # POSTs and PATCHes (one per user: the hot path) skip httpx's request model when the
-        # client has a direct sender (bulkprov.http.make_client over aiohttp)
+        # client has a direct sender (bulkprov.http.make_client: bulkprov.http1.Http1Pool)
         self._direct = direct(http)
         #: an OAuth source is asked before each request (it refreshes before expiry)
         self._auth = token if not isinstance(token, SecretStr) else None
