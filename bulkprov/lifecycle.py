@@ -273,9 +273,10 @@ class Lifecycle:
                     )
                 )
             if group_writes:
-                await self.ls.log_outcomes(run, group_writes)
+                # counted first: the counts are saved with the outcomes (a resume sees them)
                 self._bump("staged", sum(1 for w in group_writes if w.stage is not None))
                 self._bump(HELD_BACK, sum(1 for w in group_writes if w.held_back))
+                await self.ls.log_outcomes(run, group_writes, self.counts)
         if full_read:
             gone = await self.ls.unseen_managed(run)
             writes = []
@@ -302,9 +303,9 @@ class Lifecycle:
                     )
                 )
             if writes:
-                await self.ls.log_outcomes(run, writes)
                 self._bump("staged", sum(1 for w in writes if w.stage is not None))
                 self._bump(HELD_BACK, sum(1 for w in writes if w.held_back))
+                await self.ls.log_outcomes(run, writes, self.counts)
         await self.ls.supersede(run, full=full_read)
         pending = await self.ls.staged(status=("pending",), run_id=run.id)
         if not pending:
@@ -463,7 +464,7 @@ class Lifecycle:
         finally:
             with anyio.CancelScope(shield=True):
                 if writes:
-                    await self.ls.log_outcomes(run, writes)
+                    await self.ls.log_outcomes(run, writes, self.counts)
                 for gid in forget:
                     await self.ls.forget_user(gid)
                 for gid in forget_groups:
@@ -487,7 +488,7 @@ class Lifecycle:
                     UserWrite(group.graph_id, group.display_name, "group", "failure", str(exc))
                 )
         if writes:
-            await self.ls.log_outcomes(run, writes)
+            await self.ls.log_outcomes(run, writes, self.counts)
 
     async def _group(self, group: SourceGroup, state: GroupState | None) -> list[UserWrite]:
         out: list[UserWrite] = []

@@ -350,6 +350,40 @@ async def test_apply_guard_holds_back_a_sweep_disable_the_plan_did_not_show(
     assert scim.find(b["userPrincipalName"])["active"] is True
 
 
+async def test_a_held_back_disable_survives_a_crash_before_the_run_finishes(
+    servers, tenant, scim, tmp_path, monkeypatch
+):
+    """The run's ``held back`` count is saved with the sweep's outcomes: a resumed run
+    still keeps the deltaLink where it was, so the next cycle reads the held user again."""
+    from bulkprov.lifecycle import Lifecycle
+
+    a, b = enabled(tenant)[:2]
+    cfg = make_config(servers, tmp_path / "s.db")
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    tenant.directory.expire_delta_tokens()  # the next cycle reads everything, then sweeps
+    tenant.delete_user(a["id"], soft=False)
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    tenant.delete_user(b["id"], soft=False)  # after the check: held back by apply's guard
+
+    async def killed(self: Lifecycle, run: Any, items: Any) -> None:
+        raise RuntimeError("killed while sending the staged disables")
+
+    monkeypatch.setattr(Lifecycle, "execute", killed)
+    with pytest.raises((RuntimeError, BaseExceptionGroup)):
+        await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
+    monkeypatch.undo()
+    async with await StateStore.open(cfg.state.path) as store:
+        run = await store.last_run()
+        assert run is not None and run.status == "running"
+        assert run.counts.get("held back") == 1
+    resumed = await run_sync(cfg, SECRETS, policy=FAST_RETRY)  # a's disable goes out
+    assert resumed.counts.get("held back") == 1
+    assert scim.find(a["userPrincipalName"])["active"] is False
+    assert scim.find(b["userPrincipalName"])["active"] is True
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)  # reads b again: disabled now
+    assert scim.find(b["userPrincipalName"])["active"] is False
+
+
 async def test_delta_overlay_answers_what_applying_the_round_would_leave(tmp_path):
     from bulkprov.checkpoint.lifecycle import LifecycleStore
     from bulkprov.graph.groups_delta import DeltaOverlay, merge

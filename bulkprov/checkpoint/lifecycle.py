@@ -8,7 +8,7 @@ short to read. Table definitions and migrations live in ``store.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,9 +176,13 @@ class LifecycleStore:
             row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6], row[7], row[8]
         )
 
-    async def log_outcomes(self, run: Run, writes: list[UserWrite]) -> None:
-        """Persist outcomes of the deprovision phase (user rows and log) with the run's counts."""
-        await self.store.write_batch(run, [(None, w) for w in writes], run.counts, None)
+    async def log_outcomes(
+        self, run: Run, writes: list[UserWrite], counts: Mapping[str, int]
+    ) -> None:
+        """Persist outcomes of the deprovision phase (user rows and log) with the run's live
+        counts: ``held back`` among them must survive a crash, or a resumed run would
+        advance the deltaLinks past the users it held back."""
+        await self.store.write_batch(run, [(None, w) for w in writes], dict(counts), None)
 
     # -- groups ---------------------------------------------------------------------------------
 
