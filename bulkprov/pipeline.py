@@ -836,28 +836,40 @@ class _Sync:
         # sent. Read one after the other, the workers sat idle for every page's round trip:
         # with Graph answering a page in 200 ms, 30k users took 12.0 s instead of 7.8 s
         # (benchmarks/RESULTS.md, "page lookahead"). On loopback it makes no difference.
-        ahead_send, ahead_recv = anyio.create_memory_object_stream[Page](0)
+        ahead_send, ahead_recv = anyio.create_memory_object_stream[Page | Exception](0)
 
         async def fetch() -> None:
             async with ahead_send:
-                async for page in self.graph.pages(
-                    first, first_number=self.next_page, headers=prefer
-                ):
-                    await ahead_send.send(page)
+                try:
+                    async for page in self.graph.pages(
+                        first, first_number=self.next_page, headers=prefer
+                    ):
+                        await ahead_send.send(page)
+                except Exception as exc:  # noqa: BLE001 - handed over, raised by the reader
+                    # Not raised here: that would cancel the page being processed halfway
+                    # (its PageDone never sent, the cursor stuck there for the rest of the
+                    # run). It is raised once that page is done, as a sequential read would.
+                    await ahead_send.send(exc)
 
+        failure: Exception | None = None
         try:
             async with ahead_recv, anyio.create_task_group() as tg:
                 tg.start_soon(fetch)
-                async for page in ahead_recv:
-                    self.next_page = page.number + 1
-                    if page.delta_link:
-                        await self.ls.set_run_delta(self.run_, page.delta_link)
-                    await self._page(page, work_send, out_send)
+                async for item in ahead_recv:
+                    if isinstance(item, Exception):
+                        failure = item
+                        break
+                    self.next_page = item.number + 1
+                    if item.delta_link:
+                        await self.ls.set_run_delta(self.run_, item.delta_link)
+                    await self._page(item, work_send, out_send)
         except BaseExceptionGroup as group:
             # callers handle DeltaExpired and SourceError as such, not inside a group
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        if failure is not None:
+            raise failure
 
     async def _assignment_changes(
         self, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]

@@ -403,3 +403,56 @@ async def test_full_reads_everyone_again_at_no_request_cost(servers, tenant, sci
     async with await StateStore.open(cfg.state.path) as store:
         last = await store.last_run()
         assert last is not None and last.kind == "full"
+
+
+class ExpiresMidRead(GraphTenant):
+    """Once armed: the 2nd ``users/delta`` request answers 410 (the token expired mid-read),
+    and the read after it fails with 503 from its ``fail_at``-th request on."""
+
+    armed = False
+    calls = 0
+    fail_at = 10**9
+
+    async def handle(self, req: SimRequest) -> SimResponse:
+        if self.armed and req.path.endswith("/users/delta"):
+            self.calls += 1
+            if self.calls == 2:
+                return json_response(410, {"error": {"code": "syncStateNotFound"}})
+            if self.calls >= self.fail_at:
+                return json_response(503, {"error": {"code": "serviceNotAvailable"}})
+        return await super().handle(req)
+
+
+async def test_a_token_expiring_mid_read_leaves_a_resumable_cursor(scim, tmp_path):
+    """The page lookahead hands the reader's error over once the page before it is done:
+    the full read that follows checkpoints its pages as usual (it used to stay stuck on the
+    page that was being processed when the error came, for the rest of the run)."""
+    from bulkprov.sim.server import serve_simulators
+
+    tenant = ExpiresMidRead(user_count=300, seed=3, client_secret=GRAPH_SECRET)
+    async with serve_simulators(tenant, scim) as servers:
+        cfg = make_config(servers, tmp_path / "s.db", graph__page_size=50)
+        await sync(cfg)
+        for user in enabled(tenant)[:120]:  # an incremental read of 3 pages
+            tenant.update_user(user["id"], department="Moved")
+        tenant.armed = True
+        tenant.fail_at = 2 + 5  # the full read fails on its 5th page request
+        with pytest.raises(BaseException) as info:
+            await sync(cfg)
+        assert isinstance(_unwrap(info.value), SourceError)
+        async with await StateStore.open(tmp_path / "s.db") as store:
+            run = await store.last_run()
+        assert run is not None and run.status == "running" and run.kind == "full"
+        assert run.cursor_page >= 3  # the full read's pages were checkpointed
+        tenant.armed = False
+        result = await sync(cfg)  # resumes the full read where it stopped
+        assert result.status == "completed"
+    moved = {u["id"] for u in enabled(tenant)[:120]}
+    assert all(
+        scim.find(u["userPrincipalName"])[
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+        ]["department"]
+        == "Moved"
+        for u in enabled(tenant)
+        if u["id"] in moved
+    )
