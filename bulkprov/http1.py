@@ -74,6 +74,11 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.waiter is None:
+            # an answer nobody asked for (a 408 before the server closes an idle
+            # connection): never let the next request take it as its own
+            self.close()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -87,8 +92,11 @@ class _Conn(asyncio.Protocol):
             if self.status and exc is None and not self._framed():
                 self.keep = False
                 self.waiter.set_result(None)
-            else:
-                self._fail(exc or ConnectionResetError("the server closed the connection"))
+            elif isinstance(exc, OSError):
+                self._fail(exc)
+            else:  # None, or an error of the TLS layer that is not an OSError
+                reason = f": {exc}" if exc is not None else ""
+                self._fail(ConnectionResetError(f"the server closed the connection{reason}"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -188,7 +196,7 @@ class _Slots:
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot while being cancelled: pass it on
-            else:
+            elif waiter in self._waiters:  # release() may have popped it (and skipped it)
                 self._waiters.remove(waiter)
             raise
 
@@ -255,7 +263,13 @@ class Http1Pool:
             for k, v in headers.items():
                 if any(c in k + v for c in "\r\n\0"):  # never a header split into two
                     raise httpx.LocalProtocolError(f"header {k!r} holds a line break")
-            rendered = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+            try:
+                rendered = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+            except UnicodeEncodeError:  # the message names no value: it may be a token
+                names = [k for k, v in headers.items() if not _latin1(k + v)]
+                raise httpx.LocalProtocolError(
+                    f"header {names[0] if names else '?'!r} is not Latin-1 text"
+                ) from None
             self._head = (headers, rendered)
         return rendered
 
@@ -289,7 +303,13 @@ class Http1Pool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self._keepalive:
+            transport = conn.transport
+            if (
+                not conn.closed
+                and transport is not None
+                and not transport.is_closing()
+                and now - conn.idle_since < self._keepalive
+            ):
                 return conn
             self._discard(conn)
         return None
@@ -370,6 +390,14 @@ class Http1Pool:
         self._idle.clear()
 
 
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -385,8 +413,8 @@ def _decode(encoding: str, content: bytes) -> bytes:
                 return zlib.decompress(content)
             except zlib.error:  # raw deflate, as some servers send it
                 return zlib.decompress(content, -zlib.MAX_WBITS)
-    except zlib.error as exc:
-        raise httpx.DecodingError(f"bad {kind} body: {exc}") from exc
+    except zlib.error as exc:  # a transport error, as aiohttp's was: the retry logic's kind
+        raise httpx.ReadError(f"bad {kind} body: {exc}") from exc
     if kind in ("identity", ""):
         return content
-    raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}")
+    raise httpx.ReadError(f"unsupported Content-Encoding {encoding!r}")

@@ -137,6 +137,40 @@ async def test_a_header_with_a_line_break_is_refused_before_sending(serve) -> No
     assert handler.requests == [] and srv.connections == 0
 
 
+async def test_a_header_that_is_not_latin1_is_refused_without_its_value(serve) -> None:
+    srv = await serve(keepalive())
+    pool = Http1Pool(1, read_timeout=5, connect_timeout=5)
+    try:
+        with pytest.raises(httpx.LocalProtocolError) as info:
+            await pool.send("POST", srv.url + "/Users", {"Authorization": "Bearer tök€n"}, b"{}")
+    finally:
+        await pool.aclose()
+    assert "'Authorization'" in str(info.value) and "tök" not in repr(info.value)
+    assert srv.connections == 0
+
+
+async def test_an_answer_nobody_asked_for_closes_the_idle_connection(serve) -> None:
+    async def then_408(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(201, b'{"id":"1"}'))
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(answer(408, b"{}"))  # unsolicited, while the connection is idle
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    srv = await serve(then_408)
+    pool = Http1Pool(2, read_timeout=5, connect_timeout=5)
+    try:
+        assert (await pool.send("POST", srv.url + "/Users", {}, b"{}"))[0] == 201
+        await asyncio.sleep(0.1)
+        status, _, body = await pool.send("POST", srv.url + "/Users", {}, b"{}")
+        assert (status, body) == (201, b'{"id":"1"}')  # not the stray 408
+    finally:
+        await pool.aclose()
+    assert srv.connections == 2
+
+
 async def test_connections_never_exceed_the_limit(serve) -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await read_request(reader) is not None:
@@ -301,7 +335,7 @@ async def test_gzip_answers_are_decoded(serve) -> None:
     pool = Http1Pool(2, read_timeout=5, connect_timeout=5)
     try:
         assert (await pool.send("GET", srv.url + "/z", {}, None))[2] == b'{"zipped":true}'
-        with pytest.raises(httpx.DecodingError):
+        with pytest.raises(httpx.ReadError, match="unsupported Content-Encoding"):
             await pool.send("GET", odd.url + "/z", {}, None)
     finally:
         await pool.aclose()
@@ -370,4 +404,11 @@ async def test_slots_hand_over_and_survive_cancelled_waiters() -> None:
     assert d.cancelled()
     slots.release()  # e's: the one slot is free again
     await slots.acquire()
-    assert slots._free == 0 and not slots._waiters
+    # cancelled after release() popped it but before it ran: the cancellation stands
+    f = asyncio.create_task(take("f"))
+    await asyncio.sleep(0)
+    f.cancel()
+    slots.release()  # pops f (already cancelled): the slot is freed instead
+    with pytest.raises(asyncio.CancelledError):
+        await f
+    assert slots._free == 1 and not slots._waiters
