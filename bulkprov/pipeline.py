@@ -512,6 +512,13 @@ async def run_sync(
             if cfg.state.log_retention_days:
                 cutoff = time.time() - cfg.state.log_retention_days * 86400
                 stats.pruned = await store.prune_log(cutoff)
+            if full:
+                last = await store.last_run()
+                if last is not None and last.status == "running":
+                    raise StateError(
+                        f"run {last.id} was interrupted: `bulkprov sync` resumes it (nothing is "
+                        "sent twice); then run `bulkprov sync --full`"
+                    )
             run = await store.start_run()
             stats.run_id, stats.resumed = run.id, run.resumes > 0
             for key, value in run.counts.items():

@@ -456,3 +456,19 @@ async def test_a_token_expiring_mid_read_leaves_a_resumable_cursor(scim, tmp_pat
         for u in enabled(tenant)
         if u["id"] in moved
     )
+
+
+async def test_full_waits_for_an_interrupted_run_to_finish(servers, tenant, scim, tmp_path):
+    from bulkprov.errors import StateError
+
+    cfg = make_config(servers, tmp_path / "s.db", graph__page_size=50)
+    tenant.fail_after = tenant.delta_pages + 2  # the first run stops on its 3rd page
+    with pytest.raises(BaseException) as info:
+        await sync(cfg)
+    assert isinstance(_unwrap(info.value), SourceError)
+    tenant.fail_after = None
+    with pytest.raises(StateError, match="was interrupted"):
+        await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
+    assert (await sync(cfg)).status == "completed"  # resumed, not started over
+    full = await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
+    assert full.status == "completed" and sum(full.counts.values()) == tenant.user_count
