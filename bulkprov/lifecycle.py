@@ -52,6 +52,7 @@ from .mapping import MappedUser
 from .scim import groups as rg
 from .scim import requests as rq
 from .scim.client import ScimClient
+from .scim.requests import ScimRequest
 from .scim.responses import list_resources
 
 
@@ -337,6 +338,20 @@ class Lifecycle:
             "`bulkprov approve`"
         )
 
+    async def _send_staged(self, request: ScimRequest, *, gone_ok: bool) -> TargetError | None:
+        """Send one staged disable/delete; the target's refusal is returned (that item
+        fails, the others go on), an auth error stops the run. With ``gone_ok`` a 404 is
+        success: a DELETE of what is already gone is what was wanted."""
+        try:
+            await self.scim.send(request)
+        except TargetAuthError:
+            raise
+        except TargetRejected as exc:
+            return None if gone_ok and exc.status == 404 else exc
+        except TargetError as exc:
+            return exc
+        return None
+
     async def execute(self, run: Run, items: Sequence[Staged]) -> None:
         """Send staged disables/deletes (concurrently), log each, mark each done or failed."""
         states = await self.store.lookup_users(
@@ -350,34 +365,25 @@ class Lifecycle:
         forget: list[str] = []
         forget_groups: list[str] = []
 
+        def fail(item: Staged, action: str, error: TargetError) -> None:
+            failed.append(item.id)
+            self._bump("failed")
+            writes.append(
+                UserWrite(
+                    item.graph_id, item.user_name, action, "failure", str(error), item.scim_id
+                )
+            )
+
         async def one_group(item: Staged) -> None:
             known = groups.get(item.graph_id)
             if known is None or known.scim_id != item.scim_id:
                 done.append(item.id)  # deleted or relinked since: nothing to do
                 return
             async with limiter:
-                try:
-                    try:
-                        await self.scim.send(rg.delete_group(item.scim_id))
-                    except TargetRejected as exc:
-                        if exc.status != 404:  # already gone is what we wanted
-                            raise
-                except TargetAuthError:
-                    raise
-                except TargetError as exc:
-                    failed.append(item.id)
-                    self._bump("failed")
-                    writes.append(
-                        UserWrite(
-                            item.graph_id,
-                            item.user_name,
-                            "group",
-                            "failure",
-                            str(exc),
-                            item.scim_id,
-                        )
-                    )
-                    return
+                error = await self._send_staged(rg.delete_group(item.scim_id), gone_ok=True)
+            if error is not None:
+                fail(item, "group", error)
+                return
             done.append(item.id)
             forget_groups.append(item.graph_id)
             self._bump("groups deleted")
@@ -397,32 +403,17 @@ class Lifecycle:
             if item.action == "disable" and not state.active:
                 done.append(item.id)
                 return
+            deleting = item.action == "delete"
+            request = (
+                rq.delete_user(item.scim_id)
+                if deleting
+                else rq.set_active(item.scim_id, False, self.dialect)
+            )
             async with limiter:
-                try:
-                    if item.action == "delete":
-                        try:
-                            await self.scim.send(rq.delete_user(item.scim_id))
-                        except TargetRejected as exc:
-                            if exc.status != 404:  # already gone is what we wanted
-                                raise
-                    else:
-                        await self.scim.send(rq.set_active(item.scim_id, False, self.dialect))
-                except TargetAuthError:
-                    raise
-                except TargetError as exc:
-                    failed.append(item.id)
-                    self._bump("failed")
-                    writes.append(
-                        UserWrite(
-                            item.graph_id,
-                            item.user_name,
-                            item.action,
-                            "failure",
-                            reason=str(exc),
-                            scim_id=item.scim_id,
-                        )
-                    )
-                    return
+                error = await self._send_staged(request, gone_ok=deleting)
+            if error is not None:
+                fail(item, item.action, error)
+                return
             done.append(item.id)
             reason = (item.reason or "").removeprefix("staged: ")
             if item.action == "delete":

@@ -542,9 +542,17 @@ async def run_sync(
             ) as (graph, scim):
                 stats.scim = scim
                 sync = _Sync(
-                    engine, store, run, graph, scim, stats, guard, group_guard, hold_staged
+                    engine,
+                    store,
+                    run,
+                    graph,
+                    scim,
+                    stats,
+                    guard,
+                    group_guard,
+                    hold_staged,
+                    full=full,
                 )
-                sync.force_full = full
                 status, message = "completed", None
                 try:
                     await sync.run(need_index=need_index, handle_signals=handle_signals)
@@ -591,6 +599,8 @@ class _Sync:
         guard: Guard | None = None,
         group_guard: GroupGuard | None = None,
         hold_staged: bool = False,
+        *,
+        full: bool = False,
     ) -> None:
         self.engine = engine
         self.guard = guard
@@ -618,7 +628,7 @@ class _Sync:
         self.seen: set[str] = set()
         self.hard_deleted: set[str] = set()
         #: ``sync --full``: a full read even where a deltaLink would do
-        self.force_full = False
+        self.force_full = full
         self.next_page = run.cursor_page
         #: a message for the run's summary (e.g. actions held by the deletion threshold)
         self.note: str | None = None

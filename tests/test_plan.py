@@ -21,7 +21,7 @@ from bulkprov.clients import open_clients
 from bulkprov.demo import write_demo_config
 from bulkprov.graph.client import latest_per_id
 from bulkprov.pipeline import Engine, UserNames, fetch_users, run_sync
-from bulkprov.plan import apply_options, make_plan, plan_group_guard, plan_guard
+from bulkprov.plan import apply_options, make_plan
 from bulkprov.sim import GraphTenant, ScimService, SimResponse
 from bulkprov.sim.http import SimRequest
 from bulkprov.sim.server import serve_simulators
@@ -286,13 +286,7 @@ async def test_apply_guard_holds_back_a_group_that_changed_after_the_check(
     d.add_member(one["id"], c["id"])  # after the check: "One" now differs from the plan
     spy = Spy()
     scim.faults = spy
-    result = await run_sync(
-        cfg,
-        SECRETS,
-        policy=FAST_RETRY,
-        guard=plan_guard(plan, Engine(cfg)),
-        group_guard=plan_group_guard(plan),
-    )
+    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
     two_id = scim.groups.find("Two")["id"]
     assert [(m, p) for m, p, _ in spy.writes()] == [("PATCH", f"/scim2/Groups/{two_id}")]
     assert result.counts["held back"] == 1
@@ -338,13 +332,7 @@ async def test_apply_guard_holds_back_a_sweep_disable_the_plan_did_not_show(
     tenant.delete_user(b["id"], soft=False)  # after the check: the sweep would disable it too
     spy = Spy()
     scim.faults = spy
-    await run_sync(
-        cfg,
-        SECRETS,
-        policy=FAST_RETRY,
-        guard=plan_guard(plan, Engine(cfg)),
-        group_guard=plan_group_guard(plan),
-    )
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
     a_id = scim.find(a["userPrincipalName"])["id"]
     assert [(m, p) for m, p, _ in spy.writes()] == [("PATCH", f"/scim2/Users/{a_id}")]
     assert scim.find(b["userPrincipalName"])["active"] is True
@@ -454,13 +442,7 @@ async def test_plan_in_assigned_mode_reads_the_assignment_changes(servers, tenan
     assert dump(tmp_path / "s.db") == before
     spy = Spy()
     scim.faults = spy
-    await run_sync(
-        cfg,
-        SECRETS,
-        policy=FAST_RETRY,
-        guard=plan_guard(plan, Engine(cfg)),
-        group_guard=plan_group_guard(plan),
-    )
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
     c_id = scim.find(c["userPrincipalName"])["id"]
     group_id = scim.groups.find("Zoom users")["id"]
     assert sorted((m, p) for m, p, _ in spy.writes()) == sorted(
