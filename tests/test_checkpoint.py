@@ -119,3 +119,42 @@ async def test_target_index_lookup(tmp_path):
         }
         await store.clear_target_index()
         assert await store.lookup_target(["userName\x00a@x.com"]) == {}
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.0005, 0.002])
+async def test_a_batch_cancelled_midway_leaves_no_open_transaction(tmp_path, delay):
+    """A cancelled checkpoint write is finished (or rolled back) before the cancellation lands.
+
+    aiosqlite runs each statement in its own thread: cancelling the await does not stop the
+    statement. A write cancelled just after its BEGIN used to leave the transaction open, so
+    the shielded final flush then failed with "cannot start a transaction within a
+    transaction" (seen in CI when a Graph error cancelled the writer mid-commit).
+    """
+    import anyio
+
+    async with await StateStore.open(tmp_path / "s.sqlite3") as store:
+        run = await store.start_run()
+        rows = [
+            (
+                0,
+                UserWrite(
+                    f"g{i}",
+                    f"u{i}@x.com",
+                    "create",
+                    "success",
+                    scim_id=f"s{i}",
+                    digest="d",
+                    attrs=b"{}",
+                    active=True,
+                    link=True,
+                ),
+            )
+            for i in range(2000)
+        ]
+        with anyio.move_on_after(delay):
+            await store.write_batch(run, rows, {"created": 2000}, ("http://p1", 1))
+        assert not store._conn.in_transaction
+        await store.write_batch(run, rows[:1], {"created": 2000}, ("http://p2", 2))
+        last = await store.last_run()
+        assert last is not None and last.cursor == "http://p2"
+        assert await store.user_count() == 2000

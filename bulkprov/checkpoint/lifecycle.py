@@ -95,15 +95,9 @@ class LifecycleStore:
 
     async def replace_assigned(self, rows: dict[str, str]) -> None:
         c = self._c
-        await c.execute("BEGIN IMMEDIATE")
-        try:
+        async with c.transaction():
             await c.execute("DELETE FROM assigned")
             await c.executemany("INSERT INTO assigned(graph_id, roles) VALUES(?, ?)", rows.items())
-            await c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                await c.execute("ROLLBACK")
-            raise
 
     # -- deprovisioning ----------------------------------------------------------------------
 
@@ -250,8 +244,7 @@ class LifecycleStore:
         cycle completes, so a failed cycle replays its round) gives the same mirror.
         """
         c = self._c
-        await c.execute("BEGIN IMMEDIATE")
-        try:
+        async with c.transaction():
             if delta.full:
                 await c.execute("DELETE FROM source_groups")
                 await c.execute("DELETE FROM source_group_members")
@@ -273,11 +266,6 @@ class LifecycleStore:
                 "DELETE FROM source_group_members WHERE group_id=? AND member_id=?",
                 [(g, m) for g, ms in delta.removed.items() for m in ms],
             )
-            await c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                await c.execute("ROLLBACK")
-            raise
 
     async def source_group_names(self) -> dict[str, str]:
         cur = await self._c.execute(

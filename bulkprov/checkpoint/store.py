@@ -40,12 +40,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 import aiosqlite
+import anyio
 
 from .. import _json
 from ..errors import StateError
@@ -204,6 +206,27 @@ class _Db:
     def in_transaction(self) -> bool:
         return self.conn.in_transaction
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error), shielded from cancellation.
+
+        Cancelling an await does not stop the statement in aiosqlite's thread, and in a
+        cancelled scope every later await is cancelled too: an unshielded transaction
+        cancelled after its ``BEGIN`` stayed open, and the next one (the writer's shielded
+        final flush) failed with "cannot start a transaction within a transaction". Each
+        transaction here is a short local write, so it finishes and the cancellation lands
+        right after it.
+        """
+        with anyio.CancelScope(shield=True):
+            await self.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self.conn.in_transaction:  # some errors (disk full) have rolled back already
+                    await self.execute("ROLLBACK")
+                raise
+            await self.execute("COMMIT")
+
     async def close(self) -> None:
         await self.conn.close()
 
@@ -334,8 +357,7 @@ class StateStore:
                 )
         else:
             version = 0
-        await c.execute("BEGIN IMMEDIATE")
-        try:
+        async with c.transaction():
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 await c.execute(stmt)
             for table, column, decl in _ADDED_COLUMNS:  # v1 → v2
@@ -352,10 +374,6 @@ class StateStore:
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (str(SCHEMA_VERSION),),
             )
-            await c.execute("COMMIT")
-        except BaseException:
-            await c.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         await self._conn.close()
@@ -507,8 +525,7 @@ class StateStore:
                     (w.action, w.status, scrub_optional(w.reason), run.id, now, w.graph_id)
                 )
         c = self._conn
-        await c.execute("BEGIN IMMEDIATE")
-        try:
+        async with c.transaction():
             await self._escrow([w for _, w in writes], now)
             if link_rows:
                 await c.executemany(
@@ -550,11 +567,6 @@ class StateStore:
                 await c.execute(
                     "UPDATE runs SET counts=? WHERE id=?", (_json.dumps(counts).decode(), run.id)
                 )
-            await c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                await c.execute("ROLLBACK")
-            raise
 
     async def backup(self, dest: str | os.PathLike[str]) -> None:
         """Copy the live database to ``dest`` with SQLite's online backup API (mode 0600).
