@@ -334,6 +334,11 @@ class StateStore:
         if mode is None or str(mode[0]).lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the database to WAL mode")
         await c.execute("PRAGMA synchronous = NORMAL")
+        # 16 MiB of page cache (SQLite's default is 2 MiB): the users and log indexes are
+        # keyed by random GUIDs, so every commit touches pages all over them. 100k users,
+        # 2 A/B rounds: 94.1, 95.5 → 92.8, 91.0 µs/user, +16 MB RSS (benchmarks/RESULTS.md,
+        # "Checkpoint batches").
+        await c.execute("PRAGMA cache_size = -16384")
         tables = {
             r[0]
             for r in await (
