@@ -136,8 +136,9 @@ class TargetConfig(_Model):
     #: AIMD: on a 429 without Retry-After slow down (×0.85), then climb back (+1 req/s per
     #: second) up to ``rate_limit``; finds an unannounced or shared limit (bulkprov.scim.rate)
     adaptive: bool = True
-    #: read /ServiceProviderConfig and send creates and updates in SCIM Bulk requests when
-    #: it advertises bulk (RFC 7644 §3.7). Zoom offers neither (facts.md §6.2): off by default
+    #: read /ServiceProviderConfig and send creates, updates, disables and deletes in SCIM
+    #: Bulk requests when it advertises bulk (RFC 7644 §3.7). Zoom offers neither (facts.md
+    #: §6.2): off by default
     bulk: bool = False
     timeout: Annotated[float, Field(gt=0)] = 30.0
     #: "rfc": lowercase ops and JSON booleans; "entra": Entra's ``Replace`` and ``"False"``

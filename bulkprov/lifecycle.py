@@ -13,7 +13,8 @@ only when — the source read completed, this module:
 2. counts the cycle's staged actions: more than ``deprovision.threshold`` (Entra's
    "Anything above the threshold", facts.md §2.5) executes none of them — they become
    ``held``, ``bulkprov staged`` lists them and ``bulkprov approve`` runs them; otherwise
-   they run now (PATCH ``active=false``, or DELETE for a hard delete when configured);
+   they run now (PATCH ``active=false``, or DELETE for a hard delete when configured;
+   in SCIM Bulk requests when ``target.bulk`` is on and the target offers Bulk);
 3. provisions groups: create (matched by displayName first), rename, and membership
    add/remove PATCHes diffed against the members recorded in SQLite, in chunks of
    ``groups.member_chunk``, halved when the target answers 400/413.
@@ -49,8 +50,10 @@ from .graph.client import GraphClient
 from .graph.directory import GroupMirror, ScopeSources, SourceGroup, read_sources
 from .graph.groups_delta import DeltaOverlay, read_groups_delta
 from .mapping import MappedUser
+from .scim import bulk
 from .scim import groups as rg
 from .scim import requests as rq
+from .scim.bulk import BulkBatch, BulkSupport
 from .scim.client import ScimClient
 from .scim.requests import ScimRequest
 from .scim.responses import list_resources
@@ -221,6 +224,7 @@ class Lifecycle:
         guard: UserGuard | None = None,
         group_guard: GroupGuard | None = None,
         hold_staged: bool = False,
+        bulk: BulkSupport | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -235,6 +239,9 @@ class Lifecycle:
         #: ``bulkprov apply`` of a plan whose staged actions exceeded the threshold: hold
         #: every staged action, as the plan showed
         self.hold_staged = hold_staged
+        #: the target's Bulk limits (``target.bulk`` and the target offers it): staged user
+        #: disables and deletes then go in Bulk requests, as creates and updates do
+        self.bulk = bulk
 
     def _bump(self, key: str, n: int = 1) -> None:
         if n:
@@ -353,12 +360,14 @@ class Lifecycle:
         return None
 
     async def execute(self, run: Run, items: Sequence[Staged]) -> None:
-        """Send staged disables/deletes (concurrently), log each, mark each done or failed."""
+        """Send staged disables/deletes (concurrently, or in Bulk requests when the target
+        offers Bulk and ``target.bulk`` is on), log each, mark each done or failed."""
         states = await self.store.lookup_users(
             [s.graph_id for s in items if s.action != DELETE_GROUP]
         )
         groups = await self.ls.groups() if any(s.action == DELETE_GROUP for s in items) else {}
         limiter = anyio.CapacityLimiter(self.cfg.target.concurrency)
+        bulk_limiter = anyio.CapacityLimiter(min(self.cfg.target.concurrency, bulk.IN_FLIGHT))
         writes: list[UserWrite] = []
         done: list[int] = []
         failed: list[int] = []
@@ -392,25 +401,21 @@ class Lifecycle:
                 UserWrite(item.graph_id, item.user_name, "group", "success", reason, item.scim_id)
             )
 
-        async def one(item: Staged) -> None:
-            if item.action == DELETE_GROUP:
-                await one_group(item)
-                return
+        def request_for(item: Staged) -> ScimRequest | None:
+            """The request a staged user action needs; None: already done, nothing to send."""
             state = states.get(item.graph_id)
-            if state is None or state.scim_id != item.scim_id:
-                done.append(item.id)  # deleted or relinked since: nothing to do
-                return
-            if item.action == "disable" and not state.active:
+            if (
+                state is None  # deleted or relinked since: nothing to do
+                or state.scim_id != item.scim_id
+                or (item.action == "disable" and not state.active)
+            ):
                 done.append(item.id)
-                return
-            deleting = item.action == "delete"
-            request = (
-                rq.delete_user(item.scim_id)
-                if deleting
-                else rq.set_active(item.scim_id, False, self.dialect)
-            )
-            async with limiter:
-                error = await self._send_staged(request, gone_ok=deleting)
+                return None
+            if item.action == "delete":
+                return rq.delete_user(item.scim_id)
+            return rq.set_active(item.scim_id, False, self.dialect)
+
+        def finish(item: Staged, error: TargetError | None) -> None:
             if error is not None:
                 fail(item, item.action, error)
                 return
@@ -430,6 +435,7 @@ class Lifecycle:
                     )
                 )
                 return
+            state = states[item.graph_id]
             attrs = dict(state.attrs or {})
             attrs["active"] = False
             self._bump("disabled")
@@ -448,10 +454,92 @@ class Lifecycle:
                 )
             )
 
+        async def alone(item: Staged, request: ScimRequest) -> None:
+            async with limiter:
+                error = await self._send_staged(request, gone_ok=item.action == "delete")
+            finish(item, error)
+
+        async def one(item: Staged) -> None:
+            if item.action == DELETE_GROUP:
+                await one_group(item)
+                return
+            request = request_for(item)
+            if request is not None:
+                await alone(item, request)
+
+        async def in_bulk(batch: BulkBatch, sent: dict[str, tuple[Staged, ScimRequest]]) -> None:
+            """One Bulk request; each operation settles its user by its own result.
+
+            What it leaves open goes alone: an operation answered 429 or 5xx or not at all,
+            or every operation when the whole Bulk fails or times out. PATCH
+            ``active=false`` and DELETE are safe to send twice (a DELETE of what is gone
+            already is what was wanted).
+            """
+            try:
+                async with bulk_limiter:
+                    doc = await self.scim.send(batch.request())
+                results = bulk.read_results(doc, batch.bulk_ids)
+            except TargetAuthError:
+                raise
+            except TargetError:
+                results = {}
+            async with anyio.create_task_group() as retries:
+                for bulk_id, (item, request) in sent.items():
+                    result = results.get(bulk_id)
+                    error = result.error if result is not None else None
+                    if result is None or not (error is None or isinstance(error, TargetRejected)):
+                        retries.start_soon(alone, item, request)
+                    elif (
+                        isinstance(error, TargetRejected)
+                        and error.status == 404
+                        and item.action == "delete"
+                    ):
+                        finish(item, None)
+                    else:
+                        finish(item, error)
+
+        def pack(
+            support: BulkSupport,
+        ) -> list[tuple[BulkBatch, dict[str, tuple[Staged, ScimRequest]]]]:
+            """The staged user actions with something to send, in Bulk requests."""
+            batches = []
+            batch = BulkBatch(support.max_operations, support.max_payload_size)
+            sent: dict[str, tuple[Staged, ScimRequest]] = {}
+            for item in items:
+                if item.action == DELETE_GROUP:
+                    continue
+                request = request_for(item)
+                if request is None:
+                    continue
+                bulk_id, path = str(item.id), f"/Users/{item.scim_id}"  # JSON, not a URL
+                op = (
+                    bulk.delete_operation(bulk_id, path)
+                    if item.action == "delete"
+                    else bulk.patch_operation(
+                        bulk_id, path, rq.patch_operations({"active": False}, self.dialect)
+                    )
+                )
+                if not batch.fits(op):
+                    batches.append((batch, sent))
+                    batch = BulkBatch(support.max_operations, support.max_payload_size)
+                    sent = {}
+                batch.add(bulk_id, op)
+                sent[bulk_id] = (item, request)
+            if len(batch):
+                batches.append((batch, sent))
+            return batches
+
         try:
             async with anyio.create_task_group() as tg:
-                for item in items:
-                    tg.start_soon(one, item)
+                if self.bulk is None:
+                    for item in items:
+                        tg.start_soon(one, item)
+                else:
+                    for item in items:
+                        if item.action == DELETE_GROUP:
+                            tg.start_soon(one_group, item)
+                    for batch, sent in pack(self.bulk):
+                        tg.start_soon(in_bulk, batch, sent)
         finally:
             with anyio.CancelScope(shield=True):
                 if writes:
@@ -591,7 +679,8 @@ async def approve(
     by_run: dict[int, list[Staged]] = {}
     for s in held:
         by_run.setdefault(s.run_id, []).append(s)
-    life = Lifecycle(cfg, store, scim, counts)
+    support = await scim.bulk_support() if held and cfg.target.bulk else None
+    life = Lifecycle(cfg, store, scim, counts, bulk=support)
     for run_id, items in by_run.items():
         run = await ls.run_by_id(run_id)
         assert run is not None

@@ -82,7 +82,7 @@ from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from .retry import RetryPolicy
 from .scim import bulk
 from .scim import requests as rq
-from .scim.bulk import BulkBatch, BulkResult, BulkSupport, bulk_support
+from .scim.bulk import BulkBatch, BulkResult, BulkSupport
 from .scim.client import OutcomeUnknown, ScimClient
 from .scim.paths import get_value
 from .scim.responses import is_uniqueness_conflict, list_resources
@@ -95,10 +95,8 @@ END_OF_PAGES = "#end"
 #: cancelled; the writer's final flush is shielded), well within the 5 s an init system waits
 SHUTDOWN_GRACE = 3.5
 
-#: Bulk: at most this many operations per request, whatever the target allows (bounds the
-#: memory of a batch and the work lost to one failed request), and this many in flight
-BULK_MAX_OPERATIONS = 1000
-BULK_WORKERS = 4
+#: Bulk: this many requests in flight (operations per request: bulk.MAX_OPERATIONS)
+BULK_WORKERS = bulk.IN_FLIGHT
 #: how long a Bulk worker waits for more work before sending a partial batch (seconds)
 BULK_LINGER = 0.05
 
@@ -673,7 +671,7 @@ class _Sync:
             self.use_index = True
         if self.stop_signal is not None:
             return
-        support = await self.discover_bulk() if self.cfg.target.bulk else None
+        support = await self.scim.bulk_support() if self.cfg.target.bulk else None
         self.stats.phase = "provisioning"
         concurrency = workers = buffered = cfg.target.concurrency
         if support is not None:
@@ -707,6 +705,7 @@ class _Sync:
             guard=self.guard,
             group_guard=self.group_guard,
             hold_staged=self.hold_staged,
+            bulk=support,
         )
         self.stats.phase = "deprovisioning"
         self.note = await life.deprovision(
@@ -1227,20 +1226,6 @@ class _Sync:
                 del claimed[w.scim_id]
 
     # -- SCIM Bulk ---------------------------------------------------------------------------
-
-    async def discover_bulk(self) -> BulkSupport | None:
-        """Read /ServiceProviderConfig; the Bulk limits to use, or None (single requests)."""
-        try:
-            support = bulk_support(await self.scim.send(bulk.service_provider_config()))
-        except TargetAuthError:
-            raise
-        except TargetError:
-            return None  # Zoom: no /ServiceProviderConfig at all (404)
-        if not support.supported:
-            return None
-        return BulkSupport(
-            True, min(support.max_operations, BULK_MAX_OPERATIONS), support.max_payload_size
-        )
 
     async def _bulk_worker(
         self,

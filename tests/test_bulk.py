@@ -13,7 +13,10 @@ import httpx
 import orjson
 import pytest
 
+from bulkprov.checkpoint.store import StateStore
 from bulkprov.errors import TargetRejected, TargetThrottled, TargetUnavailable
+from bulkprov.lifecycle import approve
+from bulkprov.ondemand import _clients
 from bulkprov.pipeline import run_sync
 from bulkprov.scim import bulk
 from bulkprov.scim.bulk import BulkBatch, BulkSupport, bulk_support, read_results
@@ -184,11 +187,90 @@ async def test_bulk_sync_creates_and_updates_in_few_requests(
     result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
     assert (result.counts["updated"], result.counts["disabled"]) == (1, 1)
     # SPC, one Bulk for the update; the disable is deprovisioned after the read completes,
-    # in the lifecycle phase, with a single PATCH
-    assert scim.counters()["by_method"] == {"GET": 1, "POST": 1, "PATCH": 1}
+    # in the lifecycle phase, in a Bulk of its own
+    assert scim.counters()["by_method"] == {"GET": 1, "POST": 2}
     dept = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
     assert scim.find(users[0]["userPrincipalName"])[dept]["department"] == "Bulk Research"
     assert scim.find(users[1]["userPrincipalName"])["active"] is False
+
+
+async def test_staged_disables_and_deletes_go_in_bulk(bulk_servers, tenant, bulk_scim, tmp_path):
+    """The deprovisioning after the read sends its disables and deletes in Bulk requests too.
+    A 404 inside the Bulk is the user's Failure for a disable and a success for a delete
+    (gone already), as with single requests; a 503 operation is sent again alone."""
+    scim = bulk_scim
+    cfg = make_config(
+        bulk_servers, tmp_path / "s.db", target__bulk=True, deprovision__delete_hard_deleted=True
+    )
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    users = [u for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+    leaving, deleted = users[:45], users[45:48]
+    for user in leaving:
+        tenant.update_user(user["id"], accountEnabled=False)
+    for user in deleted:
+        tenant.delete_user(user["id"], soft=False)
+    # at the target meanwhile: one disabled account and one deleted one are removed by hand
+    removed = [scim.find(u["userPrincipalName"]) for u in (leaving[0], deleted[0])]
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {SCIM_TOKEN}"}) as http:
+        for resource in removed:
+            assert resource is not None
+            answer = await http.delete(f"{bulk_servers.scim_url}/Users/{resource['id']}")
+            assert answer.status_code == 204
+    failing = leaving[1]["userPrincipalName"]
+
+    class OneOperationUnavailable(NoFaults):
+        """The first Bulk answers 503 for one operation (a target's transient error)."""
+
+        done = False
+
+        async def after(self, req: SimRequest, resp: SimResponse) -> SimResponse:
+            if not req.path.endswith("/Bulk") or self.done:
+                return resp
+            self.done = True
+            doc = orjson.loads(resp.body)
+            target = scim.find(failing)
+            assert target is not None
+            for op in doc["Operations"]:
+                if op.get("location", "").endswith(target["id"]):
+                    op["status"] = "503"
+                    op.pop("location")
+            return SimResponse(resp.status, orjson.dumps(doc), resp.headers)
+
+    scim.faults = OneOperationUnavailable()
+    scim.reset_counters()
+    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert (result.counts["disabled"], result.counts["deleted"]) == (44, 3)
+    assert result.counts["failed"] == 1  # the disable whose account was gone (404)
+    c = scim.counters()
+    # SPC, 48 operations in 2 Bulks of ≤ 40, and the 503 operation sent again alone
+    assert c["by_method"] == {"GET": 1, "POST": 2, "PATCH": 1}
+    assert c["bulk_operations"] == 48
+    for user in leaving[1:]:
+        account = scim.find(user["userPrincipalName"])
+        assert account is not None and account["active"] is False
+    for user in deleted:
+        assert scim.find(user["userPrincipalName"]) is None
+
+
+async def test_approved_held_disables_go_in_bulk(bulk_servers, tenant, bulk_scim, tmp_path):
+    """Disables held by the accidental-deletion threshold, approved later: in Bulk too."""
+    scim = bulk_scim
+    cfg = make_config(bulk_servers, tmp_path / "s.db", target__bulk=True, deprovision__threshold=10)
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    users = [u for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+    for user in users[:50]:
+        tenant.update_user(user["id"], accountEnabled=False)
+    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert result.counts["held"] == 50 and result.counts["disabled"] == 0
+    scim.reset_counters()
+    async with (
+        await StateStore.open(tmp_path / "s.db") as store,
+        _clients(cfg, SECRETS, None, None, FAST_RETRY) as (_, client),
+    ):
+        counts = await approve(store, client, cfg)
+    assert counts["disabled"] == 50
+    assert scim.counters()["by_method"] == {"GET": 1, "POST": 2}  # SPC, 2 Bulks of ≤ 40
+    assert all(scim.find(u["userPrincipalName"])["active"] is False for u in users[:50])
 
 
 async def test_bulk_op_failures_fall_back_per_user_without_duplicates(
@@ -301,3 +383,21 @@ async def test_bulk_sync_into_scim2_server(tenant, scim2_server, tmp_path):
         tenant.update_user(user["id"], department="Bulk Research")
         result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
         assert result.counts["updated"] == 1 and result.requests == 2
+        # deprovisioning: disables and a hard delete in one Bulk, which scim2-server runs
+        users = [u for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+        leaving, gone = users[1:6], users[6]
+        for u in leaving:
+            tenant.update_user(u["id"], accountEnabled=False)
+        tenant.delete_user(gone["id"], soft=False)
+        cfg = cfg.model_copy(
+            update={"deprovision": cfg.deprovision.model_copy(update={"delete_hard_deleted": True})}
+        )
+        result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+        assert (result.counts["disabled"], result.counts["deleted"]) == (5, 1)
+        assert result.counts["failed"] == 0 and result.requests == 2  # SPC + one Bulk
+        async with httpx.AsyncClient(headers=headers, trust_env=False) as http:
+            r = await http.get(f"{scim2_server}/Users", params={"count": "1000"})
+            by_name = {x["userName"].lower(): x for x in r.json()["Resources"]}
+        for u in leaving:
+            assert by_name[u["userPrincipalName"].lower()]["active"] is False
+        assert gone["userPrincipalName"].lower() not in by_name

@@ -30,6 +30,12 @@ from .responses import classify
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 
+#: at most this many operations per request, whatever the target allows (bounds the memory
+#: of a batch and the work lost to one failed request)
+MAX_OPERATIONS = 1000
+#: Bulk requests in flight at once: a few large requests keep client and target busy
+IN_FLIGHT = 4
+
 _HEAD = b'{"schemas":["' + BULK_REQUEST.encode() + b'"],"Operations":['
 _TAIL = b"]}"
 
@@ -88,6 +94,11 @@ def patch_operation(bulk_id: str, path: str, operations: list[dict[str, Any]]) -
             "data": {"schemas": [PATCH_OP], "Operations": operations},
         }
     )
+
+
+def delete_operation(bulk_id: str, path: str) -> bytes:
+    """One ``DELETE`` operation (no ``data``, RFC 7644 §3.7.1)."""
+    return _json.dumps({"method": "DELETE", "path": path, "bulkId": bulk_id})
 
 
 class BulkBatch:

@@ -39,6 +39,7 @@ from ..errors import (
 )
 from ..http import direct, tls_failure
 from ..retry import PauseGate, RetryPolicy
+from .bulk import MAX_OPERATIONS, BulkSupport, bulk_support, service_provider_config
 from .rate import RatePacer
 from .requests import ScimRequest
 from .responses import classify
@@ -105,6 +106,24 @@ class ScimClient:
         if token != self._bearer:
             self._bearer = token
             self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
+
+    async def bulk_support(self) -> BulkSupport | None:
+        """The Bulk limits to use, from ``/ServiceProviderConfig``, or None: single requests.
+
+        Zoom has no ``/ServiceProviderConfig`` at all (404, facts.md §6.2). Operations per
+        request are capped at :data:`~bulkprov.scim.bulk.MAX_OPERATIONS`.
+        """
+        try:
+            support = bulk_support(await self.send(service_provider_config()))
+        except TargetAuthError:
+            raise
+        except TargetError:
+            return None
+        if not support.supported:
+            return None
+        return BulkSupport(
+            True, min(support.max_operations, MAX_OPERATIONS), support.max_payload_size
+        )
 
     async def send(self, request: ScimRequest) -> Any:
         """Send ``request`` and return the parsed JSON answer (``None`` for no body)."""
