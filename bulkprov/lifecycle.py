@@ -224,7 +224,7 @@ class Lifecycle:
         guard: UserGuard | None = None,
         group_guard: GroupGuard | None = None,
         hold_staged: bool = False,
-        bulk: BulkSupport | None = None,
+        bulk_limits: BulkSupport | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -241,7 +241,7 @@ class Lifecycle:
         self.hold_staged = hold_staged
         #: the target's Bulk limits (``target.bulk`` and the target offers it): staged user
         #: disables and deletes then go in Bulk requests, as creates and updates do
-        self.bulk = bulk
+        self.bulk_limits = bulk_limits
 
     def _bump(self, key: str, n: int = 1) -> None:
         if n:
@@ -531,14 +531,14 @@ class Lifecycle:
 
         try:
             async with anyio.create_task_group() as tg:
-                if self.bulk is None:
+                if self.bulk_limits is None:
                     for item in items:
                         tg.start_soon(one, item)
                 else:
                     for item in items:
                         if item.action == DELETE_GROUP:
                             tg.start_soon(one_group, item)
-                    for batch, sent in pack(self.bulk):
+                    for batch, sent in pack(self.bulk_limits):
                         tg.start_soon(in_bulk, batch, sent)
         finally:
             with anyio.CancelScope(shield=True):
@@ -680,7 +680,7 @@ async def approve(
     for s in held:
         by_run.setdefault(s.run_id, []).append(s)
     support = await scim.bulk_support() if held and cfg.target.bulk else None
-    life = Lifecycle(cfg, store, scim, counts, bulk=support)
+    life = Lifecycle(cfg, store, scim, counts, bulk_limits=support)
     for run_id, items in by_run.items():
         run = await ls.run_by_id(run_id)
         assert run is not None

@@ -705,7 +705,7 @@ class _Sync:
             guard=self.guard,
             group_guard=self.group_guard,
             hold_staged=self.hold_staged,
-            bulk=support,
+            bulk_limits=support,
         )
         self.stats.phase = "deprovisioning"
         self.note = await life.deprovision(
