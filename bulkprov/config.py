@@ -272,8 +272,8 @@ class StateConfig(_Model):
     #: commit the checkpoint after this many outcomes, or this many seconds. ``commit_seconds``
     #: bounds the work redone after a crash; ``commit_every`` only caps a batch's memory. Each
     #: commit rewrites every B-tree page it touches, and users are keyed by random GUIDs:
-    #: 500-row commits cost 54 µs of SQLite CPU per user over a 100k first sync, 5,000-row
-    #: commits 29 µs (benchmarks/RESULTS.md, "Checkpoint batches").
+    #: 500-row commits cost 47 µs of CPU per user over a 100k first sync, 5,000-row commits
+    #: 23 µs (``benchmarks/bench_store.py``; benchmarks/RESULTS.md, "Checkpoint batches").
     commit_every: Annotated[int, Field(ge=1)] = 5000
     commit_seconds: Annotated[float, Field(gt=0)] = 0.5
     #: provisioning-log rows older than this many days are deleted when a run starts

@@ -471,9 +471,12 @@ class Lifecycle:
             """One Bulk request; each operation settles its user by its own result.
 
             What it leaves open goes alone: an operation answered 429 or 5xx or not at all,
-            or every operation when the whole Bulk fails or times out. PATCH
-            ``active=false`` and DELETE are safe to send twice (a DELETE of what is gone
-            already is what was wanted).
+            every operation when the whole Bulk fails or times out, and a DELETE answered
+            404. A 404 on a single DELETE means the account is gone (success, and the user
+            is forgotten); inside a Bulk it may be a path the target read differently, or an
+            answer matched to its operation by position only, and a wrong "gone" would
+            leave an account nobody manages any more. PATCH ``active=false`` and DELETE are
+            safe to send twice.
             """
             try:
                 async with bulk_limiter:
@@ -487,14 +490,12 @@ class Lifecycle:
                 for bulk_id, (item, request) in sent.items():
                     result = results.get(bulk_id)
                     error = result.error if result is not None else None
-                    if result is None or not (error is None or isinstance(error, TargetRejected)):
-                        retries.start_soon(alone, item, request)
-                    elif (
-                        isinstance(error, TargetRejected)
-                        and error.status == 404
-                        and item.action == "delete"
+                    if (
+                        result is None
+                        or not (error is None or isinstance(error, TargetRejected))
+                        or (error is not None and error.status == 404 and item.action == "delete")
                     ):
-                        finish(item, None)
+                        retries.start_soon(alone, item, request)
                     else:
                         finish(item, error)
 

@@ -214,18 +214,19 @@ class _Db:
         cancelled scope every later await is cancelled too: an unshielded transaction
         cancelled after its ``BEGIN`` stayed open, and the next one (the writer's shielded
         final flush) failed with "cannot start a transaction within a transaction". Each
-        transaction here is a short local write, so it finishes and the cancellation lands
-        right after it.
+        transaction here is a short local write (a checkpoint batch: ~0.1 s), so it finishes
+        and the cancellation lands right after it; no deadline or signal cuts one short. A
+        lock held by another process is waited for ``busy_timeout`` at most, then raises.
         """
         with anyio.CancelScope(shield=True):
             await self.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                await self.execute("COMMIT")
             except BaseException:
                 if self.conn.in_transaction:  # some errors (disk full) have rolled back already
                     await self.execute("ROLLBACK")
                 raise
-            await self.execute("COMMIT")
 
     async def close(self) -> None:
         await self.conn.close()
