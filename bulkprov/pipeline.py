@@ -1390,7 +1390,9 @@ class _Sync:
                     ):
                         await flush()
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+            # One transaction, itself shielded (StateStore transactions finish once begun);
+            # a lock held by another process is waited for busy_timeout (5 s) at most.
+            with anyio.CancelScope(shield=True):
                 await flush()
 
 
