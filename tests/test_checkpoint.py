@@ -7,6 +7,7 @@ import sqlite3
 import stat
 import time
 
+import anyio
 import pytest
 
 from bulkprov.checkpoint.store import SCHEMA_VERSION, StateStore, UserWrite
@@ -124,15 +125,13 @@ async def test_target_index_lookup(tmp_path):
 
 @pytest.mark.parametrize("delay", [0.0, 0.0005, 0.002])
 async def test_a_batch_cancelled_midway_leaves_no_open_transaction(tmp_path, delay):
-    """A cancelled checkpoint write is finished (or rolled back) before the cancellation lands.
+    """A cancelled checkpoint write is finished before the cancellation lands.
 
     aiosqlite runs each statement in its own thread: cancelling the await does not stop the
     statement. A write cancelled just after its BEGIN used to leave the transaction open, so
     the shielded final flush then failed with "cannot start a transaction within a
     transaction" (seen in CI when a Graph error cancelled the writer mid-commit).
     """
-    import anyio
-
     async with await StateStore.open(tmp_path / "s.sqlite3") as store:
         run = await store.start_run()
         rows = [
