@@ -58,9 +58,17 @@ class MappingError(ConfigError):
 
 
 class SourceError(BulkProvError):
-    """Microsoft Graph could not be read (after retries)."""
+    """Microsoft Graph could not be read (after retries).
+
+    ``status``: the HTTP status Graph answered with, when it answered a final 4xx (a user
+    that is not there, a page link that no longer works); ``None`` otherwise.
+    """
 
     exit_code = 4
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SourceAuthError(SourceError):

@@ -99,7 +99,7 @@ async def provision_user(
                     f"{graph.base_url}/users/{quote(key, safe='@')}?$select={select}"
                 )
             except SourceError as exc:
-                if "answered 404" not in str(exc):
+                if exc.status != 404:
                     raise
                 steps.append(Step("Import user", False, f"no user {key!r} in Entra ID"))
                 return steps

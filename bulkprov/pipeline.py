@@ -324,7 +324,7 @@ async def fetch_users(
             try:
                 doc = await graph.get_json(f"{graph.base_url}/users/{graph_id}?$select={fields}")
             except SourceError as exc:
-                if "answered 404" in str(exc):
+                if exc.status == 404:
                     return  # deleted: the delta round reports it
                 raise
         if isinstance(doc, dict):
@@ -829,7 +829,7 @@ class _Sync:
                     self.stats.total = await self.graph.user_count()
                     await self._read(full_round, work_send, out_send)
                 except SourceError as exc:
-                    if run.cursor is None or "answered 4" not in str(exc):
+                    if run.cursor is None or exc.status is None or not 400 <= exc.status < 500:
                         raise
                     # The saved link expired at the source: start the read over; users
                     # already done are skipped by digest, so this costs reads, not writes.

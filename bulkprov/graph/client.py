@@ -165,8 +165,13 @@ class GraphClient:
                     raise _Retryable(f"{status} {_graph_error(response.content)}")
                 if status == 410 or b"syncStateNotFound" in response.content:
                     # An expired delta token (seven days for directory objects, facts.md §7.3)
-                    raise DeltaExpired(f"Graph answered {status}: {_graph_error(response.content)}")
-                raise SourceError(f"Graph answered {status}: {_graph_error(response.content)}")
+                    raise DeltaExpired(
+                        f"Graph answered {status}: {_graph_error(response.content)}",
+                        status=status,
+                    )
+                raise SourceError(
+                    f"Graph answered {status}: {_graph_error(response.content)}", status=status
+                )
             except _Retryable as exc:
                 error = str(exc)
                 retry_after = exc.retry_after
