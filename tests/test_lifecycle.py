@@ -31,12 +31,16 @@ class FlakyTenant(GraphTenant):
 
     fail_after: int | None = None
     delta_pages = 0
+    #: answer 400 to every page link past the first page (a saved link gone stale)
+    reject_links = False
 
     async def handle(self, req: SimRequest) -> SimResponse:
         if req.path.endswith("/users/delta"):
             self.delta_pages += 1
             if self.fail_after is not None and self.delta_pages > self.fail_after:
                 return json_response(503, {"error": {"code": "serviceNotAvailable"}})
+            if self.reject_links and "$select" not in req.query:
+                return json_response(400, {"error": {"code": "badRequest"}})
         return await super().handle(req)
 
 
@@ -456,6 +460,32 @@ async def test_a_token_expiring_mid_read_leaves_a_resumable_cursor(scim, tmp_pat
         for u in enabled(tenant)
         if u["id"] in moved
     )
+
+
+async def test_a_saved_page_link_gone_stale_restarts_the_read(servers, tenant, scim, tmp_path):
+    """A resumed run whose saved page link Graph no longer takes (a 4xx) says so, forgets
+    the cursor, and the next run reads from the first page; nothing is sent twice."""
+    cfg = make_config(servers, tmp_path / "s.db", graph__page_size=50)
+    tenant.fail_after = tenant.delta_pages + 2  # the first run stops on its 3rd page
+    with pytest.raises(BaseException):
+        await sync(cfg)
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        run = await store.last_run()
+    assert run is not None and run.cursor is not None and run.cursor_page == 2
+    tenant.fail_after, tenant.reject_links = None, True
+    with pytest.raises(BaseException) as info:
+        await sync(cfg)
+    error = _unwrap(info.value)
+    assert isinstance(error, SourceError) and "no longer works" in str(error)
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        run = await store.last_run()
+    assert run is not None and run.cursor is None and run.cursor_page == 0
+    tenant.reject_links = False
+    result = await sync(cfg)
+    assert result.status == "completed"
+    names = [r["userName"].lower() for r in scim.dump()]
+    assert len(names) == len(set(names)) == sum(1 for _ in enabled(tenant))
+    assert scim.counters()["duplicate_posts"] == {}
 
 
 async def test_full_waits_for_an_interrupted_run_to_finish(servers, tenant, scim, tmp_path):
