@@ -42,7 +42,7 @@ import anyio
 
 from . import _json
 from .checkpoint.lifecycle import DELETE_GROUP, GROUPS_DELTA, GroupState, LifecycleStore, Staged
-from .checkpoint.store import Run, StateStore, UserWrite
+from .checkpoint.store import Run, StateStore, UserWrite, disabled
 from .config import Config
 from .decide import Decision
 from .errors import TargetAuthError, TargetError, TargetRejected
@@ -435,23 +435,9 @@ class Lifecycle:
                     )
                 )
                 return
-            state = states[item.graph_id]
-            attrs = dict(state.attrs or {})
-            attrs["active"] = False
             self._bump("disabled")
             writes.append(
-                UserWrite(
-                    item.graph_id,
-                    item.user_name,
-                    "disable",
-                    "success",
-                    reason=reason,
-                    scim_id=item.scim_id,
-                    attrs=_json.dumps(attrs),
-                    active=False,
-                    modified='{"active":false}',
-                    link=True,
-                )
+                disabled(item.graph_id, item.user_name, reason, item.scim_id, states[item.graph_id])
             )
 
         async def alone(item: Staged, request: ScimRequest) -> None:

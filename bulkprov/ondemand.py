@@ -36,7 +36,7 @@ from .errors import (
 )
 from .graph.client import GraphClient
 from .graph.directory import read_sources
-from .pipeline import Engine, RunStats, Secrets, StateLock, WorkItem, _Sync
+from .pipeline import Engine, RunStats, Secrets, StateLock, WorkItem, _Sync, user_name_of
 from .retry import RetryPolicy
 from .scim import requests as rq
 from .scim.client import ScimClient
@@ -141,7 +141,7 @@ async def provision_user(
             steps.append(Step("Match user between source and target system", True, how))
             # a user Graph answers for is not hard-deleted (that one would be a 404 above)
             decision = engine.decide(evaluated, state, match, hard_deleted=False)
-            user_name = mapped.user_name if mapped else (state.user_name if state else None)
+            user_name = user_name_of(mapped, state)
             if decision.kind == "skip":
                 steps.append(Step("Perform action", True, f"skipped: {decision.reason}"))
                 return steps

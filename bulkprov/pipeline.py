@@ -52,7 +52,7 @@ from pydantic import SecretStr
 from . import _json, validate
 from .breaker import Breaker
 from .checkpoint.lifecycle import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
-from .checkpoint.store import Run, StateStore, UserState, UserWrite
+from .checkpoint.store import Run, StateStore, UserState, UserWrite, disabled
 from .clients import open_clients
 from .config import Config
 from .decide import Decision, decide, target_values
@@ -1059,21 +1059,8 @@ class _Sync:
 
     def _disabled(self, item: WorkItem) -> UserWrite:
         d = item.decision
-        attrs = dict(item.state.attrs or {}) if item.state else {}
-        attrs["active"] = False
-        return UserWrite(
-            item.graph_id,
-            item.user_name,
-            "disable",
-            "success",
-            reason=d.reason,
-            scim_id=d.scim_id,
-            digest=None,
-            attrs=_json.dumps(attrs),
-            active=False,
-            modified=_modified({"active": False}),
-            link=True,
-        )
+        assert d.scim_id is not None
+        return disabled(item.graph_id, item.user_name, d.reason, d.scim_id, item.state)
 
     def _linked(
         self, item: WorkItem, scim_id: str, action: str, changes: dict[str, Any], reason: str
@@ -1276,15 +1263,11 @@ class _Sync:
             return bulk.post_operation(bulk_id, "/Users", item.mapped.body)
         if d.kind == "create":
             return None  # escrowed: matched before it is POSTed again (see _create)
-        if d.kind not in ("update", "link", "disable") or d.scim_id is None:
+        # Disables and deletes never reach the workers: they are staged (lifecycle.py).
+        if d.kind not in ("update", "link") or d.scim_id is None or not d.changes:
             return None  # anything else goes the single-request way
         # A bulk path is JSON, not a URL: the id goes in as it is (Zoom ids hold '&').
-        if d.kind == "disable":
-            ops = rq.patch_operations({"active": False}, self.dialect)
-        elif d.changes:
-            ops = rq.patch_operations(d.changes, self.dialect)
-        else:
-            return None
+        ops = rq.patch_operations(d.changes, self.dialect)
         return bulk.patch_operation(bulk_id, f"/Users/{d.scim_id}", ops)
 
     async def _send_bulk(
@@ -1320,8 +1303,6 @@ class _Sync:
         if d.kind == "create":
             return self._created(item, result.scim_id) if result.scim_id else None
         assert d.scim_id is not None
-        if d.kind == "disable":
-            return self._disabled(item)
         return self._linked(item, d.scim_id, "update", d.changes, d.reason)
 
     # -- checkpoint writer ------------------------------------------------------------------

@@ -282,6 +282,26 @@ class UserWrite:
     held_back: bool = False
 
 
+def disabled(
+    graph_id: str, user_name: str | None, reason: str, scim_id: str, state: UserState | None
+) -> UserWrite:
+    """The outcome of a sent ``active=false``: the last values sent, now inactive."""
+    attrs = dict(state.attrs or {}) if state is not None else {}
+    attrs["active"] = False
+    return UserWrite(
+        graph_id,
+        user_name,
+        "disable",
+        "success",
+        reason=reason,
+        scim_id=scim_id,
+        attrs=_json.dumps(attrs),
+        active=False,
+        modified='{"active":false}',
+        link=True,
+    )
+
+
 class StateStore:
     """Open with :meth:`open`; use as an async context manager to close."""
 
