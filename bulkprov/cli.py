@@ -514,7 +514,7 @@ def status(config_path: Path, as_json: bool) -> None:
 @click.option(
     "--status", "status_", type=click.Choice(["success", "skipped", "failure"]), default=None
 )
-@click.option("--action", default=None, help="create, update, disable, link, other.")
+@click.option("--action", default=None, help="create, update, disable, delete, link, group, other.")
 @click.option("--user", default=None, help="A Graph object id or a userName.")
 @click.option("--since", default=None, help="Only entries since: 90m, 24h, 7d or 2026-11-28.")
 @click.option("--limit", type=int, default=100, show_default=True, help="0 for all.")
