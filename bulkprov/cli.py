@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import click
@@ -36,6 +36,9 @@ from . import _json
 from .config import Config, load_config
 from .errors import BulkProvError
 from .redact import scrub
+
+if TYPE_CHECKING:
+    from .pipeline import Secrets
 
 T = TypeVar("T")
 
@@ -109,6 +112,16 @@ def _uvloop() -> bool:
 def _load(path: Path) -> Config:
     try:
         return load_config(path)
+    except BulkProvError as exc:
+        _fail(exc)
+
+
+def _secrets(cfg: Config) -> Secrets:
+    """The Graph secret and SCIM token the config names (env or file); exit 2 if unreadable."""
+    from .pipeline import Secrets as _Secrets
+
+    try:
+        return _Secrets.from_config(cfg)
     except BulkProvError as exc:
         _fail(exc)
 
@@ -285,8 +298,7 @@ def state_export(config_path: Path, dest: Path) -> None:
 
 
 def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:
-    from .errors import BulkProvError
-    from .pipeline import RunResult, Secrets
+    from .pipeline import RunResult
     from .progress import event, summary_line
     from .watch import parse_interval, watch
 
@@ -304,10 +316,7 @@ def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:
     def on_error(exc: BulkProvError) -> None:
         click.secho(f"cycle failed (retried in {interval}): {exc}", fg="yellow", err=True)
 
-    try:
-        secrets = Secrets.from_config(cfg)
-    except BulkProvError as exc:
-        _fail(exc)
+    secrets = _secrets(cfg)
     _run(
         lambda: watch(
             cfg, secrets, seconds, on_result=on_result, on_error=on_error, handle_signals=True
@@ -374,7 +383,7 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
     from .checkpoint.store import StateStore
     from .lifecycle import approve as run_approve
     from .ondemand import _clients
-    from .pipeline import Secrets, StateLock
+    from .pipeline import StateLock
 
     cfg = _load(config_path)
 
@@ -391,10 +400,7 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
         click.confirm(
             f"send {n} held disable/delete action(s) to {cfg.target.base_url}?", abort=True
         )
-    try:
-        secrets = Secrets.from_config(cfg)
-    except BulkProvError as exc:
-        _fail(exc)
+    secrets = _secrets(cfg)
 
     async def go() -> dict[str, int]:
         with StateLock(cfg.state.path):
@@ -419,13 +425,9 @@ def provision(config_path: Path, user: str, as_json: bool) -> None:
       bulkprov provision jane.doe@contoso.com
     """
     from .ondemand import provision_user
-    from .pipeline import Secrets
 
     cfg = _load(config_path)
-    try:
-        secrets = Secrets.from_config(cfg)
-    except BulkProvError as exc:
-        _fail(exc)
+    secrets = _secrets(cfg)
     steps = _run(provision_user, cfg, secrets, user)
     _print_steps(steps, as_json)
     sys.exit(0 if all(s.ok or s.title.startswith("Determine") for s in steps) else 1)
@@ -442,13 +444,9 @@ def test_connection(config_path: Path, as_json: bool) -> None:
       bulkprov test-connection -c zoom.toml
     """
     from .ondemand import check_connection as check
-    from .pipeline import Secrets
 
     cfg = _load(config_path)
-    try:
-        secrets = Secrets.from_config(cfg)
-    except BulkProvError as exc:
-        _fail(exc)
+    secrets = _secrets(cfg)
     steps = _run(check, cfg, secrets)
     _print_steps(steps, as_json)
     failed = [s for s in steps if not s.ok]

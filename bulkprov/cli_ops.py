@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from . import _json
-from .cli import EPILOG, EXIT_FAILURES, _fail, _load, _run, config_option
+from .cli import EPILOG, EXIT_FAILURES, _fail, _load, _run, _secrets, config_option
 from .errors import BulkProvError, ConfigError
 
 
@@ -87,14 +87,10 @@ def plan(config_path: Path, out: Path, rematch: bool, full: bool, show: int) -> 
       bulkprov plan --full --out plan.json   # as `sync --full`: everyone read again
       bulkprov apply plan.json
     """
-    from .pipeline import Secrets
     from .plan import make_plan, summary
 
     cfg = _load(config_path)
-    try:
-        secrets = Secrets.from_config(cfg)
-    except BulkProvError as exc:
-        _fail(exc)
+    secrets = _secrets(cfg)
     result: dict[str, Any] = _run(partial(make_plan, rematch=rematch, full=full), cfg, secrets)
     text = _json.dumps_sorted(result).decode()
     if str(out) == "-":
@@ -144,7 +140,7 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     Example:
       bulkprov plan --out plan.json && bulkprov apply plan.json
     """
-    from .pipeline import Engine, Secrets
+    from .pipeline import Engine
     from .plan import apply_options, held_back_message, verify_plan
     from .progress import run_with_progress
 
@@ -154,10 +150,7 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     except (OSError, _json.JSONDecodeError) as exc:
         click.secho(f"error: {plan_file}: not a readable plan ({exc})", fg="red", err=True)
         sys.exit(2)
-    try:
-        secrets = Secrets.from_config(cfg)
-    except BulkProvError as exc:
-        _fail(exc)
+    secrets = _secrets(cfg)
     engine = Engine(cfg)
     _run(partial(verify_plan, engine=engine), cfg, secrets, planned)
     if not as_json and not quiet:

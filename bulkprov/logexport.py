@@ -26,10 +26,11 @@ from typing import Any
 from . import _json
 
 #: bulkprov log action → Entra's provisioningAction (Create, Update, Delete, Disable,
-#: StagedDelete, Other; facts.md §5.1). A link without changes is "Other" (already matched).
+#: StagedDelete, Other; facts.md §5.1). A link is "Other" (an existing account matched).
 ENTRA_ACTION = {
     "create": "Create",
     "update": "Update",
+    "delete": "Delete",
     "disable": "Disable",
     "link": "Other",
     "other": "Other",
@@ -105,11 +106,8 @@ def steps(entry: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     else:
         match = f"linked account {scim_id}"
     out.append(("matching", "Match the object between source and target", "success", match))
-    verb = {"create": "create", "update": "update", "disable": "disable", "link": "link"}.get(
-        action, action
-    )
-    detail = reason if status == "failure" else f"{verb}: {reason or 'done'}"
-    out.append(("export", f"Provision the object ({verb})", status, detail))
+    detail = reason if status == "failure" else f"{action}: {reason or 'done'}"
+    out.append(("export", f"Provision the object ({action})", status, detail))
     return out
 
 

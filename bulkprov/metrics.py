@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-#: RunStats count key → (outcome label, status label as in the provisioning log)
+#: RunStats count key (the outcome label) → its status label as in the provisioning log
 OUTCOMES = {
     "created": "success",
     "updated": "success",
     "linked": "success",
     "disabled": "success",
+    "deleted": "success",
     "unchanged": "skipped",
     "skipped": "skipped",
     "held back": "skipped",

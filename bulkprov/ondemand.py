@@ -200,7 +200,7 @@ async def check_connection(
             except SourceError as exc:
                 hint = (
                     " — check scope.service_principal_id (the enterprise app's object id)"
-                    if "404" in str(exc)
+                    if exc.status == 404
                     else ""
                 )
                 steps.append(Step("Graph read", False, f"{exc}{hint}"))

@@ -467,8 +467,9 @@ async def test_a_saved_page_link_gone_stale_restarts_the_read(servers, tenant, s
     the cursor, and the next run reads from the first page; nothing is sent twice."""
     cfg = make_config(servers, tmp_path / "s.db", graph__page_size=50)
     tenant.fail_after = tenant.delta_pages + 2  # the first run stops on its 3rd page
-    with pytest.raises(BaseException):
+    with pytest.raises(BaseException) as first:
         await sync(cfg)
+    assert isinstance(_unwrap(first.value), SourceError)
     async with await StateStore.open(tmp_path / "s.db") as store:
         run = await store.last_run()
     assert run is not None and run.cursor is not None and run.cursor_page == 2

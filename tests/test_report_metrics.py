@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bulkprov.logexport import parse_since, steps
+from bulkprov.logexport import parse_since, steps, write_entra_csv
 from bulkprov.metrics import MetricsServer, render
 from bulkprov.pipeline import RunStats
 from bulkprov.report import ReportData, Sample, intervals, render_html
@@ -71,8 +71,10 @@ def test_metrics_text_and_endpoint():
     stats = RunStats(run_id=4, phase="provisioning")
     stats.counts["created"] = 7
     stats.counts["failed"] = 2
+    stats.counts["deleted"] = 1
     text = render(stats, 123.456)
     assert 'bulkprov_users_total{outcome="created",status="success"} 7' in text
+    assert 'bulkprov_users_total{outcome="deleted",status="success"} 1' in text
     assert 'bulkprov_users_total{outcome="failed",status="failure"} 2' in text
     assert "bulkprov_users_per_second 123.46" in text
     assert "bulkprov_queue_depth 0" in text
@@ -99,6 +101,24 @@ def test_parse_since():
     assert parse_since("2026-01-02T00:00:00+00:00") == 1767312000.0
     with pytest.raises(ValueError, match="neither a duration"):
         parse_since("last week")
+
+
+def test_entra_csv_names_deletes_as_entra_does(tmp_path):
+    entry = {
+        "id": 9,
+        "run_id": 2,
+        "at": 0.0,
+        "graph_id": "g",
+        "user_name": "a@x.com",
+        "action": "delete",
+        "status": "success",
+        "reason": "deleted permanently in Entra ID",
+        "scim_id": "s",
+        "modified": None,
+    }
+    log = write_entra_csv([entry], tmp_path)[0].read_text(encoding="utf-8").splitlines()
+    assert log[1].split(",")[3] == "Delete"
+    assert steps(entry)[-1][1] == "Provision the object (delete)"
 
 
 def test_steps_follow_entras_order():
