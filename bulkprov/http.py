@@ -62,11 +62,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers: Mapping[str, str] | Iterable[tuple[str, str]],
         body: bytes | None,
         client_timeout: aiohttp.ClientTimeout,
-        *,
-        decompress: bool = True,
-        request: httpx.Request | None = None,
+        request: httpx.Request,
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """One request, its whole answer read: (status, headers, body).
+        """One request, its whole answer read: (status, headers, body), the body as sent
+        (httpx decodes ``Content-Encoding`` itself: it sent ``Accept-Encoding``).
 
         aiohttp's errors are raised as httpx's, so callers handle one set of exceptions.
         """
@@ -80,7 +79,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 data=body,
                 allow_redirects=False,
-                auto_decompress=decompress,
+                auto_decompress=False,
                 timeout=client_timeout,
             ) as resp:
                 return resp.status, resp.headers, await resp.read()
@@ -104,9 +103,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request.headers.multi_items(),
             data,
             self._timeout(request.extensions.get("timeout") or {}),
-            # httpx decodes Content-Encoding itself (it sent Accept-Encoding)
-            decompress=False,
-            request=request,
+            request,
         )
         return httpx.Response(
             status,

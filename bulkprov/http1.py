@@ -9,7 +9,8 @@ does only that, over :mod:`asyncio` protocols, with `httptools
 authors of uvloop) parsing the answers. Everything else — list pages, filters, Graph,
 OAuth, respx and the simulators' in-process transport — still goes through httpx.
 
-Semantics kept from the aiohttp path it replaces (``bulkprov.http.Direct``):
+Semantics kept from the aiohttp path it replaces (``AiohttpTransport.exchange``, which
+``bulkprov.http.Direct`` used to call):
 
 * errors are httpx's: ``ConnectError`` (with the ``ssl`` error as ``__cause__``, which
   :func:`bulkprov.http.tls_failure` finds), ``ReadTimeout``, ``ReadError`` for a reset,
@@ -46,7 +47,6 @@ class _Conn(asyncio.Protocol):
     __slots__ = (
         "body",
         "closed",
-        "error",
         "headers",
         "idle_since",
         "keep",
@@ -65,7 +65,6 @@ class _Conn(asyncio.Protocol):
         self.body: list[bytes] = []
         self.keep = False
         self.closed = False
-        self.error: BaseException | None = None
         self.idle_since = 0.0
 
     # asyncio.Protocol
@@ -127,7 +126,6 @@ class _Conn(asyncio.Protocol):
         return False
 
     def _fail(self, exc: BaseException) -> None:
-        self.error = exc
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
 

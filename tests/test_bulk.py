@@ -21,6 +21,7 @@ from bulkprov.ondemand import _clients
 from bulkprov.pipeline import run_sync
 from bulkprov.scim import bulk
 from bulkprov.scim.bulk import BulkBatch, BulkSupport, bulk_support, read_results
+from bulkprov.scim.paths import BULK_REQUEST, BULK_RESPONSE
 from bulkprov.scim.responses import is_uniqueness_conflict
 from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimRequest, SimResponse
 from bulkprov.sim.server import serve_simulators
@@ -61,7 +62,7 @@ def test_batch_body_is_a_bulk_request_with_spliced_resources() -> None:
     req = batch.request()
     assert (req.method, req.path, req.creates) == ("POST", "/Bulk", True)
     doc = orjson.loads(req.body or b"")
-    assert doc["schemas"] == [bulk.BULK_REQUEST]
+    assert doc["schemas"] == [BULK_REQUEST]
     assert doc["Operations"][0] == {
         "method": "POST",
         "path": "/Users",
@@ -96,7 +97,7 @@ def test_batch_respects_max_operations_and_max_payload() -> None:
 
 def test_results_map_to_bulk_ids_with_ids_and_classified_errors() -> None:
     doc = {
-        "schemas": [bulk.BULK_RESPONSE],
+        "schemas": [BULK_RESPONSE],
         "Operations": [
             # out of order, as a server may answer
             {

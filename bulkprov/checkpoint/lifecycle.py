@@ -19,10 +19,10 @@ from .store import Run, StateStore, UserWrite, _chunks
 #: ``sync_state`` keys
 USERS_DELTA = "users_delta"
 GROUPS_DELTA = "groups_delta"
+FINGERPRINT = "fingerprint"
 
 #: ``staged.action`` of a provisioned group that left scope (DELETE /Groups/{id})
 DELETE_GROUP = "delete-group"
-FINGERPRINT = "fingerprint"
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,8 +188,10 @@ async def read_sources(
             if isinstance(g.get("id"), str):
                 group_names[g["id"]] = str(g.get("displayName") or "")
     if groups:
-        for gid in group_names:
-            name = await name_of(gid)
+        for gid, listed in group_names.items():
+            # the mirror's and the /groups listing's names are current; an assignment's
+            # principalDisplayName is only read again from the group itself
+            name = listed if mode != "assigned" and listed else await name_of(gid)
             if not isinstance(name, str) or not name:
                 raise SourceError(f"Graph group {gid} has no displayName")
             out.groups.append(SourceGroup(gid, name, await members_of(gid)))

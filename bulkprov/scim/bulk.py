@@ -23,12 +23,9 @@ from urllib.parse import unquote
 
 from .. import _json
 from ..errors import TargetError, TargetUnavailable
-from .paths import PATCH_OP
+from .paths import BULK_REQUEST, PATCH_OP
 from .requests import ScimRequest
 from .responses import classify
-
-BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
-BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 
 #: at most this many operations per request, whatever the target allows (bounds the memory
 #: of a batch and the work lost to one failed request)

@@ -92,8 +92,7 @@ class ScimClient:
         }
         self.pacer = RatePacer(rate_limit, adaptive=adaptive)
         # A bucket of one second's worth: a paused pool resumes at the configured rate
-        # without a burst above it. Created here, inside the running loop (aiolimiter binds
-        # to the loop that first uses it).
+        # without a burst above it (aiolimiter binds to the loop that first uses it).
         self._limiter = AsyncLimiter(rate_limit, 1.0) if rate_limit > 0 else None
         self.policy = policy or RetryPolicy()
         self.gate = gate or PauseGate()

@@ -10,17 +10,14 @@ ops, ``entra`` Entra's ``Add``/``Remove``/``Replace``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import quote
 
 from .. import _json
-from .paths import PATCH_OP
-from .requests import PatchDialect, ScimRequest, filter_eq
-
-CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+from .paths import CORE_GROUP, PATCH_OP
+from .requests import PatchDialect, ScimRequest, _resource_path, filter_eq
 
 
 def _path(scim_id: str) -> str:
-    return f"/Groups/{quote(scim_id, safe='')}"
+    return _resource_path("Groups", scim_id)
 
 
 def _op(name: str, dialect: PatchDialect) -> str:

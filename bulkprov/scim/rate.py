@@ -18,7 +18,8 @@ limit is used at once, and AIMD only ever goes below it. ``adaptive=False`` keep
 
 Pacing is by reservation: each request takes the next free slot ``1/rate`` after the previous
 one, so the pacer needs no background task, only the caller's clock; the caller sleeps for the
-returned delay. Every method takes ``now`` so the tests drive it with a fake clock.
+returned delay. Every method that depends on time takes ``now``, so the tests drive it with a
+fake clock.
 """
 
 from __future__ import annotations

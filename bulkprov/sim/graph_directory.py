@@ -309,7 +309,7 @@ class Directory:
     # delta -----------------------------------------------------------------------
 
     def _users_delta(self, req: SimRequest) -> SimResponse:
-        from .graph_tenant import _parse_select, _project
+        from .graph_tenant import _parse_select
 
         q = req.query
         size = 100
@@ -354,7 +354,7 @@ class Directory:
         else:
             lo, hi = int(state["f"]), int(state["t"])
             pending = sorted(s for s, v in self.changed.items() if lo < v <= hi and s >= slot)
-            value.extend(self._delta_item(s, select, _project) for s in pending[:size])
+            value.extend(self._delta_item(s, select) for s in pending[:size])
             more = len(pending) > size
             slot = pending[size - 1] + 1 if more else slot
         body: dict[str, Any] = {
@@ -477,7 +477,7 @@ class Directory:
                 out.append({"@odata.type": "#microsoft.graph.user", "id": mid})
         return out
 
-    def _delta_item(self, slot: int, select: tuple[str, ...], project: Any) -> dict[str, Any]:
+    def _delta_item(self, slot: int, select: tuple[str, ...]) -> dict[str, Any]:
         t = self.tenant
         if slot in t._gone:
             if slot in t._soft_deleted:

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..scim.paths import ERROR
+from ..scim.paths import BULK_RESPONSE, ERROR
 from .http import SimRequest, SimResponse
 
 if TYPE_CHECKING:
     from .scim_service import ScimService
 
-BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 SPC = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 _JSON = {"Content-Type": "application/scim+json"}
 

@@ -21,10 +21,9 @@ from typing import Any
 
 import orjson
 
-from ..scim.paths import LIST_RESPONSE
+from ..scim.paths import CORE_GROUP, LIST_RESPONSE
 from .http import SimRequest, SimResponse
 
-CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 _FILTER = re.compile(r'^\s*(displayName|externalId)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.IGNORECASE)
 _MEMBER_PATH = re.compile(
     r'^\s*members\s*\[\s*value\s+eq\s+"((?:[^"\\]|\\.)*)"\s*\]\s*$', re.IGNORECASE
