@@ -8,7 +8,6 @@ adds them to the one ``bulkprov`` group.
 from __future__ import annotations
 
 import sys
-import webbrowser
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,8 @@ def report(config_path: Path, run_id: int | None, open_: bool) -> None:
         sys.exit(6)
     click.echo(str(path))
     if open_:
+        import webbrowser  # only here: it costs every other command's start-up
+
         webbrowser.open(path.resolve().as_uri())
 
 
@@ -156,7 +157,7 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     if not as_json and not quiet:
         click.echo("the plan still holds: applying it")
     result = _run(
-        partial(run_with_progress, **apply_options(planned, engine)),
+        partial(run_with_progress, **apply_options(planned)),
         cfg,
         bool(planned.get("rematch")),
         as_json,

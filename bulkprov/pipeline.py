@@ -38,7 +38,7 @@ import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -467,12 +467,19 @@ class Engine:
 
     def match_keys(self, mapped: MappedUser) -> list[str]:
         """Index keys for the mapping's matching attributes, in precedence order."""
-        keys = []
-        for path in self.mapper.matching:
-            value = mapped.values.get(path)
-            if isinstance(value, str) and value:
-                keys.append(f"{path}\x00{value.lower()}")
-        return keys
+        return self._keys(mapped.values.get(path) for path in self.mapper.matching)
+
+    def resource_keys(self, resource: dict[str, Any]) -> list[str]:
+        """The same keys for an account listed from the target (what :meth:`match_keys`
+        of a user is looked up against)."""
+        return self._keys(get_value(resource, path) for path in self.mapper.matching)
+
+    def _keys(self, values: Iterable[Any]) -> list[str]:
+        return [
+            f"{path}\x00{value.lower()}"
+            for path, value in zip(self.mapper.matching, values, strict=True)
+            if isinstance(value, str) and value
+        ]
 
 
 async def run_sync(
@@ -774,7 +781,6 @@ class _Sync:
         """List the target's users once and index them by the matching attributes."""
         store, size = self.store, self.cfg.target.list_page_size
         await store.clear_target_index()
-        matching = self.engine.mapper.matching
         doc = await self.scim.send(rq.list_users(1, size))
         first, total = list_resources(doc)
 
@@ -785,10 +791,7 @@ class _Sync:
                 if not isinstance(scim_id, str):
                     continue
                 blob = _json.dumps(res)
-                for path in matching:
-                    value = get_value(res, path)
-                    if isinstance(value, str) and value:
-                        rows.append((f"{path}\x00{value.lower()}", scim_id, blob))
+                rows += [(key, scim_id, blob) for key in self.engine.resource_keys(res)]
             await store.add_target_index(rows)
 
         await index(first)

@@ -116,7 +116,6 @@ from .retry import RetryPolicy
 from .scim import groups as rg
 from .scim import requests as rq
 from .scim.client import ScimClient
-from .scim.paths import get_value
 from .scim.responses import list_resources
 
 PLAN_FORMAT = "bulkprov-plan/3"
@@ -325,10 +324,8 @@ async def _target_index(
             scim_id = res.get("id")
             if not isinstance(scim_id, str):
                 continue
-            for path in engine.mapper.matching:
-                value = get_value(res, path)
-                if isinstance(value, str) and value:
-                    index[f"{path}\x00{value.lower()}"] = (scim_id, res)
+            for key in engine.resource_keys(res):
+                index[key] = (scim_id, res)
         start += len(resources)
         if not resources or start > total:
             return index
@@ -579,7 +576,7 @@ def check_plan(plan: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     return problems
 
 
-def plan_guard(plan: dict[str, Any], engine: Engine) -> Guard:
+def plan_guard(plan: dict[str, Any]) -> Guard:
     """A guard for ``run_sync`` that lets through only the plan's own user operations."""
     expected = {op["graph_id"]: (op["action"], op["fingerprint"]) for op in plan["operations"]}
 
@@ -615,13 +612,13 @@ def plan_group_guard(plan: dict[str, Any]) -> GroupGuard:
     return guard
 
 
-def apply_options(plan: dict[str, Any], engine: Engine) -> dict[str, Any]:
+def apply_options(plan: dict[str, Any]) -> dict[str, Any]:
     """The :func:`~bulkprov.pipeline.run_sync` options that make a sync do only what
     ``plan`` shows: its user and group guards, and — when the plan showed the staged
     disables and deletes held by the accidental-deletion threshold — ``hold_staged``.
     """
     return {
-        "guard": plan_guard(plan, engine),
+        "guard": plan_guard(plan),
         "group_guard": plan_group_guard(plan),
         "hold_staged": bool(plan.get("held")),
         "full": bool(plan.get("full")),  # the same read the plan made

@@ -8,6 +8,7 @@ endpoint (:mod:`bulkprov.metrics`). After the run, the HTML report is written.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
@@ -67,7 +68,6 @@ async def run_with_progress(
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
     report: bool = True,
-    sample_seconds: float | None = None,
     **sync_options: Any,
 ) -> RunResult:
     """Run :func:`~bulkprov.pipeline.run_sync` with a display, the sampler, metrics, a report.
@@ -83,7 +83,7 @@ async def run_with_progress(
         event("warning", message=warning)
     elif warning:
         Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
-    sampler = RunSampler(cfg, stats, *(() if sample_seconds is None else (sample_seconds,)))
+    sampler = RunSampler(cfg, stats)
     result: RunResult | None = None
     sync_options.setdefault("handle_signals", True)
     try:
@@ -94,23 +94,15 @@ async def run_with_progress(
             elif not quiet:
                 tg.start_soon(_bar_ticker, stats, console, expect, sampler)
             try:
-                if metrics_port is not None:
-                    async with MetricsServer(
-                        stats, sampler.current_rate, host=metrics_host, port=metrics_port
-                    ) as server:
-                        if as_json:
-                            event("metrics", url=server.url)
-                        elif not quiet:
-                            console.print(f"metrics: {server.url}", highlight=False)
-                        result = await run_sync(
-                            cfg,
-                            secrets,
-                            stats=stats,
-                            rematch=rematch,
-                            engine=engine,
-                            **sync_options,
-                        )
-                else:
+                async with (
+                    MetricsServer(stats, sampler.current_rate, host=metrics_host, port=metrics_port)
+                    if metrics_port is not None
+                    else contextlib.nullcontext()
+                ) as server:
+                    if server is not None and as_json:
+                        event("metrics", url=server.url)
+                    elif server is not None and not quiet:
+                        console.print(f"metrics: {server.url}", highlight=False)
                     result = await run_sync(
                         cfg, secrets, stats=stats, rematch=rematch, engine=engine, **sync_options
                     )

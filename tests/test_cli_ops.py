@@ -256,13 +256,13 @@ def test_apply_holds_back_users_not_in_the_plan(cli: Cli):
     engine = Engine(cfg)
     user = next(u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False)
     _, _, _, mapped = engine.evaluate(user)
-    guard = plan_guard({"operations": []}, engine)
+    guard = plan_guard({"operations": []})
     assert "not in the plan" in (guard(user["id"], Decision("create"), mapped) or "")
     from bulkprov.plan import user_fingerprint
 
     fp = user_fingerprint(user["id"], mapped, "")
     guard = plan_guard(
-        {"operations": [{"graph_id": user["id"], "action": "create", "fingerprint": fp}]}, engine
+        {"operations": [{"graph_id": user["id"], "action": "create", "fingerprint": fp}]}
     )
     assert guard(user["id"], Decision("create"), mapped) is None
     assert "changed since the plan" in (

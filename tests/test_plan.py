@@ -286,7 +286,7 @@ async def test_apply_guard_holds_back_a_group_that_changed_after_the_check(
     d.add_member(one["id"], c["id"])  # after the check: "One" now differs from the plan
     spy = Spy()
     scim.faults = spy
-    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
+    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan))
     two_id = scim.groups.find("Two")["id"]
     assert [(m, p) for m, p, _ in spy.writes()] == [("PATCH", f"/scim2/Groups/{two_id}")]
     assert result.counts["held back"] == 1
@@ -332,7 +332,7 @@ async def test_apply_guard_holds_back_a_sweep_disable_the_plan_did_not_show(
     tenant.delete_user(b["id"], soft=False)  # after the check: the sweep would disable it too
     spy = Spy()
     scim.faults = spy
-    await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan))
     a_id = scim.find(a["userPrincipalName"])["id"]
     assert [(m, p) for m, p, _ in spy.writes()] == [("PATCH", f"/scim2/Users/{a_id}")]
     assert scim.find(b["userPrincipalName"])["active"] is True
@@ -358,7 +358,7 @@ async def test_a_held_back_disable_survives_a_crash_before_the_run_finishes(
 
     monkeypatch.setattr(Lifecycle, "execute", killed)
     with pytest.raises((RuntimeError, BaseExceptionGroup)):
-        await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
+        await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan))
     monkeypatch.undo()
     async with await StateStore.open(cfg.state.path) as store:
         run = await store.last_run()
@@ -442,7 +442,7 @@ async def test_plan_in_assigned_mode_reads_the_assignment_changes(servers, tenan
     assert dump(tmp_path / "s.db") == before
     spy = Spy()
     scim.faults = spy
-    await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan))
     c_id = scim.find(c["userPrincipalName"])["id"]
     group_id = scim.groups.find("Zoom users")["id"]
     assert sorted((m, p) for m, p, _ in spy.writes()) == sorted(
@@ -460,7 +460,7 @@ async def test_plan_in_assigned_mode_reads_the_assignment_changes(servers, tenan
 
 async def apply_run(cfg: Any, plan: dict[str, Any]) -> Any:
     """The sync `bulkprov apply` runs once its check passed (the race, made certain)."""
-    return await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan, Engine(cfg)))
+    return await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan))
 
 
 async def test_a_held_back_deprovision_counts_toward_the_threshold(servers, tenant, scim, tmp_path):
