@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -206,12 +207,19 @@ async def test_scim_retry_after_pauses_every_caller():
     )
     router.get(f"{SCIM}/Users/b").mock(return_value=httpx.Response(200, json={}))
     c = scim_client(router)
-    await c.send(rq.get_user("a"))
-    assert c.gate.pauses == 1
-    c.gate.pause(0.3)
+    finished: dict[str, float] = {}
     started = time.monotonic()
-    await c.send(rq.get_user("b"))  # another worker waits for the same gate
-    assert time.monotonic() - started >= 0.28
+
+    async def one(key: str, delay: float) -> None:
+        await anyio.sleep(delay)
+        await c.send(rq.get_user(key))
+        finished[key] = time.monotonic() - started
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "a", 0.0)
+        tg.start_soon(one, "b", 0.05)  # another worker, while a's Retry-After runs
+    assert c.gate.pauses == 1
+    assert finished["b"] >= 0.28  # b waited for the pause a's 429 set
 
 
 async def test_scim_401_explains_what_to_do_and_hides_the_token():

@@ -6,7 +6,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -66,12 +65,11 @@ def test_readme_tenant_commands_exist():
             while args and hasattr(cmd, "commands") and args[0] in cmd.commands:  # type: ignore[attr-defined]
                 cmd = cmd.commands[args.pop(0)]  # type: ignore[attr-defined]
             assert cmd is not main, line
-            ctx = cmd.make_context("bulkprov", list(args), resilient_parsing=True)
+            cmd.make_context("bulkprov", list(args), resilient_parsing=True)  # parses, or raises
             known = {o for p in cmd.params for o in getattr(p, "opts", [])}
             for word in args:
                 if word.startswith("-"):
                     assert word in known, f"{line}: {word}"
-            assert ctx is not None
 
 
 def test_mapping_reference_lists_every_function():
@@ -101,4 +99,3 @@ def test_guide_answers_every_common_issue_of_the_admin_guide():
     section = guide.split("## Common issues", 1)[1]
     for issue in issues:
         assert f"**{issue}" in section or f'**"{issue}' in section, issue
-    assert sys.version_info >= (3, 11)

@@ -200,14 +200,18 @@ async def test_existing_group_is_matched_by_display_name(servers, tenant, scim, 
     u = enabled(tenant)[0]
     group = d.add_group("Sales Team", [u["id"]])
     d.assign(group["id"])
-    scim.groups.handle(
+    seeded = scim.groups.handle(
         SimRequest("POST", "/scim2/Groups", {}, {}, b'{"displayName":"sales team"}'),
         "/Groups",
         lambda *a, **k: SimResponse(400),
         "",
     )
+    assert seeded.status == 201
+    seeded_id = orjson.loads(seeded.body)["id"]
     await sync(assigned_config(servers, tenant, tmp_path))
-    assert len(scim.groups.groups) == 1
+    assert list(scim.groups.groups) == [seeded_id]  # matched, not created beside it
+    account = scim.find(u["userPrincipalName"])
+    assert account is not None and scim.groups.member_ids(seeded_id) == [account["id"]]
 
 
 async def test_member_chunks_split_on_413(servers, tenant, scim, tmp_path):
