@@ -42,8 +42,6 @@ def _counts_text(counts: dict[str, int]) -> str:
 
 def summary_line(result: RunResult) -> str:
     rate = result.users / result.seconds if result.seconds > 0 else 0.0
-    sent = result.counts.get("created", 0) + result.counts.get("updated", 0)
-    sent += result.counts.get("disabled", 0) + result.counts.get("linked", 0)
     per_user = result.requests / result.users if result.users else 0.0
     return (
         f"run {result.run_id} {result.status}{' (resumed)' if result.resumed else ''} in "
