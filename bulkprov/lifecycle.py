@@ -578,59 +578,39 @@ class Lifecycle:
                         group.graph_id, name, "group", "skipped", held, op.scim_id, held_back=True
                     )
                 ]
+
+        def done(reason: str, scim_id: str, modified: str | None = None) -> None:
+            out.append(
+                UserWrite(
+                    group.graph_id, name, "group", "success", reason, scim_id, modified=modified
+                )
+            )
+
         if op.action == "link":
             assert found is not None
             scim_id = found
             await self.ls.put_group(group.graph_id, scim_id, name)
-            out.append(
-                UserWrite(
-                    group.graph_id,
-                    name,
-                    "group",
-                    "success",
-                    "group matched by displayName",
-                    scim_id,
-                )
-            )
+            done("group matched by displayName", scim_id)
         elif op.action == "create":
             doc = await self.scim.send(rg.create_group(name, group.graph_id))
             scim_id = str(doc["id"])
             self._bump("groups created")
             await self.ls.put_group(group.graph_id, scim_id, name)
-            out.append(
-                UserWrite(group.graph_id, name, "group", "success", "group created", scim_id)
-            )
+            done("group created", scim_id)
         else:
             assert state is not None
             scim_id = state.scim_id
             if op.renamed_from is not None:
                 await self.scim.send(rg.rename_group(scim_id, name, self.dialect))
                 await self.ls.put_group(group.graph_id, scim_id, name)
-                out.append(
-                    UserWrite(
-                        group.graph_id,
-                        name,
-                        "group",
-                        "success",
-                        f"renamed from {state.display_name!r}",
-                        scim_id,
-                        modified=_json.dumps({"displayName": name}).decode(),
-                    )
-                )
+                modified = _json.dumps({"displayName": name}).decode()
+                done(f"renamed from {state.display_name!r}", scim_id, modified)
         for kind, ids in (("add", add), ("remove", remove)):
             if ids:
                 await self._members(group.graph_id, scim_id, kind, ids)
-                self._bump(f"members {'added' if kind == 'add' else 'removed'}", len(ids))
-                out.append(
-                    UserWrite(
-                        group.graph_id,
-                        name,
-                        "group",
-                        "success",
-                        f"{len(ids)} member(s) {'added' if kind == 'add' else 'removed'}",
-                        scim_id,
-                    )
-                )
+                verb = "added" if kind == "add" else "removed"
+                self._bump(f"members {verb}", len(ids))
+                done(f"{len(ids)} member(s) {verb}", scim_id)
         return out
 
     async def _members(self, graph_id: str, scim_id: str, kind: str, ids: list[str]) -> None:
