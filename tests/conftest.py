@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,15 @@ def scim() -> ScimService:
 async def servers(tenant: GraphTenant, scim: ScimService) -> AsyncIterator[SimServers]:
     async with serve_simulators(tenant, scim) as s:
         yield s
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A throwaway CA (trustme): a server context for 127.0.0.1, and the CA's PEM file."""
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(ctx)
+    path = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    return ctx, path

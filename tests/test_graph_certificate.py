@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import ssl
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -28,7 +27,7 @@ from bulkprov.sim.server import serve_simulators
 from .conftest import FAST_RETRY, GRAPH_SECRET, SCIM_TOKEN, make_config
 from .e2e import expected_values, store_problems
 
-trustme = pytest.importorskip("trustme")
+pytest.importorskip("trustme")  # the ca fixture (conftest) needs it
 pytest.importorskip("msal")
 
 
@@ -63,16 +62,6 @@ def _pem(key: rsa.RSAPrivateKey) -> str:
 def keys() -> tuple[rsa.RSAPrivateKey, x509.Certificate, rsa.RSAPrivateKey]:
     key = _key()
     return key, _cert(key), _key()
-
-
-@pytest.fixture
-def ca(tmp_path):
-    authority = trustme.CA()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(ctx)
-    path = tmp_path / "ca.pem"
-    authority.cert_pem.write_to_path(str(path))
-    return ctx, path
 
 
 def _innermost(err: BaseException) -> BaseException:

@@ -419,8 +419,9 @@ async def test_delta_overlay_answers_what_applying_the_round_would_leave(tmp_pat
             assert predicted == await view(ls)
 
 
-async def test_plan_in_assigned_mode_reads_the_assignment_changes(servers, tenant, scim, tmp_path):
-    """An incremental plan fetches the users whose assignment changed, as the sync does."""
+async def _assigned_and_synced(servers, tenant, tmp_path):
+    """Scope "assigned": user a assigned directly, b through the group "Zoom users", c not;
+    one sync done. Returns (config, directory, group, (a, b, c))."""
     from .test_lifecycle import assigned_config
 
     d = tenant.directory
@@ -430,6 +431,12 @@ async def test_plan_in_assigned_mode_reads_the_assignment_changes(servers, tenan
     d.assign(group["id"])
     cfg = assigned_config(servers, tenant, tmp_path)
     await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    return cfg, d, group, (a, b, c)
+
+
+async def test_plan_in_assigned_mode_reads_the_assignment_changes(servers, tenant, scim, tmp_path):
+    """An incremental plan fetches the users whose assignment changed, as the sync does."""
+    cfg, d, group, (a, _, c) = await _assigned_and_synced(servers, tenant, tmp_path)
     d.unassign(a["id"])
     d.add_member(group["id"], c["id"])  # assigned through the group: no users/delta entry
     before = dump(tmp_path / "s.db")
@@ -509,15 +516,7 @@ async def test_apply_holds_the_staged_actions_a_plan_showed_held(servers, tenant
 async def test_a_held_back_user_is_read_again_by_the_next_sync(servers, tenant, scim, tmp_path):
     """Held back by apply, a user is not lost: the users deltaLink and the assignments
     stay where they were, so the next sync reads it again and provisions it."""
-    from .test_lifecycle import assigned_config
-
-    d = tenant.directory
-    a, b, c = enabled(tenant)[:3]
-    d.assign(a["id"])
-    group = d.add_group("Zoom users", [b["id"]])
-    d.assign(group["id"])
-    cfg = assigned_config(servers, tenant, tmp_path)
-    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    cfg, d, group, (_, _, c) = await _assigned_and_synced(servers, tenant, tmp_path)
     async with await StateStore.open(cfg.state.path) as store:
         ls = LifecycleStore(store)
         link, assigned = await ls.get(USERS_DELTA), await ls.assigned()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
-
 import pytest
 
 from bulkprov.errors import ConfigError, SourceError, TargetTLSError
@@ -14,17 +12,7 @@ from bulkprov.sim.server import serve_simulators
 from .conftest import FAST_RETRY, GRAPH_SECRET, SCIM_TOKEN, SECRETS, make_config
 from .e2e import expected_values, store_problems
 
-trustme = pytest.importorskip("trustme")
-
-
-@pytest.fixture
-def ca(tmp_path):
-    authority = trustme.CA()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(ctx)
-    path = tmp_path / "ca.pem"
-    authority.cert_pem.write_to_path(str(path))
-    return ctx, path
+pytest.importorskip("trustme")  # the ca fixture (conftest) needs it
 
 
 async def test_custom_ca_file_verifies_both_services(tmp_path, ca):
