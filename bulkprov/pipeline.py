@@ -38,7 +38,7 @@ import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -467,18 +467,20 @@ class Engine:
 
     def match_keys(self, mapped: MappedUser) -> list[str]:
         """Index keys for the mapping's matching attributes, in precedence order."""
-        return self._keys(mapped.values.get(path) for path in self.mapper.matching)
+        values = mapped.values
+        return [
+            f"{path}\x00{value.lower()}"  # the key format: resource_keys() writes the same
+            for path in self.mapper.matching
+            if isinstance(value := values.get(path), str) and value
+        ]
 
     def resource_keys(self, resource: dict[str, Any]) -> list[str]:
         """The same keys for an account listed from the target (what :meth:`match_keys`
         of a user is looked up against)."""
-        return self._keys(get_value(resource, path) for path in self.mapper.matching)
-
-    def _keys(self, values: Iterable[Any]) -> list[str]:
         return [
             f"{path}\x00{value.lower()}"
-            for path, value in zip(self.mapper.matching, values, strict=True)
-            if isinstance(value, str) and value
+            for path in self.mapper.matching
+            if isinstance(value := get_value(resource, path), str) and value
         ]
 
 
