@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 
 from bulkprov.config import load_config
-from bulkprov.decide import target_values
+from bulkprov.credentials import Secrets
 from bulkprov.graph.client import GraphClient
-from bulkprov.pipeline import Engine, Secrets
+from bulkprov.pipeline import Engine
+from bulkprov.pipeline.decide import target_values
 from bulkprov.scim import requests as rq
 from bulkprov.scim.responses import classify, list_resources
 

@@ -10,11 +10,11 @@ rounds alternate the candidates twice so a neighbour's load falls on all of them
   upgrade (no h2c), so on loopback it measures HTTP/1.1 through the HTTP/2-capable pool; the
   simulator (aiohttp) speaks no HTTP/2 either. Against Zoom (TLS + ALPN) it would be h2;
 * ``httpx-aiohttp``: httpx's API over aiohttp's connection pool (the package);
-* ``bulkprov transport``: :class:`bulkprov.http.AiohttpTransport` (reads the whole answer
+* ``bulkprov transport``: :class:`bulkprov.transport.AiohttpTransport` (reads the whole answer
   inside the transport), through ``client.post`` as before;
 * ``bulkprov transport, send()``: the same, with the ``httpx.Request`` built directly and
   passed to ``client.send`` (skips ``build_request``'s merging of client defaults);
-* ``bulkprov direct``: :class:`bulkprov.http.Direct`, what ``ScimClient`` sends POSTs and
+* ``bulkprov direct``: :class:`bulkprov.transport.Direct`, what ``ScimClient`` sends POSTs and
   PATCHes with over such a client: no httpx ``Request``/``Response`` at all;
 * ``aiohttp (raw)``: no httpx at all: the floor, for reference only.
 
@@ -36,9 +36,9 @@ import httpx
 import httpx_aiohttp
 import orjson
 
-from bulkprov.http import direct, make_client
 from bulkprov.http1 import Http1Pool
 from bulkprov.sim.server import SimulatorProcess
+from bulkprov.transport import direct, make_client
 
 
 def body(i: int, prefix: str) -> bytes:

@@ -1,5 +1,5 @@
 """``python -m bulkprov``."""
 
-from .cli import main
+from bulkprov.cli import main
 
 main()

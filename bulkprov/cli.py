@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import anyio
 import click
 
-from . import _json
-from .config import Config, load_config
-from .errors import BulkProvError
-from .redact import scrub
+from bulkprov import _json
+from bulkprov.config import Config, load_config
+from bulkprov.errors import BulkProvError
+from bulkprov.redact import scrub
 
 if TYPE_CHECKING:
-    from .pipeline import Secrets
+    from bulkprov.credentials import Secrets
 
 T = TypeVar("T")
 
@@ -118,7 +118,7 @@ def _load(path: Path) -> Config:
 
 def _secrets(cfg: Config) -> Secrets:
     """The Graph secret and SCIM token the config names (env or file); exit 2 if unreadable."""
-    from .pipeline import Secrets as _Secrets
+    from bulkprov.credentials import Secrets as _Secrets
 
     try:
         return _Secrets.from_config(cfg)
@@ -156,7 +156,7 @@ def init(path: Path, force: bool) -> None:
     Example:
       bulkprov init --path zoom.toml
     """
-    from .starter import STARTER_TOML
+    from bulkprov.starter import STARTER_TOML
 
     if path.exists() and not force:
         click.secho(f"error: {path} exists (use --force to overwrite)", fg="red", err=True)
@@ -224,7 +224,7 @@ def sync(
       bulkprov sync --watch --interval 30s   # changes reach the target within 30 s
       bulkprov sync --full                   # read everyone again, not only changes
     """
-    from .progress import run_with_progress
+    from bulkprov.observe.progress import run_with_progress
 
     cfg = _load(config_path)
     if watch:
@@ -259,8 +259,8 @@ def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
     Example:
       bulkprov retry-failed -c zoom.toml
     """
-    from .escrow_cli import release_escrow
-    from .progress import run_with_progress
+    from bulkprov.escrow_cli import release_escrow
+    from bulkprov.observe.progress import run_with_progress
 
     cfg = _load(config_path)
     released = _run(release_escrow, cfg)
@@ -290,7 +290,7 @@ def state_export(config_path: Path, dest: Path) -> None:
     Example:
       bulkprov state export backup-2026-11-28.sqlite3
     """
-    from .escrow_cli import export_state
+    from bulkprov.escrow_cli import export_state
 
     cfg = _load(config_path)
     _run(export_state, cfg, dest)
@@ -298,9 +298,9 @@ def state_export(config_path: Path, dest: Path) -> None:
 
 
 def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:
-    from .pipeline import RunResult
-    from .progress import event, summary_line
-    from .watch import parse_interval, watch
+    from bulkprov.observe.progress import event, summary_line
+    from bulkprov.pipeline import RunResult
+    from bulkprov.watch import parse_interval, watch
 
     try:
         seconds = parse_interval(interval)
@@ -340,8 +340,8 @@ def staged(config_path: Path, show_all: bool, as_json: bool) -> None:
     Example:
       bulkprov staged -c zoom.toml
     """
-    from .checkpoint.lifecycle import LifecycleStore, Staged
-    from .checkpoint.store import StateStore
+    from bulkprov.checkpoint.staging import LifecycleStore, Staged
+    from bulkprov.checkpoint.store import StateStore
 
     cfg = _load(config_path)
     statuses = ("held", "pending", "done", "failed", "superseded") if show_all else ("held",)
@@ -379,11 +379,11 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
       bulkprov approve --yes
       bulkprov approve --id 12 --id 13
     """
-    from .checkpoint.lifecycle import LifecycleStore
-    from .checkpoint.store import StateStore
-    from .lifecycle import approve as run_approve
-    from .ondemand import _clients
-    from .pipeline import StateLock
+    from bulkprov.checkpoint.lock import StateLock
+    from bulkprov.checkpoint.staging import LifecycleStore
+    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.pipeline import approve as run_approve
+    from bulkprov.pipeline import open_clients
 
     cfg = _load(config_path)
 
@@ -405,7 +405,7 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
     async def go() -> dict[str, int]:
         with StateLock(cfg.state.path):
             store = await StateStore.open(cfg.state.path)
-            async with store, _clients(cfg, secrets, None, None, None) as (_, scim):
+            async with store, open_clients(cfg, secrets) as (_, scim):
                 return await run_approve(store, scim, cfg, list(ids) or None)
 
     counts = _run(go)
@@ -424,7 +424,7 @@ def provision(config_path: Path, user: str, as_json: bool) -> None:
     Example:
       bulkprov provision jane.doe@contoso.com
     """
-    from .ondemand import provision_user
+    from bulkprov.pipeline import provision_user
 
     cfg = _load(config_path)
     secrets = _secrets(cfg)
@@ -443,7 +443,7 @@ def test_connection(config_path: Path, as_json: bool) -> None:
     Example:
       bulkprov test-connection -c zoom.toml
     """
-    from .ondemand import check_connection as check
+    from bulkprov.pipeline import check_connection as check
 
     cfg = _load(config_path)
     secrets = _secrets(cfg)
@@ -481,7 +481,7 @@ def status(config_path: Path, as_json: bool) -> None:
     Example:
       bulkprov status -c zoom.toml
     """
-    from .checkpoint.store import StateStore
+    from bulkprov.checkpoint.store import StateStore
 
     cfg = _load(config_path)
 
@@ -547,8 +547,8 @@ def logs(
       bulkprov logs --since 24h --action disable
       bulkprov logs --run 12 --limit 0 --csv ./export    # like Entra's CSV download
     """
-    from .checkpoint.store import StateStore
-    from .logexport import parse_since, write_entra_csv
+    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.observe.logexport import parse_since, write_entra_csv
 
     cfg = _load(config_path)
     try:
@@ -600,7 +600,7 @@ def sim(ctx: click.Context) -> None:
 
     All options are those of ``python -m bulkprov.sim`` (see ``bulkprov sim --help``).
     """
-    from .sim.__main__ import main as sim_main
+    from bulkprov.sim.__main__ import main as sim_main
 
     sys.exit(sim_main(list(ctx.args)))
 
@@ -627,7 +627,7 @@ def demo(users: int, seed: int, workdir: Path | None, concurrency: int, no_inter
     Example:
       bulkprov demo --users 5000
     """
-    from .demo import run_demo
+    from bulkprov.demo import run_demo
 
     try:
         ok = run_demo(
@@ -643,7 +643,7 @@ def demo(users: int, seed: int, workdir: Path | None, concurrency: int, no_inter
 
 
 # last: cli_ops imports the helpers above
-from .cli_ops import register
+from bulkprov.cli_ops import register
 
 register(main)
 

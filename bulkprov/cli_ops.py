@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from . import _json
-from .cli import EPILOG, EXIT_FAILURES, _fail, _load, _run, _secrets, config_option
-from .errors import BulkProvError, ConfigError
+from bulkprov import _json
+from bulkprov.cli import EPILOG, EXIT_FAILURES, _fail, _load, _run, _secrets, config_option
+from bulkprov.errors import BulkProvError, ConfigError
 
 
 @click.command(epilog=EPILOG)
@@ -35,7 +35,7 @@ def report(config_path: Path, run_id: int | None, open_: bool) -> None:
       bulkprov report              # the last run
       bulkprov report 12 --open
     """
-    from .report import write_report
+    from bulkprov.observe.report import write_report
 
     cfg = _load(config_path)
     if not cfg.state.path.exists():
@@ -88,7 +88,7 @@ def plan(config_path: Path, out: Path, rematch: bool, full: bool, show: int) -> 
       bulkprov plan --full --out plan.json   # as `sync --full`: everyone read again
       bulkprov apply plan.json
     """
-    from .plan import make_plan, summary
+    from bulkprov.pipeline import make_plan, summary
 
     cfg = _load(config_path)
     secrets = _secrets(cfg)
@@ -141,9 +141,8 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     Example:
       bulkprov plan --out plan.json && bulkprov apply plan.json
     """
-    from .pipeline import Engine
-    from .plan import apply_options, held_back_message, verify_plan
-    from .progress import run_with_progress
+    from bulkprov.observe.progress import run_with_progress
+    from bulkprov.pipeline import Engine, apply_options, held_back_message, verify_plan
 
     cfg = _load(config_path)
     try:
@@ -205,7 +204,7 @@ def mapping_test(
       bulkprov mapping test --user jane@contoso.com
       bulkprov mapping test --user-json jane.json -e 'Join(" ", [givenName], [surname])'
     """
-    from .mappingtool import evaluate_user
+    from bulkprov.mapping.exchange import evaluate_user
 
     if (user_json is None) == (user_key is None):
         raise click.UsageError("give exactly one of --user-json FILE or --user UPN")
@@ -239,10 +238,10 @@ def mapping_test(
 async def _fetch_user(cfg: Any, key: str) -> Any:
     from urllib.parse import quote, urlencode
 
-    from . import credentials
-    from .graph.client import GraphClient
-    from .http import make_client
-    from .pipeline import Engine
+    from bulkprov import credentials
+    from bulkprov.graph.client import GraphClient
+    from bulkprov.pipeline import Engine
+    from bulkprov.transport import make_client
 
     cert = cfg.graph.certificate
     secret = (
@@ -286,7 +285,7 @@ def mapping_export(config_path: Path, fmt: str) -> None:
       bulkprov mapping export > mappings.json
       bulkprov mapping export --format toml
     """
-    from .mappingtool import to_graph, to_toml
+    from bulkprov.mapping.exchange import to_graph, to_toml
 
     cfg = _load(config_path)
     if fmt == "toml":
@@ -315,7 +314,7 @@ def mapping_import(source: Path, fmt: str) -> None:
       bulkprov mapping import entra-mappings.json >> new-config.toml
       bulkprov mapping import old.toml
     """
-    from .mappingtool import check, from_graph, from_toml, to_toml
+    from bulkprov.mapping.exchange import check, from_graph, from_toml, to_toml
 
     text = source.read_text(encoding="utf-8")
     if fmt == "auto":  # by suffix; else JSON if it parses (TOML's [[mappings]] starts with "[")

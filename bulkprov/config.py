@@ -23,10 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from . import redact
-from .breaker import BreakerPolicy
-from .errors import ConfigError
-from .escrow import EscrowPolicy
+from bulkprov import redact
+from bulkprov.breaker import BreakerPolicy
+from bulkprov.errors import ConfigError
+from bulkprov.escrow import EscrowPolicy
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 

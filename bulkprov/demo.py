@@ -24,11 +24,11 @@ from typing import Any
 import click
 import httpx
 
-from .config import load_config
-from .mapping import MappingContext, compile_mappings
-from .scim.paths import get_value
-from .sim.server import SimulatorProcess
-from .sim.users import generate_user
+from bulkprov.config import load_config
+from bulkprov.mapping import MappingContext, compile_mappings
+from bulkprov.scim.paths import get_value
+from bulkprov.sim.server import SimulatorProcess
+from bulkprov.sim.users import generate_user
 
 GRAPH_SECRET_ENV = "BULKPROV_GRAPH_SECRET"
 SCIM_TOKEN_ENV = "BULKPROV_SCIM_TOKEN"
@@ -43,7 +43,7 @@ def write_demo_config(
     page_size: int = 999,
 ) -> None:
     """The starter config, pointed at the simulators (the demo, benchmarks and tests use it)."""
-    from .starter import STARTER_TOML
+    from bulkprov.starter import STARTER_TOML
 
     text = STARTER_TOML
     text = text.replace(

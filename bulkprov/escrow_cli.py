@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint.store import StateStore
-from .config import Config
-from .errors import StateError
-from .pipeline import StateLock
+from bulkprov.checkpoint.lock import StateLock
+from bulkprov.checkpoint.store import StateStore
+from bulkprov.config import Config
+from bulkprov.errors import StateError
 
 
 async def release_escrow(cfg: Config) -> int:

@@ -10,10 +10,10 @@ authors of uvloop) parsing the answers. Everything else — list pages, filters,
 OAuth, respx and the simulators' in-process transport — still goes through httpx.
 
 Semantics kept from the aiohttp path it replaces (``AiohttpTransport.exchange``, which
-``bulkprov.http.Direct`` used to call):
+``bulkprov.transport.Direct`` used to call):
 
 * errors are httpx's: ``ConnectError`` (with the ``ssl`` error as ``__cause__``, which
-  :func:`bulkprov.http.tls_failure` finds), ``ReadTimeout``, ``ReadError`` for a reset,
+  :func:`bulkprov.transport.tls_failure` finds), ``ReadTimeout``, ``ReadError`` for a reset,
   a disconnect before the answer was complete, or an answer that is not HTTP;
 * the client's timeouts: ``connect`` per connection, ``read`` for the whole answer;
 * at most ``limit`` connections; idle ones are reused for ``keepalive`` seconds, and one the
@@ -210,7 +210,7 @@ class _Slots:
 class Http1Pool:
     """Keep-alive HTTP/1.1 connections, at most ``limit`` of them, to the hosts it is sent to.
 
-    Made by :func:`bulkprov.http.make_client` beside its aiohttp session; closed with it.
+    Made by :func:`bulkprov.transport.make_client` beside its aiohttp session; closed with it.
     """
 
     def __init__(

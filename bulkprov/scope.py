@@ -36,10 +36,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ScopingFilter
-from .errors import MappingError, UserDataError
-from .mapping.attributes import is_valid_name, raw_reader, select_names
-from .mapping.regex import compile_dotnet
+from bulkprov.config import ScopingFilter
+from bulkprov.errors import MappingError, UserDataError
+from bulkprov.mapping.attributes import is_valid_name, raw_reader, select_names
+from bulkprov.mapping.regex import compile_dotnet
 
 _UNSUPPORTED = {
     "appRoleAssignments": "app role assignments are not supported in scoping filters",

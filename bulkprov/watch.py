@@ -1,6 +1,6 @@
 """``bulkprov sync --watch``: incremental cycles until stopped.
 
-Each cycle is one :func:`~bulkprov.pipeline.run_sync` (a Graph delta round after the first),
+Each cycle is one :func:`~bulkprov.pipeline.run.run_sync` (a Graph delta round after the first),
 so a change in Entra reaches the target within one interval. Ctrl-C or SIGTERM during a
 cycle lets the in-flight work finish and saves the state (the pipeline's signal handling);
 between cycles there is nothing in flight. A cycle that fails because Graph or the target
@@ -16,9 +16,16 @@ from typing import Any
 
 import anyio
 
-from .config import Config
-from .errors import BulkProvError, SourceAuthError, SourceError, TargetAuthError, TargetUnavailable
-from .pipeline import Engine, RunResult, Secrets, run_sync
+from bulkprov.config import Config
+from bulkprov.credentials import Secrets
+from bulkprov.errors import (
+    BulkProvError,
+    SourceAuthError,
+    SourceError,
+    TargetAuthError,
+    TargetUnavailable,
+)
+from bulkprov.pipeline import Engine, RunResult, run_sync
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 

@@ -11,8 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from bulkprov.config import Config, parse_config
+from bulkprov.credentials import Secrets
 from bulkprov.mapping.defaults import DEFAULT_ZOOM_MAPPINGS
-from bulkprov.pipeline import Secrets
 from bulkprov.retry import RetryPolicy
 from bulkprov.sim import GraphTenant, ScimService
 from bulkprov.sim.server import SimServers, serve_simulators

@@ -9,9 +9,10 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from bulkprov.auth import expiry_warning, jwt_expiry
+from bulkprov.credentials import Secrets
+from bulkprov.credentials.target import expiry_warning, jwt_expiry
 from bulkprov.errors import TargetAuthError
-from bulkprov.pipeline import Secrets, run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import NoFaults, SimRequest, SimResponse
 
 from .conftest import FAST_RETRY, GRAPH_SECRET, make_config

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bulkprov.errors import TargetAuthError
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import NoFaults, SimRequest, SimResponse
 
 from .conftest import FAST_RETRY, SCIM_TOKEN, SECRETS, make_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bulkprov.checkpoint.store import StateStore
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant, ScimService
 from bulkprov.sim.server import serve_simulators
 from bulkprov.sim.users import generate_user

@@ -13,12 +13,12 @@ import httpx
 import orjson
 import pytest
 
-from bulkprov.checkpoint.lifecycle import LifecycleStore
+from bulkprov.checkpoint.staging import LifecycleStore
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.errors import TargetRejected, TargetThrottled, TargetUnavailable
-from bulkprov.lifecycle import approve
-from bulkprov.ondemand import _clients
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline import open_clients
+from bulkprov.pipeline.lifecycle import approve
+from bulkprov.pipeline.run import run_sync
 from bulkprov.scim import bulk
 from bulkprov.scim.bulk import BulkBatch, BulkSupport, bulk_support, read_results
 from bulkprov.scim.paths import BULK_REQUEST, BULK_RESPONSE
@@ -295,7 +295,7 @@ async def test_approved_held_disables_go_in_bulk(bulk_servers, tenant, bulk_scim
     scim.reset_counters()
     async with (
         await StateStore.open(tmp_path / "s.db") as store,
-        _clients(cfg, SECRETS, None, None, FAST_RETRY) as (_, client),
+        open_clients(cfg, SECRETS, policy=FAST_RETRY) as (_, client),
     ):
         counts = await approve(store, client, cfg)
     assert counts["disabled"] == 50

@@ -15,8 +15,8 @@ import click
 import orjson
 import pytest
 
-from bulkprov import progress
 from bulkprov.cli import main
+from bulkprov.observe import progress
 from bulkprov.sim import NoFaults, SimResponse
 from bulkprov.sim.http import SimRequest
 from bulkprov.sim.scim_service import scim_error
@@ -248,9 +248,9 @@ def test_plan_writes_nothing_then_apply_runs_exactly_it(cli: Cli, tmp_path):
 def test_apply_holds_back_users_not_in_the_plan(cli: Cli):
     """The guard: what the plan did not show is not sent, even past the upfront check."""
     from bulkprov.config import load_config
-    from bulkprov.decide import Decision
-    from bulkprov.pipeline import Engine
-    from bulkprov.plan import plan_guard
+    from bulkprov.pipeline.decide import Decision
+    from bulkprov.pipeline.plan import plan_guard
+    from bulkprov.pipeline.run import Engine
 
     cfg = load_config(cli.config)
     engine = Engine(cfg)
@@ -258,7 +258,7 @@ def test_apply_holds_back_users_not_in_the_plan(cli: Cli):
     _, _, _, mapped = engine.evaluate(user)
     guard = plan_guard({"operations": []})
     assert "not in the plan" in (guard(user["id"], Decision("create"), mapped) or "")
-    from bulkprov.plan import user_fingerprint
+    from bulkprov.pipeline.plan import user_fingerprint
 
     fp = user_fingerprint(user["id"], mapped, "")
     guard = plan_guard(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bulkprov.checkpoint.store import UserState
-from bulkprov.decide import decide
+from bulkprov.pipeline.decide import decide
 
 VALUES = {"userName": "a@x.com", "displayName": "A", "active": True}
 

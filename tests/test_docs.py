@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bulkprov.cli import main
-from bulkprov.docgen import function_table
+from bulkprov.mapping.docgen import function_table
 from bulkprov.sim.__main__ import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_documented_commands_exist(doc):
 
 def test_mapping_reference_lists_every_function():
     text = (ROOT / "docs" / "mappings.md").read_text(encoding="utf-8")
-    assert function_table() in text, "run `python -m bulkprov.docgen` and paste the table"
+    assert function_table() in text, "run `python -m bulkprov.mapping.docgen` and paste the table"
 
 
 def test_docs_are_linked_from_the_readme():

@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
+from bulkprov.credentials import Secrets
 from bulkprov.errors import SourceAuthError
-from bulkprov.pipeline import Secrets, run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant, ScimService, SimRequest
 from bulkprov.sim.client_assertion import JWT_BEARER
 from bulkprov.sim.graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID

@@ -1,4 +1,4 @@
-"""bulkprov.http: the aiohttp transport and the direct sender, against a loopback server."""
+"""bulkprov.transport: the aiohttp transport and the direct sender, against a loopback server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bulkprov.http import direct, make_client
+from bulkprov.transport import direct, make_client
 
 
 async def _echo(request: web.Request) -> web.Response:

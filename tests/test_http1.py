@@ -16,8 +16,8 @@ import httpx
 import pytest
 import trustme
 
-from bulkprov.http import tls_failure
 from bulkprov.http1 import Http1Pool
+from bulkprov.transport import tls_failure
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -12,12 +12,12 @@ import anyio
 import orjson
 import pytest
 
-from bulkprov.checkpoint.lifecycle import USERS_DELTA, LifecycleStore
+from bulkprov.checkpoint.staging import USERS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import SCHEMA_VERSION, StateStore
 from bulkprov.errors import SourceError
-from bulkprov.lifecycle import approve
-from bulkprov.ondemand import _clients
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline import open_clients
+from bulkprov.pipeline.lifecycle import approve
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimResponse
 from bulkprov.sim.http import SimRequest, json_response
 
@@ -293,7 +293,7 @@ async def test_failed_read_and_filter_change_over_threshold(servers, tenant, sci
     async with await StateStore.open(tmp_path / "s.db") as store:
         held = await LifecycleStore(store).staged()
         assert len(held) == expected
-        async with _clients(sales_only, SECRETS, None, None, FAST_RETRY) as (_, client):
+        async with open_clients(sales_only, SECRETS, policy=FAST_RETRY) as (_, client):
             counts = await approve(store, client, sales_only)
     assert counts["disabled"] == expected
     assert [m for m, _, _ in spy.writes()] == ["PATCH"] * expected

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from bulkprov.checkpoint.lifecycle import DELETE_GROUP, GROUPS_DELTA, LifecycleStore
+from bulkprov.checkpoint.staging import DELETE_GROUP, GROUPS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.errors import SourceError
 from bulkprov.graph.groups_delta import merge
-from bulkprov.lifecycle import approve
-from bulkprov.ondemand import _clients
+from bulkprov.pipeline import open_clients
+from bulkprov.pipeline.lifecycle import approve
 from bulkprov.sim import GraphTenant, SimResponse
 from bulkprov.sim.http import SimRequest, json_response
 
@@ -111,7 +111,7 @@ async def test_group_deleted_in_entra_over_threshold_is_held_then_approved(
     assert result.counts["held"] == 3 and spy.writes() == []
     async with await StateStore.open(tmp_path / "s.db") as store:
         assert len(await LifecycleStore(store).staged()) == 3
-        async with _clients(cfg, SECRETS, None, None, FAST_RETRY) as (_, client):
+        async with open_clients(cfg, SECRETS, policy=FAST_RETRY) as (_, client):
             counts = await approve(store, client, cfg)
     assert counts["groups deleted"] == 3
     assert sorted(m for m, _, _ in spy.writes()) == ["DELETE"] * 3

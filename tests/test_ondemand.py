@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bulkprov.ondemand import check_connection, provision_user
-from bulkprov.pipeline import Secrets
+from bulkprov.credentials import Secrets
+from bulkprov.pipeline.ondemand import check_connection, provision_user
 from bulkprov.sim import NoFaults, SimResponse
 from bulkprov.sim.http import SimRequest, json_response
 

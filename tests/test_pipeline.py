@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from bulkprov.errors import SourceAuthError, TargetAuthError
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import NoFaults, ScimService, SimResponse
 from bulkprov.sim.http import SimRequest
 
@@ -216,7 +216,7 @@ async def test_401_stops_the_run_at_once_with_one_message_then_resumes(
 async def test_bad_graph_secret_is_a_clear_error(servers, tmp_path):
     from pydantic import SecretStr
 
-    from bulkprov.pipeline import Secrets
+    from bulkprov.credentials import Secrets
 
     from .conftest import SCIM_TOKEN
 
@@ -253,8 +253,8 @@ async def test_cancelled_run_resumes_without_duplicates(servers, tenant, scim, t
 
 
 async def test_second_concurrent_sync_on_same_state_refuses(servers, tmp_path):
+    from bulkprov.checkpoint.lock import StateLock
     from bulkprov.errors import StateError
-    from bulkprov.pipeline import StateLock
 
     cfg = make_config(servers, tmp_path / "s.db")
     with StateLock(cfg.state.path), pytest.raises(StateError, match="another bulkprov sync"):

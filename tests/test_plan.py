@@ -15,13 +15,13 @@ import anyio
 import orjson
 import pytest
 
-from bulkprov.checkpoint.lifecycle import USERS_DELTA, LifecycleStore
+from bulkprov.checkpoint.staging import USERS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import StateStore
-from bulkprov.clients import open_clients
 from bulkprov.demo import write_demo_config
 from bulkprov.graph.client import latest_per_id
-from bulkprov.pipeline import Engine, UserNames, fetch_users, run_sync
-from bulkprov.plan import apply_options, make_plan
+from bulkprov.pipeline.clients import open_clients
+from bulkprov.pipeline.plan import apply_options, make_plan
+from bulkprov.pipeline.run import Engine, UserNames, fetch_users, run_sync
 from bulkprov.sim import GraphTenant, ScimService, SimResponse
 from bulkprov.sim.http import SimRequest
 from bulkprov.sim.server import serve_simulators
@@ -297,7 +297,7 @@ async def test_apply_guard_holds_back_a_group_that_changed_after_the_check(
 
 def test_apply_cli_sends_only_the_planned_group_operations(pcli: Cli, tmp_path, monkeypatch):
     """Past its upfront check, `bulkprov apply` still holds back a group the plan did not show."""
-    import bulkprov.plan
+    import bulkprov.pipeline.plan
 
     d = pcli.tenant.directory
     a, b = enabled(pcli.tenant)[:2]
@@ -308,7 +308,7 @@ def test_apply_cli_sends_only_the_planned_group_operations(pcli: Cli, tmp_path, 
     async def no_check(*args: Any, **kwargs: Any) -> None:
         return None
 
-    monkeypatch.setattr(bulkprov.plan, "verify_plan", no_check)  # the race, made certain
+    monkeypatch.setattr(bulkprov.pipeline, "verify_plan", no_check)  # the race, made certain
     out = pcli("apply", str(tmp_path / "plan.json"), "--quiet")
     assert out.exit_code == 10, out.output  # completed with problems: one group held back
     assert "1 operation(s) held back" in out.output and "make a new plan" in out.output
@@ -343,7 +343,7 @@ async def test_a_held_back_disable_survives_a_crash_before_the_run_finishes(
 ):
     """The run's ``held back`` count is saved with the sweep's outcomes: a resumed run
     still keeps the deltaLink where it was, so the next cycle reads the held user again."""
-    from bulkprov.lifecycle import Lifecycle
+    from bulkprov.pipeline.lifecycle import Lifecycle
 
     a, b = enabled(tenant)[:2]
     cfg = make_config(servers, tmp_path / "s.db")
@@ -373,7 +373,7 @@ async def test_a_held_back_disable_survives_a_crash_before_the_run_finishes(
 
 
 async def test_delta_overlay_answers_what_applying_the_round_would_leave(tmp_path):
-    from bulkprov.checkpoint.lifecycle import LifecycleStore
+    from bulkprov.checkpoint.staging import LifecycleStore
     from bulkprov.graph.groups_delta import DeltaOverlay, merge
 
     first = merge(

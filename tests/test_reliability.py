@@ -12,7 +12,7 @@ from bulkprov.breaker import Breaker, BreakerPolicy
 from bulkprov.checkpoint.store import SCHEMA_VERSION, StateStore
 from bulkprov.errors import Quarantined, StateError
 from bulkprov.escrow import DAY, HOUR, EscrowPolicy
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import NoFaults, SimRequest, SimResponse, scim_error
 
 from .conftest import FAST_RETRY, SECRETS, make_config

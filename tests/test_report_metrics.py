@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bulkprov.logexport import parse_since, steps, write_entra_csv
-from bulkprov.metrics import MetricsServer, render
-from bulkprov.pipeline import RunStats
-from bulkprov.report import ReportData, Sample, intervals, render_html
+from bulkprov.observe.logexport import parse_since, steps, write_entra_csv
+from bulkprov.observe.metrics import MetricsServer, render
+from bulkprov.observe.report import ReportData, Sample, intervals, render_html
+from bulkprov.pipeline.run import RunStats
 
 
 def sample(at, processed, requests, throttled):

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant
 from bulkprov.sim.server import serve_simulators
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bulkprov import redact
-from bulkprov.pipeline import Secrets, run_sync
+from bulkprov.credentials import Secrets
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant, ScimService
 from bulkprov.sim.faults import GRAPH_KINDS, SOAK_KINDS, FaultPlan
 from bulkprov.sim.server import serve_simulators

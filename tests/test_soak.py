@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bulkprov.checkpoint.store import StateStore
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.retry import RetryPolicy
 from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimRequest, SimResponse
 from bulkprov.sim.faults import GRAPH_KINDS, SOAK_KINDS, FaultPlan

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bulkprov.errors import ConfigError, SourceError, TargetTLSError
-from bulkprov.pipeline import run_sync
+from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimRequest, SimResponse
 from bulkprov.sim.server import serve_simulators
 

@@ -49,10 +49,10 @@ from typing import Any, Self
 import aiosqlite
 import anyio
 
-from .. import _json
-from ..errors import StateError
-from ..escrow import EscrowEntry, EscrowPolicy
-from ..redact import scrub_optional
+from bulkprov import _json
+from bulkprov.errors import StateError
+from bulkprov.escrow import EscrowEntry, EscrowPolicy
+from bulkprov.redact import scrub_optional
 
 SCHEMA_VERSION = 4
 

@@ -23,12 +23,12 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
-from .. import _json, redact
-from ..auth import TokenSource
-from ..errors import BulkProvError, DeltaExpired, SourceAuthError, SourceError
-from ..http import tls_failure
-from ..retry import PauseGate, RetryPolicy
-from ..scim.responses import parse_retry_after
+from bulkprov import _json, redact
+from bulkprov.credentials.target import TokenSource
+from bulkprov.errors import BulkProvError, DeltaExpired, SourceAuthError, SourceError
+from bulkprov.retry import PauseGate, RetryPolicy
+from bulkprov.scim.responses import parse_retry_after
+from bulkprov.transport import tls_failure
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
@@ -64,7 +64,7 @@ class GraphClient:
         policy: RetryPolicy | None = None,
         token_source: TokenSource | None = None,
     ) -> None:
-        #: msal for https authorities (bulkprov.graph.tokens); else the POST below
+        #: msal for https authorities (bulkprov.credentials.graph); else the POST below
         self._source = token_source
         self._token_url = f"{authority.rstrip('/')}/{quote(tenant_id, safe='')}/oauth2/v2.0/token"
         self._client_id = client_id

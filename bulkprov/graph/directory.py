@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .. import _json
-from ..errors import SourceError
-from .client import GraphClient
+from bulkprov import _json
+from bulkprov.errors import SourceError
+from bulkprov.graph.client import GraphClient
 
 _USER = "#microsoft.graph.user"
 _GROUP = "#microsoft.graph.group"

@@ -6,7 +6,7 @@ deltaLink only the groups that changed: renamed, deleted (``@removed``), or with
 added or removed (a removed member carries ``"@removed"``). A large group is split over
 several pages and the same group repeats with the next members, so pages are merged here
 before anything is applied. The merged result is applied to a mirror of the groups in
-SQLite (:meth:`~bulkprov.checkpoint.lifecycle.LifecycleStore.apply_group_delta`); a cycle
+SQLite (:meth:`~bulkprov.checkpoint.staging.LifecycleStore.apply_group_delta`); a cycle
 with no group change therefore costs one delta page and no per-group member read.
 
 :func:`merge` is pure (tested without a network); :func:`read_groups_delta` does the I/O;
@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DeltaExpired
-from .client import GraphClient
-from .directory import GroupMirror
+from bulkprov.errors import DeltaExpired
+from bulkprov.graph.client import GraphClient
+from bulkprov.graph.directory import GroupMirror
 
 USER, GROUP = "user", "group"
 
@@ -113,7 +113,7 @@ class DeltaOverlay:
     """A group mirror as it would be once ``delta`` is applied to ``base``, in memory.
 
     ``bulkprov plan`` reads the same ``groups/delta`` round a sync reads but writes no
-    state: this answers what :meth:`~bulkprov.checkpoint.lifecycle.LifecycleStore.
+    state: this answers what :meth:`~bulkprov.checkpoint.staging.LifecycleStore.
     apply_group_delta` would leave in the mirror (a first round replaces it; deleted groups
     go, with their memberships; names are upserted; members added, then removed).
     """

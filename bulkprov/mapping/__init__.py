@@ -12,26 +12,16 @@ compiles a single expression (``bulkprov mapping test``). Modules, in pipeline o
 
 from __future__ import annotations
 
-from .compiler import (
-    CompiledExpression as CompiledExpression,
-)
-from .compiler import (
-    MappedUser as MappedUser,
-)
-from .compiler import (
-    UserMapper as UserMapper,
-)
-from .compiler import (
-    compile_expression as compile_expression,
-)
-from .compiler import (
-    compile_mappings as compile_mappings,
-)
-from .context import MappingContext as MappingContext
-from .defaults import DEFAULT_ZOOM_MAPPINGS as DEFAULT_ZOOM_MAPPINGS
-from .errors import ExpressionSyntaxError as ExpressionSyntaxError
-from .functions import REGISTRY as FUNCTIONS
-from .parser import parse as parse
+from bulkprov.mapping.compiler import CompiledExpression as CompiledExpression
+from bulkprov.mapping.compiler import MappedUser as MappedUser
+from bulkprov.mapping.compiler import UserMapper as UserMapper
+from bulkprov.mapping.compiler import compile_expression as compile_expression
+from bulkprov.mapping.compiler import compile_mappings as compile_mappings
+from bulkprov.mapping.context import MappingContext as MappingContext
+from bulkprov.mapping.defaults import DEFAULT_ZOOM_MAPPINGS as DEFAULT_ZOOM_MAPPINGS
+from bulkprov.mapping.errors import ExpressionSyntaxError as ExpressionSyntaxError
+from bulkprov.mapping.functions import REGISTRY as FUNCTIONS
+from bulkprov.mapping.parser import parse as parse
 
 __all__ = [
     "DEFAULT_ZOOM_MAPPINGS",

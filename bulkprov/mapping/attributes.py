@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .context import MappingContext
-from .values import FALSE, TRUE, normalize
+from bulkprov.mapping.context import MappingContext
+from bulkprov.mapping.values import FALSE, TRUE, normalize
 
 #: ``reader(user, ctx)`` → a normalised value
 Reader = Callable[[Mapping[str, Any], MappingContext], Any]

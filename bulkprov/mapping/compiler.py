@@ -20,14 +20,13 @@ from typing import Any
 
 import orjson
 
-from ..config import AttributeMapping
-from ..errors import MappingError, UserDataError
-from ..scim.paths import CORE_USER, ScimPath, parse_path, set_value
-from . import ast
-from .attributes import is_valid_name, reader, select_names
-from .context import DEFAULT_CONTEXT, MappingContext
-from .errors import ExpressionSyntaxError
-from .functions import (
+from bulkprov.config import AttributeMapping
+from bulkprov.errors import MappingError, UserDataError
+from bulkprov.mapping import ast
+from bulkprov.mapping.attributes import is_valid_name, reader, select_names
+from bulkprov.mapping.context import DEFAULT_CONTEXT, MappingContext
+from bulkprov.mapping.errors import ExpressionSyntaxError
+from bulkprov.mapping.functions import (
     REGISTRY,
     Arg,
     Call,
@@ -36,8 +35,9 @@ from .functions import (
     constant_evaluator,
     null_evaluator,
 )
-from .parser import parse, suggest
-from .values import bool_text
+from bulkprov.mapping.parser import parse, suggest
+from bulkprov.mapping.values import bool_text
+from bulkprov.scim.paths import CORE_USER, ScimPath, parse_path, set_value
 
 #: Graph properties every run reads, whatever the mappings say
 ALWAYS_SELECTED = frozenset({"id", "userPrincipalName", "accountEnabled"})

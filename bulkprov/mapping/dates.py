@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Literal, Self
 
-from ..errors import UserDataError
+from bulkprov.errors import UserDataError
 
 Kind = Literal["Unspecified", "Utc", "Local"]
 

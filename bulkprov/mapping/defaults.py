@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import AttributeMapping
+from bulkprov.config import AttributeMapping
 
 ENTERPRISE_DEPARTMENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"
 

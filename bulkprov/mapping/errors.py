@@ -8,7 +8,7 @@ the exact place in the expression.
 
 from __future__ import annotations
 
-from ..errors import MappingError
+from bulkprov.errors import MappingError
 
 #: how many characters of a long line are shown either side of the caret
 _SPAN = 60

@@ -35,12 +35,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..errors import UserDataError
-from . import ast, dates, text
-from .context import MappingContext
-from .errors import ExpressionSyntaxError
-from .regex import check_replacement, compile_dotnet
-from .values import (
+from bulkprov.errors import UserDataError
+from bulkprov.mapping import ast, dates, text
+from bulkprov.mapping.context import MappingContext
+from bulkprov.mapping.errors import ExpressionSyntaxError
+from bulkprov.mapping.regex import check_replacement, compile_dotnet
+from bulkprov.mapping.values import (
     FALSE,
     TRUE,
     as_number,
@@ -50,7 +50,7 @@ from .values import (
     opt_text,
     to_int,
 )
-from .values import text as as_text
+from bulkprov.mapping.values import text as as_text
 
 #: ``evaluator(user, ctx)`` → a value (see :mod:`bulkprov.mapping.values`)
 Evaluator = Callable[[Mapping[str, Any], MappingContext], Any]

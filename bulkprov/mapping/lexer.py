@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import ExpressionSyntaxError
+from bulkprov.mapping.errors import ExpressionSyntaxError
 
 #: Entra's documented limit (KNOWN: "a maximum of 10,000 characters")
 MAX_EXPRESSION_LENGTH = 10_000

@@ -20,10 +20,10 @@ import difflib
 from collections.abc import Collection
 from functools import lru_cache
 
-from . import ast
-from .errors import ExpressionSyntaxError
-from .functions import REGISTRY
-from .lexer import Token, tokenize
+from bulkprov.mapping import ast
+from bulkprov.mapping.errors import ExpressionSyntaxError
+from bulkprov.mapping.functions import REGISTRY
+from bulkprov.mapping.lexer import Token, tokenize
 
 _OPS: dict[str, ast.CompareOp] = {op: op for op in ("=", "<>", "<", "<=", ">", ">=")}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ._diacritics import DIACRITICS
+from bulkprov.mapping._diacritics import DIACRITICS
 
 
 def _simple(ch: str, mapped: str) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import UserDataError
+from bulkprov.errors import UserDataError
 
 TRUE = "True"
 FALSE = "False"

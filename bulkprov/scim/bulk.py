@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from .. import _json
-from ..errors import TargetError, TargetUnavailable
-from .paths import BULK_REQUEST, PATCH_OP
-from .requests import ScimRequest
-from .responses import classify
+from bulkprov import _json
+from bulkprov.errors import TargetError, TargetUnavailable
+from bulkprov.scim.paths import BULK_REQUEST, PATCH_OP
+from bulkprov.scim.requests import ScimRequest
+from bulkprov.scim.responses import classify
 
 #: at most this many operations per request, whatever the target allows (bounds the memory
 #: of a batch and the work lost to one failed request)

@@ -29,20 +29,20 @@ import httpx
 from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
-from ..auth import TokenSource
-from ..errors import (
+from bulkprov.credentials.target import TokenSource
+from bulkprov.errors import (
     TargetAuthError,
     TargetError,
     TargetThrottled,
     TargetTLSError,
     TargetUnavailable,
 )
-from ..http import direct, tls_failure
-from ..retry import PauseGate, RetryPolicy
-from .bulk import MAX_OPERATIONS, BulkSupport, bulk_support, service_provider_config
-from .rate import RatePacer
-from .requests import ScimRequest
-from .responses import classify
+from bulkprov.retry import PauseGate, RetryPolicy
+from bulkprov.scim.bulk import MAX_OPERATIONS, BulkSupport, bulk_support, service_provider_config
+from bulkprov.scim.rate import RatePacer
+from bulkprov.scim.requests import ScimRequest
+from bulkprov.scim.responses import classify
+from bulkprov.transport import direct, tls_failure
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 
@@ -80,7 +80,7 @@ class ScimClient:
         self.base_url = base_url.rstrip("/")
         self._http = http
         # POSTs and PATCHes (one per user: the hot path) skip httpx's request model when the
-        # client has a direct sender (bulkprov.http.make_client: bulkprov.http1.Http1Pool)
+        # client has a direct sender (bulkprov.transport.make_client: bulkprov.http1.Http1Pool)
         self._direct = direct(http)
         #: an OAuth source is asked before each request (it refreshes before expiry)
         self._auth = token if not isinstance(token, SecretStr) else None
@@ -190,7 +190,7 @@ class ScimClient:
             except TargetUnavailable as exc:
                 error = exc
             except httpx.TransportError as exc:  # timeouts included
-                # a refused certificate arrives as a connect error (bulkprov.http) or, from
+                # a refused certificate arrives as a connect error (bulkprov.transport) or, from
                 # other transports, as a timeout: retrying cannot help either way
                 if (tls := tls_failure(exc)) is not None:
                     raise TargetTLSError(

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .. import _json
-from .paths import CORE_GROUP, PATCH_OP
-from .requests import PatchDialect, ScimRequest, _resource_path, filter_eq
+from bulkprov import _json
+from bulkprov.scim.paths import CORE_GROUP, PATCH_OP
+from bulkprov.scim.requests import PatchDialect, ScimRequest, _resource_path, filter_eq
 
 
 def _path(scim_id: str) -> str:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
-from .. import _json
-from .paths import PATCH_OP
+from bulkprov import _json
+from bulkprov.scim.paths import PATCH_OP
 
 PatchDialect = Literal["rfc", "entra"]
 

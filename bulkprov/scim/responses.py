@@ -22,8 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .. import _json
-from ..errors import (
+from bulkprov import _json
+from bulkprov.errors import (
     TargetAuthError,
     TargetError,
     TargetRejected,

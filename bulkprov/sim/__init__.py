@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
-from .http import SimRequest, SimResponse, SimTransport, json_response, make_app, make_server
-from .scim_service import Faults, NoFaults, ScimService, scim_error
-from .server import SimServers, SimulatorProcess, serve_simulators
-from .users import generate_user, generate_users, index_from_id, user_id
+from bulkprov.sim.graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
+from bulkprov.sim.http import (
+    SimRequest,
+    SimResponse,
+    SimTransport,
+    json_response,
+    make_app,
+    make_server,
+)
+from bulkprov.sim.scim_service import Faults, NoFaults, ScimService, scim_error
+from bulkprov.sim.server import SimServers, SimulatorProcess, serve_simulators
+from bulkprov.sim.users import generate_user, generate_users, index_from_id, user_id
 
 if TYPE_CHECKING:
-    from .loadgen import LoadResult, measure_capacity, run_load
+    from bulkprov.sim.loadgen import LoadResult, measure_capacity, run_load
 
 _LAZY = frozenset({"LoadResult", "measure_capacity", "run_load"})
 
@@ -26,7 +33,7 @@ def __getattr__(name: str) -> Any:
     # The load generator is imported on first use, so ``python -m bulkprov.sim.loadgen`` does
     # not find its own module already imported by the package (runpy's RuntimeWarning).
     if name in _LAZY:
-        from . import loadgen
+        from bulkprov.sim import loadgen
 
         return getattr(loadgen, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,10 +16,10 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from .faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
-from .graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
-from .scim_service import ScimService
-from .server import serve_simulators, write_port_file
+from bulkprov.sim.faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
+from bulkprov.sim.graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
+from bulkprov.sim.scim_service import ScimService
+from bulkprov.sim.server import serve_simulators, write_port_file
 
 
 def build_parser() -> argparse.ArgumentParser:

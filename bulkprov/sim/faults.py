@@ -42,7 +42,7 @@ from typing import Any
 
 import orjson
 
-from .http import DROP_CONNECTION, SimRequest, SimResponse
+from bulkprov.sim.http import DROP_CONNECTION, SimRequest, SimResponse
 
 __all__ = ["ALL_KINDS", "GRAPH_KINDS", "SOAK_KINDS", "FaultPlan"]
 

@@ -40,11 +40,11 @@ from urllib.parse import quote
 
 import orjson
 
-from .http import SimRequest, SimResponse, json_response
-from .users import DEFAULT_SELECT, user_id
+from bulkprov.sim.http import SimRequest, SimResponse, json_response
+from bulkprov.sim.users import DEFAULT_SELECT, user_id
 
 if TYPE_CHECKING:
-    from .graph_tenant import GraphTenant
+    from bulkprov.sim.graph_tenant import GraphTenant
 
 #: appRoleId of "Default Access" (an assignment without a specific role)
 DEFAULT_ACCESS = "00000000-0000-0000-0000-000000000000"
@@ -309,7 +309,7 @@ class Directory:
     # delta -----------------------------------------------------------------------
 
     def _users_delta(self, req: SimRequest) -> SimResponse:
-        from .graph_tenant import _parse_select
+        from bulkprov.sim.graph_tenant import _parse_select
 
         q = req.query
         size = 100

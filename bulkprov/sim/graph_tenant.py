@@ -37,12 +37,12 @@ from urllib.parse import parse_qs, quote, unquote
 
 import orjson
 
-from .client_assertion import JWT_BEARER, RegisteredCertificate
-from .client_assertion import verify as verify_assertion
-from .graph_directory import Directory
-from .http import SimRequest, SimResponse, json_response
-from .scim_service import Faults
-from .users import (
+from bulkprov.sim.client_assertion import JWT_BEARER, RegisteredCertificate
+from bulkprov.sim.client_assertion import verify as verify_assertion
+from bulkprov.sim.graph_directory import Directory
+from bulkprov.sim.http import SimRequest, SimResponse, json_response
+from bulkprov.sim.scim_service import Faults
+from bulkprov.sim.users import (
     DEFAULT_SELECT,
     USER_PROPERTIES,
     generate_user,
@@ -445,7 +445,7 @@ class GraphTenant:
         return _graph_error(404, "UnknownError", f"No route for {req.method} {path}")
 
     def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
-        from .faults import GRAPH_KINDS, FaultPlan
+        from bulkprov.sim.faults import GRAPH_KINDS, FaultPlan
 
         if not isinstance(self.faults, FaultPlan):
             if changes is None:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from ..http1 import Http1Pool
+from bulkprov.http1 import Http1Pool
 
 __all__ = ["LoadResult", "measure_capacity", "run_load"]
 

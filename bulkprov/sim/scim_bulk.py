@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..scim.paths import BULK_RESPONSE, ERROR
-from .http import SimRequest, SimResponse
+from bulkprov.scim.paths import BULK_RESPONSE, ERROR
+from bulkprov.sim.http import SimRequest, SimResponse
 
 if TYPE_CHECKING:
-    from .scim_service import ScimService
+    from bulkprov.sim.scim_service import ScimService
 
 SPC = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 _JSON = {"Content-Type": "application/scim+json"}

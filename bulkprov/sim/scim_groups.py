@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from ..scim.paths import CORE_GROUP, LIST_RESPONSE
-from .http import SimRequest, SimResponse
+from bulkprov.scim.paths import CORE_GROUP, LIST_RESPONSE
+from bulkprov.sim.http import SimRequest, SimResponse
 
 _FILTER = re.compile(r'^\s*(displayName|externalId)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.IGNORECASE)
 _MEMBER_PATH = re.compile(

@@ -40,8 +40,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..errors import MappingError
-from ..scim.paths import (
+from bulkprov.errors import MappingError
+from bulkprov.scim.paths import (
     CORE_USER,
     ERROR,
     LIST_RESPONSE,
@@ -50,9 +50,9 @@ from ..scim.paths import (
     remove_value,
     set_value,
 )
-from .http import SimRequest, SimResponse
-from .scim_bulk import handle_bulk, service_provider_config
-from .scim_groups import GroupStore
+from bulkprov.sim.http import SimRequest, SimResponse
+from bulkprov.sim.scim_bulk import handle_bulk, service_provider_config
+from bulkprov.sim.scim_groups import GroupStore
 
 __all__ = ["Faults", "NoFaults", "ScimService", "scim_error"]
 
@@ -378,7 +378,7 @@ class ScimService:
 
     def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
         """``GET``/``POST /_sim/faults``: read or (re)configure the seeded fault plan."""
-        from .faults import SOAK_KINDS, FaultPlan
+        from bulkprov.sim.faults import SOAK_KINDS, FaultPlan
 
         if not isinstance(self.faults, FaultPlan):
             if changes is None:

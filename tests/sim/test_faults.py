@@ -6,10 +6,10 @@ import httpx
 import orjson
 import pytest
 
-from bulkprov.http import make_client
 from bulkprov.sim import GraphTenant, ScimService, SimTransport
 from bulkprov.sim.faults import ALL_KINDS, FaultPlan
 from bulkprov.sim.server import serve_simulators
+from bulkprov.transport import make_client
 
 TOKEN = "fault-test-token"
 USER = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a@b.example"}

@@ -2,25 +2,25 @@
 
 A plan is computed the way a sync decides, with the same pieces and from the same reads:
 
-* the cycle's sources (:func:`~bulkprov.lifecycle.read_cycle_sources`): the app's
+* the cycle's sources (:func:`~bulkprov.pipeline.lifecycle.read_cycle_sources`): the app's
   assignments (scope mode "assigned") and the groups to provision, from the same Graph
   ``groups/delta`` round a sync reads — overlaid in memory on the state's mirror instead
   of applied to it;
-* the same users read (:func:`~bulkprov.pipeline.choose_read`): a ``users/delta`` round
+* the same users read (:func:`~bulkprov.pipeline.run.choose_read`): a ``users/delta`` round
   from the deltaLink the last cycle saved — only the users changed since, so a plan on a
   large tenant with few changes is cheap — plus, in scope mode "assigned", the users whose
   assignment changed; or a full round where a sync would read everything (the first run,
   a scope or mapping change, an expired delta token), followed by the sweep of managed
   accounts the full read did not list;
-* each user through :meth:`~bulkprov.pipeline.Engine.entry`,
-  :class:`~bulkprov.pipeline.UserNames` (a second user of a page mapped to the same
-  userName fails), :meth:`~bulkprov.pipeline.Engine.pick_match` and
-  :meth:`~bulkprov.pipeline.Engine.decide` (scope, mapping, hard deletes from
+* each user through :meth:`~bulkprov.pipeline.run.Engine.entry`,
+  :class:`~bulkprov.pipeline.run.UserNames` (a second user of a page mapped to the same
+  userName fails), :meth:`~bulkprov.pipeline.run.Engine.pick_match` and
+  :meth:`~bulkprov.pipeline.run.Engine.decide` (scope, mapping, hard deletes from
   ``@removed`` entries, ``deprovision.delete_hard_deleted``), with the state database and
   — when a sync would match (first run, ``--rematch``) — the target's listing, held in
-  memory; then :func:`~bulkprov.pipeline.escrow_deferral`: a user waiting in escrow for
+  memory; then :func:`~bulkprov.pipeline.run.escrow_deferral`: a user waiting in escrow for
   its next retry is ``deferred``, as the sync skips it;
-* each group through :func:`~bulkprov.lifecycle.plan_group`, against the members the
+* each group through :func:`~bulkprov.pipeline.lifecycle.plan_group`, against the members the
   target would hold once the users' operations ran (a member the same sync creates shows
   with its placeholder id).
 
@@ -76,17 +76,20 @@ from typing import Any
 
 import httpx
 
-from . import _json
-from .checkpoint.lifecycle import GroupState, LifecycleStore
-from .checkpoint.store import StateStore
-from .clients import open_clients
-from .config import Config
-from .decide import Decision
-from .errors import DeltaExpired, PlanStale, StateError, UserDataError
-from .escrow import EscrowEntry
-from .graph.client import GraphClient, latest_per_id
-from .graph.directory import ScopeSources
-from .lifecycle import (
+from bulkprov import _json
+from bulkprov.checkpoint.staging import GroupState, LifecycleStore
+from bulkprov.checkpoint.store import StateStore
+from bulkprov.config import Config
+from bulkprov.credentials import Secrets
+from bulkprov.errors import DeltaExpired, PlanStale, StateError, UserDataError
+from bulkprov.escrow import EscrowEntry
+from bulkprov.graph.client import GraphClient, latest_per_id
+from bulkprov.graph.directory import ScopeSources
+from bulkprov.mapping import MappedUser
+from bulkprov.mapping.compiler import REDACTED
+from bulkprov.pipeline.clients import open_clients
+from bulkprov.pipeline.decide import Decision
+from bulkprov.pipeline.lifecycle import (
     GONE_REASON,
     GROUP_LEAVING_REASON,
     HELD_BACK,
@@ -96,13 +99,10 @@ from .lifecycle import (
     plan_group,
     read_cycle_sources,
 )
-from .mapping import MappedUser
-from .mapping.compiler import REDACTED
-from .pipeline import (
+from bulkprov.pipeline.run import (
     Engine,
     Evaluated,
     Guard,
-    Secrets,
     UserNames,
     assignment_changes,
     choose_read,
@@ -112,11 +112,11 @@ from .pipeline import (
     page_headers,
     user_name_of,
 )
-from .retry import RetryPolicy
-from .scim import groups as rg
-from .scim import requests as rq
-from .scim.client import ScimClient
-from .scim.responses import list_resources
+from bulkprov.retry import RetryPolicy
+from bulkprov.scim import groups as rg
+from bulkprov.scim import requests as rq
+from bulkprov.scim.client import ScimClient
+from bulkprov.scim.responses import list_resources
 
 PLAN_FORMAT = "bulkprov-plan/3"
 ACTIONS = ("create", "update", "link", "disable", "delete", "deferred", "skip", "failed")
@@ -138,7 +138,7 @@ def plan_config_fingerprint(cfg: Config) -> str:
     """The config parts that shape a plan's decisions (mappings, scope, deprovisioning,
     groups, the target and its dialect, the tenant).
 
-    Not :func:`bulkprov.lifecycle.config_fingerprint`, which covers only what forces a
+    Not :func:`bulkprov.pipeline.lifecycle.config_fingerprint`, which covers only what forces a
     full read.
     """
     return _digest(
@@ -206,7 +206,7 @@ class _Planner:
         )
 
     async def page(self, users: list[Any]) -> None:
-        """One Graph page, decided as :meth:`bulkprov.pipeline._Sync._page` decides it."""
+        """One Graph page, decided as :meth:`bulkprov.pipeline.run._Sync._page` decides it."""
         engine = self.engine
         evaluated: list[Evaluated] = []
         for user in users:
@@ -452,7 +452,6 @@ async def make_plan(
             graph_transport=graph_transport,
             scim_transport=scim_transport,
             policy=policy,
-            rate_limit=cfg.target.rate_limit,
         ) as (graph, scim):
             sources, _ = await read_cycle_sources(graph, ls, cfg, dry_run=True)
             link = None if full else await choose_read(ls, cfg, sources)
@@ -613,7 +612,7 @@ def plan_group_guard(plan: dict[str, Any]) -> GroupGuard:
 
 
 def apply_options(plan: dict[str, Any]) -> dict[str, Any]:
-    """The :func:`~bulkprov.pipeline.run_sync` options that make a sync do only what
+    """The :func:`~bulkprov.pipeline.run.run_sync` options that make a sync do only what
     ``plan`` shows: its user and group guards, and — when the plan showed the staged
     disables and deletes held by the accidental-deletion threshold — ``hold_staged``.
     """

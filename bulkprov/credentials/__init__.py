@@ -3,25 +3,47 @@
 ``sync``, ``plan``, ``provision``, ``test-connection`` and ``mapping`` all build their HTTP
 clients and credentials here: the custom CA bundles (``graph.ca_file``, ``target.ca_file``;
 verification is never turned off), msal for an https Graph authority
-(:mod:`bulkprov.graph.tokens`) and Zoom server-to-server OAuth for the target
-(:mod:`bulkprov.auth`).
+(:mod:`bulkprov.credentials.graph`) and Zoom server-to-server OAuth for the target
+(:mod:`bulkprov.credentials.target`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
 
-from .auth import TokenSource, ZoomOAuth
-from .errors import ConfigError
-from .graph.tokens import MsalToken
+from bulkprov.credentials.graph import MsalToken
+from bulkprov.credentials.target import TokenSource, ZoomOAuth
+from bulkprov.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .pipeline import Secrets
+    from bulkprov.config import Config
+
+
+@dataclass(slots=True)
+class Secrets:
+    #: the Graph client secret, or with ``graph.certificate`` its PEM private key
+    graph_client_secret: SecretStr
+    #: the static SCIM token, or with ``target.oauth`` the OAuth client secret
+    scim_token: SecretStr
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Secrets:
+        path = cfg.source_path
+        oauth = cfg.target.oauth
+        cert = cfg.graph.certificate
+        return cls(
+            cert.private_key.read("graph.certificate.private_key", path)
+            if cert
+            else cfg.graph.client_secret.read("graph.client_secret", path),
+            oauth.client_secret.read("target.oauth.client_secret", path)
+            if oauth
+            else cfg.target.token.read("target.token", path),
+        )
 
 
 def verify(path: Path | None) -> str | bool:

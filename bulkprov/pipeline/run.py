@@ -33,30 +33,26 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import signal
 import time
 from collections import defaultdict
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic import SecretStr
 
-from . import _json, validate
-from .breaker import Breaker
-from .checkpoint.lifecycle import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
-from .checkpoint.store import Run, StateStore, UserState, UserWrite, disabled
-from .clients import open_clients
-from .config import Config
-from .decide import Decision, decide, target_values
-from .errors import (
+from bulkprov import _json
+from bulkprov.breaker import Breaker
+from bulkprov.checkpoint.lock import StateLock
+from bulkprov.checkpoint.staging import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
+from bulkprov.checkpoint.store import Run, StateStore, UserState, UserWrite, disabled
+from bulkprov.config import Config
+from bulkprov.credentials import Secrets
+from bulkprov.errors import (
     DeltaExpired,
     Quarantined,
     RunAborted,
@@ -67,10 +63,14 @@ from .errors import (
     TargetRejected,
     UserDataError,
 )
-from .escrow import EscrowEntry
-from .graph.client import GraphClient, Page, latest_per_id
-from .graph.directory import ScopeSources
-from .lifecycle import (
+from bulkprov.escrow import EscrowEntry
+from bulkprov.graph.client import GraphClient, Page, latest_per_id
+from bulkprov.graph.directory import ScopeSources
+from bulkprov.mapping import MappedUser, MappingContext, UserMapper, compile_mappings
+from bulkprov.pipeline import source_checks as validate
+from bulkprov.pipeline.clients import open_clients
+from bulkprov.pipeline.decide import Decision, decide, target_values
+from bulkprov.pipeline.lifecycle import (
     HELD_BACK,
     GroupGuard,
     Lifecycle,
@@ -78,15 +78,14 @@ from .lifecycle import (
     config_fingerprint,
     read_cycle_sources,
 )
-from .mapping import MappedUser, MappingContext, UserMapper, compile_mappings
-from .retry import RetryPolicy
-from .scim import bulk
-from .scim import requests as rq
-from .scim.bulk import BulkBatch, BulkResult, BulkSupport
-from .scim.client import OutcomeUnknown, ScimClient
-from .scim.paths import get_value
-from .scim.responses import is_uniqueness_conflict, list_resources
-from .scope import ScopeEvaluator, compile_scope
+from bulkprov.retry import RetryPolicy
+from bulkprov.scim import bulk
+from bulkprov.scim import requests as rq
+from bulkprov.scim.bulk import BulkBatch, BulkResult, BulkSupport
+from bulkprov.scim.client import OutcomeUnknown, ScimClient
+from bulkprov.scim.paths import get_value
+from bulkprov.scim.responses import is_uniqueness_conflict, list_resources
+from bulkprov.scope import ScopeEvaluator, compile_scope
 
 #: cursor value meaning "every page of this run is durable"
 END_OF_PAGES = "#end"
@@ -118,28 +117,6 @@ _ESCROWED_KINDS = frozenset({"create", "update", "link"})
 #: a new incremental cycle with more assignment changes than this reads every user instead
 MAX_ASSIGNMENT_FETCHES = 1000
 NOT_ASSIGNED = "not assigned to the application (directly or through a group)"
-
-
-@dataclass(slots=True)
-class Secrets:
-    #: the Graph client secret, or with ``graph.certificate`` its PEM private key
-    graph_client_secret: SecretStr
-    #: the static SCIM token, or with ``target.oauth`` the OAuth client secret
-    scim_token: SecretStr
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> Secrets:
-        path = cfg.source_path
-        oauth = cfg.target.oauth
-        cert = cfg.graph.certificate
-        return cls(
-            cert.private_key.read("graph.certificate.private_key", path)
-            if cert
-            else cfg.graph.client_secret.read("graph.client_secret", path),
-            oauth.client_secret.read("target.oauth.client_secret", path)
-            if oauth
-            else cfg.target.token.read("target.token", path),
-        )
 
 
 @dataclass(slots=True)
@@ -338,36 +315,6 @@ async def fetch_users(
     return users
 
 
-class StateLock:
-    """An exclusive lock beside the state database: one sync per state at a time."""
-
-    def __init__(self, state_path: Path) -> None:
-        self.path = state_path.with_name(state_path.name + ".lock")
-        self._fd: int | None = None
-
-    def __enter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StateError(
-                f"another bulkprov sync is using {self.path.with_suffix('')} "
-                "(its lock is held); wait for it to finish"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
 class Engine:
     """Everything compiled from one config, reused across runs (``--watch``) and commands."""
 
@@ -538,14 +485,7 @@ async def run_sync(
                 graph_transport=graph_transport,
                 scim_transport=scim_transport,
                 policy=policy,
-                scim_policy=policy
-                or RetryPolicy(
-                    max_attempts=cfg.target.max_attempts,
-                    max_seconds=cfg.target.max_retry_seconds,
-                ),
                 scim_connections=cfg.target.concurrency,
-                rate_limit=cfg.target.rate_limit,
-                adaptive=cfg.target.adaptive,
             ) as (graph, scim):
                 stats.scim = scim
                 sync = _Sync(

@@ -25,8 +25,8 @@ from typing import Any
 import anyio
 from pydantic import SecretStr
 
-from .. import redact
-from ..errors import SourceAuthError, SourceError
+from bulkprov import redact
+from bulkprov.errors import SourceAuthError, SourceError
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 

@@ -15,31 +15,29 @@ empty ListResponse. Each failure names its likely cause.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from . import _json
-from .checkpoint.store import Run, StateStore
-from .clients import open_clients
-from .config import Config
-from .errors import (
+from bulkprov import _json
+from bulkprov.checkpoint.lock import StateLock
+from bulkprov.checkpoint.store import Run, StateStore
+from bulkprov.config import Config
+from bulkprov.credentials import Secrets
+from bulkprov.errors import (
     SourceAuthError,
     SourceError,
     TargetAuthError,
     TargetError,
     TargetRejected,
 )
-from .graph.client import GraphClient
-from .graph.directory import read_sources
-from .pipeline import Engine, RunStats, Secrets, StateLock, WorkItem, _Sync, user_name_of
-from .retry import RetryPolicy
-from .scim import requests as rq
-from .scim.client import ScimClient
+from bulkprov.graph.directory import read_sources
+from bulkprov.pipeline.clients import QUICK, open_clients
+from bulkprov.pipeline.run import Engine, RunStats, WorkItem, _Sync, user_name_of
+from bulkprov.retry import RetryPolicy
+from bulkprov.scim import requests as rq
 
 #: the on-demand actions' log entries carry this run id
 ON_DEMAND_RUN = 0
@@ -51,25 +49,6 @@ class Step:
     ok: bool
     detail: str
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@asynccontextmanager
-async def _clients(
-    cfg: Config,
-    secrets: Secrets,
-    graph_transport: httpx.AsyncBaseTransport | None,
-    scim_transport: httpx.AsyncBaseTransport | None,
-    policy: RetryPolicy | None,
-) -> AsyncIterator[tuple[GraphClient, ScimClient]]:
-    async with open_clients(
-        cfg,
-        secrets,
-        graph_transport=graph_transport,
-        scim_transport=scim_transport,
-        policy=policy,
-        scim_policy=policy or RetryPolicy(max_attempts=3, max_seconds=30.0),
-    ) as clients:
-        yield clients
 
 
 async def provision_user(
@@ -88,7 +67,14 @@ async def provision_user(
         store = await StateStore.open(cfg.state.path)
         async with (
             store,
-            _clients(cfg, secrets, graph_transport, scim_transport, policy) as (
+            open_clients(
+                cfg,
+                secrets,
+                graph_transport=graph_transport,
+                scim_transport=scim_transport,
+                policy=policy,
+                scim_policy=QUICK,
+            ) as (
                 graph,
                 scim,
             ),
@@ -180,7 +166,14 @@ async def check_connection(
     """Check Graph (token, a read) and the SCIM target (a query for a random userName)."""
     steps: list[Step] = []
     quick = policy or RetryPolicy(max_attempts=2, max_seconds=10.0)
-    async with _clients(cfg, secrets, graph_transport, scim_transport, quick) as (graph, scim):
+    async with open_clients(
+        cfg,
+        secrets,
+        graph_transport=graph_transport,
+        scim_transport=scim_transport,
+        policy=quick,
+        scim_policy=QUICK,
+    ) as (graph, scim):
         try:
             await graph.token()
             steps.append(Step("Graph token", True, f"issued for tenant {cfg.graph.tenant_id}"))

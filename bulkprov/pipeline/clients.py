@@ -1,8 +1,9 @@
 """The Graph and SCIM clients of one command, built from the config in one place.
 
-``sync``, ``plan`` and ``provision``/``test-connection`` all talk to the same two services
-with the same TLS, token and retry rules; only their connection counts and the SCIM
-request budget differ.
+``sync``, ``plan``, ``approve`` and ``provision``/``test-connection`` all talk to the same two
+services with the same TLS, token, pacing and retry rules (the target's rate limit and retry
+budget from ``[target]``); only the sync opens ``target.concurrency`` connections, and the
+on-demand commands give up sooner (:data:`QUICK`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from . import credentials
-from .graph.client import GraphClient
-from .http import make_client
-from .retry import RetryPolicy
-from .scim.client import ScimClient
+from bulkprov import credentials
+from bulkprov.graph.client import GraphClient
+from bulkprov.retry import RetryPolicy
+from bulkprov.scim.client import ScimClient
+from bulkprov.transport import make_client
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .pipeline import Secrets
+    from bulkprov.config import Config
+    from bulkprov.credentials import Secrets
+
+
+#: the on-demand commands' target retry budget: a person is waiting for the answer
+QUICK = RetryPolicy(max_attempts=3, max_seconds=30.0)
 
 
 @asynccontextmanager
@@ -34,10 +39,12 @@ async def open_clients(
     policy: RetryPolicy | None = None,
     scim_policy: RetryPolicy | None = None,
     scim_connections: int = 4,
-    rate_limit: float = 0.0,
-    adaptive: bool = True,
 ) -> AsyncIterator[tuple[GraphClient, ScimClient]]:
-    """Open both HTTP clients; ``scim_policy`` defaults to ``policy``."""
+    """Open both HTTP clients.
+
+    ``policy`` is Graph's retry policy (and the target's, when given: tests); the target's
+    defaults to ``scim_policy``, else ``[target]``'s ``max_attempts``/``max_retry_seconds``.
+    """
     graph_http = make_client(
         timeout=cfg.graph.timeout,
         max_connections=4,
@@ -67,8 +74,12 @@ async def open_clients(
             cfg.target.base_url,
             credentials.scim_credential(cfg, secrets, scim_http),
             scim_http,
-            rate_limit=rate_limit,
-            adaptive=adaptive,
-            policy=scim_policy or policy,
+            rate_limit=cfg.target.rate_limit,
+            adaptive=cfg.target.adaptive,
+            policy=policy
+            or scim_policy
+            or RetryPolicy(
+                max_attempts=cfg.target.max_attempts, max_seconds=cfg.target.max_retry_seconds
+            ),
         )
         yield graph, scim

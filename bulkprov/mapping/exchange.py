@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import AttributeMapping
-from .errors import ConfigError
-from .mapping import MappingContext, compile_expression, compile_mappings
-from .mapping.compiler import REDACTED
+from bulkprov.config import AttributeMapping
+from bulkprov.errors import ConfigError
+from bulkprov.mapping import MappingContext, compile_expression, compile_mappings
+from bulkprov.mapping.compiler import REDACTED
 
 
 def to_graph(mappings: list[AttributeMapping]) -> dict[str, Any]:

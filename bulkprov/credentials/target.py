@@ -23,8 +23,8 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
-from . import _json, redact
-from .errors import TargetAuthError
+from bulkprov import _json, redact
+from bulkprov.errors import TargetAuthError
 
 WARN_DAYS = 30
 #: fetch a new OAuth token this long before the old one expires (at most a tenth of its life)

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .checkpoint.store import UserState
-from .scim.paths import get_value
-from .scim.requests import diff_values
+from bulkprov.checkpoint.store import UserState
+from bulkprov.scim.paths import get_value
+from bulkprov.scim.requests import diff_values
 
 Kind = Literal["create", "update", "link", "disable", "delete", "skip"]
 

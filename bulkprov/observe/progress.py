@@ -1,9 +1,9 @@
 """Progress for long runs: a rich progress bar, JSON-lines events, or quiet.
 
-The display only reads :class:`~bulkprov.pipeline.RunStats` four times a second; it never
-sits on the hot path. Beside it run the report's sampler (:mod:`bulkprov.report`, once a
+The display only reads :class:`~bulkprov.pipeline.run.RunStats` four times a second; it never
+sits on the hot path. Beside it run the report's sampler (:mod:`bulkprov.observe.report`, once a
 second, which also gives the *current* rate shown here) and, when asked, the Prometheus
-endpoint (:mod:`bulkprov.metrics`). After the run, the HTML report is written.
+endpoint (:mod:`bulkprov.observe.metrics`). After the run, the HTML report is written.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import _json
-from .auth import expiry_warning
-from .config import Config
-from .metrics import MetricsServer
-from .pipeline import Engine, RunResult, RunStats, Secrets, run_sync
-from .report import RunSampler, write_report
+from bulkprov import _json
+from bulkprov.config import Config
+from bulkprov.credentials import Secrets
+from bulkprov.credentials.target import expiry_warning
+from bulkprov.observe.metrics import MetricsServer
+from bulkprov.observe.report import RunSampler, write_report
+from bulkprov.pipeline import Engine, RunResult, RunStats, run_sync
 
 TICK = 0.25
 #: seconds between JSON ``progress`` events
@@ -68,7 +69,7 @@ async def run_with_progress(
     report: bool = True,
     **sync_options: Any,
 ) -> RunResult:
-    """Run :func:`~bulkprov.pipeline.run_sync` with a display, the sampler, metrics, a report.
+    """Run :func:`~bulkprov.pipeline.run.run_sync` with a display, the sampler, metrics, a report.
 
     ``sync_options`` go to ``run_sync`` (tests pass transports and a retry policy).
     """

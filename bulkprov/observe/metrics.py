@@ -2,7 +2,7 @@
 
 Served with aiohttp, already a dependency (it serves the simulators), in the sync's own
 event loop, rather than with ``prometheus-client``: every figure already lives in one
-:class:`~bulkprov.pipeline.RunStats`, so a scrape renders a snapshot of it (a pull, like a
+:class:`~bulkprov.pipeline.run.RunStats`, so a scrape renders a snapshot of it (a pull, like a
 custom collector) and nothing is counted twice on the hot path; ``prometheus-client`` would
 add a dependency, a process-global registry and a server thread for a dozen lines of the
 stable text exposition format (version 0.0.4).
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from .errors import ConfigError
-from .pipeline import RunStats
+from bulkprov.errors import ConfigError
+from bulkprov.pipeline import RunStats
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -1,6 +1,6 @@
 """The run report: samples taken during a run, and one self-contained HTML page after it.
 
-While ``bulkprov sync`` runs, :class:`RunSampler` reads :class:`~bulkprov.pipeline.RunStats`
+While ``bulkprov sync`` runs, :class:`RunSampler` reads :class:`~bulkprov.pipeline.run.RunStats`
 once a second (never on the hot path) and appends one JSON line per sample to a sidecar
 beside the state database::
 
@@ -29,10 +29,10 @@ from typing import IO, Any
 
 import anyio
 
-from . import _json
-from .checkpoint.store import StateStore
-from .config import Config
-from .pipeline import COUNT_KEYS, RunStats
+from bulkprov import _json
+from bulkprov.checkpoint.store import StateStore
+from bulkprov.config import Config
+from bulkprov.pipeline import COUNT_KEYS, RunStats
 
 #: seconds between two samples
 SAMPLE_SECONDS = 1.0

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import UserDataError
+from bulkprov.errors import UserDataError
 
 #: longest single attribute value sent to the target (userName, emails: see below)
 MAX_VALUE_LENGTH = 1024

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _json
-from ..graph.groups_delta import GroupDelta
-from .store import Run, StateStore, UserWrite, _chunks
+from bulkprov import _json
+from bulkprov.checkpoint.store import Run, StateStore, UserWrite, _chunks
+from bulkprov.graph.groups_delta import GroupDelta
 
 #: ``sync_state`` keys
 USERS_DELTA = "users_delta"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 import aiohttp
 import httpx
 
-from .http1 import Http1Pool
+from bulkprov.http1 import Http1Pool
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import _json
+from bulkprov import _json
 
 #: bulkprov log action → Entra's provisioningAction (Create, Update, Delete, Disable,
 #: StagedDelete, Other; facts.md §5.1). A link is "Other" (an existing account matched).

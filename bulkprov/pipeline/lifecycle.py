@@ -40,23 +40,29 @@ from dataclasses import dataclass
 
 import anyio
 
-from . import _json
-from .checkpoint.lifecycle import DELETE_GROUP, GROUPS_DELTA, GroupState, LifecycleStore, Staged
-from .checkpoint.store import Run, StateStore, UserWrite, disabled
-from .config import Config
-from .decide import Decision
-from .errors import TargetAuthError, TargetError, TargetRejected
-from .graph.client import GraphClient
-from .graph.directory import GroupMirror, ScopeSources, SourceGroup, read_sources
-from .graph.groups_delta import DeltaOverlay, read_groups_delta
-from .mapping import MappedUser
-from .scim import bulk
-from .scim import groups as rg
-from .scim import requests as rq
-from .scim.bulk import BulkBatch, BulkSupport
-from .scim.client import ScimClient
-from .scim.requests import ScimRequest
-from .scim.responses import list_resources
+from bulkprov import _json
+from bulkprov.checkpoint.staging import (
+    DELETE_GROUP,
+    GROUPS_DELTA,
+    GroupState,
+    LifecycleStore,
+    Staged,
+)
+from bulkprov.checkpoint.store import Run, StateStore, UserWrite, disabled
+from bulkprov.config import Config
+from bulkprov.errors import TargetAuthError, TargetError, TargetRejected
+from bulkprov.graph.client import GraphClient
+from bulkprov.graph.directory import GroupMirror, ScopeSources, SourceGroup, read_sources
+from bulkprov.graph.groups_delta import DeltaOverlay, read_groups_delta
+from bulkprov.mapping import MappedUser
+from bulkprov.pipeline.decide import Decision
+from bulkprov.scim import bulk
+from bulkprov.scim import groups as rg
+from bulkprov.scim import requests as rq
+from bulkprov.scim.bulk import BulkBatch, BulkSupport
+from bulkprov.scim.client import ScimClient
+from bulkprov.scim.requests import ScimRequest
+from bulkprov.scim.responses import list_resources
 
 
 def config_fingerprint(cfg: Config) -> str:
