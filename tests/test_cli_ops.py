@@ -69,6 +69,7 @@ def test_every_command_has_help_with_an_example_and_exit_codes(name):
     assert "BULKPROV_CONFIG" in result.output
 
 
+@pytest.mark.slow  # ~20 s: renders the HTML report in headless chromium
 def test_sync_json_events_report_and_logs(cli: Cli, tmp_path):
     users = [u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False]
     rejected = {u["userPrincipalName"].lower() for u in users[:3]}

@@ -130,6 +130,7 @@ async def test_409_on_incremental_run_links_the_account(servers, tenant, scim, t
     assert scim.find(new["userPrincipalName"])["displayName"] == new["displayName"]
 
 
+@pytest.mark.slow  # ~6 s each: a whole sync throttled by the simulator's real-time 60/s limit
 @pytest.mark.parametrize("retry_after", [0.05, False], ids=["retry-after", "no-retry-after"])
 async def test_rate_limited_target_429_with_and_without_retry_after(tmp_path, retry_after):
     """The target throttles at 60 req/s: every user still lands exactly once."""
