@@ -1,9 +1,10 @@
 """Seeded fault injection for both simulators: the failures a provisioning client must survive.
 
-A :class:`FaultPlan` is a :class:`~bulkprov.sim.scim_service.Faults` hook (the SCIM service
-and the Graph tenant both consult one around every API request). Each request is faulted with
-probability ``rate``; the kind is drawn, with the same seeded generator, from the kinds in the
-plan that make sense for that request:
+This module owns :class:`Faults`, the hook both simulators consult around every API request
+(and :class:`NoFaults`, the hook that does nothing), so neither simulator imports the other for
+it. A :class:`FaultPlan` is such a hook. Each request is faulted with probability ``rate``; the
+kind is drawn, with the same seeded generator, from the kinds in the plan that make sense for
+that request:
 
 =====================  =====================================================================
 kind                   what the client sees
@@ -36,15 +37,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from bulkprov.sim.http import DROP_CONNECTION, SimRequest, SimResponse
 
-__all__ = ["ALL_KINDS", "GRAPH_KINDS", "SOAK_KINDS", "FaultPlan"]
+__all__ = ["ALL_KINDS", "GRAPH_KINDS", "SOAK_KINDS", "FaultPlan", "Faults", "NoFaults"]
 
 ALL_KINDS: tuple[str, ...] = (
     "429",
@@ -76,6 +77,35 @@ _SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> SimResponse:
     body = orjson.dumps({"schemas": [_SCIM_ERROR], "status": str(status), "detail": detail})
     return SimResponse(status, body, {"Content-Type": "application/scim+json", **(headers or {})})
+
+
+class Faults(Protocol):
+    """Fault-injection hook consulted around every API request (not the control endpoints).
+
+    ``before`` may return a response to send instead of handling the request (a 500, a slow
+    answer, a dropped write…); ``after`` sees the real response and may replace it (e.g. the
+    create happened but the client is told 502: the classic duplicate-create trap).
+    """
+
+    def before(self, req: SimRequest) -> Awaitable[SimResponse | None]:
+        """Return a response to short-circuit the request, or ``None`` to handle it."""
+        ...
+
+    def after(self, req: SimRequest, resp: SimResponse) -> Awaitable[SimResponse]:
+        """Return the response to send (``resp`` unchanged by default)."""
+        ...
+
+
+class NoFaults:
+    """A no-op :class:`Faults`: subclass it and override only what a test needs."""
+
+    async def before(self, req: SimRequest) -> SimResponse | None:
+        """Handle every request normally."""
+        return None
+
+    async def after(self, req: SimRequest, resp: SimResponse) -> SimResponse:
+        """Send the real response."""
+        return resp
 
 
 @dataclass

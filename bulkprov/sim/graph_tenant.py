@@ -39,9 +39,9 @@ import orjson
 
 from bulkprov.sim.client_assertion import JWT_BEARER, RegisteredCertificate
 from bulkprov.sim.client_assertion import verify as verify_assertion
+from bulkprov.sim.faults import GRAPH_KINDS, FaultPlan, Faults
 from bulkprov.sim.graph_directory import Directory
 from bulkprov.sim.http import SimRequest, SimResponse, json_response
-from bulkprov.sim.scim_service import Faults
 from bulkprov.sim.users import (
     DEFAULT_SELECT,
     USER_PROPERTIES,
@@ -445,8 +445,6 @@ class GraphTenant:
         return _graph_error(404, "UnknownError", f"No route for {req.method} {path}")
 
     def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
-        from bulkprov.sim.faults import GRAPH_KINDS, FaultPlan
-
         if not isinstance(self.faults, FaultPlan):
             if changes is None:
                 return {"rate": 0.0, "injected": {}}

@@ -35,8 +35,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -50,11 +49,12 @@ from bulkprov.scim.paths import (
     remove_value,
     set_value,
 )
+from bulkprov.sim.faults import SOAK_KINDS, FaultPlan, Faults
 from bulkprov.sim.http import SimRequest, SimResponse
 from bulkprov.sim.scim_bulk import handle_bulk, service_provider_config
 from bulkprov.sim.scim_groups import GroupStore
 
-__all__ = ["Faults", "NoFaults", "ScimService", "scim_error"]
+__all__ = ["ScimService", "scim_error"]
 
 SCIM_JSON = "application/scim+json"
 _JSON_HEADERS = {"Content-Type": SCIM_JSON}
@@ -68,35 +68,6 @@ _RATE_LIMIT_DETAIL = (
 _loads = orjson.loads
 _dumps = orjson.dumps
 _monotonic = time.monotonic
-
-
-class Faults(Protocol):
-    """Fault-injection hook consulted around every SCIM request (not the control endpoints).
-
-    ``before`` may return a response to send instead of handling the request (a 500, a slow
-    answer, a dropped write…); ``after`` sees the real response and may replace it (e.g. the
-    create happened but the client is told 502: the classic duplicate-create trap).
-    """
-
-    def before(self, req: SimRequest) -> Awaitable[SimResponse | None]:
-        """Return a response to short-circuit the request, or ``None`` to handle it."""
-        ...
-
-    def after(self, req: SimRequest, resp: SimResponse) -> Awaitable[SimResponse]:
-        """Return the response to send (``resp`` unchanged by default)."""
-        ...
-
-
-class NoFaults:
-    """A no-op :class:`Faults`: subclass it and override only what a test needs."""
-
-    async def before(self, req: SimRequest) -> SimResponse | None:
-        """Handle every request normally."""
-        return None
-
-    async def after(self, req: SimRequest, resp: SimResponse) -> SimResponse:
-        """Send the real response."""
-        return resp
 
 
 def scim_error(
@@ -378,8 +349,6 @@ class ScimService:
 
     def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
         """``GET``/``POST /_sim/faults``: read or (re)configure the seeded fault plan."""
-        from bulkprov.sim.faults import SOAK_KINDS, FaultPlan
-
         if not isinstance(self.faults, FaultPlan):
             if changes is None:
                 return {"rate": 0.0, "injected": {}}
