@@ -19,7 +19,7 @@ from bulkprov.cli import main
 from bulkprov.observe import progress
 from bulkprov.sim import NoFaults, SimResponse
 from bulkprov.sim.http import SimRequest
-from bulkprov.sim.scim_service import scim_error
+from bulkprov.sim.scim.service import scim_error
 
 from .cli_support import Cli, cli_fixture  # noqa: F401 - the `cli` fixture
 from .conftest import GRAPH_SECRET, SCIM_TOKEN

@@ -21,8 +21,8 @@ from bulkprov.credentials import Secrets
 from bulkprov.errors import SourceAuthError
 from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant, ScimService, SimRequest
-from bulkprov.sim.client_assertion import JWT_BEARER
-from bulkprov.sim.graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID
+from bulkprov.sim.graph.client_assertion import JWT_BEARER
+from bulkprov.sim.graph.tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID
 from bulkprov.sim.server import serve_simulators
 
 from .conftest import FAST_RETRY, GRAPH_SECRET, SCIM_TOKEN, make_config

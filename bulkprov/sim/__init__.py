@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bulkprov.sim.faults import Faults, NoFaults
-from bulkprov.sim.graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
+from bulkprov.sim.graph.tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
 from bulkprov.sim.http import (
     SimRequest,
     SimResponse,
@@ -20,7 +20,7 @@ from bulkprov.sim.http import (
     make_app,
     make_server,
 )
-from bulkprov.sim.scim_service import ScimService, scim_error
+from bulkprov.sim.scim.service import ScimService, scim_error
 from bulkprov.sim.server import SimServers, SimulatorProcess, serve_simulators
 from bulkprov.sim.users import generate_user, generate_users, index_from_id, user_id
 

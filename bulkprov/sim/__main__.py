@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 
 from bulkprov.sim.faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
-from bulkprov.sim.graph_tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
-from bulkprov.sim.scim_service import ScimService
+from bulkprov.sim.graph.tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
+from bulkprov.sim.scim.service import ScimService
 from bulkprov.sim.server import serve_simulators, write_port_file
 
 

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bulkprov.sim.graph_tenant import GraphTenant
+from bulkprov.sim.graph.tenant import GraphTenant
 from bulkprov.sim.http import make_server
-from bulkprov.sim.scim_service import ScimService
+from bulkprov.sim.scim.service import ScimService
 
 __all__ = ["SimServers", "SimulatorProcess", "serve_simulators"]
 

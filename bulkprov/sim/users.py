@@ -3,7 +3,7 @@
 A tenant of a million users must cost nothing until it is read, and two runs with the same seed
 must see the same people: so user ``i`` is a pure function of ``(seed, i)``: one keyed BLAKE2b
 digest supplies every random choice. Generating one user costs a few microseconds; nothing is
-materialised up front (:class:`~bulkprov.sim.graph_tenant.GraphTenant` builds a page's users
+materialised up front (:class:`~bulkprov.sim.graph.tenant.GraphTenant` builds a page's users
 when the page is requested).
 
 The data is deliberately awkward, because real directories are: non-ASCII names (Zoë, Øyvind,

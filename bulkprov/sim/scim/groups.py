@@ -34,7 +34,7 @@ ErrorFn = Callable[..., SimResponse]
 
 
 class GroupStore:
-    """The groups of one :class:`~bulkprov.sim.scim_service.ScimService`."""
+    """The groups of one :class:`~bulkprov.sim.scim.service.ScimService`."""
 
     def __init__(self, user_exists: Callable[[str], bool], new_id: Callable[[], str]) -> None:
         self._user_exists = user_exists

@@ -1,6 +1,6 @@
 """The simulated tenant's lifecycle surface: delta query, groups and app role assignments.
 
-Served by :class:`~bulkprov.sim.graph_tenant.GraphTenant` under ``/v1.0`` (facts.md §7.3,
+Served by :class:`~bulkprov.sim.graph.tenant.GraphTenant` under ``/v1.0`` (facts.md §7.3,
 §7.4):
 
 * ``GET /users/delta``: the initial round lists every live user over pages linked by
@@ -44,7 +44,7 @@ from bulkprov.sim.http import SimRequest, SimResponse, json_response
 from bulkprov.sim.users import DEFAULT_SELECT, user_id
 
 if TYPE_CHECKING:
-    from bulkprov.sim.graph_tenant import GraphTenant
+    from bulkprov.sim.graph.tenant import GraphTenant
 
 #: appRoleId of "Default Access" (an assignment without a specific role)
 DEFAULT_ACCESS = "00000000-0000-0000-0000-000000000000"
@@ -309,7 +309,7 @@ class Directory:
     # delta -----------------------------------------------------------------------
 
     def _users_delta(self, req: SimRequest) -> SimResponse:
-        from bulkprov.sim.graph_tenant import _parse_select
+        from bulkprov.sim.graph.tenant import _parse_select
 
         q = req.query
         size = 100

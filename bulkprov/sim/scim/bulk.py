@@ -17,7 +17,7 @@ from bulkprov.scim.paths import BULK_RESPONSE, ERROR
 from bulkprov.sim.http import SimRequest, SimResponse
 
 if TYPE_CHECKING:
-    from bulkprov.sim.scim_service import ScimService
+    from bulkprov.sim.scim.service import ScimService
 
 SPC = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 _JSON = {"Content-Type": "application/scim+json"}

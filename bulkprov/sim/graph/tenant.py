@@ -37,10 +37,10 @@ from urllib.parse import parse_qs, quote, unquote
 
 import orjson
 
-from bulkprov.sim.client_assertion import JWT_BEARER, RegisteredCertificate
-from bulkprov.sim.client_assertion import verify as verify_assertion
 from bulkprov.sim.faults import GRAPH_KINDS, FaultPlan, Faults
-from bulkprov.sim.graph_directory import Directory
+from bulkprov.sim.graph.client_assertion import JWT_BEARER, RegisteredCertificate
+from bulkprov.sim.graph.client_assertion import verify as verify_assertion
+from bulkprov.sim.graph.directory import Directory
 from bulkprov.sim.http import SimRequest, SimResponse, json_response
 from bulkprov.sim.users import (
     DEFAULT_SELECT,
@@ -163,7 +163,7 @@ class GraphTenant:
             tenant id, so a restarted simulator still honours nextLinks saved in a checkpoint.
         client_certificate: a PEM certificate (or public key) registered for the app: the
             token endpoint then also accepts a ``private_key_jwt`` client assertion signed
-            with its private key (:mod:`bulkprov.sim.client_assertion`).
+            with its private key (:mod:`bulkprov.sim.graph.client_assertion`).
     """
 
     def __init__(
@@ -216,7 +216,7 @@ class GraphTenant:
         self.raw_users: dict[int, Any] = {}
         self.counters: dict[str, int] = {}
         self._reset_counters()
-        #: groups, app role assignments and delta tracking (graph_directory.py)
+        #: groups, app role assignments and delta tracking (directory.py)
         self.directory = Directory(self)
 
     # ------------------------------------------------------------------ Python test API

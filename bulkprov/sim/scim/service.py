@@ -51,8 +51,8 @@ from bulkprov.scim.paths import (
 )
 from bulkprov.sim.faults import SOAK_KINDS, FaultPlan, Faults
 from bulkprov.sim.http import SimRequest, SimResponse
-from bulkprov.sim.scim_bulk import handle_bulk, service_provider_config
-from bulkprov.sim.scim_groups import GroupStore
+from bulkprov.sim.scim.bulk import handle_bulk, service_provider_config
+from bulkprov.sim.scim.groups import GroupStore
 
 __all__ = ["ScimService", "scim_error"]
 
@@ -126,7 +126,7 @@ class ScimService:
             multi-million-user benchmarks if memory matters).
         public_url: ``scheme://host[:port]`` for ``meta.location``; by default the request's.
         bulk_max_operations: serve ``/ServiceProviderConfig`` and ``/Bulk`` with this many
-            operations per request (0: neither, as Zoom; see :mod:`bulkprov.sim.scim_bulk`).
+            operations per request (0: neither, as Zoom; see :mod:`bulkprov.sim.scim.bulk`).
         bulk_max_payload: ``maxPayloadSize`` in bytes of a Bulk request.
     """
 
@@ -188,7 +188,7 @@ class ScimService:
         self._duplicates: list[str] = []  # keys of posts_by_username that reached 2
         self.posts = 0
         self.throttled = 0
-        #: ``/Groups`` (scim_groups.py); members must be stored users
+        #: ``/Groups`` (groups.py); members must be stored users
         self.groups = GroupStore(lambda uid: uid in self._users, self._new_id)
 
     # --------------------------------------------------------------- configuration API
