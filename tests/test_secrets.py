@@ -53,6 +53,7 @@ def _texts_of(exc: BaseException) -> list[str]:
     return out
 
 
+@pytest.mark.slow  # ~20 s: a full run with 10 % faults, then the two failure paths
 async def test_a_full_run_with_faults_and_failures_leaks_nothing(tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("BULKPROV_GRAPH_SECRET", GRAPH_SECRET)

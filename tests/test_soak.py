@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.pipeline.run import run_sync
 from bulkprov.retry import RetryPolicy
@@ -26,6 +28,7 @@ async def soak(cfg, rounds: int = 5) -> list:
     return results
 
 
+@pytest.mark.slow  # ~50 s: 1,000 users through 10 % faults of every kind, then escrow rounds
 async def test_ten_percent_faults_of_every_kind(tmp_path):
     tenant = GraphTenant(user_count=1000, seed=13, client_secret=GRAPH_SECRET)
     scim = ScimService(SCIM_TOKEN, id_seed=13)
