@@ -35,26 +35,54 @@ import hashlib
 import hmac
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import orjson
 
+from bulkprov.sim.graph.odata import parse_select
 from bulkprov.sim.http import SimRequest, SimResponse, json_response
 from bulkprov.sim.users import DEFAULT_SELECT, user_id
-
-if TYPE_CHECKING:
-    from bulkprov.sim.graph.tenant import GraphTenant
 
 #: appRoleId of "Default Access" (an assignment without a specific role)
 DEFAULT_ACCESS = "00000000-0000-0000-0000-000000000000"
 _MAXPAGESIZE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
 
 
-class Directory:
-    """Groups, assignments and change tracking of one :class:`GraphTenant`."""
+class TenantView(Protocol):
+    """What a :class:`Directory` reads (and counts) of the tenant it belongs to.
 
-    def __init__(self, tenant: GraphTenant, service_principal_id: str | None = None) -> None:
+    :class:`~bulkprov.sim.graph.tenant.GraphTenant` is the one implementation. The directory
+    names this protocol instead of importing that class because tenant.py imports this module
+    to build its directory: naming the class here made the two modules an import cycle. The
+    private members are the tenant's user slots, which the delta rounds page over.
+    """
+
+    seed: int
+    client_id: str
+    counters: dict[str, int]
+    _key: bytes  # signs the delta tokens, as it signs the tenant's skiptokens
+    _slots: int
+    _gone: set[int]
+    _soft_deleted: dict[int, str]
+    _overrides: dict[int, dict[str, Any]]
+
+    def get_user(self, key: str) -> dict[str, Any] | None:
+        """A live user by id or UPN, or ``None``."""
+        ...
+
+    def served(self, slot: int, select: tuple[str, ...]) -> Any:
+        """What a page holds for ``slot``."""
+        ...
+
+    def _base(self, req: SimRequest) -> str: ...
+
+
+class Directory:
+    """Groups, assignments and change tracking of one
+    :class:`~bulkprov.sim.graph.tenant.GraphTenant`."""
+
+    def __init__(self, tenant: TenantView, service_principal_id: str | None = None) -> None:
         self.tenant = tenant
         self.version = 0
         #: slot → version of its last change
@@ -309,8 +337,6 @@ class Directory:
     # delta -----------------------------------------------------------------------
 
     def _users_delta(self, req: SimRequest) -> SimResponse:
-        from bulkprov.sim.graph.tenant import _parse_select
-
         q = req.query
         size = 100
         m = _MAXPAGESIZE.search(req.headers.get("prefer", ""))
@@ -329,7 +355,7 @@ class Directory:
             elif state["f"] < self.floor:
                 return self._expired(base, state.get("s"), "users")
         else:
-            fields = _parse_select(q.get("$select"))
+            fields = parse_select(q.get("$select"))
             if isinstance(fields, SimResponse):
                 return fields
             state = {

@@ -15,6 +15,10 @@ It behaves like the real service where a provisioning client can notice (facts.m
 Users come from :mod:`bulkprov.sim.users` on demand; only users a test changes, adds or deletes
 are stored, so a tenant of a million users costs a few kilobytes until it is read.
 
+What ``$select`` accepts and how a selected user reads, and Graph's error envelope, are in
+:mod:`bulkprov.sim.graph.odata` (the directory's ``users/delta`` needs them too); groups,
+assignments and delta rounds in :mod:`bulkprov.sim.graph.directory`.
+
 Unsupported OData options (``$filter``, ``$orderby``, ``$search``, ``$expand``, ``$skip``)
 answer 400 instead of being ignored: a client that starts relying on them should fail loudly
 against the simulator rather than silently receive every user.
@@ -27,7 +31,6 @@ import base64
 import hashlib
 import hmac
 import random
-import re
 import secrets
 import time
 import uuid
@@ -41,100 +44,24 @@ from bulkprov.sim.faults import GRAPH_KINDS, FaultPlan, Faults
 from bulkprov.sim.graph.client_assertion import JWT_BEARER, RegisteredCertificate
 from bulkprov.sim.graph.client_assertion import verify as verify_assertion
 from bulkprov.sim.graph.directory import Directory
+from bulkprov.sim.graph.odata import GRAPH_JSON, graph_error, now_iso, parse_select, project
 from bulkprov.sim.http import SimRequest, SimResponse, json_response
 from bulkprov.sim.users import (
     DEFAULT_SELECT,
-    USER_PROPERTIES,
     generate_user,
     index_from_id,
     index_from_upn,
 )
 
-__all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_TENANT_ID", "OTHER_PROPERTIES", "GraphTenant"]
+__all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_TENANT_ID", "GraphTenant"]
 
 DEFAULT_TENANT_ID = "8f3c0e2a-5b1d-4c6e-9a7f-0d2b4e6f8a10"
 DEFAULT_CLIENT_ID = "b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
-_GRAPH_JSON = (
-    "application/json;odata.metadata=minimal;odata.streaming=true;"
-    "IEEE754Compatible=false;charset=utf-8"
-)
 _AAD_JSON = "application/json; charset=utf-8"
 _UNSUPPORTED_OPTIONS = ("$filter", "$orderby", "$search", "$expand", "$skip", "$count")
-
-#: Other Graph v1.0 ``user`` properties a client may ``$select``: the generator does not fill
-#: them, so they come back as Graph returns an unset property (``null``, or ``[]`` for a
-#: collection) unless a test sets them with :meth:`GraphTenant.update_user`.
-_SCALAR_PROPERTIES = (
-    "aboutMe",
-    "ageGroup",
-    "birthday",
-    "companyName",
-    "consentProvidedForMinor",
-    "createdDateTime",
-    "creationType",
-    "deletedDateTime",
-    "employeeHireDate",
-    "employeeLeaveDateTime",
-    "employeeOrgData",
-    "employeeType",
-    "externalUserState",
-    "externalUserStateChangeDateTime",
-    "faxNumber",
-    "hireDate",
-    "isResourceAccount",
-    "lastPasswordChangeDateTime",
-    "legalAgeGroupClassification",
-    "mailboxSettings",
-    "mySite",
-    "onPremisesDistinguishedName",
-    "onPremisesDomainName",
-    "onPremisesImmutableId",
-    "onPremisesLastSyncDateTime",
-    "onPremisesSamAccountName",
-    "onPremisesSecurityIdentifier",
-    "onPremisesSyncEnabled",
-    "onPremisesUserPrincipalName",
-    "passwordPolicies",
-    "passwordProfile",
-    "postalCode",
-    "preferredDataLocation",
-    "preferredName",
-    "securityIdentifier",
-    "showInAddressList",
-    "signInSessionsValidFromDateTime",
-    "state",
-    "streetAddress",
-)
-_COLLECTION_PROPERTIES = (
-    "assignedLicenses",
-    "assignedPlans",
-    "identities",
-    "imAddresses",
-    "interests",
-    "licenseAssignmentStates",
-    "onPremisesProvisioningErrors",
-    "otherMails",
-    "pastProjects",
-    "provisionedPlans",
-    "proxyAddresses",
-    "responsibilities",
-    "schools",
-    "skills",
-)
-OTHER_PROPERTIES: dict[str, Any] = {
-    **dict.fromkeys(_SCALAR_PROPERTIES),
-    **dict.fromkeys(_COLLECTION_PROPERTIES, ()),
-    "onPremisesExtensionAttributes": {f"extensionAttribute{i}": None for i in range(1, 16)},
-}
-_PROPS_CI = {p.lower(): p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES)}
-_DIRECTORY_EXTENSION = re.compile(r"^extension_[0-9a-f]{32}_\w+$", re.IGNORECASE)
-
-
-def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
 
 
 def format_retry_after(seconds: float) -> str:
@@ -342,7 +269,7 @@ class GraphTenant:
         or a raw entry (:meth:`add_raw_user`) as it is."""
         if slot in self.raw_users and slot not in self._overrides:
             return self.raw_users[slot]
-        return _project(self._user_at(slot), select)
+        return project(self._user_at(slot), select)
 
     def add_raw_user(self, raw: Any) -> int:
         """Append an entry served *verbatim* in ``/users`` pages (no projection, no checks).
@@ -361,7 +288,7 @@ class GraphTenant:
         self._gone.add(slot)
         self.directory.touch(slot, hard_delete=not soft)
         if soft:
-            self._soft_deleted[slot] = _now_iso() + "Z"
+            self._soft_deleted[slot] = now_iso() + "Z"
         elif slot in self._overrides:
             del self._upn_slots[str(self._overrides[slot]["userPrincipalName"]).lower()]
 
@@ -442,7 +369,7 @@ class GraphTenant:
             return self._token(req, parts[0])
         if len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
             return self._openid(req, parts[0])
-        return _graph_error(404, "UnknownError", f"No route for {req.method} {path}")
+        return graph_error(404, "UnknownError", f"No route for {req.method} {path}")
 
     def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
         if not isinstance(self.faults, FaultPlan):
@@ -614,16 +541,16 @@ class GraphTenant:
         auth = req.headers.get("authorization")
         if not auth:
             c["unauthorized"] += 1
-            return _graph_error(401, "InvalidAuthenticationToken", "Access token is empty.")
+            return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.")
         expiry = self._tokens.get(auth[7:]) if auth[:7].lower() == "bearer " else None
         if expiry is None:
             c["unauthorized"] += 1
-            return _graph_error(
+            return graph_error(
                 401, "InvalidAuthenticationToken", "Access token validation failure. Invalid token."
             )
         if expiry < time.monotonic():
             c["unauthorized"] += 1
-            return _graph_error(
+            return graph_error(
                 401,
                 "InvalidAuthenticationToken",
                 "Lifetime validation failed, the token is expired.",
@@ -635,7 +562,7 @@ class GraphTenant:
             c["throttled"] += 1
             return self._throttled()
         if req.method != "GET":
-            return _graph_error(
+            return graph_error(
                 405,
                 "Request_BadRequest",
                 "Specified HTTP method is not allowed for the request target.",
@@ -648,10 +575,10 @@ class GraphTenant:
         for opt in _UNSUPPORTED_OPTIONS:
             if opt in req.query:
                 c["bad_requests"] += 1
-                return _graph_error(
+                return graph_error(
                     400, "Request_UnsupportedQuery", f"'{opt}' is not supported by the simulator."
                 )
-        fields = _parse_select(req.query.get("$select"))
+        fields = parse_select(req.query.get("$select"))
         if isinstance(fields, SimResponse):
             c["bad_requests"] += 1
             return fields
@@ -659,7 +586,7 @@ class GraphTenant:
             return self._list_users(req, fields)
         if rest.startswith("users/") and "/" not in rest[6:]:
             return self._get_user(req, rest[6:], fields)
-        return _graph_error(
+        return graph_error(
             400, "BadRequest", f"Resource not found for the segment '{rest.split('/')[-1]}'."
         )
 
@@ -672,7 +599,7 @@ class GraphTenant:
         """
         if req.headers.get("consistencylevel", "").lower() != "eventual":
             self.counters["bad_requests"] += 1
-            return _graph_error(
+            return graph_error(
                 400, "Request_BadRequest", "ConsistencyLevel header is required for $count."
             )
         body = str(self.user_count).encode()
@@ -692,14 +619,14 @@ class GraphTenant:
                 "message": "Please retry again later.",
                 "innerError": {
                     "code": "429",
-                    "date": _now_iso(),
+                    "date": now_iso(),
                     "message": "Please retry after",
                     "request-id": rid,
                     "status": "429",
                 },
             }
         }
-        return json_response(429, body, _GRAPH_JSON, headers)
+        return json_response(429, body, GRAPH_JSON, headers)
 
     def _context(self, req: SimRequest, fields: tuple[str, ...] | None, suffix: str = "") -> str:
         sel = f"({','.join(fields)})" if fields is not None else ""
@@ -714,7 +641,7 @@ class GraphTenant:
                 top = int(top_text)
             except ValueError:
                 self.counters["bad_requests"] += 1
-                return _graph_error(
+                return graph_error(
                     400,
                     "BadRequest",
                     f"The query specified in the URI is not valid. Failed to convert '{top_text}' "
@@ -722,7 +649,7 @@ class GraphTenant:
                 )
             if not 1 <= top <= 999:
                 self.counters["bad_requests"] += 1
-                return _graph_error(
+                return graph_error(
                     400,
                     "Request_UnsupportedQuery",
                     f"Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive.",
@@ -733,7 +660,7 @@ class GraphTenant:
             decoded = self._decode_skiptoken(token)
             if decoded is None:
                 self.counters["bad_requests"] += 1
-                return _graph_error(
+                return graph_error(
                     400,
                     "Directory_ExpiredPageToken",
                     "The specified page token value has expired or is invalid.",
@@ -743,9 +670,9 @@ class GraphTenant:
         proj = fields if fields is not None else DEFAULT_SELECT
         raw = self.raw_users
         value = (
-            [u.value if isinstance(u, _Raw) else _project(u, proj) for u in users]
+            [u.value if isinstance(u, _Raw) else project(u, proj) for u in users]
             if raw
-            else [_project(u, proj) for u in users]
+            else [project(u, proj) for u in users]
         )
         body: dict[str, Any] = {"@odata.context": self._context(req, fields), "value": value}
         if next_slot is not None:
@@ -758,7 +685,7 @@ class GraphTenant:
             body["@odata.nextLink"] = f"{self._base(req)}/v1.0/users?{'&'.join(params)}"
         self.counters["pages"] += 1
         self.counters["users_served"] += len(value)
-        return SimResponse(200, orjson.dumps(body), {"Content-Type": _GRAPH_JSON})
+        return SimResponse(200, orjson.dumps(body), {"Content-Type": GRAPH_JSON})
 
     def _page(self, start: int, top: int) -> tuple[list[Any], int | None]:
         out: list[Any] = []
@@ -781,7 +708,7 @@ class GraphTenant:
     def _get_user(self, req: SimRequest, key: str, fields: tuple[str, ...] | None) -> SimResponse:
         user = self.get_user(key)
         if user is None:
-            return _graph_error(
+            return graph_error(
                 404,
                 "Request_ResourceNotFound",
                 f"Resource '{key}' does not exist or one of its queried reference-property "
@@ -789,8 +716,8 @@ class GraphTenant:
             )
         proj = fields if fields is not None else DEFAULT_SELECT
         body: dict[str, Any] = {"@odata.context": self._context(req, fields, "/$entity")}
-        body.update(_project(user, proj))
-        return SimResponse(200, orjson.dumps(body), {"Content-Type": _GRAPH_JSON})
+        body.update(project(user, proj))
+        return SimResponse(200, orjson.dumps(body), {"Content-Type": GRAPH_JSON})
 
     # $skiptoken: version byte + slot + truncated HMAC, urlsafe base64 without padding.
 
@@ -904,67 +831,6 @@ def _directory_control(d: Directory, m: str, rest: str, body: dict[str, Any]) ->
         d.expire_delta_tokens()
         return SimResponse(204)
     return None
-
-
-def _project(user: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    """The selected properties; an unset one reads as Graph's null / empty collection."""
-    try:
-        return {k: user[k] for k in fields}  # the usual case: all generated properties
-    except KeyError:
-        pass
-    out: dict[str, Any] = {}
-    for k in fields:
-        if k in user:
-            out[k] = user[k]
-        else:
-            default = OTHER_PROPERTIES.get(k)
-            out[k] = (
-                list(default)
-                if isinstance(default, tuple)
-                else dict(default)
-                if isinstance(default, dict)
-                else None
-            )
-    return out
-
-
-def _parse_select(text: str | None) -> tuple[str, ...] | None | SimResponse:
-    """``$select`` → property tuple (``id`` first, always present), ``None`` when absent."""
-    if text is None:
-        return None
-    out = ["id"]
-    for raw in text.split(","):
-        name = raw.strip()
-        if not name:
-            continue
-        prop = _PROPS_CI.get(name.lower())
-        if prop is None and _DIRECTORY_EXTENSION.match(name):
-            prop = name  # directory extensions are top-level properties; unset → null
-        if prop is None:
-            return _graph_error(
-                400,
-                "BadRequest",
-                f"Could not find a property named '{name}' on type 'microsoft.graph.user'.",
-            )
-        if prop not in out:
-            out.append(prop)
-    return tuple(out)
-
-
-def _graph_error(status: int, code: str, message: str) -> SimResponse:
-    """Graph's error envelope, with the innerError Graph adds to every error."""
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "innerError": {
-                "date": _now_iso(),
-                "request-id": str(uuid.uuid4()),
-                "client-request-id": str(uuid.uuid4()),
-            },
-        }
-    }
-    return json_response(status, body, _GRAPH_JSON)
 
 
 def _aad_error(status: int, error: str, code: int, text: str) -> SimResponse:

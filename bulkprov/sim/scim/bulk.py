@@ -9,18 +9,40 @@ between operations are not needed by a provisioning client and are not resolved.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from bulkprov.scim.paths import BULK_RESPONSE, ERROR
 from bulkprov.sim.http import SimRequest, SimResponse
 
-if TYPE_CHECKING:
-    from bulkprov.sim.scim.service import ScimService
-
 SPC = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 _JSON = {"Content-Type": "application/scim+json"}
+
+
+class BulkTarget(Protocol):
+    """The service a Bulk request's operations run against.
+
+    :class:`~bulkprov.sim.scim.service.ScimService` is the one implementation. This module
+    names the protocol instead of importing that class because service.py imports this module
+    to route ``/Bulk``: naming the class here made the two modules an import cycle. The
+    private members are the service's own single-request handlers, so an operation in a Bulk
+    request meets the same validation, uniqueness and counters as the request on its own.
+    """
+
+    base_path: str
+    public_url: str | None
+    bulk_max_operations: int
+    bulk_max_payload: int
+    bulk_operations: int
+
+    def _post(self, req: SimRequest) -> SimResponse: ...
+
+    def _patch(self, req: SimRequest, uid: str) -> SimResponse: ...
+
+    def _put(self, req: SimRequest, uid: str) -> SimResponse: ...
+
+    def _delete(self, uid: str) -> SimResponse: ...
 
 
 def service_provider_config(max_operations: int, max_payload_size: int) -> SimResponse:
@@ -50,7 +72,7 @@ def _error(status: int, detail: str, scim_type: str | None = None) -> dict[str, 
     return body
 
 
-def handle_bulk(service: ScimService, req: SimRequest) -> SimResponse:
+def handle_bulk(service: BulkTarget, req: SimRequest) -> SimResponse:
     """Run every operation of a BulkRequest and answer a BulkResponse (200)."""
     max_ops, max_payload = service.bulk_max_operations, service.bulk_max_payload
     if len(req.body) > max_payload:
@@ -86,7 +108,7 @@ def handle_bulk(service: ScimService, req: SimRequest) -> SimResponse:
     return SimResponse(200, orjson.dumps(out), dict(_JSON))
 
 
-def _one(service: ScimService, req: SimRequest, op: Any) -> dict[str, Any]:
+def _one(service: BulkTarget, req: SimRequest, op: Any) -> dict[str, Any]:
     if not isinstance(op, dict):
         return {"status": "400", "response": _error(400, "operation is not an object")}
     method = str(op.get("method", "")).upper()
