@@ -17,7 +17,7 @@ from bulkprov.checkpoint.staging import LifecycleStore
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.errors import TargetRejected, TargetThrottled, TargetUnavailable
 from bulkprov.pipeline import open_clients
-from bulkprov.pipeline.lifecycle import approve
+from bulkprov.pipeline.deprovision import approve
 from bulkprov.pipeline.run import run_sync
 from bulkprov.scim import bulk
 from bulkprov.scim.bulk import BulkBatch, BulkSupport, bulk_support, read_results

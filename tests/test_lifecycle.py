@@ -16,7 +16,7 @@ from bulkprov.checkpoint.staging import USERS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import SCHEMA_VERSION, StateStore
 from bulkprov.errors import SourceError
 from bulkprov.pipeline import open_clients
-from bulkprov.pipeline.lifecycle import approve
+from bulkprov.pipeline.deprovision import approve
 from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimResponse
 from bulkprov.sim.http import SimRequest, json_response
@@ -307,7 +307,7 @@ async def test_failed_read_and_filter_change_over_threshold(servers, tenant, sci
 async def test_watch_deactivates_a_removed_user_within_one_interval(
     servers, tenant, scim, tmp_path
 ):
-    from bulkprov.watch import watch
+    from bulkprov.commands.sync_watch import watch
 
     cfg = make_config(servers, tmp_path / "s.db")
     victim = enabled(tenant)[7]

@@ -16,7 +16,7 @@ from bulkprov.checkpoint.store import StateStore
 from bulkprov.errors import SourceError
 from bulkprov.graph.groups_delta import merge
 from bulkprov.pipeline import open_clients
-from bulkprov.pipeline.lifecycle import approve
+from bulkprov.pipeline.deprovision import approve
 from bulkprov.sim import GraphTenant, SimResponse
 from bulkprov.sim.http import SimRequest, json_response
 

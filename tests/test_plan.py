@@ -17,11 +17,13 @@ import pytest
 
 from bulkprov.checkpoint.staging import USERS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import StateStore
-from bulkprov.demo import write_demo_config
+from bulkprov.commands.demo import write_demo_config
 from bulkprov.graph.client import latest_per_id
 from bulkprov.pipeline.clients import open_clients
+from bulkprov.pipeline.decide import Engine, UserNames
 from bulkprov.pipeline.plan import apply_options, make_plan
-from bulkprov.pipeline.run import Engine, UserNames, fetch_users, run_sync
+from bulkprov.pipeline.run import run_sync
+from bulkprov.pipeline.sources import fetch_users
 from bulkprov.sim import GraphTenant, ScimService, SimResponse
 from bulkprov.sim.http import SimRequest
 from bulkprov.sim.server import serve_simulators
@@ -343,7 +345,7 @@ async def test_a_held_back_disable_survives_a_crash_before_the_run_finishes(
 ):
     """The run's ``held back`` count is saved with the sweep's outcomes: a resumed run
     still keeps the deltaLink where it was, so the next cycle reads the held user again."""
-    from bulkprov.pipeline.lifecycle import Lifecycle
+    from bulkprov.pipeline.deprovision import Deprovisioner
 
     a, b = enabled(tenant)[:2]
     cfg = make_config(servers, tmp_path / "s.db")
@@ -353,10 +355,10 @@ async def test_a_held_back_disable_survives_a_crash_before_the_run_finishes(
     plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
     tenant.delete_user(b["id"], soft=False)  # after the check: held back by apply's guard
 
-    async def killed(self: Lifecycle, run: Any, items: Any) -> None:
+    async def killed(self: Deprovisioner, run: Any, items: Any) -> None:
         raise RuntimeError("killed while sending the staged disables")
 
-    monkeypatch.setattr(Lifecycle, "execute", killed)
+    monkeypatch.setattr(Deprovisioner, "execute", killed)
     with pytest.raises((RuntimeError, BaseExceptionGroup)):
         await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan))
     monkeypatch.undo()

@@ -8,7 +8,7 @@ import pytest
 from bulkprov.observe.logexport import parse_since, steps, write_entra_csv
 from bulkprov.observe.metrics import MetricsServer, render
 from bulkprov.observe.report import ReportData, Sample, intervals, render_html
-from bulkprov.pipeline.run import RunStats
+from bulkprov.pipeline.stats import RunStats
 
 
 def sample(at, processed, requests, throttled):

@@ -4,6 +4,12 @@ Inputs are what the pipeline already holds for the user (scope decision, mapped 
 the stored link, a matching target account); the output is one :class:`Decision`. No I/O,
 so the same logic serves ``sync``, ``plan`` and ``provision`` and is tested exhaustively.
 
+:class:`Engine` holds what one config compiles to (the mapper, the scope, the attributes to
+read) and evaluates one Graph user: validate it (:mod:`~bulkprov.pipeline.source_checks`),
+scope it, map it, then pick its matching target account and decide. The producer
+(:mod:`~bulkprov.pipeline.pages`), ``bulkprov plan`` and ``bulkprov provision`` all go through
+it, one user at a time, with no I/O.
+
 =====================================  ==========================================
 situation                              decision
 =====================================  ==========================================
@@ -25,8 +31,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bulkprov.checkpoint.store import UserState
+from bulkprov.config import Config
+from bulkprov.errors import UserDataError
+from bulkprov.escrow import EscrowEntry
+from bulkprov.graph.directory import ScopeSources
+from bulkprov.mapping import MappedUser, MappingContext, UserMapper, compile_mappings
+from bulkprov.pipeline import source_checks
 from bulkprov.scim.paths import get_value
 from bulkprov.scim.requests import diff_values
+from bulkprov.scope import ScopeEvaluator, compile_scope
 
 Kind = Literal["create", "update", "link", "disable", "delete", "skip"]
 
@@ -93,3 +106,189 @@ def decide(
             "link", "matched an existing account", scim_id, diff_values(update_values, current)
         )
     return Decision("create", "no matching account")
+
+
+#: decisions an escrowed user waits for (bulkprov.escrow); deprovisioning is never held back
+_ESCROWED_KINDS = frozenset({"create", "update", "link"})
+NOT_ASSIGNED = "not assigned to the application (directly or through a group)"
+
+#: (graph id, in scope, scope reason, mapped values or ``None``) of one source user
+Evaluated = tuple[str, bool, str, MappedUser | None]
+HARD_DELETED = "deleted permanently in Entra ID"
+SOFT_DELETED = "deleted in Entra ID (soft delete, restorable)"
+
+
+def removed_entry(item: dict[str, Any]) -> tuple[Evaluated, bool]:
+    """A delta ``@removed`` entry: ``changed`` = soft delete, ``deleted`` = hard delete.
+
+    Returns the user as out of scope, and whether it was hard-deleted.
+    """
+    graph_id = item.get("id")
+    if not isinstance(graph_id, str) or not graph_id:
+        raise UserDataError("a removed Graph user has no 'id'")
+    removed = item.get("@removed")
+    if isinstance(removed, dict) and removed.get("reason") == "deleted":
+        return (graph_id, False, HARD_DELETED, None), True
+    return (graph_id, False, SOFT_DELETED, None), False
+
+
+def escrow_deferral(escrow: Mapping[str, EscrowEntry], graph_id: str, kind: str) -> str | None:
+    """Why a user waits in escrow instead of being sent now (the Skipped reason), or ``None``.
+
+    A user escrowed after a failure waits until its next retry is due for a create, update
+    or link; deprovisioning never waits. Sync and plan both ask this.
+    """
+    if kind not in _ESCROWED_KINDS:
+        return None
+    waiting = escrow.get(graph_id)
+    if waiting is None or waiting.is_due():
+        return None
+    return waiting.deferral()
+
+
+def user_name_of(mapped: MappedUser | None, state: UserState | None) -> str | None:
+    """The userName to log a user under: the mapped one, else the one last sent."""
+    if mapped is not None:
+        return mapped.user_name
+    return state.user_name if state is not None else None
+
+
+class UserNames:
+    """The userNames mapped on one Graph page, to fail a second user mapped to the same one.
+
+    Two users of one page sending the same userName would race (two POSTs in flight): the
+    second one in page order fails instead. The same Graph id again (a delta round may list
+    a user twice) is not a duplicate. Across pages the target's uniqueness stops a second
+    POST (409, then matching). Sync and plan both check each page through one of these;
+    the scope is the page, not the read, so the sync keeps no per-user memory for it.
+    """
+
+    __slots__ = ("_owners",)
+
+    def __init__(self) -> None:
+        #: lowercased userName → Graph id of the first user of the page mapped to it
+        self._owners: dict[str, str] = {}
+
+    def duplicate(self, graph_id: str, mapped: MappedUser | None) -> str | None:
+        """The failure reason when another user of the page has ``mapped``'s userName."""
+        if mapped is None or not mapped.user_name:
+            return None
+        if self._owners.setdefault(mapped.user_name.lower(), graph_id) == graph_id:
+            return None
+        return f"userName {mapped.user_name!r} is mapped from another user too"
+
+
+class Engine:
+    """Everything compiled from one config, reused across runs (``--watch``) and commands."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.mapper: UserMapper = compile_mappings(cfg.mappings, config_path=cfg.source_path)
+        self.scope: ScopeEvaluator = compile_scope(cfg.scope.filters, config_path=cfg.source_path)
+        self.select = sorted(
+            self.mapper.source_attributes
+            | self.scope.source_attributes
+            | {"id", "userPrincipalName", "accountEnabled"}
+        )
+
+    def evaluate(self, user: dict[str, Any], sources: ScopeSources | None = None) -> Evaluated:
+        """Validate, scope and map one Graph user: (graph id, in scope, reason, mapped).
+
+        ``sources`` (scope mode "assigned"): users not assigned are out of scope, before any
+        scoping filter (Entra applies assignment first); assigned users' app roles feed
+        ``[appRoleAssignments]``. Raises :class:`UserDataError` when the user cannot be
+        processed at all.
+        """
+        graph_id = source_checks.check_source(user)
+        assigned = sources.assigned if sources is not None else None
+        if assigned is not None and graph_id not in assigned:
+            return graph_id, False, NOT_ASSIGNED, None
+        decision = self.scope.evaluate(user)
+        in_scope, reason = decision.in_scope, decision.reason
+        if in_scope and user.get("accountEnabled") is False:
+            # Entra: "Provisioning a user that is disabled in Microsoft Entra ID isn't
+            # supported" and IsSoftDeleted is true for accountEnabled=false (facts.md §2.6).
+            in_scope, reason = False, "accountEnabled is false"
+        if not in_scope:
+            return graph_id, False, reason, None
+        roles = sources.roles_of(graph_id) if sources is not None else ()
+        mapped = self.mapper.map_user(
+            user, MappingContext(is_soft_deleted=False, app_role_assignments=roles)
+        )
+        if not mapped.user_name or not isinstance(mapped.user_name, str):
+            raise UserDataError("the mapping gave no userName (the matching attribute is empty)")
+        for path, value in mapped.values.items():
+            source_checks.check_value(path, value)
+        source_checks.check_user_name(mapped.user_name, email=self.cfg.target.user_name_is_email)
+        return graph_id, True, reason, mapped
+
+    def entry(
+        self, item: dict[str, Any], sources: ScopeSources | None = None
+    ) -> tuple[Evaluated, bool]:
+        """One item of a Graph page: a user (see :meth:`evaluate`) or a delta ``@removed``
+        entry; and whether it is a hard delete. Sync and plan both read pages through here.
+        """
+        if "@removed" in item:
+            return removed_entry(item)
+        return self.evaluate(item, sources), False
+
+    def decide(
+        self,
+        evaluated: Evaluated,
+        state: UserState | None,
+        match: tuple[str, dict[str, Any]] | None,
+        *,
+        hard_deleted: bool,
+    ) -> Decision:
+        """The decision for one evaluated user: sync and plan both decide through here."""
+        _, in_scope, reason, mapped = evaluated
+        return decide(
+            in_scope=in_scope,
+            scope_reason=reason,
+            update_values=mapped.update_values if mapped else None,
+            digest=mapped.digest if mapped else None,
+            state=state,
+            match=match,
+            delete=hard_deleted and self.cfg.deprovision.delete_hard_deleted,
+        )
+
+    def delta_url(self, base_url: str) -> str:
+        """The first request of a full ``users/delta`` round (facts.md §7.3)."""
+        return f"{base_url}/users/delta?$select={','.join(self.select)}"
+
+    def pick_match(
+        self,
+        mapped: MappedUser | None,
+        state: UserState | None,
+        index: Mapping[str, tuple[str, dict[str, Any]]] | None,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The target account a user not in the state matches, from ``index`` (matching key
+        → account): the first matching attribute found, in precedence order (Entra's way).
+
+        Pure: sync and plan both match through here.
+        """
+        if mapped is None or state is not None or not index:
+            return None
+        for key in self.match_keys(mapped):
+            found = index.get(key)
+            if found is not None:
+                return found
+        return None
+
+    def match_keys(self, mapped: MappedUser) -> list[str]:
+        """Index keys for the mapping's matching attributes, in precedence order."""
+        values = mapped.values
+        return [
+            f"{path}\x00{value.lower()}"  # the key format: resource_keys() writes the same
+            for path in self.mapper.matching
+            if isinstance(value := values.get(path), str) and value
+        ]
+
+    def resource_keys(self, resource: dict[str, Any]) -> list[str]:
+        """The same keys for an account listed from the target (what :meth:`match_keys`
+        of a user is looked up against)."""
+        return [
+            f"{path}\x00{value.lower()}"
+            for path in self.mapper.matching
+            if isinstance(value := get_value(resource, path), str) and value
+        ]

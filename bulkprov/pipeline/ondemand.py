@@ -3,9 +3,10 @@
 Provision on demand runs the whole path for one user now and reports Entra's steps
 (ONDEMAND, facts.md): import the user from Graph, determine scope (naming the deciding
 clause), match it in the target, perform the action, and the modified properties. It uses
-the sync's own evaluation, decision and SCIM code (``pipeline._Sync``), so what it shows is
-what a cycle would do; its log entries are recorded under run 0 (no cycle state changes,
-an interrupted sync still resumes).
+the sync's own evaluation, decision and SCIM code (:class:`~bulkprov.pipeline.decide.Engine`,
+:class:`~bulkprov.pipeline.workers.Applier`), so what it shows is what a cycle would do; its
+log entries are recorded under run 0 (no cycle state changes, an interrupted sync still
+resumes).
 
 Test connection does what Entra's button does (SCIMTUT, facts.md §2.1): a Graph token and
 one read, then a query of the target for a random userName that must answer 200 with an
@@ -35,7 +36,10 @@ from bulkprov.errors import (
 )
 from bulkprov.graph.directory import read_sources
 from bulkprov.pipeline.clients import QUICK, open_clients
-from bulkprov.pipeline.run import Engine, RunStats, WorkItem, _Sync, user_name_of
+from bulkprov.pipeline.decide import Engine, user_name_of
+from bulkprov.pipeline.matching import Claims
+from bulkprov.pipeline.messages import WorkItem
+from bulkprov.pipeline.workers import Applier
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim import requests as rq
 
@@ -110,13 +114,13 @@ async def provision_user(
             graph_id, in_scope, reason, mapped = evaluated
             steps.append(Step("Determine if user is in scope", in_scope, reason))
             run = Run(ON_DEMAND_RUN, "running", None, 0, 0, {}, 0.0)
-            sync = _Sync(engine, store, run, graph, scim, RunStats(scim=scim))
+            apply = Applier(engine, scim, store, Claims(), escrow={})
             state = (await store.lookup_users([graph_id])).get(graph_id)
             match = None
             if state is not None and state.scim_id:
                 how = f"linked to target account {state.scim_id} by an earlier provisioning"
             elif mapped is not None:
-                found = await sync._find(mapped)
+                found = await apply.find(mapped)
                 if found is not None:
                     match = (str(found["id"]), found)
                     how = f"matched target account {found['id']} by the matching attributes"
@@ -133,7 +137,7 @@ async def provision_user(
                 return steps
             item = WorkItem(0, graph_id, user_name, decision, mapped, state)
             try:
-                write = await sync._apply(item)
+                write = await apply.apply(item)
             except TargetAuthError:
                 raise
             except TargetError as exc:

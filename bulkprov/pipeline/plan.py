@@ -2,7 +2,7 @@
 
 A plan is computed the way a sync decides, with the same pieces and from the same reads:
 
-* the cycle's sources (:func:`~bulkprov.pipeline.lifecycle.read_cycle_sources`): the app's
+* the cycle's sources (:func:`~bulkprov.pipeline.sources.read_cycle_sources`): the app's
   assignments (scope mode "assigned") and the groups to provision, from the same Graph
   ``groups/delta`` round a sync reads — overlaid in memory on the state's mirror instead
   of applied to it;
@@ -20,7 +20,7 @@ A plan is computed the way a sync decides, with the same pieces and from the sam
   — when a sync would match (first run, ``--rematch``) — the target's listing, held in
   memory; then :func:`~bulkprov.pipeline.run.escrow_deferral`: a user waiting in escrow for
   its next retry is ``deferred``, as the sync skips it;
-* each group through :func:`~bulkprov.pipeline.lifecycle.plan_group`, against the members the
+* each group through :func:`~bulkprov.pipeline.groups.plan_group`, against the members the
   target would hold once the users' operations ran (a member the same sync creates shows
   with its placeholder id).
 
@@ -88,30 +88,26 @@ from bulkprov.graph.directory import ScopeSources
 from bulkprov.mapping import MappedUser
 from bulkprov.mapping.compiler import REDACTED
 from bulkprov.pipeline.clients import open_clients
-from bulkprov.pipeline.decide import Decision
-from bulkprov.pipeline.lifecycle import (
-    GONE_REASON,
-    GROUP_LEAVING_REASON,
-    HELD_BACK,
-    GroupGuard,
-    GroupOp,
-    leaving_members,
-    plan_group,
-    read_cycle_sources,
-)
-from bulkprov.pipeline.run import (
+from bulkprov.pipeline.decide import (
+    Decision,
     Engine,
     Evaluated,
-    Guard,
     UserNames,
-    assignment_changes,
-    choose_read,
     escrow_deferral,
-    fetch_users,
-    is_active,
-    page_headers,
     user_name_of,
 )
+from bulkprov.pipeline.deprovision import GONE_REASON, GROUP_LEAVING_REASON
+from bulkprov.pipeline.groups import GroupGuard, GroupOp, leaving_members, plan_group
+from bulkprov.pipeline.messages import UserGuard
+from bulkprov.pipeline.sources import (
+    assignment_changes,
+    choose_read,
+    fetch_users,
+    page_headers,
+    read_cycle_sources,
+)
+from bulkprov.pipeline.stats import HELD_BACK
+from bulkprov.pipeline.workers import is_active
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim import groups as rg
 from bulkprov.scim import requests as rq
@@ -138,7 +134,7 @@ def plan_config_fingerprint(cfg: Config) -> str:
     """The config parts that shape a plan's decisions (mappings, scope, deprovisioning,
     groups, the target and its dialect, the tenant).
 
-    Not :func:`bulkprov.pipeline.lifecycle.config_fingerprint`, which covers only what forces a
+    Not :func:`bulkprov.pipeline.sources.config_fingerprint`, which covers only what forces a
     full read.
     """
     return _digest(
@@ -206,7 +202,7 @@ class _Planner:
         )
 
     async def page(self, users: list[Any]) -> None:
-        """One Graph page, decided as :meth:`bulkprov.pipeline.run._Sync._page` decides it."""
+        """One Graph page, decided as :func:`bulkprov.pipeline.pages.produce` decides it."""
         engine = self.engine
         evaluated: list[Evaluated] = []
         for user in users:
@@ -575,7 +571,7 @@ def check_plan(plan: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     return problems
 
 
-def plan_guard(plan: dict[str, Any]) -> Guard:
+def plan_guard(plan: dict[str, Any]) -> UserGuard:
     """A guard for ``run_sync`` that lets through only the plan's own user operations."""
     expected = {op["graph_id"]: (op["action"], op["fingerprint"]) for op in plan["operations"]}
 

@@ -1,0 +1,235 @@
+"""② SCIM workers: each takes a :class:`WorkItem` from the work stream, sends its request(s)
+to the target, and hands the user's outcome to the checkpoint writer.
+
+``target.concurrency`` workers run at once (:func:`worker`); they share one
+:class:`~bulkprov.scim.client.ScimClient`, whose pacer, rate limiter and 429 pause gate hold
+the target's limit for all of them. What a request means for one user (create, update, link,
+and the matching that resolves a 409 or an unknown outcome) is :class:`Applier`'s, which the
+Bulk worker (:mod:`~bulkprov.pipeline.bulk`) and ``bulkprov provision`` use too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from bulkprov import _json
+from bulkprov.checkpoint.store import StateStore, UserWrite
+from bulkprov.checkpoint.store import disabled as disabled_write
+from bulkprov.errors import TargetAuthError, TargetError, TargetRejected
+from bulkprov.escrow import EscrowEntry
+from bulkprov.mapping import MappedUser
+from bulkprov.pipeline.decide import Engine, target_values
+from bulkprov.pipeline.matching import Claims, duplicate_source
+from bulkprov.pipeline.messages import Message, WorkItem, get, put
+from bulkprov.scim import requests as rq
+from bulkprov.scim.client import OutcomeUnknown, ScimClient  # TODO(lead): errors
+from bulkprov.scim.responses import is_uniqueness_conflict, list_resources
+
+
+async def worker(
+    apply: Applier,
+    work_recv: ObjectReceiveStream[WorkItem],
+    out_send: ObjectSendStream[Message],
+    stopping: Callable[[], bool],
+) -> None:
+    """A SCIM worker: one request (or a few: a 409 is resolved by matching) per item, its
+    outcome to the writer. Stopping (a signal), it takes no new item: the item's page stays
+    not durable and is redone by the resumed run."""
+    async with work_recv, out_send:
+        while True:
+            try:
+                item = await get(work_recv)
+            except anyio.EndOfStream:
+                return
+            if stopping():
+                break  # stopping: the item's page stays not durable and is redone
+            await put(out_send, (item.page, await apply.apply_one(item)))
+
+
+class Applier:
+    """Sends one user's decision to the target and says how it went (a :class:`UserWrite`)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        scim: ScimClient,
+        store: StateStore,
+        claims: Claims,
+        escrow: Mapping[str, EscrowEntry],
+    ) -> None:
+        self.scim = scim
+        self.store = store
+        self.claims = claims
+        #: failed users waiting for their next retry: a create of one of them looks first
+        self.escrow = escrow
+        self.dialect = engine.cfg.target.patch_dialect
+        #: the mapping's matching attributes, in precedence order
+        self.matching = engine.mapper.matching
+        self.redacted = engine.mapper.redacted_paths
+
+    async def apply_one(self, item: WorkItem) -> UserWrite:
+        """Apply one decision; a target error is this user's Failure (auth stops the run)."""
+        try:
+            return await self.apply(item)
+        except TargetAuthError:
+            raise  # stops the whole run (the client's message says what to do)
+        except TargetError as exc:
+            return self.failed(item, exc)
+
+    def failed(self, item: WorkItem, exc: TargetError) -> UserWrite:
+        return UserWrite(
+            item.graph_id,
+            item.user_name,
+            item.decision.kind,
+            "failure",
+            reason=str(exc),
+            scim_id=item.decision.scim_id,
+        )
+
+    async def apply(self, item: WorkItem) -> UserWrite:
+        d = item.decision
+        if d.kind == "create":
+            return await self.create(item)
+        assert d.scim_id is not None
+        if d.kind == "disable":
+            await self.scim.send(rq.set_active(d.scim_id, False, self.dialect))
+            return self.disabled(item)
+        # update or link: PATCH only what differs
+        mapped = item.mapped
+        assert mapped is not None
+        if d.changes:
+            ops = rq.patch_operations(d.changes, self.dialect)
+            await self.scim.send(rq.patch_user(d.scim_id, ops))
+        action = "update" if d.changes or d.kind == "update" else "link"
+        return self.linked(item, d.scim_id, action, d.changes, d.reason)
+
+    def disabled(self, item: WorkItem) -> UserWrite:
+        d = item.decision
+        assert d.scim_id is not None
+        return disabled_write(item.graph_id, item.user_name, d.reason, d.scim_id, item.state)
+
+    def linked(
+        self, item: WorkItem, scim_id: str, action: str, changes: dict[str, Any], reason: str
+    ) -> UserWrite:
+        mapped = item.mapped
+        assert mapped is not None
+        return UserWrite(
+            item.graph_id,
+            mapped.user_name,
+            action,
+            "success",
+            reason=reason,
+            scim_id=scim_id,
+            digest=mapped.digest,
+            attrs=_json.dumps(mapped.update_values),
+            active=is_active(mapped.update_values),
+            modified=modified_json(changes, self.redacted) if changes else None,
+            link=True,
+        )
+
+    async def create(self, item: WorkItem) -> UserWrite:
+        mapped = item.mapped
+        assert mapped is not None
+        if item.graph_id in self.escrow:
+            # It failed before, maybe after its create landed (a timeout, then a failed
+            # match): look before POSTing again, as Entra does before every create.
+            found = await self.find(mapped)
+            if found is not None:
+                return await self.link_found(item, found, "matched on retry")
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                doc = await self.scim.send(rq.create_user(mapped.body))
+            except OutcomeUnknown:
+                # The POST may have landed: look before sending it again.
+                found = await self.find(mapped)
+                if found is not None:
+                    return await self.link_found(item, found, "created (confirmed by matching)")
+                if attempts >= self.scim.policy.max_attempts:
+                    raise
+                continue
+            except TargetRejected as exc:
+                if not is_uniqueness_conflict(exc):
+                    raise
+                found = await self.find(mapped)
+                if found is None:
+                    raise TargetRejected(
+                        f"{exc.detail}; and no account matched userName {mapped.user_name!r}",
+                        status=exc.status,
+                        scim_type=exc.scim_type,
+                    ) from exc
+                return await self.link_found(item, found, "matched an existing account (409)")
+            scim_id = doc.get("id") if isinstance(doc, dict) else None
+            if not isinstance(scim_id, str) or not scim_id:
+                raise TargetRejected("the target's create answer has no 'id'", status=201)
+            return self.created(item, scim_id)
+
+    def created(self, item: WorkItem, scim_id: str) -> UserWrite:
+        mapped = item.mapped
+        assert mapped is not None
+        # Claimed until the writer made it durable (then the state answers who owns it): a
+        # user with the same userName on another page, whose POST answers 409 and matches
+        # this account meanwhile, fails as DuplicateSourceEntries instead of taking it.
+        owner = self.claims.claim(scim_id, item.graph_id, {})
+        if owner is not None:  # that user's 409 linked it while this POST was answered
+            return duplicate_source(item.graph_id, mapped, scim_id, owner)
+        return UserWrite(
+            item.graph_id,
+            mapped.user_name,
+            "create",
+            "success",
+            scim_id=scim_id,
+            digest=mapped.digest,
+            attrs=_json.dumps(mapped.update_values),
+            active=is_active(mapped.values),
+            modified=modified_json(mapped.values, self.redacted),
+            link=True,
+        )
+
+    async def find(self, mapped: MappedUser) -> dict[str, Any] | None:
+        """Query the target by the matching attributes in precedence order (Entra's way)."""
+        for path in self.matching:
+            value = mapped.values.get(path)
+            if not isinstance(value, str) or not value:
+                continue
+            resources, _ = list_resources(await self.scim.send(rq.find_users(path, value)))
+            if len(resources) > 1:
+                raise TargetRejected(
+                    f"{len(resources)} target accounts match {path} {value!r} "
+                    "(DuplicateTargetEntries)"
+                )
+            if resources:
+                return resources[0]
+        return None
+
+    async def link_found(self, item: WorkItem, resource: dict[str, Any], reason: str) -> UserWrite:
+        mapped = item.mapped
+        assert mapped is not None
+        scim_id = str(resource["id"])
+        owner = self.claims.claim(scim_id, item.graph_id, await self.store.owners([scim_id]))
+        if owner is not None:
+            dup = duplicate_source(item.graph_id, mapped, scim_id, owner)
+            raise TargetRejected(dup.reason or "DuplicateSourceEntries", status=409)
+        changes = rq.diff_values(
+            mapped.update_values, target_values(resource, mapped.update_values)
+        )
+        if changes:
+            await self.scim.send(rq.patch_user(scim_id, rq.patch_operations(changes, self.dialect)))
+        return self.linked(item, scim_id, "update" if changes else "link", changes, reason)
+
+
+def is_active(values: dict[str, Any]) -> bool:
+    """Whether the account is active once ``values`` are sent (absent ``active``: it is)."""
+    value = values.get("active", True)
+    return value is not False
+
+
+def modified_json(changes: dict[str, Any], redacted: frozenset[str] = frozenset()) -> str:
+    """The log's modified properties: the values sent, secrets (redacted paths) masked."""
+    shown = {k: ("[Redact]" if k in redacted else v) for k, v in changes.items()}
+    return _json.dumps(shown).decode()
