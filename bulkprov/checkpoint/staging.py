@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bulkprov import _json
 from bulkprov.checkpoint.store import Run, StateStore, UserWrite, _chunks
-from bulkprov.graph.groups_delta import GroupDelta
 
 #: ``sync_state`` keys
 USERS_DELTA = "users_delta"
@@ -23,6 +22,26 @@ FINGERPRINT = "fingerprint"
 
 #: ``staged.action`` of a provisioned group that left scope (DELETE /Groups/{id})
 DELETE_GROUP = "delete-group"
+
+
+class GroupRound(Protocol):
+    """One merged ``groups/delta`` round, as the mirror stores it.
+
+    :class:`bulkprov.graph.groups_delta.GroupDelta` is one; the state layer names only the
+    fields it stores, so it does not import the Graph layer above it (as
+    :class:`bulkprov.graph.directory.GroupMirror` names what Graph reads of the mirror).
+    """
+
+    #: a first round: it lists every group, and replaces the mirror
+    full: bool
+    #: group id → displayName, for groups listed with their properties
+    names: dict[str, str]
+    #: group id → {member id: USER or GROUP} added (all members, on a first round)
+    added: dict[str, dict[str, str]]
+    #: group id → member ids removed
+    removed: dict[str, set[str]]
+    #: groups deleted in Entra
+    deleted: set[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +256,7 @@ class LifecycleStore:
 
     # -- the mirror of Entra's groups (Graph groups/delta) -----------------------------------
 
-    async def apply_group_delta(self, delta: GroupDelta) -> None:
+    async def apply_group_delta(self, delta: GroupRound) -> None:
         """Apply one merged round at once; a first round replaces the mirror.
 
         Re-applying a later round over an earlier one (the deltaLink is saved only when the
