@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bulkprov.demo import GRAPH_SECRET_ENV, SCIM_TOKEN_ENV
+from bulkprov.commands.demo import GRAPH_SECRET_ENV, SCIM_TOKEN_ENV
 from bulkprov.sim.server import SimulatorProcess
 
 from .bench_pipeline import child, control, sim_args, write_config

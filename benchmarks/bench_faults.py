@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
+from bulkprov.commands.demo import write_demo_config
 from bulkprov.config import load_config
-from bulkprov.demo import write_demo_config
 from bulkprov.sim.faults import GRAPH_KINDS, SOAK_KINDS
 from bulkprov.sim.server import SimulatorProcess
 from bulkprov.sim.users import generate_user

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from bulkprov.demo import GRAPH_SECRET_ENV, SCIM_TOKEN_ENV, write_demo_config
+from bulkprov.commands.demo import GRAPH_SECRET_ENV, SCIM_TOKEN_ENV, write_demo_config
 from bulkprov.sim.server import SimulatorProcess
 
 HERE = Path(__file__).parent

@@ -18,7 +18,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bulkprov.demo import GRAPH_SECRET_ENV, SCIM_TOKEN_ENV
+from bulkprov.commands.demo import GRAPH_SECRET_ENV, SCIM_TOKEN_ENV
 from bulkprov.sim.server import SimulatorProcess
 
 from .bench_pipeline import sim_args, write_config

@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
+from bulkprov.commands.demo import write_demo_config
 from bulkprov.config import load_config
-from bulkprov.demo import write_demo_config
 from bulkprov.sim.server import SimulatorProcess
 from bulkprov.sim.users import generate_user
 from tests.e2e import expected_values, store_problems

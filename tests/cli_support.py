@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bulkprov.cli import main
-from bulkprov.demo import write_demo_config
+from bulkprov.commands.demo import write_demo_config
 from bulkprov.sim import GraphTenant, ScimService
 from bulkprov.sim.server import SimServers, serve_simulators
 

@@ -29,7 +29,7 @@ def test_config_error_exit_code_and_message(tmp_path):
 
 
 def test_missing_secret_is_exit_2_naming_the_variable(tmp_path, monkeypatch):
-    from bulkprov.starter import STARTER_TOML
+    from bulkprov.commands.starter import STARTER_TOML
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(
@@ -42,7 +42,7 @@ def test_missing_secret_is_exit_2_naming_the_variable(tmp_path, monkeypatch):
 
 
 def test_status_without_runs(tmp_path):
-    from bulkprov.starter import STARTER_TOML
+    from bulkprov.commands.starter import STARTER_TOML
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(
@@ -70,7 +70,7 @@ def test_demo_runs_end_to_end_and_checks_itself(tmp_path):
 
 
 def test_full_is_for_one_run_not_watch(tmp_path):
-    from bulkprov.starter import STARTER_TOML
+    from bulkprov.commands.starter import STARTER_TOML
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bulkprov.commands.starter import STARTER_TOML
 from bulkprov.config import load_config
 from bulkprov.errors import ConfigError
-from bulkprov.starter import STARTER_TOML
 
 
 def write(tmp_path, text):

@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
+from bulkprov.commands.demo import write_demo_config
 from bulkprov.config import load_config
-from bulkprov.demo import write_demo_config
 from bulkprov.sim.server import SimulatorProcess
 from bulkprov.sim.users import generate_user
 

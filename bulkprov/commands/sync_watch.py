@@ -1,4 +1,7 @@
-"""``bulkprov sync --watch``: incremental cycles until stopped.
+"""The loop behind ``bulkprov sync --watch``: incremental cycles until stopped.
+
+Not a command of its own: :mod:`bulkprov.commands.sync` runs it (imported there only when
+``--watch`` is given, since it imports the pipeline).
 
 Each cycle is one :func:`~bulkprov.pipeline.run.run_sync` (a Graph delta round after the first),
 so a change in Entra reaches the target within one interval. Ctrl-C or SIGTERM during a
@@ -16,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from bulkprov.commands._shared import _unwrap
 from bulkprov.config import Config
 from bulkprov.credentials import Secrets
 from bulkprov.errors import (
@@ -37,12 +41,6 @@ def parse_interval(text: str) -> float:
         raise ValueError(f"not a duration: {text!r} (e.g. 30s, 2m, 1h)")
     scale = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
     return float(m.group(1)) * scale
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def watch(

@@ -7,6 +7,11 @@
    to resume;
 4. read the SCIM store back and compare it with the mapping's output for every in-scope
    user: each exactly once, attributes equal, no userName POSTed twice.
+
+:func:`write_demo_config` and :func:`verify_store` serve the benchmarks and the end-to-end
+tests as well. httpx, the mapping compiler and the simulators are imported inside the
+functions that use them, so that ``bulkprov --help`` does not load them. With :mod:`.sim`,
+the only command module that imports :mod:`bulkprov.sim`.
 """
 
 from __future__ import annotations
@@ -22,16 +27,47 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from bulkprov.config import load_config
-from bulkprov.mapping import MappingContext, compile_mappings
-from bulkprov.scim.paths import get_value
-from bulkprov.sim.server import SimulatorProcess
-from bulkprov.sim.users import generate_user
+from bulkprov.commands._shared import EPILOG, _fail
+from bulkprov.errors import BulkProvError
 
 GRAPH_SECRET_ENV = "BULKPROV_GRAPH_SECRET"
 SCIM_TOKEN_ENV = "BULKPROV_SCIM_TOKEN"
+
+
+@click.command(epilog=EPILOG)
+@click.option("--users", type=int, default=20_000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the demo's config and state go (default: a temporary directory).",
+)
+@click.option("--concurrency", type=int, default=32, show_default=True)
+@click.option("--no-interrupt", is_flag=True, help="Do not interrupt and resume mid-run.")
+def demo(users: int, seed: int, workdir: Path | None, concurrency: int, no_interrupt: bool) -> None:
+    """Sync a simulated tenant into a simulated Zoom, interrupt it once, resume, and check.
+
+    Starts both simulators on free loopback ports, seeds USERS users, runs the initial sync
+    with a progress bar, interrupts it (SIGINT) mid-run and resumes it, then checks the SCIM
+    store against the mapping's output for every in-scope user.
+
+    \b
+    Example:
+      bulkprov demo --users 5000
+    """
+    try:
+        ok = run_demo(
+            users=users,
+            seed=seed,
+            workdir=workdir,
+            concurrency=concurrency,
+            interrupt=not no_interrupt,
+        )
+    except BulkProvError as exc:
+        _fail(exc)
+    sys.exit(0 if ok else 1)
 
 
 def write_demo_config(
@@ -43,7 +79,7 @@ def write_demo_config(
     page_size: int = 999,
 ) -> None:
     """The starter config, pointed at the simulators (the demo, benchmarks and tests use it)."""
-    from bulkprov.starter import STARTER_TOML
+    from bulkprov.commands.starter import STARTER_TOML
 
     text = STARTER_TOML
     text = text.replace(
@@ -73,6 +109,13 @@ def verify_store(
     config_path: Path, users: int, seed: int, scim_url: str, token: str
 ) -> tuple[bool, list[str]]:
     """Compare the SCIM store with the mapping's output for every in-scope user."""
+    import httpx
+
+    from bulkprov.config import load_config
+    from bulkprov.mapping import MappingContext, compile_mappings
+    from bulkprov.scim.paths import get_value
+    from bulkprov.sim.users import generate_user
+
     cfg = load_config(config_path)
     mapper = compile_mappings(cfg.mappings)
     base = scim_url.rsplit("/scim2", 1)[0]
@@ -123,6 +166,10 @@ def verify_store(
 def run_demo(
     *, users: int, seed: int, workdir: Path | None, concurrency: int, interrupt: bool
 ) -> bool:
+    import httpx
+
+    from bulkprov.sim.server import SimulatorProcess
+
     work = workdir or Path(tempfile.mkdtemp(prefix="bulkprov-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     token, graph_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)

@@ -1,4 +1,8 @@
-"""The commented starter config ``bulkprov init`` writes (Zoom, the admin guide's table)."""
+"""The commented starter config ``bulkprov init`` writes (Zoom, the admin guide's table).
+
+Its own module because two commands use it: :mod:`.init` writes it as it is, and
+:mod:`.demo` (with the benchmarks and tests) points it at the simulators.
+"""
 
 from __future__ import annotations
 

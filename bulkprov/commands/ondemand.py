@@ -1,0 +1,76 @@
+"""On-demand commands: ``bulkprov provision`` (one user now) and ``bulkprov test-connection``.
+
+Both do what the Entra portal's buttons of the same names do and print the steps the same
+way (:func:`_print_steps`: numbered, ✓/✗, or JSON lines); the pipeline's
+:func:`~bulkprov.pipeline.provision_user` and :func:`~bulkprov.pipeline.check_connection`
+do the work and are imported inside each command.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bulkprov import _json
+from bulkprov.commands._shared import EPILOG, _load, _run, _secrets, config_option
+
+
+@click.command(epilog=EPILOG)
+@config_option
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
+def provision(config_path: Path, user: str, as_json: bool) -> None:
+    """Provision one user now (UPN or object id) and show Entra's steps.
+
+    \b
+    Example:
+      bulkprov provision jane.doe@contoso.com
+    """
+    from bulkprov.pipeline import provision_user
+
+    cfg = _load(config_path)
+    secrets = _secrets(cfg)
+    steps = _run(provision_user, cfg, secrets, user)
+    _print_steps(steps, as_json)
+    sys.exit(0 if all(s.ok or s.title.startswith("Determine") for s in steps) else 1)
+
+
+@click.command("test-connection", epilog=EPILOG)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def test_connection(config_path: Path, as_json: bool) -> None:
+    """Check the Graph credentials and the SCIM target the way Entra's button does.
+
+    \b
+    Example:
+      bulkprov test-connection -c zoom.toml
+    """
+    from bulkprov.pipeline import check_connection as check
+
+    cfg = _load(config_path)
+    secrets = _secrets(cfg)
+    steps = _run(check, cfg, secrets)
+    _print_steps(steps, as_json)
+    failed = [s for s in steps if not s.ok]
+    if not failed:
+        sys.exit(0)
+    sys.exit(5 if failed[0].title.startswith("SCIM") else 4)
+
+
+def _print_steps(steps: list[Any], as_json: bool) -> None:
+    for i, s in enumerate(steps, 1):
+        if as_json:
+            click.echo(
+                _json.dumps(
+                    {"step": s.title, "ok": s.ok, "detail": s.detail, "data": s.data}
+                ).decode()
+            )
+            continue
+        mark = click.style("✓", fg="green") if s.ok else click.style("✗", fg="red")
+        click.echo(f"{i}. {mark} {s.title}: {s.detail}")
+        if s.title == "Modified properties":
+            for k, v in s.data.items():
+                click.echo(f"     {k} = {_json.dumps(v).decode()}")

@@ -1,0 +1,336 @@
+"""The operator's commands around the syncs: what ran, what failed, what waits, and backups.
+
+``status``, ``logs`` and ``report`` read the state database (the runs, the provisioning
+log, the HTML report); ``staged`` and ``approve`` show and send the disables and deletes the
+accidental-deletion threshold held back; ``retry-failed`` makes the escrowed users due now
+and syncs; ``state export`` backs the database up. The state store, the report and the
+pipeline are imported inside the functions that use them (:func:`release_escrow` and
+:func:`export_state` too), so ``bulkprov --help`` does not pay for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bulkprov import _json
+from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
+from bulkprov.config import Config
+from bulkprov.errors import StateError
+
+
+@click.command(epilog=EPILOG)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(config_path: Path, as_json: bool) -> None:
+    """Show the recent runs, their counts and whether one can resume.
+
+    \b
+    Example:
+      bulkprov status -c zoom.toml
+    """
+    from bulkprov.checkpoint.store import StateStore
+
+    cfg = _load(config_path)
+
+    async def read() -> tuple[list[dict[str, Any]], int]:
+        if not cfg.state.path.exists():
+            return [], 0
+        async with await StateStore.open(cfg.state.path) as store:
+            return await store.runs(10), await store.user_count()
+
+    runs, users = _run(read)
+    if as_json:
+        click.echo(_json.dumps({"managed_users": users, "runs": runs}).decode())
+        return
+    if not runs:
+        click.echo(f"no runs yet in {cfg.state.path}")
+        return
+    click.echo(f"state: {cfg.state.path}   managed users: {users}")
+    for r in runs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
+        counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
+        note = "  (interrupted: `bulkprov sync` resumes it)" if r["status"] == "running" else ""
+        click.echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
+
+
+@click.command(epilog=EPILOG)
+@config_option
+@click.option("--run", "run_id", type=int, default=None, help="Only this run.")
+@click.option(
+    "--status", "status_", type=click.Choice(["success", "skipped", "failure"]), default=None
+)
+@click.option("--action", default=None, help="create, update, disable, delete, link, group, other.")
+@click.option("--user", default=None, help="A Graph object id or a userName.")
+@click.option("--since", default=None, help="Only entries since: 90m, 24h, 7d or 2026-11-28.")
+@click.option("--limit", type=int, default=100, show_default=True, help="0 for all.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@click.option(
+    "--csv",
+    "csv_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write Entra-shaped CSV (log, steps, modified properties) into this directory.",
+)
+def logs(
+    config_path: Path,
+    run_id: int | None,
+    status_: str | None,
+    action: str | None,
+    user: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    csv_dir: Path | None,
+) -> None:
+    """Show or export the provisioning log (one entry per user per run).
+
+    Entries older than ``state.log_retention_days`` (default 30) are deleted when a run
+    starts.
+
+    \b
+    Examples:
+      bulkprov logs --status failure
+      bulkprov logs --user jane@contoso.com --json
+      bulkprov logs --since 24h --action disable
+      bulkprov logs --run 12 --limit 0 --csv ./export    # like Entra's CSV download
+    """
+    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.observe.logexport import parse_since, write_entra_csv
+
+    cfg = _load(config_path)
+    try:
+        since_ts = parse_since(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    if not cfg.state.path.exists():
+        click.secho(
+            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
+        )
+        sys.exit(6)
+
+    async def read() -> list[dict[str, Any]]:
+        async with await StateStore.open(cfg.state.path) as store:
+            return await store.log_entries(
+                run_id=run_id,
+                status=status_,
+                action=action,
+                user=user,
+                since=since_ts,
+                limit=limit or None,
+            )
+
+    entries = _run(read)
+    if csv_dir is not None:
+        for path in write_entra_csv(entries, csv_dir):
+            click.echo(str(path))
+        click.echo(f"{len(entries)} entries", err=True)
+        return
+    for e in entries:
+        if as_json:
+            click.echo(_json.dumps(e).decode())
+        else:
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+            reason = f"  {e['reason']}" if e["reason"] else ""
+            click.echo(
+                f"{at} run {e['run_id']} {e['status']:<8} {e['action']:<8} "
+                f"{e['user_name'] or e['graph_id']}{reason}"
+            )
+
+
+@click.command(epilog=EPILOG)
+@config_option
+@click.argument("run_id", type=int, required=False)
+@click.option("--open", "open_", is_flag=True, help="Open the report in a web browser.")
+def report(config_path: Path, run_id: int | None, open_: bool) -> None:
+    """Write the HTML report of a run (the last one by default) and print its path.
+
+    Every sync writes its report when it ends; this command rewrites it from the state
+    database and the run's samples (counts, failures with reasons, throughput and 429s
+    over time), for example after an interrupted run.
+
+    \b
+    Examples:
+      bulkprov report              # the last run
+      bulkprov report 12 --open
+    """
+    from bulkprov.observe.report import write_report
+
+    cfg = _load(config_path)
+    if not cfg.state.path.exists():
+        click.secho(
+            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
+        )
+        sys.exit(6)
+    path = _run(write_report, cfg, run_id)
+    if path is None:
+        click.secho(
+            f"error: no run {run_id if run_id else ''} in {cfg.state.path}", fg="red", err=True
+        )
+        sys.exit(6)
+    click.echo(str(path))
+    if open_:
+        import webbrowser  # only here: it costs every other command's start-up
+
+        webbrowser.open(path.resolve().as_uri())
+
+
+@click.command(epilog=EPILOG)
+@config_option
+@click.option("--all", "show_all", is_flag=True, help="Also done, failed and superseded ones.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+def staged(config_path: Path, show_all: bool, as_json: bool) -> None:
+    """List disables and deletes held by the accidental-deletion threshold.
+
+    A cycle that would disable or delete more accounts than ``deprovision.threshold`` sends
+    none of them; they wait here until ``bulkprov approve`` (or a later full cycle that no
+    longer wants them).
+
+    \b
+    Example:
+      bulkprov staged -c zoom.toml
+    """
+    from bulkprov.checkpoint.staging import LifecycleStore, Staged
+    from bulkprov.checkpoint.store import StateStore
+
+    cfg = _load(config_path)
+    statuses = ("held", "pending", "done", "failed", "superseded") if show_all else ("held",)
+
+    async def read() -> list[Staged]:
+        async with await StateStore.open(cfg.state.path) as store:
+            return await LifecycleStore(store).staged(status=statuses)
+
+    items = _run(read)
+    for s in items:
+        if as_json:
+            click.echo(_json.dumps(dataclasses.asdict(s)).decode())
+        else:
+            click.echo(
+                f"{s.id:>6}  run {s.run_id:<5} {s.status:<10} {s.action:<8} "
+                f"{s.user_name or s.graph_id}  {(s.reason or '').removeprefix('staged: ')}"
+            )
+    if not as_json:
+        held = sum(1 for s in items if s.status == "held")
+        click.echo(
+            f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else "")
+        )
+
+
+@click.command(epilog=EPILOG)
+@config_option
+@click.option("--id", "ids", type=int, multiple=True, help="Only these staged ids (repeatable).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
+    """Send the held disables/deletes (Entra's "Allow deletes").
+
+    \b
+    Examples:
+      bulkprov staged               # review first
+      bulkprov approve --yes
+      bulkprov approve --id 12 --id 13
+    """
+    from bulkprov.checkpoint.lock import StateLock
+    from bulkprov.checkpoint.staging import LifecycleStore
+    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.pipeline import approve as run_approve
+    from bulkprov.pipeline import open_clients
+
+    cfg = _load(config_path)
+
+    async def count() -> int:
+        async with await StateStore.open(cfg.state.path) as store:
+            held = await LifecycleStore(store).staged(status=("held",))
+            return len([s for s in held if not ids or s.id in ids])
+
+    n = _run(count)
+    if not n:
+        click.echo("nothing held")
+        return
+    if not yes:
+        click.confirm(
+            f"send {n} held disable/delete action(s) to {cfg.target.base_url}?", abort=True
+        )
+    secrets = _secrets(cfg)
+
+    async def go() -> dict[str, int]:
+        with StateLock(cfg.state.path):
+            store = await StateStore.open(cfg.state.path)
+            async with store, open_clients(cfg, secrets) as (_, scim):
+                return await run_approve(store, scim, cfg, list(ids) or None)
+
+    counts = _run(go)
+    click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
+    sys.exit(EXIT_FAILURES if counts.get("failed") else 0)
+
+
+@click.command("retry-failed", epilog=EPILOG)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Emit JSON-lines events (automation).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final summary (cron).")
+def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
+    """Retry every user in escrow now (failed users wait 6 h, 12 h, 24 h… otherwise), then sync.
+
+    \b
+    Example:
+      bulkprov retry-failed -c zoom.toml
+    """
+    from bulkprov.observe.progress import run_with_progress
+
+    cfg = _load(config_path)
+    released = _run(release_escrow, cfg)
+    if not quiet and not as_json:
+        click.echo(f"{released} escrowed user(s) retried now", err=True)
+    result = _run(run_with_progress, cfg, False, as_json, quiet, None)
+    sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+
+
+@click.group(epilog=EPILOG)
+def state() -> None:
+    """Back up the state database.
+
+    \b
+    Example:
+      bulkprov state export backup.sqlite3
+    """
+
+
+@state.command("export", epilog=EPILOG)
+@config_option
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def state_export(config_path: Path, dest: Path) -> None:
+    """Copy the state database to DEST (consistent even during a sync; mode 0600).
+
+    \b
+    Example:
+      bulkprov state export backup-2026-11-28.sqlite3
+    """
+    cfg = _load(config_path)
+    _run(export_state, cfg, dest)
+    click.echo(f"wrote {dest}")
+
+
+async def release_escrow(cfg: Config) -> int:
+    """Make every escrowed user due now; returns how many (under the sync lock)."""
+    from bulkprov.checkpoint.lock import StateLock
+    from bulkprov.checkpoint.store import StateStore
+
+    if not cfg.state.path.exists():
+        return 0
+    with StateLock(cfg.state.path):
+        async with await StateStore.open(cfg.state.path) as store:
+            return await store.release_escrow()
+
+
+async def export_state(cfg: Config, dest: Path) -> None:
+    """Online backup of the state database (a running sync may keep writing)."""
+    from bulkprov.checkpoint.store import StateStore
+
+    if not cfg.state.path.exists():
+        raise StateError(f"{cfg.state.path}: no state database to export")
+    async with await StateStore.open(cfg.state.path) as store:
+        await store.backup(dest)
