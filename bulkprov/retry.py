@@ -11,8 +11,37 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
+
+
+class Clock(Protocol):
+    """Where the retry loops, the pause gate and the pacer's caller read the time and wait.
+
+    ``now()`` is monotonic seconds (any origin); ``sleep(seconds)`` returns after that much
+    of the same clock's time has passed.
+    """
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float, /) -> None: ...
+
+
+class SystemClock:
+    """The real clock: ``time.monotonic`` and ``anyio.sleep`` themselves, unwrapped.
+
+    Static methods, so ``SYSTEM_CLOCK.now`` *is* ``time.monotonic``: a client that keeps
+    ``clock.now`` and ``clock.sleep`` pays nothing for the indirection on its hot path.
+    """
+
+    __slots__ = ()
+    now = staticmethod(time.monotonic)
+    sleep = staticmethod(anyio.sleep)
+
+
+#: the default clock of every client, gate and policy
+SYSTEM_CLOCK: Clock = SystemClock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +71,12 @@ class RetryPolicy:
             wait *= 1 - self.jitter * random.random()
         return wait
 
-    def gives_up(self, attempt: int, started: float, wait: float) -> bool:
-        return attempt >= self.max_attempts or (
-            time.monotonic() - started + wait > self.max_seconds
-        )
+    def gives_up(
+        self, attempt: int, started: float, wait: float, clock: Clock = SYSTEM_CLOCK
+    ) -> bool:
+        """True when attempt ``attempt`` was the last, or waiting ``wait`` more seconds would
+        end past ``max_seconds`` from ``started`` (a ``clock.now()`` reading)."""
+        return attempt >= self.max_attempts or (clock.now() - started + wait > self.max_seconds)
 
 
 #: for tests: one attempt, no waiting
@@ -53,25 +84,31 @@ NO_RETRY = RetryPolicy(max_attempts=1, max_seconds=0.001)
 
 
 class PauseGate:
-    """A shared "not before" time: every caller of :meth:`wait` sleeps until it passes."""
+    """A shared "not before" time: every caller of :meth:`wait` sleeps until it passes.
 
-    def __init__(self) -> None:
+    ``clock``: whose time the pause is measured in (the client's own clock).
+    """
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._resume_at = 0.0
         self.pauses = 0
+        # kept bound: wait() runs before every request
+        self._now = clock.now
+        self._sleep = clock.sleep
 
     def pause(self, seconds: float) -> None:
-        until = time.monotonic() + seconds
+        until = self._now() + seconds
         if until > self._resume_at:
             self._resume_at = until
             self.pauses += 1
 
     @property
     def paused(self) -> bool:
-        return time.monotonic() < self._resume_at
+        return self._now() < self._resume_at
 
     async def wait(self) -> None:
         while True:
-            left = self._resume_at - time.monotonic()
+            left = self._resume_at - self._now()
             if left <= 0:
                 return
-            await anyio.sleep(left)
+            await self._sleep(left)

@@ -1,8 +1,13 @@
-"""GraphClient and ScimClient against respx routes: retries, Retry-After, auth, give-up."""
+"""GraphClient and ScimClient against respx routes: retries, Retry-After, auth, give-up.
+
+The clients run on a :class:`~tests.clock.FakeClock`: pauses, backoff and pacing are asserted
+on its simulated time, and no test sleeps for real.
+"""
 
 from __future__ import annotations
 
-import time
+import itertools
+from collections.abc import Callable
 
 import anyio
 import httpx
@@ -23,6 +28,7 @@ from bulkprov.scim import requests as rq
 from bulkprov.scim.client import OutcomeUnknown, ScimClient
 from bulkprov.sim import GraphTenant, SimTransport
 
+from .clock import FakeClock
 from .conftest import GRAPH_SECRET
 
 FAST = RetryPolicy(max_attempts=4, max_seconds=5, base=0.001, cap=0.002)
@@ -35,7 +41,7 @@ def token_ok(expires_in: int = 3599) -> httpx.Response:
     return httpx.Response(200, json={"access_token": "tok", "expires_in": expires_in})
 
 
-def graph_client(router: respx.MockRouter) -> GraphClient:
+def graph_client(router: respx.MockRouter, clock: FakeClock | None = None) -> GraphClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(router.handler))
     return GraphClient(
         authority="https://login.test",
@@ -45,12 +51,27 @@ def graph_client(router: respx.MockRouter) -> GraphClient:
         base_url=GRAPH,
         http=http,
         policy=FAST,
+        clock=clock or FakeClock(),
     )
 
 
-def scim_client(router: respx.MockRouter, **kw) -> ScimClient:
+def scim_client(router: respx.MockRouter, clock: FakeClock | None = None, **kw) -> ScimClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(router.handler))
-    return ScimClient(SCIM, SecretStr("tok"), http, policy=FAST, **kw)
+    return ScimClient(SCIM, SecretStr("tok"), http, policy=FAST, clock=clock or FakeClock(), **kw)
+
+
+def timed(
+    clock: FakeClock, *answers: httpx.Response
+) -> tuple[Callable[[httpx.Request], httpx.Response], list[float]]:
+    """A respx side effect giving ``answers`` in turn (the last one again and again), and
+    the clock's time at each request it answered."""
+    sent: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(clock.now())
+        return answers[min(len(sent), len(answers)) - 1]
+
+    return answer, sent
 
 
 async def test_graph_follows_next_links_until_the_last_page():
@@ -79,18 +100,18 @@ async def test_graph_follows_next_links_until_the_last_page():
 async def test_graph_honours_fractional_retry_after_then_succeeds():
     router = respx.MockRouter(using=None)
     router.post(TOKEN_URL).mock(return_value=token_ok())
-    route = router.get(f"{GRAPH}/users").mock(
-        side_effect=[
-            httpx.Response(
-                429, headers={"Retry-After": "0.2"}, json={"error": {"code": "TooManyRequests"}}
-            ),
-            httpx.Response(200, json={"value": []}),
-        ]
+    clock = FakeClock()
+    answer, sent = timed(
+        clock,
+        httpx.Response(
+            429, headers={"Retry-After": "0.2"}, json={"error": {"code": "TooManyRequests"}}
+        ),
+        httpx.Response(200, json={"value": []}),
     )
-    g = graph_client(router)
-    started = time.monotonic()
+    route = router.get(f"{GRAPH}/users").mock(side_effect=answer)
+    g = graph_client(router, clock)
     pages = [p async for p in g.pages(f"{GRAPH}/users")]
-    assert time.monotonic() - started >= 0.2
+    assert sent == [0.0, pytest.approx(0.2)]  # asked again when the Retry-After had passed
     assert route.call_count == 2 and pages[0].users == [] and g.throttled == 1
 
 
@@ -199,27 +220,29 @@ async def test_scim_post_429_is_retried_because_nothing_was_created():
 
 async def test_scim_retry_after_pauses_every_caller():
     router = respx.MockRouter(using=None)
-    router.get(f"{SCIM}/Users/a").mock(
-        side_effect=[
-            httpx.Response(429, headers={"Retry-After": "0.3"}),
-            httpx.Response(200, json={}),
-        ]
+    clock = FakeClock()
+    answer_a, sent_a = timed(
+        clock, httpx.Response(429, headers={"Retry-After": "0.3"}), httpx.Response(200, json={})
     )
-    router.get(f"{SCIM}/Users/b").mock(return_value=httpx.Response(200, json={}))
-    c = scim_client(router)
-    finished: dict[str, float] = {}
-    started = time.monotonic()
+    answer_b, sent_b = timed(clock, httpx.Response(200, json={}))
+    router.get(f"{SCIM}/Users/a").mock(side_effect=answer_a)
+    router.get(f"{SCIM}/Users/b").mock(side_effect=answer_b)
+    c = scim_client(router, clock)
 
     async def one(key: str, delay: float) -> None:
-        await anyio.sleep(delay)
+        await clock.sleep(delay)
         await c.send(rq.get_user(key))
-        finished[key] = time.monotonic() - started
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(one, "a", 0.0)
         tg.start_soon(one, "b", 0.05)  # another worker, while a's Retry-After runs
     assert c.gate.pauses == 1
-    assert finished["b"] >= 0.28  # b waited for the pause a's 429 set
+    assert sent_a == [0.0, pytest.approx(0.3)]  # a asked again when its Retry-After passed
+    # b came at 0.05, during a's pause, and waited at the gate for the rest of it...
+    assert (0.05, pytest.approx(0.25)) in clock.sleeps
+    # ...so it was not sent before the pause ended (later still: the 429 also slowed the
+    # pacer, whose next slot after a's is 1/0.85 s on)
+    assert len(sent_b) == 1 and sent_b[0] >= 0.3
 
 
 async def test_scim_401_explains_what_to_do_and_hides_the_token():
@@ -256,13 +279,16 @@ async def test_scim_gives_up_on_persistent_5xx():
 
 async def test_rate_limit_spaces_requests():
     router = respx.MockRouter(using=None)
-    router.get(f"{SCIM}/Users/u1").mock(return_value=httpx.Response(200, json={}))
-    c = scim_client(router, rate_limit=20)
-    started = time.monotonic()
-    for _ in range(30):
+    clock = FakeClock()
+    answer, sent = timed(clock, httpx.Response(200, json={}))
+    router.get(f"{SCIM}/Users/u1").mock(side_effect=answer)
+    c = scim_client(router, clock, rate_limit=20)
+    # 20 requests: aiolimiter's bucket (the hard ceiling, on the event loop's real time) holds
+    # one second's worth and never waits for them; the pacer spaces them on the fake clock
+    for _ in range(20):
         await c.send(rq.get_user("u1"))
-    # a bucket of 20/s starts full: 30 requests need at least ~0.5 s
-    assert time.monotonic() - started >= 0.45
+    assert [b - a for a, b in itertools.pairwise(sent)] == pytest.approx([1 / 20] * 19)
+    assert clock.now() == pytest.approx(19 / 20)
 
 
 async def test_graph_user_count_reads_the_simulator_and_failures_give_none():

@@ -9,24 +9,25 @@ Facts relied on (facts.md §7):
   ``@odata.nextLink`` (it carries ``$skiptoken``) until it is absent;
 * 429 comes with ``Retry-After``, possibly fractional ("Retry-After: 2.128"); without one,
   back off exponentially (https://learn.microsoft.com/graph/throttling).
+
+The retry waits, the pause gate, the retry budget and the token's expiry read the ``clock``
+given (:class:`bulkprov.retry.Clock`; the system's by default), so tests run them on a fake one.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import anyio
 import httpx
 from pydantic import SecretStr
 
 from bulkprov import _json, redact
 from bulkprov.credentials.target import TokenSource
 from bulkprov.errors import BulkProvError, DeltaExpired, SourceAuthError, SourceError
-from bulkprov.retry import PauseGate, RetryPolicy
+from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
 from bulkprov.scim.responses import parse_retry_after
 from bulkprov.transport import tls_failure
 
@@ -63,6 +64,7 @@ class GraphClient:
         http: httpx.AsyncClient,
         policy: RetryPolicy | None = None,
         token_source: TokenSource | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         #: msal for https authorities (bulkprov.credentials.graph); else the POST below
         self._source = token_source
@@ -72,7 +74,8 @@ class GraphClient:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self.policy = policy or RetryPolicy()
-        self.gate = PauseGate()
+        self.clock = clock
+        self.gate = PauseGate(clock)
         self._token: SecretStr | None = None
         self._token_expires = 0.0
         self.requests = 0
@@ -85,7 +88,7 @@ class GraphClient:
         """A bearer token, refreshed five minutes before it expires."""
         if self._source is not None:
             return SecretStr(await self._source.token(force=force))
-        if not force and self._token is not None and time.monotonic() < self._token_expires:
+        if not force and self._token is not None and self.clock.now() < self._token_expires:
             return self._token
         form = {
             "client_id": self._client_id,
@@ -119,12 +122,12 @@ class GraphClient:
         redact.register(str(doc["access_token"]))
         self._token = SecretStr(str(doc["access_token"]))
         lifetime = float(doc.get("expires_in", 3599))
-        self._token_expires = time.monotonic() + max(60.0, lifetime - 300.0)
+        self._token_expires = self.clock.now() + max(60.0, lifetime - 300.0)
         return self._token
 
     async def get_json(self, url: str, *, headers: dict[str, str] | None = None) -> Any:
         """GET a Graph URL with auth and the retry policy; return the parsed JSON."""
-        started = time.monotonic()
+        started = self.clock.now()
         attempt = 0
         refreshed = False
         while True:
@@ -180,10 +183,10 @@ class GraphClient:
             except httpx.TransportError as exc:
                 error = f"connection failed ({type(exc).__name__})"
             wait = self.policy.backoff(attempt, retry_after)
-            if self.policy.gives_up(attempt, started, wait):
+            if self.policy.gives_up(attempt, started, wait, self.clock):
                 raise SourceError(f"Graph read failed after {attempt} attempt(s): {error}")
             if retry_after is None:
-                await anyio.sleep(wait)
+                await self.clock.sleep(wait)
 
     async def user_count(self) -> int | None:
         """The tenant's user count (``GET /users/$count``), or ``None`` if it cannot be had.

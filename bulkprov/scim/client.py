@@ -6,7 +6,8 @@ Every request of every worker goes through :meth:`ScimClient.send`, which
 2. takes a send slot from the one shared :class:`~bulkprov.scim.rate.RatePacer` (AIMD:
    below the ceiling, adapted to the 429s the target sends), then acquires the one shared
    ``aiolimiter.AsyncLimiter`` of the configured ``rate_limit``: the hard guarantee that
-   all workers together never exceed the rate the admin set, whatever the pacer does,
+   all workers together never exceed the rate the admin set, whatever the pacer does
+   (it measures the event loop's own time: real time, whatever ``clock`` is given),
 3. sends, and classifies the answer with :func:`bulkprov.scim.responses.classify`,
 4. retries 429, 5xx, timeouts and resets with backoff, bounded by attempts and time.
    A 429 means "not yet", not "failed": throttled retries are bounded by time only
@@ -17,14 +18,15 @@ Every request of every worker goes through :meth:`ScimClient.send`, which
 
 A request that *creates* (POST) is never retried blindly after an unknown outcome (5xx,
 timeout, reset): it raises :class:`OutcomeUnknown` so the caller resolves it by matching.
+
+Every wait (the gate, the pacer's slots, backoff) and the retry budget read the ``clock``
+given (:class:`bulkprov.retry.Clock`; the system's by default), so tests run them on a fake one.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import anyio
 import httpx
 from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
@@ -37,7 +39,7 @@ from bulkprov.errors import (
     TargetTLSError,
     TargetUnavailable,
 )
-from bulkprov.retry import PauseGate, RetryPolicy
+from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
 from bulkprov.scim.bulk import MAX_OPERATIONS, BulkSupport, bulk_support, service_provider_config
 from bulkprov.scim.rate import RatePacer
 from bulkprov.scim.requests import ScimRequest
@@ -76,6 +78,7 @@ class ScimClient:
         adaptive: bool = True,
         policy: RetryPolicy | None = None,
         gate: PauseGate | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
@@ -95,7 +98,11 @@ class ScimClient:
         # without a burst above it (aiolimiter binds to the loop that first uses it).
         self._limiter = AsyncLimiter(rate_limit, 1.0) if rate_limit > 0 else None
         self.policy = policy or RetryPolicy()
-        self.gate = gate or PauseGate()
+        self.clock = clock
+        # kept bound (for the system clock: time.monotonic and anyio.sleep themselves)
+        self._now = clock.now
+        self._sleep = clock.sleep
+        self.gate = gate or PauseGate(clock)
         self.stats = RequestStats()
 
     def __repr__(self) -> str:  # never show the token
@@ -126,7 +133,8 @@ class ScimClient:
 
     async def send(self, request: ScimRequest) -> Any:
         """Send ``request`` and return the parsed JSON answer (``None`` for no body)."""
-        started = time.monotonic()
+        clock_now = self._now
+        started = clock_now()
         attempt = 0  # failed attempts that count toward max_attempts
         throttles = 0
         url = self.base_url + request.path
@@ -136,14 +144,14 @@ class ScimClient:
             await self.gate.wait()
             if self._auth is not None:
                 self._use(await self._auth.token())
-            now = time.monotonic()
+            now = clock_now()
             delay = pacer.reserve(now)
             if delay > 0:
-                await anyio.sleep(delay)
+                await self._sleep(delay)
                 now += delay
             if self._limiter is not None:
                 await self._limiter.acquire()
-                now = time.monotonic()
+                now = clock_now()
             stats = self.stats
             stats.requests += 1
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
@@ -182,7 +190,7 @@ class ScimClient:
                 ) from None
             except TargetThrottled as exc:
                 stats.throttled += 1
-                pacer.on_throttle(now, time.monotonic())
+                pacer.on_throttle(now, clock_now())
                 error: TargetError = exc
                 retry_after = exc.retry_after
                 if retry_after is not None:
@@ -212,14 +220,14 @@ class ScimClient:
                     wait = 0.0  # the pacer has slowed down: its next slot is the backoff
                 else:
                     wait = self.policy.backoff(min(throttles, 16), retry_after)
-                give_up = self.policy.gives_up(0, started, wait)
+                give_up = self.policy.gives_up(0, started, wait, self.clock)
             else:
                 attempt += 1
                 wait = self.policy.backoff(attempt, retry_after)
-                give_up = self.policy.gives_up(attempt, started, wait)
+                give_up = self.policy.gives_up(attempt, started, wait, self.clock)
             if give_up:
                 error.add_note(f"gave up after {attempt + throttles + 1} attempt(s)")
                 raise error
             stats.retries += 1
             if retry_after is None and wait > 0:
-                await anyio.sleep(wait)
+                await self._sleep(wait)
