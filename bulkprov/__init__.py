@@ -1,0 +1,135 @@
+"""bulkprov: fast, resumable provisioning from Microsoft Entra ID (Graph) into SCIM 2.0.
+
+The public API is what ``__all__`` lists (``tests/test_public_api.py`` holds it to that):
+load a config, read its secrets, run a sync, and the one exception tree. Everything else is
+reached through its module and may change; the command line is ``bulkprov`` (bulkprov.cli).
+
+::
+
+    import anyio, bulkprov
+
+    cfg = bulkprov.load_config("bulkprov.toml")
+    result = anyio.run(bulkprov.run_sync, cfg, bulkprov.Secrets.from_config(cfg))
+
+The layers of the package, top to bottom (an import points down only; ``scripts/check``
+holds them with import-linter, see ``[tool.importlinter]`` in pyproject.toml)::
+
+    cli → commands → observe → pipeline → checkpoint | graph | scope → mapping → scim
+        → credentials → config → transport | retry | breaker | escrow
+        → http1 | redact | errors | _json
+    sim/ (the simulators) imports nothing above scim/graph/mapping; only commands/demo and
+    commands/sim import it.
+
+Names are imported on first use, so ``import bulkprov.errors`` (or the CLI's ``--help``)
+does not load the pipeline, pydantic or httpx.
+"""
+
+# (no ``from __future__ import annotations`` and private aliases only: every public name of
+# this module is in ``__all__``, tests/test_public_api.py)
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from bulkprov.config import Config, load_config, parse_config
+    from bulkprov.credentials import Secrets
+    from bulkprov.errors import (
+        BulkProvError,
+        ConfigError,
+        DeltaExpired,
+        MappingError,
+        OutcomeUnknown,
+        PlanStale,
+        Quarantined,
+        RunAborted,
+        SourceAuthError,
+        SourceError,
+        StateError,
+        TargetAuthError,
+        TargetError,
+        TargetRejected,
+        TargetThrottled,
+        TargetTLSError,
+        TargetUnavailable,
+        UserDataError,
+    )
+    from bulkprov.mapping import ExpressionSyntaxError
+    from bulkprov.pipeline import Engine, RunResult, RunStats, run_sync
+
+#: public name → the module it lives in
+_WHERE = {
+    "Config": "bulkprov.config",
+    "load_config": "bulkprov.config",
+    "parse_config": "bulkprov.config",
+    "Secrets": "bulkprov.credentials",
+    "Engine": "bulkprov.pipeline",
+    "RunResult": "bulkprov.pipeline",
+    "RunStats": "bulkprov.pipeline",
+    "run_sync": "bulkprov.pipeline",
+    "ExpressionSyntaxError": "bulkprov.mapping",
+    **dict.fromkeys(
+        [
+            "BulkProvError",
+            "ConfigError",
+            "DeltaExpired",
+            "MappingError",
+            "OutcomeUnknown",
+            "PlanStale",
+            "Quarantined",
+            "RunAborted",
+            "SourceAuthError",
+            "SourceError",
+            "StateError",
+            "TargetAuthError",
+            "TargetError",
+            "TargetRejected",
+            "TargetThrottled",
+            "TargetTLSError",
+            "TargetUnavailable",
+            "UserDataError",
+        ],
+        "bulkprov.errors",
+    ),
+}
+
+__all__ = [
+    "BulkProvError",
+    "Config",
+    "ConfigError",
+    "DeltaExpired",
+    "Engine",
+    "ExpressionSyntaxError",
+    "MappingError",
+    "OutcomeUnknown",
+    "PlanStale",
+    "Quarantined",
+    "RunAborted",
+    "RunResult",
+    "RunStats",
+    "Secrets",
+    "SourceAuthError",
+    "SourceError",
+    "StateError",
+    "TargetAuthError",
+    "TargetError",
+    "TargetRejected",
+    "TargetTLSError",
+    "TargetThrottled",
+    "TargetUnavailable",
+    "UserDataError",
+    "load_config",
+    "parse_config",
+    "run_sync",
+]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bulkprov' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
