@@ -63,7 +63,7 @@ class SecretSource(_Model):
         except OSError as exc:
             raise ConfigError(
                 f"cannot read secret file {self.file}: {exc.strerror}", path=config_path, key=key
-            ) from None
+            ) from exc
         if not value:
             raise ConfigError(f"secret file {self.file} is empty", path=config_path, key=key)
         redact.register(value)
@@ -352,7 +352,7 @@ def parse_config(data: dict[str, Any], *, path: str | None = None) -> Config:
             "; ".join(lines) if len(lines) > 1 else str(first["msg"]),
             path=path,
             key=(_loc(first["loc"]) or None) if len(lines) == 1 else None,
-        ) from None
+        ) from exc
     return cfg.model_copy(update={"source_path": path})
 
 
@@ -362,9 +362,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config: {exc.strerror}", path=str(p)) from None
+        raise ConfigError(f"cannot read config: {exc.strerror}", path=str(p)) from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=str(p)) from None
+        raise ConfigError(f"not valid TOML: {exc}", path=str(p)) from exc
     return parse_config(data, path=str(p))

@@ -203,7 +203,7 @@ def _clause_test(
         except re.error as exc:
             at = f" at position {exc.pos}" if exc.pos is not None else ""
             caret = f"\n    {value}\n    {' ' * (exc.pos or 0)}^" if exc.pos is not None else ""
-            raise fail(f"invalid regular expression{at}: {exc.msg}{caret}") from None
+            raise fail(f"invalid regular expression{at}: {exc.msg}{caret}") from exc
         search = pattern.search
         negate = operator == "NOT REGEX MATCH"
 

@@ -321,7 +321,7 @@ class StateStore:
         try:
             conn = await aiosqlite.connect(p, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StateError(f"{p}: cannot open the state database: {exc}") from None
+            raise StateError(f"{p}: cannot open the state database: {exc}") from exc
         store = cls(conn, p)
         try:
             await store._migrate()
@@ -331,15 +331,15 @@ class StateStore:
                 raise StateError(
                     f"{p}: the state database is locked by another process ({exc}); "
                     "wait for it to finish or close it — nothing was changed"
-                ) from None
+                ) from exc
             raise StateError(
                 f"{p}: not a usable bulkprov state database ({exc}); nothing was changed"
-            ) from None
+            ) from exc
         except sqlite3.DatabaseError as exc:
             await conn.close()
             raise StateError(
                 f"{p}: not a usable bulkprov state database ({exc}); nothing was changed"
-            ) from None
+            ) from exc
         except BaseException:
             await conn.close()
             raise
@@ -603,10 +603,10 @@ class StateStore:
         d = Path(dest)
         try:
             fd = os.open(d, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise StateError(f"{d} exists; nothing was overwritten") from None
+        except FileExistsError as exc:
+            raise StateError(f"{d} exists; nothing was overwritten") from exc
         except OSError as exc:
-            raise StateError(f"cannot create {d}: {exc.strerror}") from None
+            raise StateError(f"cannot create {d}: {exc.strerror}") from exc
         os.close(fd)
         target = await aiosqlite.connect(d)
         try:

@@ -201,7 +201,7 @@ class _Compiler:
             try:
                 value = ev(_EMPTY_USER, DEFAULT_CONTEXT)
             except UserDataError as exc:
-                raise self.error(str(exc), node.start) from None
+                raise self.error(str(exc), node.start) from exc
             return Arg(node, constant_evaluator(value), const=True, value=value)
         return Arg(node, ev)
 
@@ -231,7 +231,7 @@ def compile_expression(
     except ExpressionSyntaxError as exc:
         if config_path is None and key is None:
             raise
-        raise exc.located(path=config_path, key=key) from None
+        raise exc.located(path=config_path, key=key) from exc
     attributes = frozenset(compiler.attributes)
     select: set[str] = set()
     for name in attributes:
@@ -273,8 +273,8 @@ def _to_int(value: Any) -> Any:
         return value
     try:
         return int(str(value).strip())
-    except ValueError:
-        raise UserDataError(f"expected an integer, got {value!r}") from None
+    except ValueError as exc:
+        raise UserDataError(f"expected an integer, got {value!r}") from exc
 
 
 def _to_decimal(value: Any) -> Any:
@@ -282,8 +282,8 @@ def _to_decimal(value: Any) -> Any:
         return value
     try:
         return float(str(value).strip())
-    except ValueError:
-        raise UserDataError(f"expected a number, got {value!r}") from None
+    except ValueError as exc:
+        raise UserDataError(f"expected a number, got {value!r}") from exc
 
 
 Coercion = Callable[[Any], Any]
@@ -527,7 +527,7 @@ def compile_mappings(
         try:
             scim_path = parse_path(m.target)
         except MappingError as exc:
-            raise fail(str(exc), f"{where}.target") from None
+            raise fail(str(exc), f"{where}.target") from exc
         path = m.target.strip()
         if scim_path.schema is None and scim_path.attribute.lower() == "id":
             raise fail(
@@ -556,7 +556,7 @@ def compile_mappings(
             try:
                 value = _coerce_value(coerce, m.constant)
             except UserDataError as exc:
-                raise fail(f"constant for {path}: {exc}", f"{where}.constant") from None
+                raise fail(f"constant for {path}: {exc}", f"{where}.constant") from exc
             evaluator = constant_evaluator(value)
             coerce = None
         elif m.type == "expression":
@@ -585,7 +585,7 @@ def compile_mappings(
                 try:
                     value = _coerce_value(coerce, compiled.value)
                 except UserDataError as exc:
-                    raise fail(f"expression for {path}: {exc}", f"{where}.expression") from None
+                    raise fail(f"expression for {path}: {exc}", f"{where}.expression") from exc
                 evaluator = constant_evaluator(value)
                 coerce = None
             else:
@@ -595,7 +595,7 @@ def compile_mappings(
             try:
                 default = _coerce_value(coerce, m.default)
             except UserDataError as exc:
-                raise fail(f"default for {path}: {exc}", f"{where}.default") from None
+                raise fail(f"default for {path}: {exc}", f"{where}.default") from exc
         if m.matching_precedence is not None:
             if m.type == "none":
                 raise fail(

@@ -168,7 +168,7 @@ def to_datetime(value: str, func: str) -> datetime:
     try:
         return parse_datetime(value)
     except (ValueError, OverflowError) as exc:
-        raise UserDataError(f"{func}: cannot read {value!r} as a date/time ({exc})") from None
+        raise UserDataError(f"{func}: cannot read {value!r} as a date/time ({exc})") from exc
 
 
 def now(fixed: datetime | None) -> datetime:

@@ -127,7 +127,7 @@ def from_toml(text: str) -> list[AttributeMapping]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}") from None
+        raise ConfigError(f"not valid TOML: {exc}") from exc
     rows = data.get("mappings")
     if not isinstance(rows, list):
         raise ConfigError("no [[mappings]] tables")
@@ -139,7 +139,7 @@ def _validated(row: Any, where: str) -> AttributeMapping:
         return AttributeMapping.model_validate(row)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        raise ConfigError(str(first["msg"]), key=where) from None
+        raise ConfigError(str(first["msg"]), key=where) from exc
 
 
 def check(mappings: list[AttributeMapping]) -> None:

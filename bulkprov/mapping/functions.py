@@ -492,8 +492,8 @@ def _date_add(call: Call) -> Evaluator:
             return None
         try:
             return dates.DateTimeStr(dates.date_add(interval(u, c), amount(u, c), dt))
-        except OverflowError:
-            raise UserDataError("DateAdd: the result is outside years 1-9999") from None
+        except OverflowError as exc:
+            raise UserDataError("DateAdd: the result is outside years 1-9999") from exc
 
     return date_add
 
@@ -523,10 +523,10 @@ def _date_from_num(call: Call) -> Evaluator:
         ticks = to_int(v, "DateFromNum", "value")
         try:
             return dates.DateTimeStr(dates.from_filetime(ticks))
-        except (ValueError, OverflowError):
+        except (ValueError, OverflowError) as exc:
             raise UserDataError(
                 f"DateFromNum: {ticks} is not a date between years 1601 and 9999"
-            ) from None
+            ) from exc
 
     return date_from_num
 
@@ -574,7 +574,7 @@ def _format_date_time(call: Call) -> Evaluator:
             try:
                 return dates.compile_exact(as_text(ev(u, c) or "", name, "inputFormat"))
             except ValueError as exc:
-                raise UserDataError(f"{name}: invalid inputFormat: {exc}") from None
+                raise UserDataError(f"{name}: invalid inputFormat: {exc}") from exc
 
         return dynamic
 
@@ -592,7 +592,7 @@ def _format_date_time(call: Call) -> Evaluator:
             try:
                 return dates.tokenize_format(as_text(ev(u, c) or "", name, "outputFormat"))
             except ValueError as exc:
-                raise UserDataError(f"{name}: invalid outputFormat: {exc}") from None
+                raise UserDataError(f"{name}: invalid outputFormat: {exc}") from exc
 
         return dynamic
 
@@ -608,7 +608,7 @@ def _format_date_time(call: Call) -> Evaluator:
         try:
             dt, kind = dates.parse_exact(s, exact, styles, lambda: dates.now(c.now))
         except (ValueError, OverflowError) as exc:
-            raise UserDataError(f"{name}: {exc}") from None
+            raise UserDataError(f"{name}: {exc}") from exc
         return dates.format_custom(dt, kind, formatter(u, c))
 
     return format_date_time
@@ -1043,7 +1043,7 @@ def _regex_of(
         try:
             return compile_dotnet(as_text(ev(u, c) or "", "Replace", "regexPattern"))
         except re.error as exc:
-            raise UserDataError(f"Replace: invalid regular expression: {exc}") from None
+            raise UserDataError(f"Replace: invalid regular expression: {exc}") from exc
 
     return dynamic, None
 
@@ -1072,7 +1072,7 @@ def _replace_regex(call: Call) -> Evaluator:
             try:
                 tpl = check_replacement(rx, raw)
             except ValueError as exc:
-                raise UserDataError(f"Replace: replacementValue: {exc}") from None
+                raise UserDataError(f"Replace: replacementValue: {exc}") from exc
         return rx.sub(tpl, s)
 
     return replace_regex
