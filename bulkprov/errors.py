@@ -11,6 +11,8 @@
     │   ├── TargetAuthError         401/403: stops the whole run at once, never per user
     │   │   └── TargetTLSError      the target's certificate cannot be verified (stops too)
     │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
+    │   │   └── OutcomeUnknown      a create (POST) met one of those: never re-sent blindly,
+    │   │                           the caller looks for the account first (matching)
     │   ├── TargetThrottled         429 beyond the retry budget
     │   └── TargetRejected          any other 4xx for one user: a per-user Failure
     ├── UserDataError               one source user cannot be scoped or mapped: Skipped/Failure
@@ -120,6 +122,15 @@ class TargetUnavailable(TargetError):
     """5xx, a timeout, or a dropped connection."""
 
     retryable = True
+
+
+class OutcomeUnknown(TargetUnavailable):
+    """A create whose result is unknown (the service may or may not have made it).
+
+    Raised by :meth:`bulkprov.scim.client.ScimClient.send` for a POST answered 5xx, timed out
+    or reset, instead of retrying it: a second POST could create the account twice. The
+    caller resolves it by looking the account up (matching) before sending it again.
+    """
 
 
 class TargetThrottled(TargetError):

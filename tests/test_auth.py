@@ -1,19 +1,25 @@
-"""JWT expiry warnings and Zoom server-to-server OAuth, refreshed and re-fetched on 401."""
+"""JWT expiry warnings and Zoom server-to-server OAuth, refreshed and re-fetched on 401;
+token endpoint errors that keep their cause and never the secret."""
 
 from __future__ import annotations
 
 import base64
+import socket
 import time
+import traceback
 
+import httpx
 import orjson
 import pytest
 from pydantic import SecretStr
 
 from bulkprov.credentials import Secrets
-from bulkprov.credentials.target import expiry_warning, jwt_expiry
-from bulkprov.errors import TargetAuthError
+from bulkprov.credentials.target import ZoomOAuth, expiry_warning, jwt_expiry
+from bulkprov.errors import SourceError, TargetAuthError
+from bulkprov.graph.client import GraphClient
 from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import NoFaults, SimRequest, SimResponse
+from bulkprov.transport import make_client
 
 from .conftest import FAST_RETRY, GRAPH_SECRET, make_config
 from .e2e import expected_values, store_problems
@@ -114,3 +120,42 @@ async def test_wrong_oauth_client_secret_stops_with_a_clear_message(
     assert isinstance(err, TargetAuthError)
     assert "OAuth token request was refused (401" in str(err)
     assert "a-wrong-client-secret" not in str(err)
+
+
+async def test_an_unreachable_token_endpoint_keeps_the_cause_and_no_secret():
+    """The transport error stays on ``__cause__`` (for debugging); no text of the chain, the
+    traceback included, holds the client secret or the Basic credential made from it."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    http = make_client(timeout=5, max_connections=2)
+    zoom = ZoomOAuth(
+        f"http://127.0.0.1:{port}/oauth/token",
+        "acct-1",
+        "zoom-client",
+        SecretStr("zoom-s2s-client-secret-42"),
+        http,
+    )
+    graph = GraphClient(
+        authority=f"http://127.0.0.1:{port}",
+        tenant_id="t1",
+        client_id="c1",
+        client_secret=SecretStr(GRAPH_SECRET),
+        base_url=f"http://127.0.0.1:{port}/v1.0",
+        http=http,
+    )
+    try:
+        with pytest.raises(TargetAuthError, match="cannot reach the OAuth token endpoint") as z:
+            await zoom.token()
+        with pytest.raises(SourceError, match="cannot reach the token endpoint") as g:
+            await graph.token()
+    finally:
+        await http.aclose()
+    for info, secrets in (
+        (z, ["zoom-s2s-client-secret-42", zoom._basic]),
+        (g, [GRAPH_SECRET]),
+    ):
+        assert isinstance(info.value.__cause__, httpx.ConnectError)
+        text = "".join(traceback.format_exception(info.value))
+        assert f"127.0.0.1:{port}" in text  # the cause names where, never what was sent
+        assert not [s for s in secrets if s in text]

@@ -127,8 +127,10 @@ class MsalToken:
             raise SourceError(
                 f"cannot verify the authority's certificate ({redact.scrub(str(exc))[-160:]}); "
                 "give its CA in graph.ca_file"
-            ) from None
+            ) from exc
         except (requests.RequestException, ValueError, OSError) as exc:  # never the secret
+            # from None, on purpose: msal's and the key loader's texts are trusted only
+            # scrubbed (above); as __cause__ they would reach a traceback as they are
             raise SourceError(
                 f"cannot get a Graph token from the authority: {type(exc).__name__}: "
                 f"{redact.scrub(str(exc))[:300]}"

@@ -133,7 +133,7 @@ class ZoomOAuth:
         except httpx.HTTPError as exc:
             raise TargetAuthError(
                 f"cannot reach the OAuth token endpoint {self.token_url}: {type(exc).__name__}"
-            ) from None
+            ) from exc
         try:
             doc = _json.loads(response.content) if response.content else {}
         except _json.JSONDecodeError:

@@ -103,10 +103,10 @@ class GraphClient:
                 raise SourceError(
                     f"cannot verify the certificate of {self._token_url} ({tls}); give its CA "
                     "in graph.ca_file"
-                ) from None
+                ) from exc
             raise SourceError(
                 f"cannot reach the token endpoint {self._token_url}: {type(exc).__name__}"
-            ) from None
+            ) from exc
         try:
             doc = _json.loads(response.content) if response.content else {}
         except _json.JSONDecodeError:
@@ -145,10 +145,8 @@ class GraphClient:
                 if status == 200:
                     try:
                         return _json.loads(response.content)
-                    except _json.JSONDecodeError:
-                        raise _Retryable(
-                            "Graph answered 200 with a body that is not JSON"
-                        ) from None
+                    except _json.JSONDecodeError as exc:
+                        raise _Retryable("Graph answered 200 with a body that is not JSON") from exc
                 if status == 401 and not refreshed:
                     refreshed = True
                     await self.token(force=True)

@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from bulkprov.credentials.target import TokenSource
 from bulkprov.errors import (
+    OutcomeUnknown,
     TargetAuthError,
     TargetError,
     TargetThrottled,
@@ -48,9 +49,7 @@ from bulkprov.transport import direct, tls_failure
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 
-
-class OutcomeUnknown(TargetUnavailable):
-    """A create whose result is unknown (the service may or may not have made it)."""
+__all__ = ["SCIM_MEDIA_TYPE", "OutcomeUnknown", "RequestStats", "ScimClient"]
 
 
 class RequestStats:
@@ -187,7 +186,7 @@ class ScimClient:
                     "or revoked, or lacks a scope (Zoom: scim2): generate a new one and run "
                     "again; the run is saved and resumes where it stopped",
                     status=exc.status,
-                ) from None
+                ) from exc
             except TargetThrottled as exc:
                 stats.throttled += 1
                 pacer.on_throttle(now, clock_now())
@@ -204,7 +203,7 @@ class ScimClient:
                     raise TargetTLSError(
                         f"cannot verify the target's certificate ({tls}); give its CA in "
                         "target.ca_file — TLS verification is never turned off"
-                    ) from None
+                    ) from exc
                 if isinstance(exc, httpx.TimeoutException):
                     error = TargetUnavailable(f"{request.method} {request.path}: timed out")
                 else:

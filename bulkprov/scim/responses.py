@@ -81,10 +81,10 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Any:
             return None
         try:
             return _json.loads(body)
-        except _json.JSONDecodeError:
+        except _json.JSONDecodeError as exc:
             raise TargetUnavailable(
                 "the target answered success with a body that is not JSON", status=status
-            ) from None
+            ) from exc
     detail, scim_type = _error_detail(body)
     if status in (401, 403):
         raise TargetAuthError(detail or "authentication failed", status=status)
