@@ -264,6 +264,7 @@ class Http1Pool:
             try:
                 rendered = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
             except UnicodeEncodeError:  # the message names no value: it may be a token
+                # (and from None: the codec's error quotes the character and where it is)
                 names = [k for k, v in headers.items() if not _latin1(k + v)]
                 raise httpx.LocalProtocolError(
                     f"header {names[0] if names else '?'!r} is not Latin-1 text"

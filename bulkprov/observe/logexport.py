@@ -68,10 +68,10 @@ def parse_since(text: str, now: float | None = None) -> float:
         return now - float(m.group(1)) * _UNITS[m.group(2).lower()]
     try:
         when = datetime.fromisoformat(text.strip())
-    except ValueError:
+    except ValueError as exc:
         raise ValueError(
             f"{text!r} is neither a duration (30m, 24h, 7d) nor an ISO date (2026-11-28)"
-        ) from None
+        ) from exc
     return when.timestamp()
 
 

@@ -143,7 +143,7 @@ class MetricsServer:
             raise ConfigError(
                 f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror}",
                 key="--metrics-port",
-            ) from None
+            ) from exc
         self._runner = runner
         server = site._server
         sockets = getattr(server, "sockets", None)
