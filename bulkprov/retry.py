@@ -1,4 +1,5 @@
-"""Retry policy and the shared pause gate, used by both the Graph and the SCIM clients.
+"""Retry policy, the shared pause gate and the ``Retry-After`` reader, used by both the Graph
+and the SCIM clients.
 
 Retries are bounded twice, by attempts and by total time, and apply only to errors whose
 class says ``retryable``. A ``Retry-After`` from either service pauses *every* task that
@@ -8,6 +9,8 @@ Retry-After header"; facts.md §7.5), not just the one that got the 429.
 
 from __future__ import annotations
 
+import email.utils
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -77,6 +80,29 @@ class RetryPolicy:
         """True when attempt ``attempt`` was the last, or waiting ``wait`` more seconds would
         end past ``max_seconds`` from ``started`` (a ``clock.now()`` reading)."""
         return attempt >= self.max_attempts or (clock.now() - started + wait > self.max_seconds)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta seconds (fractions allowed, as
+    Graph sends ``2.128``) or an HTTP date (against ``now``, wall-clock seconds: the system's
+    ``time.time()`` by default). ``None`` when absent or unreadable; at most an hour.
+
+    Here, below both clients, because SCIM and Graph read the header alike.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return max(0.0, min(seconds, 3600.0))
 
 
 #: for tests: one attempt, no waiting

@@ -11,14 +11,10 @@ from bulkprov.errors import (
     TargetThrottled,
     TargetUnavailable,
 )
+from bulkprov.retry import parse_retry_after
 from bulkprov.scim import requests as rq
 from bulkprov.scim.paths import get_value, parse_path, remove_value, set_value
-from bulkprov.scim.responses import (
-    classify,
-    is_uniqueness_conflict,
-    list_resources,
-    parse_retry_after,
-)
+from bulkprov.scim.responses import classify, is_uniqueness_conflict, list_resources
 
 
 def test_filter_value_is_quoted_and_escaped():

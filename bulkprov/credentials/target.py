@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import anyio
 import httpx
 from pydantic import SecretStr
 
 from bulkprov import _json, redact
+from bulkprov.credentials.oauth import read_token
 from bulkprov.errors import TargetAuthError
 
 WARN_DAYS = 30
@@ -86,6 +88,16 @@ class StaticToken:
         return self._token.get_secret_value()
 
 
+def _refused(status: int, doc: Mapping[str, Any]) -> TargetAuthError:
+    """Zoom's token endpoint said no: its ``reason`` (or ``error``) and what to check."""
+    reason = doc.get("reason") or doc.get("error")
+    return TargetAuthError(
+        f"the OAuth token request was refused ({status} {reason or ''}): "
+        "check target.oauth account_id, client_id and client_secret",
+        status=status,
+    )
+
+
 class ZoomOAuth:
     """Zoom server-to-server OAuth (``account_credentials``), refreshed before expiry."""
 
@@ -134,20 +146,9 @@ class ZoomOAuth:
             raise TargetAuthError(
                 f"cannot reach the OAuth token endpoint {self.token_url}: {type(exc).__name__}"
             ) from exc
-        try:
-            doc = _json.loads(response.content) if response.content else {}
-        except _json.JSONDecodeError:
-            doc = {}
-        token = doc.get("access_token") if isinstance(doc, dict) else None
-        if response.status_code != 200 or not isinstance(token, str) or not token:
-            reason = doc.get("reason") or doc.get("error") if isinstance(doc, dict) else None
-            raise TargetAuthError(
-                f"the OAuth token request was refused ({response.status_code} {reason or ''}): "
-                "check target.oauth account_id, client_id and client_secret",
-                status=response.status_code,
-            )
-        redact.register(token)
-        lifetime = float(doc.get("expires_in", 3600))
+        token, lifetime = read_token(
+            response.status_code, response.content, default_lifetime=3600.0, refused=_refused
+        )
         self._expires = time.monotonic() + lifetime - min(REFRESH_MARGIN, lifetime / 10)
         self.fetched += 1
         return token

@@ -10,6 +10,9 @@ Facts relied on (facts.md §7):
 * 429 comes with ``Retry-After``, possibly fractional ("Retry-After: 2.128"); without one,
   back off exponentially (https://learn.microsoft.com/graph/throttling).
 
+Graph's answers are classified without I/O by :mod:`bulkprov.graph.responses`; this module
+sends, refreshes the token and runs the retry loop.
+
 The retry waits, the pause gate, the retry budget and the token's expiry read the ``clock``
 given (:class:`bulkprov.retry.Clock`; the system's by default), so tests run them on a fake one.
 """
@@ -24,11 +27,18 @@ from urllib.parse import quote, urlencode
 import httpx
 from pydantic import SecretStr
 
-from bulkprov import _json, redact
+from bulkprov.credentials.oauth import read_token
 from bulkprov.credentials.target import TokenSource
-from bulkprov.errors import BulkProvError, DeltaExpired, SourceAuthError, SourceError
+from bulkprov.errors import BulkProvError, SourceError
+from bulkprov.graph.responses import (
+    Retry,
+    StaleToken,
+    classify,
+    page_parts,
+    token_refused,
+    user_count,
+)
 from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
-from bulkprov.scim.responses import parse_retry_after
 from bulkprov.transport import tls_failure
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -44,12 +54,6 @@ class Page:
     next_link: str | None
     #: ``@odata.deltaLink`` of the last page of a delta round (the next round's start)
     delta_link: str | None = None
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class GraphClient:
@@ -107,21 +111,10 @@ class GraphClient:
             raise SourceError(
                 f"cannot reach the token endpoint {self._token_url}: {type(exc).__name__}"
             ) from exc
-        try:
-            doc = _json.loads(response.content) if response.content else {}
-        except _json.JSONDecodeError:
-            doc = {}
-        if response.status_code != 200 or "access_token" not in doc:
-            code = doc.get("error", "") if isinstance(doc, dict) else ""
-            desc = doc.get("error_description", "") if isinstance(doc, dict) else ""
-            desc = str(desc).splitlines()[0][:200] if desc else ""
-            raise SourceAuthError(
-                f"Graph token request refused ({response.status_code} {code}): {desc} — "
-                "check tenant_id, client_id and the client secret"
-            )
-        redact.register(str(doc["access_token"]))
-        self._token = SecretStr(str(doc["access_token"]))
-        lifetime = float(doc.get("expires_in", 3599))
+        token, lifetime = read_token(
+            response.status_code, response.content, default_lifetime=3599.0, refused=token_refused
+        )
+        self._token = SecretStr(token)
         self._token_expires = self.clock.now() + max(60.0, lifetime - 300.0)
         return self._token
 
@@ -141,41 +134,20 @@ class GraphClient:
             self.requests += 1
             try:
                 response = await self._http.get(url, headers=hdrs)
-                status = response.status_code
-                if status == 200:
-                    try:
-                        return _json.loads(response.content)
-                    except _json.JSONDecodeError as exc:
-                        raise _Retryable("Graph answered 200 with a body that is not JSON") from exc
-                if status == 401 and not refreshed:
-                    refreshed = True
-                    await self.token(force=True)
-                    continue
-                if status in (401, 403):
-                    raise SourceAuthError(
-                        f"Graph refused the read ({status}): {_graph_error(response.content)} — "
-                        "check the app's permissions (User.Read.All) and admin consent"
-                    )
-                if status == 429:
-                    self.throttled += 1
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
-                    if retry_after is not None:
-                        self.gate.pause(retry_after)
-                    raise _Retryable("429 Too Many Requests", retry_after)
-                if status >= 500:
-                    raise _Retryable(f"{status} {_graph_error(response.content)}")
-                if status == 410 or b"syncStateNotFound" in response.content:
-                    # An expired delta token (seven days for directory objects, facts.md §7.3)
-                    raise DeltaExpired(
-                        f"Graph answered {status}: {_graph_error(response.content)}",
-                        status=status,
-                    )
-                raise SourceError(
-                    f"Graph answered {status}: {_graph_error(response.content)}", status=status
+                return classify(
+                    response.status_code, response.headers, response.content, refreshed=refreshed
                 )
-            except _Retryable as exc:
-                error = str(exc)
+            except StaleToken:
+                refreshed = True  # revoked or expired early: one new token, one more read
+                await self.token(force=True)
+                continue
+            except Retry as exc:
+                if exc.throttled:
+                    self.throttled += 1
                 retry_after = exc.retry_after
+                if retry_after is not None:
+                    self.gate.pause(retry_after)  # every reader waits, not just this one
+                error = str(exc)
             except httpx.TimeoutException:
                 error = "timed out"
             except httpx.TransportError as exc:
@@ -207,16 +179,13 @@ class GraphClient:
             )
         except (BulkProvError, httpx.HTTPError):
             return None
-        if response.status_code == 429:
+        try:
+            return user_count(response.status_code, response.headers, response.content)
+        except Retry as exc:  # 429
             self.throttled += 1
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            if retry_after is not None:
-                self.gate.pause(retry_after)  # the page reads that follow honour it
+            if exc.retry_after is not None:
+                self.gate.pause(exc.retry_after)  # the page reads that follow honour it
             return None
-        if response.status_code != 200:
-            return None
-        text = response.content.strip()
-        return int(text) if text.isdigit() else None
 
     def users_url(self, select: Iterable[str], top: int) -> str:
         query = urlencode({"$select": ",".join(sorted(set(select))), "$top": str(top)}, safe="$,")
@@ -233,20 +202,10 @@ class GraphClient:
         link: str | None = first_link
         number = first_number
         while link is not None:
-            doc = await self.get_json(link, headers=headers)
-            if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
-                raise SourceError(f"Graph page {number} is not a collection (no 'value' list)")
-            next_link = doc.get("@odata.nextLink")
-            if next_link is not None and not isinstance(next_link, str):
-                raise SourceError(f"Graph page {number} has a malformed @odata.nextLink")
-            delta_link = doc.get("@odata.deltaLink")
-            yield Page(
-                number,
-                link,
-                doc["value"],
-                next_link,
-                delta_link if isinstance(delta_link, str) else None,
+            users, next_link, delta_link = page_parts(
+                await self.get_json(link, headers=headers), number
             )
+            yield Page(number, link, users, next_link, delta_link)
             link = next_link
             number += 1
 
@@ -273,14 +232,3 @@ def latest_per_id(users: list[Any]) -> list[Any]:
         if not isinstance(key, str) or last[key] == i:
             kept.append(user)
     return kept
-
-
-def _graph_error(body: bytes) -> str:
-    try:
-        doc = _json.loads(body)
-    except _json.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace")
-    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-        err = doc["error"]
-        return f"{err.get('code', '')}: {str(err.get('message', ''))[:200]}"
-    return str(doc)[:200]

@@ -16,9 +16,6 @@ other 4xx      TargetRejected          this user is a Failure with the reason
 
 from __future__ import annotations
 
-import email.utils
-import math
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,29 +27,11 @@ from bulkprov.errors import (
     TargetThrottled,
     TargetUnavailable,
 )
+from bulkprov.retry import parse_retry_after
 
 #: RFC 7644 §3.3: a created resource answers 201 (some services answer 200).
 CREATED = frozenset({200, 201})
 _MAX_DETAIL = 300
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta seconds (fractions allowed, as
-    Graph sends ``2.128``) or an HTTP date. ``None`` when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds):
-        return None
-    return max(0.0, min(seconds, 3600.0))
 
 
 def _error_detail(body: bytes) -> tuple[str, str | None]:
