@@ -352,7 +352,7 @@ def parse_config(data: dict[str, Any], *, path: str | None = None) -> Config:
             "; ".join(lines) if len(lines) > 1 else str(first["msg"]),
             path=path,
             key=(_loc(first["loc"]) or None) if len(lines) == 1 else None,
-        ) from exc
+        ) from None  # not the cause: pydantic's text quotes the input, which may be a secret
     return cfg.model_copy(update={"source_path": path})
 
 

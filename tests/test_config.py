@@ -96,3 +96,18 @@ def test_missing_secret_names_variable_not_value(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as info:
         cfg.target.token.read("target.token", "c.toml")
     assert "BULKPROV_SCIM_TOKEN" in str(info.value) and "target.token" in str(info.value)
+
+
+def test_a_secret_pasted_into_the_config_is_in_no_traceback(tmp_path):
+    # A secret written in the TOML as a plain string (not {env=...}/{file=...}) is refused;
+    # pydantic's error text quotes the input, so the ConfigError must not chain it.
+    import traceback
+
+    secret = "pasted-secret-Qm4-never-shown"
+    text = STARTER_TOML.replace(
+        'client_secret = { env = "BULKPROV_GRAPH_SECRET" }', f'client_secret = "{secret}"'
+    )
+    assert secret in text
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert secret not in "".join(traceback.format_exception(caught.value))

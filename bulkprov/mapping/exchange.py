@@ -139,7 +139,8 @@ def _validated(row: Any, where: str) -> AttributeMapping:
         return AttributeMapping.model_validate(row)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        raise ConfigError(str(first["msg"]), key=where) from exc
+        # not the cause: pydantic's text quotes the input (a constant may hold anything)
+        raise ConfigError(str(first["msg"]), key=where) from None
 
 
 def check(mappings: list[AttributeMapping]) -> None:

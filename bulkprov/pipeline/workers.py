@@ -19,14 +19,14 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from bulkprov import _json
 from bulkprov.checkpoint.store import StateStore, UserWrite
 from bulkprov.checkpoint.store import disabled as disabled_write
-from bulkprov.errors import TargetAuthError, TargetError, TargetRejected
+from bulkprov.errors import OutcomeUnknown, TargetAuthError, TargetError, TargetRejected
 from bulkprov.escrow import EscrowEntry
 from bulkprov.mapping import MappedUser
 from bulkprov.pipeline.decide import Engine, target_values
 from bulkprov.pipeline.matching import Claims, duplicate_source
 from bulkprov.pipeline.messages import Message, WorkItem, get, put
 from bulkprov.scim import requests as rq
-from bulkprov.scim.client import OutcomeUnknown, ScimClient  # TODO(lead): errors
+from bulkprov.scim.client import ScimClient
 from bulkprov.scim.responses import is_uniqueness_conflict, list_resources
 
 
