@@ -249,9 +249,8 @@ def test_plan_writes_nothing_then_apply_runs_exactly_it(cli: Cli, tmp_path):
 def test_apply_holds_back_users_not_in_the_plan(cli: Cli):
     """The guard: what the plan did not show is not sent, even past the upfront check."""
     from bulkprov.config import load_config
-    from bulkprov.pipeline.decide import Decision
+    from bulkprov.pipeline.decide import Decision, Engine
     from bulkprov.pipeline.plan import plan_guard
-    from bulkprov.pipeline.run import Engine
 
     cfg = load_config(cli.config)
     engine = Engine(cfg)
