@@ -323,3 +323,28 @@ async def test_graph_user_count_reads_the_simulator_and_failures_give_none():
         assert await failing.user_count() is None
     assert route.calls[0].request.headers["ConsistencyLevel"] == "eventual"
     assert failing.throttled == 1
+
+
+async def test_every_command_paces_and_retries_the_target_as_configured(servers, tmp_path):
+    """sync, plan, approve, provision and test-connection open the target through one
+    open_clients: the configured rate limit, adaptive flag and retry budget hold for each
+    (approve sent held disables unpaced with 3 attempts before the redesign)."""
+    from bulkprov.pipeline import open_clients
+    from bulkprov.pipeline.clients import QUICK
+
+    from .conftest import SECRETS, make_config
+
+    cfg = make_config(
+        servers,
+        tmp_path / "state.db",
+        target__rate_limit=25,
+        target__adaptive=False,
+        target__max_attempts=5,
+        target__max_retry_seconds=77,
+    )
+    async with open_clients(cfg, SECRETS) as (_, scim):  # plan, approve
+        assert (scim.pacer.ceiling, scim.pacer.adaptive) == (25, False)
+        assert (scim.policy.max_attempts, scim.policy.max_seconds) == (5, 77)
+    async with open_clients(cfg, SECRETS, scim_policy=QUICK) as (_, scim):  # on demand
+        assert (scim.pacer.ceiling, scim.pacer.adaptive) == (25, False)
+        assert scim.policy is QUICK
