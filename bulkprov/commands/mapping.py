@@ -58,7 +58,7 @@ def mapping_test(
         try:
             user = _json.loads(user_json.read_bytes())
         except _json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--user-json") from None
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--user-json") from exc
     else:
         assert user_key is not None
         user = _run(_fetch_user, cfg, user_key)
@@ -176,7 +176,7 @@ def mapping_import(source: Path, fmt: str) -> None:
             try:
                 doc = _json.loads(text)
             except _json.JSONDecodeError as exc:
-                raise ConfigError(f"not JSON: {exc}", path=str(source)) from None
+                raise ConfigError(f"not JSON: {exc}", path=str(source)) from exc
             rows = from_graph(doc)
         else:
             rows = from_toml(text)

@@ -107,7 +107,7 @@ def logs(
     try:
         since_ts = parse_since(since) if since else None
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from None
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
     if not cfg.state.path.exists():
         click.secho(
             f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True

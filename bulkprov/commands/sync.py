@@ -111,7 +111,7 @@ def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:
     try:
         seconds = parse_interval(interval)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--interval") from None
+        raise click.BadParameter(str(exc), param_hint="--interval") from exc
 
     def on_result(result: RunResult) -> None:
         if as_json:
