@@ -115,7 +115,7 @@ async def run_sync(
                 scim_connections=cfg.target.concurrency,
             ) as (graph, scim):
                 stats.scim = scim
-                sync = _Cycle(
+                cycle = _Cycle(
                     engine,
                     store,
                     run,
@@ -129,8 +129,8 @@ async def run_sync(
                 )
                 status, message = "completed", None
                 try:
-                    await sync.run(need_index=need_index, handle_signals=handle_signals)
-                    message = sync.note
+                    await cycle.run(need_index=need_index, handle_signals=handle_signals)
+                    message = cycle.note
                 except BaseException as exc:
                     status = "running"  # stays resumable
                     message = _first_message(exc)
