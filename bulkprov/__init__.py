@@ -16,7 +16,7 @@ holds them with import-linter, see ``[tool.importlinter]`` in pyproject.toml)::
 
     cli → commands → observe → pipeline → checkpoint | graph | scope → mapping → scim
         → credentials → config → transport | retry | breaker | escrow
-        → http1 | redact | errors | _json
+        → redact | errors | _json
     sim/ (the simulators) imports nothing above scim/graph/mapping; only commands/demo and
     commands/sim import it.
 
@@ -46,6 +46,7 @@ if _typing.TYPE_CHECKING:
         StateError,
         TargetAuthError,
         TargetError,
+        TargetProxyError,
         TargetRejected,
         TargetThrottled,
         TargetTLSError,
@@ -89,6 +90,7 @@ __all__ = [
     "StateError",
     "TargetAuthError",
     "TargetError",
+    "TargetProxyError",
     "TargetRejected",
     "TargetTLSError",
     "TargetThrottled",

@@ -156,6 +156,47 @@ class TargetConfig(_Model):
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v)))
 
 
+class NetworkConfig(_Model):
+    """How requests leave this machine: the proxy for Graph, the token endpoints and the
+    target (msal's token requests included).
+
+    Without this section bulkprov honours ``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` and
+    ``NO_PROXY``; ``proxy`` here replaces the first three (``"none"``: no proxy, whatever the
+    environment says), ``no_proxy`` replaces ``NO_PROXY``. ``https://`` targets go through
+    the proxy with ``CONNECT``; loopback hosts never use a proxy.
+    """
+
+    #: ``http://host:port`` (or ``https://``); ``"none"`` turns an environment proxy off
+    proxy: str | None = None
+    #: hosts, domain suffixes (``.corp.example``) or IP addresses that go direct; ``["*"]``: all
+    no_proxy: list[str] | None = None
+    #: proxy credentials, when the proxy URL does not carry them (the password is a secret:
+    #: an environment variable or a file)
+    proxy_username: str | None = None
+    proxy_password: SecretSource | None = None
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, v: str | None) -> str | None:
+        if v is None or v == "none":
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError('a proxy is an http:// or https:// URL with a host, or "none"')
+        if parts.password:
+            raise ValueError(
+                "keep the proxy password out of the file: give proxy_username and "
+                "proxy_password = {env = ...} or {file = ...}"
+            )
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> NetworkConfig:
+        if (self.proxy_username is None) != (self.proxy_password is None):
+            raise ValueError("give proxy_username and proxy_password together")
+        return self
+
+
 class AttributeMapping(_Model):
     """One row of the attribute-mapping table (Entra's "Edit attribute" dialog).
 
@@ -316,6 +357,7 @@ class Config(_Model):
     scope: ScopeConfig = ScopeConfig()
     deprovision: DeprovisionConfig = DeprovisionConfig()
     groups: GroupsConfig = GroupsConfig()
+    network: NetworkConfig = NetworkConfig()
     mappings: list[AttributeMapping] = Field(min_length=1)
     #: where this config came from (for messages); not part of the TOML
     source_path: str | None = Field(default=None, exclude=True)

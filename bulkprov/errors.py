@@ -9,7 +9,8 @@
     │   └── DeltaExpired            a saved delta token expired (410 / syncStateNotFound)
     ├── TargetError                 the SCIM service answered something we cannot use
     │   ├── TargetAuthError         401/403: stops the whole run at once, never per user
-    │   │   └── TargetTLSError      the target's certificate cannot be verified (stops too)
+    │   │   ├── TargetTLSError      the target's certificate cannot be verified (stops too)
+    │   │   └── TargetProxyError    the proxy refused the tunnel or wants credentials (stops)
     │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
     │   │   └── OutcomeUnknown      a create (POST) met one of those: never re-sent blindly,
     │   │                           the caller looks for the account first (matching)
@@ -116,6 +117,11 @@ class TargetAuthError(TargetError):
 class TargetTLSError(TargetAuthError):
     """The target's TLS certificate cannot be verified: like a refused token, no user can
     succeed, so the run stops at once (the fix is ``target.ca_file`` or the certificate)."""
+
+
+class TargetProxyError(TargetAuthError):
+    """The proxy refused the tunnel to the target (``CONNECT`` answered 4xx) or wants
+    credentials it was not given (407): no user can succeed, so the run stops at once."""
 
 
 class TargetUnavailable(TargetError):

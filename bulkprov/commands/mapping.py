@@ -95,10 +95,12 @@ async def _fetch_user(cfg: Any, key: str) -> Any:
         else cfg.graph.client_secret.read("graph.client_secret", cfg.source_path)
     )
     select = Engine(cfg).select
+    network = credentials.proxies(cfg)
     async with make_client(
         timeout=cfg.graph.timeout,
         max_connections=2,
         verify=credentials.verify(cfg.graph.ca_file),
+        proxies=network,
     ) as http:
         graph = GraphClient(
             authority=cfg.graph.authority,
@@ -107,7 +109,7 @@ async def _fetch_user(cfg: Any, key: str) -> Any:
             client_secret=secret,
             base_url=cfg.graph.base_url,
             http=http,
-            token_source=credentials.graph_tokens(cfg, secret),
+            token_source=credentials.graph_tokens(cfg, secret, network=network),
         )
         query = urlencode({"$select": ",".join(select)}, safe="$,")
         return await graph.get_json(f"{graph.base_url}/users/{quote(key, safe='@')}?{query}")

@@ -26,7 +26,8 @@ from pydantic import SecretStr
 
 from bulkprov import _json, redact
 from bulkprov.credentials.oauth import read_token
-from bulkprov.errors import TargetAuthError
+from bulkprov.errors import TargetAuthError, TargetProxyError, TargetTLSError
+from bulkprov.transport import describe
 
 WARN_DAYS = 30
 #: fetch a new OAuth token this long before the old one expires (at most a tenth of its life)
@@ -143,9 +144,13 @@ class ZoomOAuth:
                 headers={"Authorization": f"Basic {self._basic}"},
             )
         except httpx.HTTPError as exc:
-            raise TargetAuthError(
-                f"cannot reach the OAuth token endpoint {self.token_url}: {type(exc).__name__}"
-            ) from exc
+            failure = describe(exc, self.token_url)
+            text = f"cannot reach the OAuth token endpoint {self.token_url}: {failure.text}"
+            if failure.cause in ("proxy-auth", "proxy-refused"):
+                raise TargetProxyError(text) from exc
+            if failure.cause in ("certificate", "tls"):
+                raise TargetTLSError(text + "; give its CA in target.ca_file") from exc
+            raise TargetAuthError(text) from exc
         token, lifetime = read_token(
             response.status_code, response.content, default_lifetime=3600.0, refused=_refused
         )

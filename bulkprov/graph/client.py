@@ -39,7 +39,7 @@ from bulkprov.graph.responses import (
     user_count,
 )
 from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
-from bulkprov.transport import tls_failure
+from bulkprov.transport import describe
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
@@ -103,13 +103,10 @@ class GraphClient:
         try:
             response = await self._http.post(self._token_url, data=form)
         except httpx.HTTPError as exc:
-            if (tls := tls_failure(exc)) is not None:
-                raise SourceError(
-                    f"cannot verify the certificate of {self._token_url} ({tls}); give its CA "
-                    "in graph.ca_file"
-                ) from exc
+            failure = describe(exc, self._token_url)
+            hint = "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
             raise SourceError(
-                f"cannot reach the token endpoint {self._token_url}: {type(exc).__name__}"
+                f"cannot reach the token endpoint {self._token_url}: {failure.text}{hint}"
             ) from exc
         token, lifetime = read_token(
             response.status_code, response.content, default_lifetime=3599.0, refused=token_refused
@@ -132,6 +129,7 @@ class GraphClient:
                 hdrs.update(headers)
             retry_after: float | None = None
             self.requests += 1
+            cause: BaseException | None = None
             try:
                 response = await self._http.get(url, headers=hdrs)
                 return classify(
@@ -148,13 +146,19 @@ class GraphClient:
                 if retry_after is not None:
                     self.gate.pause(retry_after)  # every reader waits, not just this one
                 error = str(exc)
-            except httpx.TimeoutException:
-                error = "timed out"
-            except httpx.TransportError as exc:
-                error = f"connection failed ({type(exc).__name__})"
+            except httpx.TransportError as exc:  # timeouts included
+                failure = describe(exc, url)
+                cause, error = exc, failure.text
+                if not failure.retryable:  # TLS, or the proxy refused: no retry can help
+                    hint = (
+                        "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
+                    )
+                    raise SourceError(f"Graph read failed: {error}{hint}") from exc
             wait = self.policy.backoff(attempt, retry_after)
             if self.policy.gives_up(attempt, started, wait, self.clock):
-                raise SourceError(f"Graph read failed after {attempt} attempt(s): {error}")
+                raise SourceError(
+                    f"Graph read failed after {attempt} attempt(s): {error}"
+                ) from cause
             if retry_after is None:
                 await self.clock.sleep(wait)
 

@@ -36,6 +36,7 @@ from bulkprov.errors import (
     OutcomeUnknown,
     TargetAuthError,
     TargetError,
+    TargetProxyError,
     TargetThrottled,
     TargetTLSError,
     TargetUnavailable,
@@ -45,7 +46,7 @@ from bulkprov.scim.bulk import MAX_OPERATIONS, BulkSupport, bulk_support, servic
 from bulkprov.scim.rate import RatePacer
 from bulkprov.scim.requests import ScimRequest
 from bulkprov.scim.responses import classify
-from bulkprov.transport import direct, tls_failure
+from bulkprov.transport import describe
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 
@@ -81,9 +82,6 @@ class ScimClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
-        # POSTs and PATCHes (one per user: the hot path) skip httpx's request model when the
-        # client has a direct sender (bulkprov.transport.make_client: bulkprov.http1.Http1Pool)
-        self._direct = direct(http)
         #: an OAuth source is asked before each request (it refreshes before expiry)
         self._auth = token if not isinstance(token, SecretStr) else None
         self._bearer = token.get_secret_value() if isinstance(token, SecretStr) else ""
@@ -156,26 +154,17 @@ class ScimClient:
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
             retry_after: float | None = None
             try:
-                if self._direct is not None and not request.params:
-                    status, headers, content = await self._direct.send(
-                        request.method, url, self._headers, request.body
-                    )
-                else:
-                    response = await self._http.request(
-                        request.method,
-                        url,
-                        params=request.params or None,
-                        content=request.body,
-                        headers=self._headers,
-                    )
-                    status, headers, content = (
-                        response.status_code,
-                        response.headers,
-                        response.content,
-                    )
+                response = await self._http.request(
+                    request.method,
+                    url,
+                    params=request.params or None,
+                    content=request.body,
+                    headers=self._headers,
+                )
+                status = response.status_code
                 if status != 429:
                     pacer.on_success()
-                return classify(status, headers, content)
+                return classify(status, response.headers, response.content)
             except TargetAuthError as exc:
                 if self._auth is not None and self._auth.refreshable and not refreshed:
                     refreshed = True  # revoked or expired early: one new token, one retry
@@ -197,19 +186,18 @@ class ScimClient:
             except TargetUnavailable as exc:
                 error = exc
             except httpx.TransportError as exc:  # timeouts included
-                # a refused certificate arrives as a connect error (bulkprov.transport) or, from
-                # other transports, as a timeout: retrying cannot help either way
-                if (tls := tls_failure(exc)) is not None:
+                failure = describe(exc, url)
+                if failure.cause == "certificate":
                     raise TargetTLSError(
-                        f"cannot verify the target's certificate ({tls}); give its CA in "
-                        "target.ca_file — TLS verification is never turned off"
+                        f"{failure.text}; give its CA in target.ca_file — TLS verification "
+                        "is never turned off"
                     ) from exc
-                if isinstance(exc, httpx.TimeoutException):
-                    error = TargetUnavailable(f"{request.method} {request.path}: timed out")
-                else:
-                    error = TargetUnavailable(
-                        f"{request.method} {request.path}: connection failed ({type(exc).__name__})"
-                    )
+                if failure.cause == "tls":
+                    raise TargetTLSError(failure.text) from exc
+                if not failure.retryable:  # the proxy refused: no retry can help
+                    raise TargetProxyError(failure.text) from exc
+                error = TargetUnavailable(f"{request.method} {request.path}: {failure.text}")
+                error.__cause__ = exc
             if request.creates and not isinstance(error, TargetThrottled):
                 # The service may have created it: let the caller look before re-sending.
                 raise OutcomeUnknown(error.detail, status=error.status) from error
