@@ -53,7 +53,7 @@ LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 PROXY = "bulkprov.proxy"
 
 
-def _show(url: str) -> str:
+def show_proxy(url: str) -> str:
     """A proxy URL as it may be shown: scheme, host and port, never its credentials."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
@@ -106,9 +106,9 @@ class Proxies:
             return "no proxy"
         parts = []
         if self.https:
-            parts.append(f"https via {_show(self.https)}")
+            parts.append(f"https via {show_proxy(self.https)}")
         if self.http:
-            parts.append(f"http via {_show(self.http)}")
+            parts.append(f"http via {show_proxy(self.http)}")
         if self.no_proxy:
             parts.append(f"not for {','.join(self.no_proxy)}")
         return "; ".join(parts)
@@ -418,7 +418,7 @@ def describe(exc: BaseException, url: str | httpx.URL | None = None) -> Failure:
         proxy = request.extensions.get(PROXY)
     where = _host_port(u)
     chain = _chain(exc)
-    via = f" through the proxy {_show(proxy)}" if proxy else ""
+    via = f" through the proxy {show_proxy(proxy)}" if proxy else ""
     if (tls := tls_failure(exc)) is not None:
         return Failure("certificate", f"cannot verify the TLS certificate of {where} ({tls})")
     for seen in chain:
@@ -428,14 +428,14 @@ def describe(exc: BaseException, url: str | httpx.URL | None = None) -> Failure:
             why = {"dns": "its name does not resolve", "refused": "connection refused"}.get(
                 _os_cause(chain) or "", str(seen.os_error)
             )
-            name = _show(proxy) if proxy else f"{seen.host}:{seen.port}"
+            name = show_proxy(proxy) if proxy else f"{seen.host}:{seen.port}"
             return Failure("proxy", f"cannot connect to the proxy {name} for {where} ({why})")
     if isinstance(exc, httpx.ProxyError) and proxy:
         # httpcore (the msal client): "407 Proxy Authentication Required" and the like
         status, _, message = str(exc).partition(" ")
         if status.isdigit():
             return _proxy_answer(int(status), message, where, proxy)
-        return Failure("proxy", f"the proxy {_show(proxy)} failed for {where}: {exc}")
+        return Failure("proxy", f"the proxy {show_proxy(proxy)} failed for {where}: {exc}")
     for seen in chain:
         if isinstance(seen, ssl.SSLError):
             return Failure("tls", f"TLS handshake with {where} failed{via} ({seen})")
@@ -475,7 +475,7 @@ _CAUSE = {
 
 
 def _proxy_answer(status: int, message: str, where: str, proxy: str | None) -> Failure:
-    name = _show(proxy) if proxy else "the proxy"
+    name = show_proxy(proxy) if proxy else "the proxy"
     said = f"{status} {message}".strip()
     if status == 407:
         return Failure(

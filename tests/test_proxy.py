@@ -398,3 +398,29 @@ async def test_the_proxy_password_never_reaches_an_error(monkeypatch) -> None:
 def test_secret_holder_keeps_the_old_positional_shape() -> None:
     s = Secrets(SecretStr("a"), SecretStr("b"))
     assert s.proxy_password is None
+
+
+async def test_test_connection_names_the_proxy(
+    world: World, named_ca: tuple[ssl.SSLContext, Path], tmp_path: Path, monkeypatch
+) -> None:
+    from bulkprov.pipeline import check_connection
+
+    _, ca_file = named_ca
+    async with serve_proxy(ConnectProxy(_hosts())) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        cfg = world.config(tmp_path, ca_file)
+        steps = await check_connection(cfg, _secrets(cfg))
+    assert all(s.ok for s in steps), steps
+    assert f"through the proxy {proxy.url}" in steps[0].detail
+    assert f"through the proxy {proxy.url}" in steps[-1].detail
+    async with (
+        serve_proxy(ConnectProxy(_hosts())) as good,
+        serve_proxy(ConnectProxy(_hosts(), refuse=True)) as bad,
+    ):
+        routed = _PerHost(Proxies(https=good.url), {"scim.test": bad.url})
+        monkeypatch.setattr(credentials, "proxies", lambda cfg, secrets=None: routed)
+        cfg = world.config(tmp_path, ca_file, "t.db")
+        steps = await check_connection(cfg, _secrets(cfg))
+    assert steps[0].ok and not steps[-1].ok
+    assert bad.url in steps[-1].detail and "403" in steps[-1].detail
+    assert "token was refused" not in steps[-1].detail

@@ -54,6 +54,14 @@ delete_hard_deleted = false
 # accounts sends none; review with `bulkprov staged`, send with `bulkprov approve`.
 threshold = 500
 
+# Proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment are honoured (msal's
+# token requests included). To set them here instead:
+# [network]
+# proxy = "http://proxy.corp.example:3128"      # "none": ignore the environment's proxy
+# no_proxy = [".corp.example", "10.0.0.0/8"]
+# proxy_username = "svc-bulkprov"                # with the password from a secret source:
+# proxy_password = { env = "BULKPROV_PROXY_PASSWORD" }
+
 [groups]
 # Provision assigned groups (all groups in mode "all") and their direct members.
 enabled = true

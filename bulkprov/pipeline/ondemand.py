@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from bulkprov import _json
+from bulkprov import _json, credentials
 from bulkprov.checkpoint.lock import StateLock
 from bulkprov.checkpoint.store import Run, StateStore
 from bulkprov.config import Config
@@ -32,6 +32,7 @@ from bulkprov.errors import (
     SourceError,
     TargetAuthError,
     TargetError,
+    TargetProxyError,
     TargetRejected,
 )
 from bulkprov.graph.directory import read_sources
@@ -42,6 +43,7 @@ from bulkprov.pipeline.messages import WorkItem
 from bulkprov.pipeline.workers import Applier
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim import requests as rq
+from bulkprov.transport import show_proxy
 
 #: the on-demand actions' log entries carry this run id
 ON_DEMAND_RUN = 0
@@ -169,6 +171,12 @@ async def check_connection(
 ) -> list[Step]:
     """Check Graph (token, a read) and the SCIM target (a query for a random userName)."""
     steps: list[Step] = []
+    network = credentials.proxies(cfg, secrets)
+
+    def via(url: str) -> str:
+        proxy = network.for_url(url)
+        return f" (through the proxy {show_proxy(proxy)})" if proxy else ""
+
     quick = policy or RetryPolicy(max_attempts=2, max_seconds=10.0)
     async with open_clients(
         cfg,
@@ -180,7 +188,13 @@ async def check_connection(
     ) as (graph, scim):
         try:
             await graph.token()
-            steps.append(Step("Graph token", True, f"issued for tenant {cfg.graph.tenant_id}"))
+            steps.append(
+                Step(
+                    "Graph token",
+                    True,
+                    f"issued for tenant {cfg.graph.tenant_id}{via(cfg.graph.authority)}",
+                )
+            )
         except SourceAuthError as exc:
             steps.append(Step("Graph token", False, f"{exc}"))
         except SourceError as exc:
@@ -205,6 +219,9 @@ async def check_connection(
         url = cfg.target.base_url
         try:
             doc = await scim.send(rq.find_users("userName", probe))
+        except TargetProxyError as exc:  # before TargetAuthError: it is not the token
+            steps.append(Step("SCIM target", False, f"{exc} — check [network] or HTTPS_PROXY"))
+            return steps
         except TargetAuthError as exc:
             steps.append(
                 Step(
@@ -257,7 +274,7 @@ async def check_connection(
             Step(
                 "SCIM target",
                 True,
-                f'GET /Users?filter=userName eq "{probe}" → 200, empty ListResponse',
+                f'GET /Users?filter=userName eq "{probe}" → 200, empty ListResponse' + via(url),
             )
         )
     return steps
