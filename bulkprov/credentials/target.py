@@ -1,7 +1,7 @@
 """Target credentials: a static bearer token (with a JWT expiry warning) or Zoom's
 server-to-server OAuth, refreshed automatically.
 
-* A static token that is a JWT carries its expiry in the payload's ``exp``; it is decoded
+* A static token that is a JWT carries its expiry in the payload's ``exp``; PyJWT decodes it
   *without* verification (we only want the date) and a warning is given 30 days ahead — the
   admin guide's worst story is a token that expires and "the sync will silently stop working".
 * Zoom server-to-server OAuth (facts.md §6.1): ``POST https://zoom.us/oauth/token`` with
@@ -22,9 +22,10 @@ from typing import Any, Protocol
 
 import anyio
 import httpx
+import jwt
 from pydantic import SecretStr
 
-from bulkprov import _json, redact
+from bulkprov import redact
 from bulkprov.credentials.oauth import read_token
 from bulkprov.errors import TargetAuthError, TargetProxyError, TargetTLSError
 from bulkprov.transport import describe
@@ -35,17 +36,23 @@ REFRESH_MARGIN = 300.0
 
 
 def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` (Unix seconds) of a JWT, unverified; ``None`` if it is not a JWT."""
-    parts = token.split(".")
-    if len(parts) != 3:
+    """The ``exp`` (Unix seconds) of a JWT, unverified; ``None`` if it is not a JWT or its
+    ``exp`` is not a date (absent, not a number, or out of range, like JSON's ``Infinity``).
+    """
+    try:
+        # PyJWT parses it; verify_signature=False also turns off the exp/nbf/aud checks, so an
+        # expired token still gives its date (https://pyjwt.readthedocs.io/en/stable/usage.html)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
         return None
     try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = _json.loads(payload)
-    except (ValueError, _json.JSONDecodeError):
+        time.gmtime(exp)  # the date the warning names
+    except (OverflowError, OSError, ValueError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    return float(exp)
 
 
 def expiry_warning(
