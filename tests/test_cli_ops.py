@@ -150,10 +150,11 @@ def test_sync_json_events_report_and_logs(cli: Cli, tmp_path):
 
 
 def render_dom(report: Path, tmp_path: Path) -> str:
-    """The report as headless Chromium renders it (Debian's `chromium`, installed by .ci/run)."""
+    """The report as headless Chromium renders it (Debian's `chromium`: scripts/test installs
+    it when missing, scripts/need-chromium)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.fail("chromium is not installed (.ci/run installs it: apt-get install chromium)")
+        pytest.fail("chromium is not installed (scripts/need-chromium installs it, or says how)")
     proc = subprocess.run(
         [
             browser,
