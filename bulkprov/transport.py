@@ -46,8 +46,20 @@ import aiohttp
 import httpx
 import httpx_aiohttp
 
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bulkprov")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0"
+
+
 #: hosts that never go through a proxy, whatever NO_PROXY says
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+#: what every request says it comes from
+USER_AGENT = f"bulkprov/{_version()}"
 #: the request extension naming the proxy a request was sent through (transports ignore
 #: extensions they do not know)
 PROXY = "bulkprov.proxy"
@@ -277,6 +289,38 @@ class _SyncRouter(httpx.BaseTransport):
             transport.close()
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing: no ``Set-Cookie`` is stored or sent back.
+
+    bulkprov's requests are independent (a bearer token authenticates each), and a cookie a
+    hostile target sets must not ride along on later requests. It also spares every answer
+    httpx's ``http.cookiejar`` pass (a ``urllib`` request built per response: ~10 % of a
+    sync's CPU, benchmarks/RESULTS.md, "Issue 14").
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class _Client(httpx.AsyncClient):
+    """``httpx.AsyncClient`` with :class:`_NoCookies` as its (read-only, empty) jar."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        if cookies:
+            raise ValueError("bulkprov's clients keep no cookies")
+
+
 def make_client(
     *,
     timeout: float,
@@ -299,9 +343,10 @@ def make_client(
 
         proxies = Proxies.from_environment() if proxies is None else proxies
         transport = _AsyncRouter(proxies, make) if proxies else make(None)
-    return httpx.AsyncClient(
+    return _Client(
         transport=transport,
         timeout=httpx.Timeout(timeout),
+        headers={"User-Agent": USER_AGENT},
         # certificates and proxies come from the config (or the proxies above), never
         # from SSL_CERT_FILE, REQUESTS_CA_BUNDLE or a netrc (facts.md §9, §10)
         trust_env=False,

@@ -25,6 +25,7 @@ given (:class:`bulkprov.retry.Clock`; the system's by default), so tests run the
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import httpx
@@ -46,7 +47,7 @@ from bulkprov.scim.bulk import MAX_OPERATIONS, BulkSupport, bulk_support, servic
 from bulkprov.scim.rate import RatePacer
 from bulkprov.scim.requests import ScimRequest
 from bulkprov.scim.responses import classify
-from bulkprov.transport import describe
+from bulkprov.transport import USER_AGENT, describe
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 
@@ -63,6 +64,13 @@ class RequestStats:
         self.retries = 0
         self.throttled = 0
         self.by_method: dict[str, int] = {}
+
+
+@functools.lru_cache(maxsize=64)
+def _url(url: str) -> httpx.URL:
+    """``url`` parsed once: every create POSTs to the same ``…/Users`` (httpx parses and
+    validates a URL string on every request; an ``httpx.URL`` is immutable)."""
+    return httpx.URL(url)
 
 
 class ScimClient:
@@ -85,7 +93,10 @@ class ScimClient:
         #: an OAuth source is asked before each request (it refreshes before expiry)
         self._auth = token if not isinstance(token, SecretStr) else None
         self._bearer = token.get_secret_value() if isinstance(token, SecretStr) else ""
+        #: the client's timeouts, as httpx's build_request would attach them
+        self._extensions = {"timeout": http.timeout.as_dict()}
         self._headers = {
+            "User-Agent": http.headers.get("User-Agent", USER_AGENT),
             "Authorization": f"Bearer {self._bearer}",
             "Accept": SCIM_MEDIA_TYPE,
             "Content-Type": SCIM_MEDIA_TYPE,
@@ -154,12 +165,17 @@ class ScimClient:
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
             retry_after: float | None = None
             try:
-                response = await self._http.request(
-                    request.method,
-                    url,
-                    params=request.params or None,
-                    content=request.body,
-                    headers=self._headers,
+                # a Request built here and sent as it is (httpx's client.send): the client's
+                # defaults need no merging per request (benchmarks/RESULTS.md, "Issue 14")
+                response = await self._http.send(
+                    httpx.Request(
+                        request.method,
+                        _url(url),
+                        params=request.params or None,
+                        content=request.body,
+                        headers=self._headers,
+                        extensions=self._extensions,
+                    )
                 )
                 status = response.status_code
                 if status != 429:
