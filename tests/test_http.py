@@ -333,3 +333,56 @@ async def test_a_tls_handshake_with_a_plain_server_is_named(server: str) -> None
     failure = describe(info.value)
     assert failure.cause == "tls" and not failure.retryable
     assert server.removeprefix("http://") in failure.text
+
+
+async def test_no_cookie_is_kept_and_every_request_says_bulkprov(serve) -> None:
+    seen: list[bytes] = []
+
+    async def cookie_setter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            seen.append(request)
+            writer.write(answer(200, b"{}", "Set-Cookie: session=hostile; Path=/"))
+            await writer.drain()
+
+    srv = await serve(cookie_setter)
+    async with client() as http:
+        for _ in range(2):
+            assert (await http.get(srv.url + "/x")).status_code == 200
+        assert not http.cookies
+        with pytest.raises(ValueError, match="no cookies"):
+            http.cookies = {"a": "b"}  # type: ignore[assignment]
+    assert len(seen) == 2 and all(b"cookie:" not in r.lower() for r in seen)
+    assert all(b"user-agent: bulkprov/" in r.lower() for r in seen)
+
+
+def test_no_module_of_bulkprov_speaks_http_itself() -> None:
+    """HTTP comes from libraries (httpx, httpx-aiohttp, aiohttp): no module of bulkprov parses
+    or writes HTTP, opens raw connections, or brings a second client stack."""
+    import ast
+    from pathlib import Path
+
+    import bulkprov
+
+    banned_modules = {"httptools", "h11", "http.client", "requests", "urllib3"}
+    banned_calls = {"open_connection", "create_connection", "start_tls"}
+    root = Path(bulkprov.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if "sim" in path.relative_to(root).parts[:1]:
+            continue  # the simulators serve HTTP (with aiohttp's server)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders.extend(
+                f"{path.relative_to(root)} imports {name}"
+                for name in names
+                if name in banned_modules or name.split(".")[0] in {"httptools", "h11"}
+            )
+            if isinstance(node, ast.Attribute) and node.attr in banned_calls:
+                offenders.append(f"{path.relative_to(root)} calls {node.attr}")
+    assert offenders == []
+    assert not (root / "http1.py").exists()
