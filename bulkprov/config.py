@@ -123,22 +123,53 @@ class OAuthConfig(_Model):
     _url = field_validator("token_url")(classmethod(lambda cls, v: _check_url(v)))
 
 
+class ZoomConfig(_Model):
+    """``[target.zoom]``: what the Zoom profile (``target.profile = "zoom"``) paces and guards.
+
+    Zoom counts requests per account and per *rate-limit label*, shared by every app on the
+    account (facts.md §6.6): Light (GET, PUT, PATCH, DELETE of one user; Business+ 80/s) and
+    Medium (list and filter; 60/s). The label of POST (create) is not documented: Medium,
+    the safer guess, unless ``post_label`` says otherwise.
+    """
+
+    #: Light requests per second (lower it when other apps share the account's limit;
+    #: 0: not paced, for simulators)
+    light_per_second: Annotated[float, Field(ge=0)] = 80.0
+    #: Medium requests per second (lists and filters; POST by default)
+    medium_per_second: Annotated[float, Field(ge=0)] = 60.0
+    #: the label POST /Users is counted under (undocumented by Zoom, facts.md §6.2)
+    post_label: Literal["light", "medium"] = "medium"
+    #: Licensed seats bulkprov may fill (None: not guarded); see docs/zoom-from-entra.md
+    licensed_seats: Annotated[int, Field(ge=0)] | None = None
+    #: Zoom's cap on Basic users per account (Entra's Zoom tutorial: 9,999)
+    basic_cap: Annotated[int, Field(ge=0)] = 9_999
+    #: warn when this fraction of a seat pool is used
+    seat_warning: Annotated[float, Field(gt=0, le=1)] = 0.90
+
+
 class TargetConfig(_Model):
     """The SCIM 2.0 service provider (Zoom: ``https://api.zoom.us/scim2``)."""
+
+    #: "rfc": an RFC 7644 service; "zoom": Zoom as it behaves (updates by PUT, PATCH only
+    #: for ``active``, pending invitations, no discovery endpoints, per-label rate limits:
+    #: docs/zoom-from-entra.md, "What Zoom does differently")
+    profile: Literal["rfc", "zoom"] = "rfc"
+    zoom: ZoomConfig = ZoomConfig()
 
     base_url: str
     token: SecretSource = SecretSource(env="BULKPROV_SCIM_TOKEN")
     #: instead of a static token: fetch (and refresh) one with Zoom server-to-server OAuth
     oauth: OAuthConfig | None = None
     concurrency: Annotated[int, Field(ge=1, le=512)] = 16
-    #: requests per second across all workers: the ceiling (0: none, start unbounded)
+    #: requests per second across all workers: the ceiling (0: none, start unbounded).
+    #: Profile "zoom" paces by label instead ([target.zoom]) and does not use it
     rate_limit: Annotated[float, Field(ge=0)] = 60.0
     #: AIMD: on a 429 without Retry-After slow down (×0.85), then climb back (+1 req/s per
     #: second) up to ``rate_limit``; finds an unannounced or shared limit (bulkprov.scim.rate)
     adaptive: bool = True
     #: read /ServiceProviderConfig and send creates, updates, disables and deletes in SCIM
     #: Bulk requests when it advertises bulk (RFC 7644 §3.7). Zoom offers neither (facts.md
-    #: §6.2): off by default
+    #: §6.2): off by default, and always off under profile "zoom" (nothing is asked)
     bulk: bool = False
     timeout: Annotated[float, Field(gt=0)] = 30.0
     #: "rfc": lowercase ops and JSON booleans; "entra": Entra's ``Replace`` and ``"False"``
@@ -154,6 +185,19 @@ class TargetConfig(_Model):
     ca_file: Path | None = None
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v)))
+
+    @model_validator(mode="after")
+    def _profile_sanity(self) -> TargetConfig:
+        if self.profile == "zoom" and "rate_limit" in self.model_fields_set:
+            raise ValueError(
+                'profile = "zoom" paces each Zoom rate-limit label on its own: give '
+                "[target.zoom] light_per_second and medium_per_second instead of rate_limit"
+            )
+        return self
+
+    @property
+    def zoom_profile(self) -> bool:
+        return self.profile == "zoom"
 
 
 class NetworkConfig(_Model):
