@@ -63,7 +63,10 @@ def status(config_path: Path, as_json: bool) -> None:
 @config_option
 @click.option("--run", "run_id", type=int, default=None, help="Only this run.")
 @click.option(
-    "--status", "status_", type=click.Choice(["success", "skipped", "failure"]), default=None
+    "--status",
+    "status_",
+    type=click.Choice(["success", "skipped", "failure", "warning"]),
+    default=None,
 )
 @click.option("--action", default=None, help="create, update, disable, delete, link, group, other.")
 @click.option("--user", default=None, help="A Graph object id or a userName.")

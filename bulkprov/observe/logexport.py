@@ -35,7 +35,12 @@ ENTRA_ACTION = {
     "link": "Other",
     "other": "Other",
 }
-ENTRA_STATUS = {"success": "Success", "failure": "Failure", "skipped": "Skipped"}
+ENTRA_STATUS = {
+    "success": "Success",
+    "failure": "Failure",
+    "skipped": "Skipped",
+    "warning": "Warning",
+}
 
 LOG_COLUMNS = (
     "Change ID",

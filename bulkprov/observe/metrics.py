@@ -36,6 +36,7 @@ OUTCOMES = {
     "skipped": "skipped",
     "held back": "skipped",
     "failed": "failure",
+    "warning": "warning",
 }
 
 

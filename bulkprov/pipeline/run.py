@@ -242,6 +242,7 @@ class _Cycle:
             return
         support = await self.scim.bulk_support() if cfg.target.bulk else None
         escrow = await store.escrow_entries()
+        waiting = frozenset(await store.waiting())
         claims = Claims()
         reader = Reader(
             self.engine,
@@ -257,8 +258,9 @@ class _Cycle:
             use_index=need_index,
             already_done=already_done,
             next_page=run.cursor_page,
+            waiting=waiting,
         )
-        apply = Applier(self.engine, self.scim, store, claims, escrow)
+        apply = Applier(self.engine, self.scim, store, claims, escrow, waiting)
         self.stats.phase = "provisioning"
         await self._provision(reader, apply, support)
         if self.stop_signal is not None:

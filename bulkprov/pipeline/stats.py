@@ -31,6 +31,7 @@ COUNT_KEYS = (
     "unchanged",
     "skipped",
     "failed",
+    "warning",
     "staged",
     "held",
     HELD_BACK,
@@ -91,6 +92,10 @@ def count(stats: RunStats, write: UserWrite) -> None:
     stats.processed += 1
     if write.status == "failure":
         key = "failed"
+    elif write.status == "warning":
+        # done, but not all of it as asked (Zoom kept a value, renamed a userType…):
+        # Entra's "Warning" status; the reason says what
+        key = "warning"
     elif write.held_back:
         key = HELD_BACK
     elif write.stage is not None:

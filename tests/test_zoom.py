@@ -1,0 +1,211 @@
+"""The Zoom target profile against the strict Zoom simulator (issue 18), one test (or a few)
+per behaviour, numbered as the issue numbers them:
+
+1. updates: PATCH only for ``active``, PUT of ``schemas`` + changed fields otherwise;
+2. writes Zoom may ignore: read back once, a Warning naming what Zoom kept;
+3. pending invitations: Skipped with the reason and what to do, looked at again, no POST;
+4. no discovery endpoints: nothing asks for /ServiceProviderConfig or /Bulk;
+5. ``Accept: application/scim+json`` on every request (the simulator answers 406 otherwise);
+6. rate limits per label, and the daily limit that stops a run cleanly;
+7. licences: userType from the app role, Pro/Corp renamed with a Warning, refused values;
+8. the seat guard;
+9. group member PATCH bodies under 100,000 characters;
+10. ``bulkprov duplicates``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+import pytest
+
+from bulkprov.config import Config
+from bulkprov.pipeline.run import run_sync
+from bulkprov.sim import GraphTenant, NoFaults, ScimService
+from bulkprov.sim.http import SimRequest, SimResponse
+from bulkprov.sim.scim.zoom import ZoomRules
+from bulkprov.sim.server import SimServers, serve_simulators
+
+from .conftest import FAST_RETRY, GRAPH_SECRET, SCIM_TOKEN, SECRETS, make_config
+
+DEPARTMENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"
+WORK_EMAIL = 'emails[type eq "work"].value'
+
+
+class Spy(NoFaults):
+    """Every SCIM request the simulator received: method, path, headers, parsed body."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict[str, str], Any]] = []
+
+    async def before(self, req: SimRequest) -> SimResponse | None:
+        body = orjson.loads(req.body) if req.body else None
+        self.seen.append((req.method, req.path, dict(req.headers), body))
+        return None
+
+    def writes(self) -> list[tuple[str, str, Any]]:
+        return [(m, p, b) for m, p, _, b in self.seen if m in ("POST", "PUT", "PATCH", "DELETE")]
+
+
+@pytest.fixture
+def tenant() -> GraphTenant:
+    return GraphTenant(user_count=120, seed=3, client_secret=GRAPH_SECRET)
+
+
+@pytest.fixture
+def rules() -> ZoomRules:
+    return ZoomRules()
+
+
+@pytest.fixture
+def zoom(rules: ZoomRules) -> ScimService:
+    """The strict Zoom simulator."""
+    return ScimService(SCIM_TOKEN, id_seed=5, zoom=rules)
+
+
+@pytest.fixture
+async def servers(tenant: GraphTenant, zoom: ScimService) -> AsyncIterator[SimServers]:
+    async with serve_simulators(tenant, zoom) as s:
+        yield s
+
+
+def zoom_config(servers: SimServers, tmp_path: Path, **overrides: Any) -> Config:
+    zoom = {"light_per_second": 0, "medium_per_second": 0, **overrides.pop("zoom", {})}
+    return make_config(
+        servers, tmp_path / "s.db", target__profile="zoom", target__zoom=zoom, **overrides
+    )
+
+
+def enabled(tenant: GraphTenant) -> list[dict[str, Any]]:
+    return [u for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+
+
+async def sync(cfg: Config, **kw: Any) -> Any:
+    return await run_sync(cfg, SECRETS, policy=FAST_RETRY, **kw)
+
+
+# -- 5. Accept: application/scim+json --------------------------------------------------------
+
+
+async def test_zoom_5_every_request_says_accept_scim_json(servers, tenant, zoom, tmp_path):
+    spy = Spy()
+    zoom.faults = spy
+    cfg = zoom_config(servers, tmp_path)
+    result = await sync(cfg)
+    assert result.counts["created"] == len(enabled(tenant))
+    tenant.update_user(enabled(tenant)[0]["id"], department="Accept Test")
+    await sync(cfg)
+    assert spy.seen and all(h.get("accept") == "application/scim+json" for _, _, h, _ in spy.seen)
+    assert 406 not in zoom.statuses
+
+
+async def test_zoom_5_the_strict_simulator_answers_406_without_it(servers):
+    url = f"{servers.scim_url}/Users"
+    auth = {"Authorization": f"Bearer {SCIM_TOKEN}"}
+    async with httpx.AsyncClient(trust_env=False) as http:
+        plain = await http.get(url, headers={**auth, "Accept": "application/json"})
+        scim = await http.get(url, headers={**auth, "Accept": "application/scim+json"})
+    assert plain.status_code == 406 and "application/scim+json" in plain.json()["detail"]
+    assert scim.status_code == 200
+
+
+# -- 4. no discovery endpoints ---------------------------------------------------------------
+
+
+async def test_zoom_4_nothing_asks_for_service_provider_config_or_bulk(
+    servers, tenant, zoom, tmp_path
+):
+    """Even with ``bulk = true`` the Zoom profile sends single requests and asks nothing."""
+    spy = Spy()
+    zoom.faults = spy
+    cfg = zoom_config(servers, tmp_path, target__bulk=True)
+    result = await sync(cfg)
+    assert result.counts["created"] == len(enabled(tenant)) and result.counts["failed"] == 0
+    paths = {p.rsplit("/scim2", 1)[1].split("/")[1] for _, p, _, _ in spy.seen}
+    assert paths == {"Users"}
+    assert 404 not in zoom.statuses
+
+
+# -- 1. updates: PATCH only for active, PUT of the changed fields --------------------------
+
+
+async def test_zoom_1_attribute_changes_go_by_put_and_active_by_patch(
+    servers, tenant, zoom, tmp_path
+):
+    cfg = zoom_config(servers, tmp_path)
+    await sync(cfg)
+    a, b = enabled(tenant)[:2]
+    tenant.update_user(a["id"], department="Research", surname="Newname")
+    tenant.update_user(b["id"], accountEnabled=False)
+    spy = Spy()
+    zoom.faults = spy
+    result = await sync(cfg)
+    assert result.counts["updated"] == 1 and result.counts["disabled"] == 1
+    assert result.counts["failed"] == 0
+    writes = spy.writes()
+    put = [w for w in writes if w[0] == "PUT"]
+    patch = [w for w in writes if w[0] == "PATCH"]
+    assert len(put) == 1 and len(patch) == 1
+    body = put[0][2]
+    # schemas plus only what changed; name travels whole (givenName beside familyName)
+    assert body == {
+        "schemas": [
+            "urn:ietf:params:scim:schemas:core:2.0:User",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        ],
+        "name": {"givenName": a["givenName"], "familyName": "Newname"},
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Research"},
+    }
+    assert [op["path"] for op in patch[0][2]["Operations"]] == ["active"]
+    stored = zoom.find(a["userPrincipalName"])
+    assert stored["name"] == {"givenName": a["givenName"], "familyName": "Newname"}
+    assert stored["displayName"] == a["displayName"] and stored["emails"]  # untouched
+    assert zoom.find(b["userPrincipalName"])["active"] is False
+
+    # re-enabled with a change: activated by PATCH first, then the PUT
+    tenant.update_user(b["id"], accountEnabled=True, department="Back")
+    spy.seen.clear()
+    result = await sync(cfg)
+    assert [w[0] for w in spy.writes()] == ["PATCH", "PUT"]
+    assert zoom.find(b["userPrincipalName"])["active"] is True
+    assert zoom.find(b["userPrincipalName"])[DEPARTMENT.rsplit(":", 1)[0]]["department"] == "Back"
+    assert len(spy.writes()) == 2  # c and everyone else: nothing sent
+
+
+async def test_zoom_1_the_strict_simulator_refuses_a_patch_of_anything_but_active(
+    servers, tenant, zoom, tmp_path
+):
+    await sync(zoom_config(servers, tmp_path))
+    uid = zoom.find(enabled(tenant)[0]["userPrincipalName"])["id"]
+    headers = {"Authorization": f"Bearer {SCIM_TOKEN}", "Accept": "application/scim+json"}
+    ops = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"]}
+    url = f"{servers.scim_url}/Users/{quote(uid, safe='')}"
+    async with httpx.AsyncClient(trust_env=False, headers=headers) as http:
+        bad = await http.patch(
+            url,
+            json={**ops, "Operations": [{"op": "replace", "path": "displayName", "value": "X"}]},
+        )
+        good = await http.patch(
+            url, json={**ops, "Operations": [{"op": "replace", "path": "active", "value": False}]}
+        )
+    assert bad.status_code == 400 and "active" in bad.json()["detail"]
+    assert good.status_code == 200 and zoom.get(uid)["active"] is False
+
+
+async def test_rfc_profile_still_patches_every_change(servers, tenant, zoom, tmp_path):
+    """The default profile is unchanged: against the strict Zoom simulator its PATCH of a
+    department is refused, which is why Zoom needs its profile."""
+    zoom.zoom = None  # an RFC-shaped service for the first sync
+    cfg = make_config(servers, tmp_path / "s.db")
+    await sync(cfg)
+    spy = Spy()
+    zoom.faults = spy
+    tenant.update_user(enabled(tenant)[0]["id"], department="Research")
+    result = await sync(cfg)
+    assert result.counts["updated"] == 1
+    assert [w[0] for w in spy.writes()] == ["PATCH"]
