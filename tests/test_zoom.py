@@ -209,3 +209,116 @@ async def test_rfc_profile_still_patches_every_change(servers, tenant, zoom, tmp
     result = await sync(cfg)
     assert result.counts["updated"] == 1
     assert [w[0] for w in spy.writes()] == ["PATCH"]
+
+
+# -- 3. pending invitations -------------------------------------------------------------------
+
+
+async def test_zoom_3_pending_invitation_is_skipped_looked_at_again_never_posted_blindly(
+    servers, tenant, zoom, tmp_path
+):
+    users = enabled(tenant)
+    held = users[5]
+    name = held["userPrincipalName"]
+    zoom.add_pending_user(name)
+    cfg = zoom_config(servers, tmp_path)
+    result = await sync(cfg)
+    assert result.counts["failed"] == 0 and result.counts["created"] == len(users) - 1
+    entry = await _log_entry(cfg, held["id"])
+    assert entry["status"] == "skipped"
+    assert "PendingInvitation" in entry["reason"] and name in entry["reason"]
+    assert "not exist or not belong to this account" in entry["reason"]  # Zoom's own words
+    assert "accept the invitation, or delete it" in entry["reason"]  # what to do
+    assert zoom.posts_by_username[name.lower()] == 1  # the first POST met the invitation
+
+    # the next (incremental) cycle looks again although Graph reports no change, by a
+    # lookup first: no second POST
+    spy = Spy()
+    zoom.faults = spy
+    result = await sync(cfg)
+    assert result.counts["skipped"] == 1 and result.counts["failed"] == 0
+    assert [(m, p.endswith("/Users")) for m, p, _, _ in spy.seen] == [("GET", True)]
+    assert zoom.posts_by_username[name.lower()] == 1
+    assert "PendingInvitation" in (await _log_entry(cfg, held["id"]))["reason"]
+
+    # the user accepts: the next cycle links the account (and sets what differs)
+    zoom.accept_invitation(
+        name, displayName=held["displayName"], name={"givenName": "Some", "familyName": "Else"}
+    )
+    spy.seen.clear()
+    result = await sync(cfg)
+    assert result.counts["updated"] == 1
+    assert zoom.posts_by_username[name.lower()] == 1
+    assert zoom.find(name)["name"]["familyName"] == held["surname"]
+    spy.seen.clear()
+    result = await sync(cfg)
+    assert spy.seen == []  # linked and unchanged: no lookup any more
+
+
+async def test_zoom_3_a_deleted_invitation_lets_the_user_be_created(
+    servers, tenant, zoom, tmp_path
+):
+    held = enabled(tenant)[7]
+    name = held["userPrincipalName"]
+    zoom.add_pending_user(name)
+    cfg = zoom_config(servers, tmp_path)
+    await sync(cfg)
+    zoom.delete_invitation(name)
+    result = await sync(cfg)
+    assert result.counts["created"] == 1
+    assert zoom.find(name) is not None and zoom.posts_by_username[name.lower()] == 2
+
+
+async def test_zoom_3_pending_invitations_never_count_toward_quarantine(
+    servers, tenant, zoom, tmp_path
+):
+    """Every fifth user held by an invitation: far past the breaker's floor, no quarantine."""
+    users = enabled(tenant)
+    for user in users[::5]:
+        zoom.add_pending_user(user["userPrincipalName"])
+    cfg = zoom_config(servers, tmp_path, quarantine__floor=3, quarantine__min_failures=3)
+    result = await sync(cfg)
+    assert result.status == "completed" and result.counts["failed"] == 0
+    from bulkprov.checkpoint.store import StateStore
+
+    async with await StateStore.open(cfg.state.path) as store:
+        waiting = await store.waiting("pending")
+        entries = await store.log_entries(status="skipped", limit=None)
+    assert {w.user_name for w in waiting.values()} == {u["userPrincipalName"] for u in users[::5]}
+    assert sum("PendingInvitation" in (e["reason"] or "") for e in entries) == len(users[::5])
+
+
+async def test_zoom_3_test_connection_passes_against_a_zoom_with_pending_users(
+    servers, zoom, tmp_path
+):
+    """Zoom answers its pending-user 400 for userNames it holds no account for (devforum
+    7646): under the Zoom profile the probe counts that as a working endpoint."""
+    from bulkprov.pipeline import check_connection
+    from bulkprov.sim.faults import FaultPlan
+
+    zoom.add_pending_user("invited@corp.example")
+    zoom.faults = FaultPlan(rate=1.0, kinds=("pending",), seed=1)
+    steps = await check_connection(zoom_config(servers, tmp_path), SECRETS)
+    assert [s.ok for s in steps] == [True, True, True], steps
+    assert "pending" in steps[-1].detail.lower()
+
+
+async def test_zoom_3_provision_on_demand_names_the_pending_invitation(
+    servers, tenant, zoom, tmp_path
+):
+    from bulkprov.pipeline import provision_user
+
+    held = enabled(tenant)[9]
+    zoom.add_pending_user(held["userPrincipalName"])
+    steps = await provision_user(zoom_config(servers, tmp_path), SECRETS, held["id"])
+    assert steps[-1].title.startswith("Match user") and not steps[-1].ok
+    assert "PendingInvitation" in steps[-1].detail
+    assert zoom.posts == 0
+
+
+async def _log_entry(cfg: Config, graph_id: str) -> dict[str, Any]:
+    from bulkprov.checkpoint.store import StateStore
+
+    async with await StateStore.open(cfg.state.path) as store:
+        entries = await store.log_entries(user=graph_id, limit=None)
+    return entries[-1]
