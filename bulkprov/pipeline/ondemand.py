@@ -31,9 +31,9 @@ from bulkprov.checkpoint.store import Run, StateStore
 from bulkprov.config import Config
 from bulkprov.credentials import Secrets
 from bulkprov.errors import (
+    PendingInvitation,
     SourceAuthError,
     SourceError,
-    PendingInvitation,
     TargetAuthError,
     TargetError,
     TargetProxyError,
