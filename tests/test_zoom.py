@@ -316,6 +316,109 @@ async def test_zoom_3_provision_on_demand_names_the_pending_invitation(
     assert zoom.posts == 0
 
 
+# -- 2. writes Zoom may ignore ---------------------------------------------------------------
+
+
+def _requests(spy: Spy) -> list[str]:
+    return [f"{m} {'one' if '/Users/' in p else 'list'}" for m, p, _, _ in spy.seen]
+
+
+async def test_zoom_2_an_ignored_write_is_read_back_once_and_becomes_a_warning(
+    servers, tenant, zoom, tmp_path
+):
+    cfg = zoom_config(servers, tmp_path)
+    await sync(cfg)
+    user = enabled(tenant)[0]
+    stored = zoom.find(user["userPrincipalName"])
+    tenant.update_user(user["id"], displayName="Renamed Person", department="Moved")
+    spy = Spy()
+    zoom.faults = spy
+    result = await sync(cfg)
+    assert result.counts["warning"] == 1 and result.counts["failed"] == 0
+    assert _requests(spy) == ["PUT one", "GET one"]  # one write, one read back, no loop
+    entry = await _log_entry(cfg, user["id"])
+    assert entry["status"] == "warning"
+    assert f"displayName: Zoom kept {stored['displayName']!r} instead of 'Renamed Person'" in (
+        entry["reason"]
+    )
+    assert "does not change displayName by SCIM" in entry["reason"]
+    # what did change is applied and recorded; what did not is not recorded as done
+    assert zoom.find(user["userPrincipalName"])[DEPARTMENT.rsplit(":", 1)[0]] == {
+        "department": "Moved"
+    }
+    assert "displayName" not in orjson.loads(entry["modified"])
+    # the next cycle sends nothing for it (the user did not change in Graph again)
+    spy.seen.clear()
+    result = await sync(cfg)
+    assert spy.seen == [] and result.counts["warning"] == 0
+
+
+async def test_zoom_2_a_write_zoom_applies_is_read_back_and_recorded_as_success(
+    servers, tenant, zoom, tmp_path
+):
+    cfg = zoom_config(servers, tmp_path)
+    await sync(cfg)
+    user = [u for u in enabled(tenant) if u.get("mail")][0]
+    new_mail = "new.address@example.com"
+    tenant.update_user(user["id"], mail=new_mail)
+    spy = Spy()
+    zoom.faults = spy
+    result = await sync(cfg)
+    assert result.counts["updated"] == 1 and result.counts["warning"] == 0
+    assert _requests(spy) == ["PUT one", "GET one"]
+    assert zoom.find(user["userPrincipalName"])["emails"][0]["value"] == new_mail
+    # a change of no attribute Zoom may ignore is not read back
+    tenant.update_user(user["id"], department="Only This")
+    spy.seen.clear()
+    await sync(cfg)
+    assert _requests(spy) == ["PUT one"]
+
+
+@pytest.mark.parametrize("foreign", ["ignore", "refuse"])
+async def test_zoom_2_an_email_outside_the_managed_domains(
+    servers, tenant, zoom, rules, tmp_path, foreign
+):
+    """Zoom ignores it, or refuses the PUT ("Domain name doesn't match…"): the other
+    changes are applied either way, and the email is a Warning with the reason."""
+    cfg = zoom_config(servers, tmp_path)
+    await sync(cfg)
+    user = [u for u in enabled(tenant) if u.get("mail")][0]
+    old_mail = zoom.find(user["userPrincipalName"])["emails"][0]["value"]
+    rules.managed_domains = frozenset({"corp.example", "eu.corp.example", "example.com"})
+    rules.foreign_email = foreign
+    tenant.update_user(user["id"], mail="someone@personal.example", surname="Changed")
+    result = await sync(cfg)
+    assert result.counts["warning"] == 1 and result.counts["failed"] == 0
+    stored = zoom.find(user["userPrincipalName"])
+    assert stored["name"]["familyName"] == "Changed"
+    assert stored["emails"][0]["value"] == old_mail
+    reason = (await _log_entry(cfg, user["id"]))["reason"]
+    assert f"Zoom kept {old_mail!r} instead of 'someone@personal.example'" in reason
+    assert "managed (associated) domains" in reason
+    if foreign == "refuse":
+        assert "Domain name doesn't match" in reason  # Zoom's own words
+
+
+async def test_zoom_2_a_user_name_change_is_kept_and_the_link_holds(
+    servers, tenant, zoom, tmp_path
+):
+    cfg = zoom_config(servers, tmp_path)
+    await sync(cfg)
+    user = enabled(tenant)[1]
+    old = user["userPrincipalName"]
+    tenant.update_user(user["id"], userPrincipalName="renamed.person@corp.example")
+    result = await sync(cfg)
+    assert result.counts["warning"] == 1
+    assert zoom.find(old) is not None and zoom.find("renamed.person@corp.example") is None
+    reason = (await _log_entry(cfg, user["id"]))["reason"]
+    assert f"userName: Zoom kept {old!r}" in reason and "sign-in email" in reason
+    tenant.update_user(user["id"], department="Later")
+    spy = Spy()
+    zoom.faults = spy
+    await sync(cfg)  # the account is still the one linked: updated by its id
+    assert [m for m, _, _ in spy.writes()] == ["PUT"]
+
+
 async def _log_entry(cfg: Config, graph_id: str) -> dict[str, Any]:
     from bulkprov.checkpoint.store import StateStore
 
