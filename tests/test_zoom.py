@@ -15,11 +15,13 @@ per behaviour, numbered as the issue numbers them:
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -338,8 +340,9 @@ async def test_zoom_2_an_ignored_write_is_read_back_once_and_becomes_a_warning(
     assert _requests(spy) == ["PUT one", "GET one"]  # one write, one read back, no loop
     entry = await _log_entry(cfg, user["id"])
     assert entry["status"] == "warning"
-    assert f"displayName: Zoom kept {stored['displayName']!r} instead of 'Renamed Person'" in (
-        entry["reason"]
+    assert (
+        f"displayName: Zoom kept {stored['displayName']!r} instead of 'Renamed Person'"
+        in (entry["reason"])
     )
     assert "does not change displayName by SCIM" in entry["reason"]
     # what did change is applied and recorded; what did not is not recorded as done
@@ -417,6 +420,147 @@ async def test_zoom_2_a_user_name_change_is_kept_and_the_link_holds(
     zoom.faults = spy
     await sync(cfg)  # the account is still the one linked: updated by its id
     assert [m for m, _, _ in spy.writes()] == ["PUT"]
+
+
+# -- 6. rate limits by label, the daily limit ------------------------------------------------
+
+
+def test_zoom_6_the_profile_defaults_to_business_plus_limits(tmp_path):
+    from bulkprov.config import parse_config
+
+    cfg = parse_config(
+        {
+            "graph": {"tenant_id": "t", "client_id": "c"},
+            "target": {"base_url": "https://api.zoom.us/scim2", "profile": "zoom"},
+            "mappings": [{"target": "userName", "source": "mail", "matching_precedence": 1}],
+        }
+    )
+    zoom = cfg.target.zoom
+    assert (zoom.light_per_second, zoom.medium_per_second, zoom.post_label) == (80, 60, "medium")
+    assert cfg.target.profile == "zoom"
+    with pytest.raises(Exception, match="light_per_second and medium_per_second"):
+        parse_config(
+            {
+                "graph": {"tenant_id": "t", "client_id": "c"},
+                "target": {"base_url": "https://x.example", "profile": "zoom", "rate_limit": 5},
+                "mappings": [{"target": "userName", "source": "mail", "matching_precedence": 1}],
+            }
+        )
+
+
+async def test_zoom_6_each_label_is_paced_on_its_own_bucket(servers, tenant, zoom, rules, tmp_path):
+    """Zoom's buckets at Light 40/s and Medium 20/s, bulkprov's limits the same: no 429,
+    creates (Medium) at 20/s while the lookups and updates (Light) go at their own rate."""
+    from bulkprov.pipeline import RunStats
+
+    rules.set_limits(light=40, medium=20)
+    cfg = zoom_config(servers, tmp_path, zoom={"light_per_second": 40, "medium_per_second": 20})
+    users = enabled(tenant)[:30]
+    for user in enabled(tenant)[30:]:
+        tenant.update_user(user["id"], accountEnabled=False)
+    started = anyio.current_time()
+    stats = RunStats()
+    result = await sync(cfg, stats=stats)
+    elapsed = anyio.current_time() - started
+    assert result.counts["created"] == len(users)
+    assert rules.throttled_by_label == {}
+    # 1 list + 30 POSTs on Medium: the bucket's first second (20) is free, the rest at 20/s
+    assert rules.by_label["medium"] == 31 and elapsed >= (31 - 20) / 20 * 0.9
+    assert stats.scim is not None and stats.scim.stats.by_label == {"medium": 31}
+    assert set(stats.scim.pacers) == {"light", "medium"}
+
+
+async def test_zoom_6_a_429_without_retry_after_slows_only_its_label(
+    servers, tenant, zoom, rules, tmp_path
+):
+    """Zoom's Medium bucket is smaller than configured (another app uses the account): its
+    429s (no Retry-After, as Zoom documents none) cut the Medium pacer only; nobody fails."""
+    from bulkprov.pipeline import RunStats
+
+    rules.set_limits(light=None, medium=50)
+    cfg = zoom_config(servers, tmp_path, zoom={"light_per_second": 80, "medium_per_second": 200})
+    stats = RunStats()
+    result = await sync(cfg, stats=stats)
+    assert result.counts["created"] == len(enabled(tenant)) and result.counts["failed"] == 0
+    assert rules.throttled_by_label.get("medium", 0) > 0
+    assert stats.scim is not None
+    pacers = stats.scim.pacers
+    assert pacers["medium"].cuts > 0 and pacers["light"].cuts == 0
+    assert pacers["light"].rate == 80
+
+
+async def test_zoom_6_the_daily_limit_stops_the_run_cleanly_and_it_resumes(
+    servers, tenant, zoom, rules, tmp_path
+):
+    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.errors import TargetDailyLimit
+
+    rules.daily_limit = 40
+    cfg = zoom_config(servers, tmp_path, target__concurrency=2)
+    with pytest.raises(BaseException) as caught:
+        await sync(cfg)
+    exc = caught.value
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, TargetDailyLimit) and exc.exit_code == 9
+    text = str(exc)
+    assert "daily rate limit" in text and "GMT 00:00:00" in text  # Zoom's words
+    assert " 00:00 GMT (in " in text and "run the same command again" in text
+    # stopped at the first 429s (one per request in flight), not retried all day
+    assert rules.daily_used == 40 and zoom.statuses[429] <= 2
+    async with await StateStore.open(cfg.state.path) as store:
+        run = await store.last_run()
+        assert run is not None and run.status == "running"  # resumable
+        assert await store.escrow_entries() == {}  # nobody failed for it
+    rules.daily_limit = None  # the next day
+    result = await sync(cfg)
+    assert result.resumed and result.counts["failed"] == 0
+    assert zoom.duplicate_posts() == {}
+    assert len(zoom) == len(enabled(tenant))
+
+
+async def test_zoom_6_watch_waits_for_the_daily_reset_then_resumes(
+    servers, tenant, zoom, rules, tmp_path
+):
+    from datetime import UTC, datetime
+
+    from bulkprov.commands.sync_watch import watch
+    from bulkprov.errors import TargetDailyLimit
+
+    rules.daily_limit = 30
+    reset = time.time() + 1.0
+    rules.daily_retry_after = datetime.fromtimestamp(reset, UTC).isoformat()
+    cfg = zoom_config(servers, tmp_path, target__concurrency=2)
+    errors: list[Exception] = []
+    results: list[Any] = []
+
+    def on_error(exc: Exception) -> None:
+        errors.append(exc)
+        rules.daily_limit = None  # the day turns while the loop waits
+
+    with anyio.fail_after(30):
+        await watch(
+            cfg,
+            SECRETS,
+            0.05,
+            on_result=results.append,
+            on_error=on_error,
+            cycles=2,
+            policy=FAST_RETRY,
+        )
+    assert len(errors) == 1 and isinstance(errors[0], TargetDailyLimit)
+    assert errors[0].resume_at == pytest.approx(reset, abs=1e-3)
+    assert time.time() >= reset  # waited for the reset, not retried all day
+    assert len(results) == 1 and results[0].resumed and results[0].counts["failed"] == 0
+    assert len(zoom) == len(enabled(tenant)) and zoom.duplicate_posts() == {}
+
+
+def test_zoom_6_the_daily_limit_has_its_documented_exit_code():
+    from bulkprov.errors import TargetDailyLimit
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert TargetDailyLimit.exit_code == 9
+    assert "| 9 | the SCIM target's daily request limit is spent" in readme
 
 
 async def _log_entry(cfg: Config, graph_id: str) -> dict[str, Any]:

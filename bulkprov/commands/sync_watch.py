@@ -7,13 +7,15 @@ Each cycle is one :func:`~bulkprov.pipeline.run.run_sync` (a Graph delta round a
 so a change in Entra reaches the target within one interval. Ctrl-C or SIGTERM during a
 cycle lets the in-flight work finish and saves the state (the pipeline's signal handling);
 between cycles there is nothing in flight. A cycle that fails because Graph or the target
-is unavailable is reported and retried at the next interval (its read resumes); refused
-credentials, a bad config or an unusable state stop the loop.
+is unavailable is reported and retried at the next interval (its read resumes); one stopped
+by the target's daily request limit (Zoom) is reported and resumed once the limit resets;
+refused credentials, a bad config or an unusable state stop the loop.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,7 @@ from bulkprov.errors import (
     SourceAuthError,
     SourceError,
     TargetAuthError,
+    TargetDailyLimit,
     TargetUnavailable,
 )
 from bulkprov.pipeline import Engine, RunResult, run_sync
@@ -62,6 +65,12 @@ async def watch(
             on_result(await run_sync(cfg, secrets, engine=engine, **kwargs))
         except (BulkProvError, BaseExceptionGroup) as group:
             exc = _unwrap(group)
+            if isinstance(exc, TargetDailyLimit):
+                # Zoom's daily limit: sleep until it resets, then the next cycle resumes
+                on_error(exc)
+                done += 1
+                await anyio.sleep(max(0.0, exc.resume_at - time.time()))
+                continue
             transient = isinstance(exc, SourceError | TargetUnavailable) and not isinstance(
                 exc, SourceAuthError | TargetAuthError
             )

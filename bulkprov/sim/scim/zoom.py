@@ -159,6 +159,9 @@ class ZoomRules:
         self.retry_after = retry_after
         self.daily_limit = daily_limit
         self.daily_used = 0
+        #: ``Retry-After`` of the daily-limit 429 (Zoom's documented example is an ISO date,
+        #: ``2020-05-31T00:00:00Z``; one was seen without any): ``None`` sends none
+        self.daily_retry_after: str | None = None
         self.managed_domains = (
             frozenset(d.lower() for d in managed_domains) if managed_domains is not None else None
         )
@@ -227,7 +230,10 @@ class ZoomRules:
             )
         if self.daily_limit is not None:
             if self.daily_used >= self.daily_limit:
-                return _error(429, DAILY_DETAIL.format(limit=self.daily_limit))
+                extra = {"X-RateLimit-Type": "Daily-limit"}
+                if self.daily_retry_after:
+                    extra["Retry-After"] = self.daily_retry_after
+                return _error(429, DAILY_DETAIL.format(limit=self.daily_limit), extra)
             self.daily_used += 1
         label = self.label(req.method, rest, bool(req.query))
         self.by_label[label] += 1

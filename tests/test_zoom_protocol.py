@@ -1,0 +1,216 @@
+"""The Zoom profile's protocol code without a network: request shapes and labels
+(bulkprov/scim/requests.py) and the classification of Zoom's answers (responses.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from bulkprov.errors import TargetDailyLimit, TargetRejected, TargetThrottled
+from bulkprov.scim import requests as rq
+from bulkprov.scim.responses import (
+    advice,
+    classify,
+    is_domain_refused,
+    is_license_exhausted,
+    is_pending_invitation,
+    kept_values,
+    may_ignore,
+)
+
+CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+ZOOM_USER = "urn:us:zoom:scim:schemas:extension:1.0:ZoomUser"
+WANTED = {
+    "userName": "jane@corp.example",
+    'emails[type eq "work"].value': "jane@corp.example",
+    "name.givenName": "Jane",
+    "name.familyName": "Doe",
+    "displayName": "Jane Doe",
+    f"{ENTERPRISE}:department": "Sales",
+    "active": True,
+}
+
+
+# -- 6. labels ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "label"),
+    [
+        (rq.get_user("a&b"), "light"),
+        (rq.put_user("a", {"displayName": "x"}, {}), "light"),
+        (rq.set_active("a", False), "light"),
+        (rq.delete_user("a"), "light"),
+        (rq.find_users("userName", "x@y"), "medium"),
+        (rq.list_users(1, 100), "medium"),
+        (rq.create_user(b"{}"), "medium"),
+        (rq.ScimRequest("GET", "/Groups"), "medium"),
+    ],
+)
+def test_zoom_label_of_each_request(request_, label):
+    assert rq.zoom_label(request_) == label
+
+
+def test_zoom_label_of_post_is_configurable():
+    assert rq.zoom_label(rq.create_user(b"{}"), "light") == "light"
+
+
+# -- 1. PUT of schemas + changed fields, PATCH only for active ------------------------------
+
+
+def test_put_carries_schemas_and_only_the_changed_fields():
+    body = rq.put_fields({f"{ENTERPRISE}:department": "Research"}, WANTED)
+    assert body == {"schemas": [CORE, ENTERPRISE], ENTERPRISE: {"department": "Research"}}
+
+
+def test_put_sends_a_complex_attribute_whole():
+    body = rq.put_fields({"name.familyName": "Smith"}, {**WANTED, "name.familyName": "Smith"})
+    assert body == {"schemas": [CORE], "name": {"givenName": "Jane", "familyName": "Smith"}}
+
+
+def test_put_of_an_extension_sub_attribute_keeps_its_siblings():
+    wanted = {f"{ZOOM_USER}:loginType.sso": True, f"{ZOOM_USER}:loginType.workEmail": False}
+    body = rq.put_fields({f"{ZOOM_USER}:loginType.sso": True}, wanted)
+    assert body == {"schemas": [CORE, ZOOM_USER], ZOOM_USER: {"loginType": wanted_login()}}
+
+
+def wanted_login() -> dict[str, bool]:
+    return {"workEmail": False, "sso": True}
+
+
+def test_updates_split_active_from_the_rest_and_order_them():
+    changes = {"active": False, f"{ENTERPRISE}:department": "Gone"}
+    reqs = rq.zoom_updates("k&1", changes, WANTED)
+    assert [(r.method, r.path) for r in reqs] == [
+        ("PUT", "/Users/k%261"),
+        ("PATCH", "/Users/k%261"),
+    ]
+    assert orjson.loads(reqs[1].body or b"")["Operations"] == [
+        {"op": "replace", "path": "active", "value": False}
+    ]
+    back = rq.zoom_updates("k", {"active": True, "displayName": "X"}, WANTED)
+    assert [r.method for r in back] == ["PATCH", "PUT"]
+    assert [r.method for r in rq.zoom_updates("k", {"active": False}, WANTED)] == ["PATCH"]
+    assert [r.method for r in rq.zoom_updates("k", {"displayName": "Y"}, WANTED)] == ["PUT"]
+
+
+# -- 7. userType ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "sent", "warned"),
+    [
+        ("Basic", "Basic", False),
+        ("Licensed", "Licensed", False),
+        ("On-Prem", "On-Prem", False),
+        ("Pro", "Licensed", True),
+        ("Corp", "On-Prem", True),
+        ("On Prem", "On-Prem", True),
+        ("Collaboration", "Collaboration", False),  # Zoom refuses it: the user fails
+        (None, None, False),
+    ],
+)
+def test_user_type_pre_2020_names_are_renamed_with_a_warning(value, sent, warned):
+    out, warning = rq.zoom_user_type(value)
+    assert out == sent and (warning is not None) == warned
+    if warned:
+        assert "pre-2020" in warning and repr(sent) in warning
+
+
+# -- 3. pending invitations, 7/8. refused values and seats ----------------------------------
+
+
+def _rejected(status: int, detail: str) -> TargetRejected:
+    body = orjson.dumps({"schemas": ["x"], "detail": detail, "status": status})
+    with pytest.raises(TargetRejected) as caught:
+        classify(status, {}, body)
+    return caught.value
+
+
+def test_pending_invitation_400_is_recognised():
+    exc = _rejected(400, "User jane@corp.example not exist or not belong to this account.")
+    assert is_pending_invitation(exc)
+    assert not is_pending_invitation(_rejected(400, "Invalid field."))
+    assert not is_pending_invitation(_rejected(404, "not exist or not belong to this account"))
+
+
+def test_license_and_domain_refusals_are_recognised_with_advice():
+    no_seat = _rejected(
+        400, "No available licenses: all 10 Licensed seats of the account are in use."
+    )
+    assert is_license_exhausted(no_seat) and "licensed_seats" in (advice(no_seat) or "")
+    assert is_license_exhausted(_rejected(400, "The account has a maximum of 9,999 basic users."))
+    domain = _rejected(400, "Domain name doesn't match. Please contact the Zoom Customer Support")
+    assert is_domain_refused(domain) and not is_license_exhausted(domain)
+    invalid = _rejected(400, "AttributeValidationFailed: userType 'None' is not valid")
+    assert "Basic, Licensed or On-Prem" in (advice(invalid) or "")
+    assert advice(_rejected(400, "something else")) is None
+
+
+# -- 6. the daily limit -------------------------------------------------------------------
+
+NOW = datetime(2026, 12, 8, 19, 30, tzinfo=UTC).timestamp()
+MIDNIGHT = datetime(2026, 12, 9, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        # Zoom's REST-style body, no Retry-After (devforum 18928)
+        (
+            {},
+            {
+                "code": 429,
+                "message": "You have exceeded the daily rate limit (6000) of Light API requests "
+                "permitted for this account. You may resume these requests at GMT 00:00:00.",
+            },
+        ),
+        # the documented headers: X-RateLimit-Type and an ISO Retry-After
+        (
+            {"x-ratelimit-type": "Daily-limit", "retry-after": "2026-12-09T00:00:00Z"},
+            {"detail": "Too many requests", "status": 429},
+        ),
+    ],
+)
+def test_daily_limit_429_stops_with_the_resume_time(headers, body):
+    with pytest.raises(TargetDailyLimit) as caught:
+        classify(429, headers, orjson.dumps(body), now=NOW)
+    exc = caught.value
+    assert exc.resume_at == MIDNIGHT and exc.exit_code == 9
+    assert "2026-12-09 00:00 GMT (in 4 h 30 min)" in str(exc)
+
+
+def test_a_per_second_429_is_still_throttling():
+    body = orjson.dumps({"detail": "You have reached the maximum per-second rate limit."})
+    with pytest.raises(TargetThrottled) as caught:
+        classify(429, {}, body, now=NOW)
+    assert not isinstance(caught.value, TargetDailyLimit)
+
+
+# -- 2. writes Zoom may ignore ---------------------------------------------------------------
+
+
+def test_attributes_zoom_may_ignore():
+    assert may_ignore("userName") and may_ignore("displayName")
+    assert may_ignore('emails[type eq "work"].value')
+    assert may_ignore(f"{ZOOM_USER}:loginType.sso")
+    assert may_ignore(f"{ENTERPRISE}:department") is None
+    assert may_ignore("name.familyName") is None
+
+
+def test_kept_values_compares_what_was_sent_with_the_read_back():
+    resource = {
+        "userName": "Jane@Corp.example",
+        "displayName": "Old Name",
+        "emails": [{"type": "work", "value": "jane@corp.example"}],
+    }
+    sent = {
+        "userName": "jane@corp.example",
+        "displayName": "New Name",
+        'emails[type eq "work"].value': "jane@corp.example",
+        "nickName": "J",
+    }
+    assert kept_values(sent, resource) == {"displayName": "Old Name", "nickName": None}
