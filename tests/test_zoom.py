@@ -361,7 +361,7 @@ async def test_zoom_2_a_write_zoom_applies_is_read_back_and_recorded_as_success(
 ):
     cfg = zoom_config(servers, tmp_path)
     await sync(cfg)
-    user = [u for u in enabled(tenant) if u.get("mail")][0]
+    user = next(u for u in enabled(tenant) if u.get("mail"))
     new_mail = "new.address@example.com"
     tenant.update_user(user["id"], mail=new_mail)
     spy = Spy()
@@ -385,7 +385,7 @@ async def test_zoom_2_an_email_outside_the_managed_domains(
     changes are applied either way, and the email is a Warning with the reason."""
     cfg = zoom_config(servers, tmp_path)
     await sync(cfg)
-    user = [u for u in enabled(tenant) if u.get("mail")][0]
+    user = next(u for u in enabled(tenant) if u.get("mail"))
     old_mail = zoom.find(user["userPrincipalName"])["emails"][0]["value"]
     rules.managed_domains = frozenset({"corp.example", "eu.corp.example", "example.com"})
     rules.foreign_email = foreign
