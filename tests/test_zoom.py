@@ -563,6 +563,93 @@ def test_zoom_6_the_daily_limit_has_its_documented_exit_code():
     assert "| 9 | the SCIM target's daily request limit is spent" in readme
 
 
+# -- 7. licences --------------------------------------------------------------------------
+
+
+def assigned(servers: SimServers, tenant: GraphTenant, tmp_path: Path, **kw: Any) -> Config:
+    return zoom_config(
+        servers,
+        tmp_path,
+        scope__mode="assigned",
+        scope__service_principal_id=tenant.directory.service_principal_id,
+        **kw,
+    )
+
+
+async def test_zoom_7_user_type_from_the_app_role_pre_2020_names_renamed_with_a_warning(
+    servers, tenant, zoom, tmp_path
+):
+    d = tenant.directory
+    roles = {
+        v: d.add_app_role(v, "On Prem" if v == "On-Prem" else v)["id"]
+        for v in ("Basic", "Licensed", "On-Prem", "Pro", "Corp", "Collaboration")
+    }
+    users = enabled(tenant)[:6]
+    for user, role in zip(users, roles, strict=True):
+        d.assign(user["id"], roles[role])
+    cfg = assigned(servers, tenant, tmp_path)
+    assert any(m.target == "userType" for m in cfg.mappings)  # the default table maps it
+    result = await sync(cfg)
+    assert result.counts["created"] == 3 and result.counts["warning"] == 2
+    assert result.counts["failed"] == 1
+    types = {
+        u["userPrincipalName"]: (zoom.find(u["userPrincipalName"]) or {}).get("userType")
+        for u in users
+    }
+    assert list(types.values()) == ["Basic", "Licensed", "On-Prem", "Licensed", "On-Prem", None]
+    pro = await _log_entry(cfg, users[3]["id"])
+    assert pro["status"] == "warning" and "'Pro' is Zoom's pre-2020 name" in pro["reason"]
+    refused = await _log_entry(cfg, users[5]["id"])
+    assert refused["status"] == "failure"
+    assert "AttributeValidationFailed: userType 'Collaboration' is not valid" in refused["reason"]
+    assert "Basic, Licensed or On-Prem" in refused["reason"]  # bulkprov's advice
+
+    # a role change is a PUT of userType; Pro again renamed, with its warning
+    d.unassign(users[0]["id"])
+    d.assign(users[0]["id"], roles["Pro"])
+    result = await sync(cfg)
+    assert zoom.find(users[0]["userPrincipalName"])["userType"] == "Licensed"
+    assert (await _log_entry(cfg, users[0]["id"]))["status"] == "warning"
+
+
+async def test_zoom_7_zoom_extension_attributes_are_mappable(servers, tenant, zoom, tmp_path):
+    from bulkprov.mapping.defaults import DEFAULT_ZOOM_MAPPINGS
+
+    extra = [
+        {
+            "target": "urn:us:zoom:scim:schemas:extension:1.0:ZoomUser:loginType.sso",
+            "constant": "True",
+        },
+        {
+            "target": "urn:ietf:params:scim:schemas:extension:zoom:1.0:User:zoomWhiteboard",
+            "expression": 'IIF([department]="Sales", "true", "false")',
+        },
+    ]
+    mappings = [m.model_dump(exclude_none=True) for m in DEFAULT_ZOOM_MAPPINGS] + extra
+    cfg = zoom_config(servers, tmp_path, mappings=[_row(m) for m in mappings])
+    result = await sync(cfg)
+    assert result.counts["failed"] == 0
+    user = enabled(tenant)[0]
+    stored = zoom.find(user["userPrincipalName"])
+    assert stored["urn:us:zoom:scim:schemas:extension:1.0:ZoomUser"] == {"loginType": {"sso": True}}
+    licence = stored["urn:ietf:params:scim:schemas:extension:zoom:1.0:User"]["zoomWhiteboard"]
+    assert licence == ("true" if user["department"] == "Sales" else "false")
+    assert "urn:ietf:params:scim:schemas:extension:zoom:1.0:User" in stored["schemas"]
+    # a change of a licence attribute is a PUT naming that extension
+    tenant.update_user(user["id"], department="Sales" if licence == "false" else "Support")
+    spy = Spy()
+    zoom.faults = spy
+    await sync(cfg)
+    (put,) = [b for m, _, b in spy.writes() if m == "PUT"]
+    assert "urn:ietf:params:scim:schemas:extension:zoom:1.0:User" in put["schemas"]
+
+
+def _row(m: dict[str, Any]) -> Any:
+    from bulkprov.config import AttributeMapping
+
+    return AttributeMapping.model_validate(m)
+
+
 async def _log_entry(cfg: Config, graph_id: str) -> dict[str, Any]:
     from bulkprov.checkpoint.store import StateStore
 

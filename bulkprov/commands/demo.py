@@ -77,8 +77,17 @@ def write_demo_config(
     concurrency: int,
     rate_limit: float = 0,
     page_size: int = 999,
+    *,
+    profile: str = "rfc",
+    light: float = 0,
+    medium: float = 0,
 ) -> None:
-    """The starter config, pointed at the simulators (the demo, benchmarks and tests use it)."""
+    """The starter config, pointed at the simulators (the demo, benchmarks and tests use it).
+
+    ``profile="rfc"`` (the default: the simulator's RFC 7644 mode) paces at ``rate_limit``
+    (0: unlimited); ``profile="zoom"`` (the strict Zoom mode, ``sim --zoom``) paces Light
+    and Medium at ``light`` and ``medium`` requests/s (0: unpaced).
+    """
     from bulkprov.commands.starter import STARTER_TOML
 
     text = STARTER_TOML
@@ -100,7 +109,11 @@ def write_demo_config(
     )
     text = text.replace("# page_size = 999 ", f"page_size = {page_size} ")
     text = text.replace("concurrency = 16", f"concurrency = {concurrency}")
-    text = text.replace("rate_limit = 60", f"rate_limit = {rate_limit}")
+    if profile == "zoom":
+        text = text.replace("light_per_second = 80", f"light_per_second = {light}")
+        text = text.replace("medium_per_second = 60", f"medium_per_second = {medium}")
+    else:
+        text = text.replace('profile = "zoom"', f'profile = "rfc"\nrate_limit = {rate_limit}')
     text = text.replace('path = "bulkprov-state.sqlite3"', f'path = "{state}"')
     path.write_text(text, encoding="utf-8")
 
