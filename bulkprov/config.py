@@ -145,6 +145,9 @@ class ZoomConfig(_Model):
     basic_cap: Annotated[int, Field(ge=0)] = 9_999
     #: warn when this fraction of a seat pool is used
     seat_warning: Annotated[float, Field(gt=0, le=1)] = 0.90
+    #: the largest group PATCH body Zoom accepts, in characters (facts.md §6.8); member
+    #: PATCHes are chunked by size as well as by ``[groups] member_chunk``
+    group_patch_chars: Annotated[int, Field(ge=200)] = 100_000
 
 
 class TargetConfig(_Model):

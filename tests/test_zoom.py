@@ -644,6 +644,36 @@ async def test_zoom_7_zoom_extension_attributes_are_mappable(servers, tenant, zo
     assert "urn:ietf:params:scim:schemas:extension:zoom:1.0:User" in put["schemas"]
 
 
+# -- 9. group member PATCH bodies ---------------------------------------------------------------
+
+
+async def test_zoom_9_group_member_patches_stay_under_the_size_limit(
+    servers, tenant, zoom, rules, tmp_path
+):
+    """Zoom's 100,000 characters, scaled down: 2,000 characters and 1,000 members per chunk
+    by count; every PATCH fits (no 400, no halving), every member lands."""
+    users = enabled(tenant)
+    group = tenant.directory.add_group("Everyone", [u["id"] for u in users])
+    rules.max_group_patch = 2_000
+    cfg = zoom_config(
+        servers, tmp_path, zoom={"group_patch_chars": 2_000}, groups__member_chunk=1000
+    )
+    result = await sync(cfg)
+    assert result.counts["failed"] == 0
+    found = zoom.groups.find("Everyone")
+    assert found is not None and len(zoom.groups.member_ids(found["id"])) == len(users)
+    assert len(rules.group_patch_sizes) >= 2 and max(rules.group_patch_sizes) <= 2_000
+    assert 400 not in zoom.statuses
+    # removals are chunked the same way
+    for user in users[: len(users) // 2]:
+        tenant.directory.remove_member(group["id"], user["id"])
+    rules.group_patch_sizes.clear()
+    result = await sync(cfg)
+    assert result.counts["failed"] == 0 and 400 not in zoom.statuses
+    assert len(zoom.groups.member_ids(found["id"])) == len(users) - len(users) // 2
+    assert rules.group_patch_sizes and max(rules.group_patch_sizes) <= 2_000
+
+
 def _row(m: dict[str, Any]) -> Any:
     from bulkprov.config import AttributeMapping
 

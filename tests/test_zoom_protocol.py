@@ -214,3 +214,31 @@ def test_kept_values_compares_what_was_sent_with_the_read_back():
         "nickName": "J",
     }
     assert kept_values(sent, resource) == {"displayName": "Old Name", "nickName": None}
+
+
+# -- 9. group member PATCHes by size ----------------------------------------------------------
+
+
+def test_member_chunks_by_count_and_by_encoded_size():
+    from bulkprov.scim.groups import ZOOM_MAX_PATCH_CHARS, change_members, member_chunks
+
+    ids = [f"{'x' * 40}{i:04d}" for i in range(3000)]
+    chunks = member_chunks("g&1", "add", ids, count=1000, max_chars=ZOOM_MAX_PATCH_CHARS)
+    assert [m for c in chunks for m in c] == ids  # all, in order
+    assert all(len(c) <= 1000 for c in chunks)
+    sizes = [len(change_members("g&1", "add", c).body or b"") for c in chunks]
+    assert max(sizes) <= ZOOM_MAX_PATCH_CHARS
+    small = member_chunks("g", "remove", ids, count=1000, max_chars=5_000, dialect="entra")
+    sizes = [len(change_members("g", "remove", c, "entra").body or b"") for c in small]
+    assert max(sizes) <= 5_000 and sum(map(len, small)) == len(ids)
+    assert min(sizes[:-1]) > 5_000 - 60  # full, not halved
+    # non-ASCII ids count by their UTF-8 bytes, never fewer than their characters
+    wide = member_chunks("g", "add", ["é" * 100] * 50, count=1000, max_chars=2_000)
+    assert all(len(change_members("g", "add", c).body or b"") <= 2_000 for c in wide)
+    # by count only when no size limit is given (the RFC profile)
+    assert [len(c) for c in member_chunks("g", "add", ids[:250], count=100)] == [100, 100, 50]
+    # one member too long to fit goes alone
+    assert member_chunks("g", "add", ["y" * 300, "z"], count=10, max_chars=250) == [
+        ["y" * 300],
+        ["z"],
+    ]

@@ -208,8 +208,16 @@ class GroupSync:
 
     async def _members(self, graph_id: str, scim_id: str, kind: str, ids: list[str]) -> None:
         """Send in chunks; a 400/413 on a chunk of more than one member halves it."""
-        size = self.cfg.groups.member_chunk
-        todo = [ids[i : i + size] for i in range(0, len(ids), size)]
+        target = self.cfg.target
+        todo = rg.member_chunks(
+            scim_id,
+            kind,
+            ids,
+            count=self.cfg.groups.member_chunk,
+            # Zoom refuses group PATCH bodies over 100,000 characters: chunk by size too
+            max_chars=target.zoom.group_patch_chars if target.zoom_profile else None,
+            dialect=self.dialect,
+        )
         while todo:
             chunk = todo.pop(0)
             try:

@@ -57,5 +57,42 @@ def change_members(
     return ScimRequest("PATCH", _path(scim_id), body=_json.dumps(body))
 
 
+#: Zoom: a group PATCH body "must not exceed 100,000 characters" (facts.md §6.4, §6.8)
+ZOOM_MAX_PATCH_CHARS = 100_000
+
+
+def member_chunks(
+    scim_id: str,
+    kind: str,
+    member_ids: Sequence[str],
+    *,
+    count: int,
+    max_chars: int | None = None,
+    dialect: PatchDialect = "rfc",
+) -> list[list[str]]:
+    """``member_ids`` split for :func:`change_members` PATCHes of at most ``count`` members
+    and, with ``max_chars``, bodies of at most that many characters (counted as UTF-8
+    bytes, never fewer than the characters). A member too long to fit alone still goes
+    alone: the target's answer then says why."""
+    if max_chars is None:
+        return [list(member_ids[i : i + count]) for i in range(0, len(member_ids), count)]
+    empty = len(change_members(scim_id, kind, [], dialect).body or b"")
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    size = empty
+    for member in member_ids:
+        # one element: {"value":"<id>"} plus the comma before it
+        cost = len(_json.dumps({"value": member})) + (1 if chunk else 0)
+        if chunk and (len(chunk) >= count or size + cost > max_chars):
+            chunks.append(chunk)
+            chunk, size = [], empty
+            cost -= 1
+        chunk.append(member)
+        size += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
 def delete_group(scim_id: str) -> ScimRequest:
     return ScimRequest("DELETE", _path(scim_id))

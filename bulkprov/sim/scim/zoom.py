@@ -148,6 +148,7 @@ class ZoomRules:
         ignored: frozenset[str] = frozenset({"username", "displayname", "logintype"}),
         licensed_seats: int | None = None,
         basic_cap: int | None = 9_999,
+        max_group_patch: int = MAX_GROUP_PATCH,
     ) -> None:
         if post_label not in ("light", "medium"):
             raise ValueError("post_label must be 'light' or 'medium'")
@@ -169,6 +170,9 @@ class ZoomRules:
         self.ignored = frozenset(a.lower() for a in ignored)
         self.licensed_seats = licensed_seats
         self.basic_cap = basic_cap
+        #: the largest group PATCH body accepted, in characters (Zoom: 100,000)
+        self.max_group_patch = max_group_patch
+        self.group_patch_sizes: list[int] = []
         #: stored users per userType (kept up to date by the service)
         self.user_types: Counter[str] = Counter()
         #: requests per label, and 429s per label
@@ -352,6 +356,10 @@ class ZoomRules:
             self.user_types[after] += 1
 
     def check_group_patch(self, body: bytes) -> SimResponse | None:
-        if len(body.decode("utf-8", "replace")) > MAX_GROUP_PATCH:
-            return _error(400, f"The request body must not exceed {MAX_GROUP_PATCH:,} characters.")
+        size = len(body.decode("utf-8", "replace"))
+        self.group_patch_sizes.append(size)
+        if size > self.max_group_patch:
+            return _error(
+                400, f"The request body must not exceed {self.max_group_patch:,} characters."
+            )
         return None
