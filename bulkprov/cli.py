@@ -1,7 +1,7 @@
 """The ``bulkprov`` command line: the click group and the commands registered on it.
 
 The commands live in :mod:`bulkprov.commands`, one module per family (sync, operate, plan,
-ondemand, mapping, init, demo, sim); this module holds only the group, its options and
+ondemand, mapping, duplicates, init, demo, sim); this module holds only the group, its options and
 epilog, and the list of commands. ``bulkprov = "bulkprov.cli:main"`` in pyproject.toml
 and ``python -m bulkprov`` run :func:`main`.
 
@@ -17,6 +17,7 @@ Exit codes (also in ``bulkprov --help``):
 6   the state database cannot be used, or is in use
 7   ``bulkprov apply``: the plan is out of date (nothing was sent)
 8   quarantined: too many users failed (the report says why; resumable)
+9   the SCIM target's daily request limit is spent (resumable after its reset)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``);
     ``bulkprov apply``: or some operations were held back (changed since the plan)
 130 interrupted (the state is saved; run the same command to resume)
@@ -29,6 +30,7 @@ import click
 
 from bulkprov.commands._shared import EPILOG
 from bulkprov.commands.demo import demo
+from bulkprov.commands.duplicates import duplicates
 from bulkprov.commands.init import init
 from bulkprov.commands.mapping import mapping
 from bulkprov.commands.ondemand import provision, test_connection
@@ -63,6 +65,7 @@ for command in (
     approve,
     retry_failed,
     state,
+    duplicates,
     plan,
     apply,
     provision,

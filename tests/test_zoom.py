@@ -686,3 +686,84 @@ async def _log_entry(cfg: Config, graph_id: str) -> dict[str, Any]:
     async with await StateStore.open(cfg.state.path) as store:
         entries = await store.log_entries(user=graph_id, limit=None)
     return entries[-1]
+
+
+# -- 10. bulkprov duplicates ------------------------------------------------------------------
+
+
+def test_zoom_10_duplicates_report(tmp_path):
+    """The guide's "Duplicate users in Zoom" on the strict simulator, through the CLI: text,
+    CSV and JSON; read-only (no SCIM write, the state unchanged)."""
+    import csv
+    import io
+
+    from click.testing import CliRunner
+
+    from bulkprov.cli import main
+    from bulkprov.commands.demo import write_demo_config
+
+    from .cli_support import SimThread
+
+    tenant = GraphTenant(user_count=120, seed=3, client_secret=GRAPH_SECRET)
+    zoom = ScimService(SCIM_TOKEN, id_seed=5, zoom=ZoomRules())
+    users = enabled(tenant)
+    other_mail = next(
+        u for u in users if u.get("mail") and u["mail"].lower() != u["userPrincipalName"].lower()
+    )
+    cased = users[10]
+    pending = users[11]
+    env = {"BULKPROV_GRAPH_SECRET": GRAPH_SECRET, "BULKPROV_SCIM_TOKEN": SCIM_TOKEN}
+    with SimThread(tenant, zoom) as servers:
+        config, state = tmp_path / "bulkprov.toml", tmp_path / "s.db"
+        write_demo_config(config, servers.as_json(), state, 4, profile="zoom")
+        zoom.add_pending_user(pending["userPrincipalName"])
+        run = CliRunner().invoke(main, ["sync", "-c", str(config), "--quiet"], env=env)
+        assert run.exit_code == 0, run.output
+        # after the sync: an account under a user's mail (made by hand, say), one whose
+        # userName differs only by case, and one nobody maps to
+        mine = zoom.find(other_mail["userPrincipalName"])
+        zoom.seed_user({"userName": other_mail["mail"], "active": True})
+        zoom.seed_user({"userName": "ceo@elsewhere.example", "active": True})
+        # (a user not synced yet whose account exists with another case)
+        new = tenant.add_user(userPrincipalName="Late.Comer@corp.example", mail=None)
+        zoom.seed_user({"userName": "late.comer@corp.example", "active": True})
+        zoom.reset_counters()
+        text = CliRunner().invoke(main, ["duplicates", "-c", str(config)], env=env)
+        as_json = CliRunner().invoke(
+            main, ["duplicates", "-c", str(config), "--format", "json"], env=env
+        )
+        as_csv = CliRunner().invoke(
+            main,
+            ["duplicates", "-c", str(config), "--format", "csv", "--out", str(tmp_path / "d.csv")],
+            env=env,
+        )
+        assert zoom.counters()["by_method"].keys() == {"GET"}  # read-only
+    assert text.exit_code == 0 and as_json.exit_code == 0 and as_csv.exit_code == 0
+    rows = orjson.loads(as_json.output)
+    kinds = {r["kind"]: r for r in rows}
+    dup = kinds["email-not-upn"]
+    assert other_mail["userPrincipalName"] in dup["user"] and other_mail["mail"] in dup["account"]
+    assert "map userName from mail" in dup["action"]
+    assert mine is not None  # its own account exists: the mail account is a duplicate
+    assert any(r["kind"] == "case-only" and "Late.Comer@corp.example" in r["user"] for r in rows)
+    assert new["id"] in str(rows)
+    pend = kinds["pending-invitation"]
+    assert (
+        pending["userPrincipalName"] in pend["user"] and "accept the invitation" in pend["action"]
+    )
+    assert any(r["kind"] == "unmanaged" and "ceo@elsewhere.example" in r["account"] for r in rows)
+    assert "what to do:" in text.output and "[email-not-upn]" in text.output
+    with (tmp_path / "d.csv").open(encoding="utf-8") as f:
+        table = list(csv.DictReader(io.StringIO(f.read())))
+    assert [r["kind"] for r in table] == [r["kind"] for r in rows]
+
+
+def test_zoom_10_two_entra_users_mapping_to_one_user_name():
+    from bulkprov.observe.duplicates import SourceUser, find_duplicates
+
+    a = SourceUser("g1", "a@corp.example", "shared@corp.example", "shared@corp.example")
+    b = SourceUser("g2", "b@corp.example", "shared@corp.example", "Shared@corp.example")
+    rows = find_duplicates([a, b], [], {})
+    (row,) = [r for r in rows if r.kind == "same-user-name"]
+    assert "a@corp.example (g1)" in row.user and "b@corp.example (g2)" in row.user
+    assert "DuplicateSourceEntries" in row.action
