@@ -710,7 +710,6 @@ def test_zoom_10_duplicates_report(tmp_path):
     other_mail = next(
         u for u in users if u.get("mail") and u["mail"].lower() != u["userPrincipalName"].lower()
     )
-    cased = users[10]
     pending = users[11]
     env = {"BULKPROV_GRAPH_SECRET": GRAPH_SECRET, "BULKPROV_SCIM_TOKEN": SCIM_TOKEN}
     with SimThread(tenant, zoom) as servers:
