@@ -644,6 +644,99 @@ async def test_zoom_7_zoom_extension_attributes_are_mappable(servers, tenant, zo
     assert "urn:ietf:params:scim:schemas:extension:zoom:1.0:User" in put["schemas"]
 
 
+# -- 8. the seat guard -----------------------------------------------------------------------
+
+
+def _licensed(tenant: GraphTenant, n: int, role: str = "Licensed") -> list[dict[str, Any]]:
+    d = tenant.directory
+    role_id = d.add_app_role(role)["id"]
+    users = enabled(tenant)[:n]
+    for user in users:
+        d.assign(user["id"], role_id)
+    return users
+
+
+async def test_zoom_8_seat_guard_holds_what_does_not_fit_and_provisions_it_later(
+    servers, tenant, zoom, tmp_path
+):
+    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.observe.metrics import render as metrics
+    from bulkprov.observe.report import load_report_data, render_html
+    from bulkprov.pipeline import RunStats
+
+    users = _licensed(tenant, 10)
+    cfg = assigned(servers, tenant, tmp_path, zoom={"licensed_seats": 6})
+    stats = RunStats()
+    result = await sync(cfg, stats=stats)
+    assert result.counts["created"] == 6 and result.counts["staged"] == 4
+    assert result.counts["failed"] == 0
+    assert sum(1 for u in users if zoom.find(u["userPrincipalName"])) == 6
+    held = [u for u in users if zoom.find(u["userPrincipalName"]) is None]
+    entry = await _log_entry(cfg, held[0]["id"])
+    assert entry["status"] == "skipped" and "LicenseLimitExceeded" in entry["reason"]
+    assert "no Licensed seat left (6 of 6 used" in entry["reason"]
+    assert "all 6 Licensed seats are used" in (result.message or "")  # the run warns
+    assert stats.seat_figures is not None
+    assert stats.seat_figures()["Licensed"] == {"used": 6, "left": 0, "cap": 6, "held": 4}
+    text = metrics(stats, 0.0)
+    assert 'bulkprov_zoom_seats_used{pool="Licensed"} 6' in text
+    assert 'bulkprov_zoom_seats_left{pool="Licensed"} 0' in text
+    async with await StateStore.open(cfg.state.path) as store:
+        assert {w.kind for w in (await store.waiting()).values()} == {"license"}
+    report = render_html(await load_report_data(cfg, None))
+    assert 'data-figure="seats.Licensed.used">6<' in report
+    assert 'data-figure="seats.Licensed.held">4<' in report
+
+    # seats bought: the next (incremental) cycle provisions the held users
+    cfg = assigned(servers, tenant, tmp_path, zoom={"licensed_seats": 11})
+    result = await sync(cfg)
+    assert result.counts["created"] == 4 and result.counts["staged"] == 0
+    assert all(zoom.find(u["userPrincipalName"]) for u in users)
+    assert "Licensed seats: 10 of 11 used (91%), 1 left" in (result.message or "")  # 90 %
+    async with await StateStore.open(cfg.state.path) as store:
+        assert await store.waiting() == {}
+
+
+async def test_zoom_8_the_basic_cap(servers, tenant, zoom, tmp_path):
+    users = _licensed(tenant, 5, "Basic")
+    cfg = assigned(servers, tenant, tmp_path, zoom={"basic_cap": 3})
+    result = await sync(cfg)
+    assert result.counts["created"] == 3 and result.counts["staged"] == 2
+    held = [u for u in users if zoom.find(u["userPrincipalName"]) is None]
+    assert (
+        "no Basic seat left (3 of 3 used; [target.zoom] basic_cap)"
+        in (await _log_entry(cfg, held[0]["id"]))["reason"]
+    )
+
+
+async def test_zoom_8_zoom_answering_no_licence_is_held_the_same_way(
+    servers, tenant, zoom, rules, tmp_path
+):
+    """No guard configured, and Zoom has 4 Licensed seats: Zoom's refusals hold the rest
+    (staged, LicenseLimitExceeded with Zoom's words), no failure, no quarantine."""
+    users = _licensed(tenant, 9)
+    rules.licensed_seats = 4
+    cfg = assigned(servers, tenant, tmp_path, quarantine__floor=2, quarantine__min_failures=2)
+    result = await sync(cfg)
+    assert result.status == "completed"
+    assert result.counts["created"] == 4 and result.counts["staged"] == 5
+    assert result.counts["failed"] == 0
+    held = [u for u in users if zoom.find(u["userPrincipalName"]) is None]
+    reason = (await _log_entry(cfg, held[0]["id"]))["reason"]
+    assert "LicenseLimitExceeded" in reason and "No available licenses" in reason
+
+
+async def test_zoom_8_a_plan_shows_the_hold(servers, tenant, zoom, tmp_path):
+    from bulkprov.pipeline import make_plan
+
+    _licensed(tenant, 5)
+    cfg = assigned(servers, tenant, tmp_path, zoom={"licensed_seats": 2})
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    held = [op for op in plan["operations"] if "LicenseLimitExceeded" in (op["reason"] or "")]
+    assert plan["counts"]["create"] == 2 and len(held) == 3
+    assert zoom.posts == 0
+
+
 # -- 9. group member PATCH bodies ---------------------------------------------------------------
 
 

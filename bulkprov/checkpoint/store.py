@@ -839,6 +839,19 @@ class StateStore:
         )
         return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
 
+    async def active_attrs(self) -> list[dict[str, Any]]:
+        """The last values sent of every linked account bulkprov keeps active (the seat
+        guard counts licence types in them)."""
+        cur = await self._conn.execute(
+            "SELECT attrs FROM users WHERE scim_id IS NOT NULL AND active=1 AND attrs IS NOT NULL"
+        )
+        out = []
+        for (raw,) in await cur.fetchall():
+            attrs = _json.loads(raw)
+            if isinstance(attrs, dict):
+                out.append(attrs)
+        return out
+
     async def users_fingerprint(self) -> tuple[int, float]:
         """(managed users, last update time): changes whenever a user row is written."""
         row = await (

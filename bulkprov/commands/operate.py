@@ -38,20 +38,33 @@ def status(config_path: Path, as_json: bool) -> None:
 
     cfg = _load(config_path)
 
-    async def read() -> tuple[list[dict[str, Any]], int]:
-        if not cfg.state.path.exists():
-            return [], 0
-        async with await StateStore.open(cfg.state.path) as store:
-            return await store.runs(10), await store.user_count()
+    from bulkprov.pipeline import Seats
 
-    runs, users = _run(read)
+    async def read() -> tuple[list[dict[str, Any]], int, dict[str, dict[str, int]] | None]:
+        if not cfg.state.path.exists():
+            return [], 0, None
+        async with await StateStore.open(cfg.state.path) as store:
+            seats = await Seats.load(cfg, store, held=True)
+            return (
+                await store.runs(10),
+                await store.user_count(),
+                seats.figures() if seats is not None else None,
+            )
+
+    runs, users, seats = _run(read)
     if as_json:
-        click.echo(_json.dumps({"managed_users": users, "runs": runs}).decode())
+        doc: dict[str, Any] = {"managed_users": users, "runs": runs}
+        if seats is not None:
+            doc["seats"] = seats
+        click.echo(_json.dumps(doc).decode())
         return
     if not runs:
         click.echo(f"no runs yet in {cfg.state.path}")
         return
     click.echo(f"state: {cfg.state.path}   managed users: {users}")
+    for pool, f in (seats or {}).items():
+        held = f", {f['held']:,} user(s) held (LicenseLimitExceeded)" if f["held"] else ""
+        click.echo(f"seats: {pool} {f['used']:,} used, {f['left']:,} left of {f['cap']:,}{held}")
     for r in runs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
         counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)

@@ -41,6 +41,7 @@ from bulkprov.pipeline.decide import (
 )
 from bulkprov.pipeline.matching import Claims, duplicate_source
 from bulkprov.pipeline.messages import END_OF_PAGES, Message, PageDone, UserGuard, WorkItem, put
+from bulkprov.pipeline.seats import Seats
 from bulkprov.pipeline.sources import assignment_changes, fetch_users, page_headers
 from bulkprov.pipeline.stats import RunStats
 
@@ -76,6 +77,8 @@ class Reader:
     #: users the target held back (a pending Zoom invitation, no seat left): an
     #: incremental cycle reads them again even when Graph reports no change of theirs
     waiting: frozenset[str] = frozenset()
+    #: profile "zoom": the seat guard (a user with no seat left is held, not sent)
+    seats: Seats | None = None
 
 
 async def produce(
@@ -259,6 +262,10 @@ async def _page(
         waiting = escrow_deferral(escrow, graph_id, decision.kind) if escrow else None
         if waiting is not None:
             write = UserWrite(graph_id, user_name, "other", "skipped", waiting, deferred=True)
+            await out_send.send((page.number, write))
+        elif reader.seats is not None and (no_seat := reader.seats.hold(decision, mapped, state)):
+            # before the apply guard: a plan shows the same hold, so apply holds it too
+            write = UserWrite(graph_id, user_name, "other", "skipped", no_seat, wait="license")
             await out_send.send((page.number, write))
         elif (
             reader.guard is not None

@@ -10,6 +10,7 @@ Only the checkpoint writer (:mod:`bulkprov.pipeline.writer`) counts users, throu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from anyio.streams.memory import MemoryObjectSendStream
@@ -56,6 +57,8 @@ class RunStats:
     pruned: int = 0
     #: users a full read will go through (Graph ``users/$count``); None when unknown
     total: int | None = None
+    #: profile "zoom": the seat pools' figures now (pool → used, left, cap, held)
+    seat_figures: Callable[[], dict[str, dict[str, int]]] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -98,6 +101,8 @@ def count(stats: RunStats, write: UserWrite) -> None:
         key = "warning"
     elif write.held_back:
         key = HELD_BACK
+    elif write.wait == "license":
+        key = "staged"  # held for want of a seat (LicenseLimitExceeded)
     elif write.stage is not None:
         key = "staged"
     elif write.action == "create":

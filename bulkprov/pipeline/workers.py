@@ -37,11 +37,13 @@ from bulkprov.mapping import MappedUser
 from bulkprov.pipeline.decide import Engine, target_values
 from bulkprov.pipeline.matching import Claims, duplicate_source
 from bulkprov.pipeline.messages import Message, WorkItem, get, put
+from bulkprov.pipeline.seats import no_seat_reason
 from bulkprov.scim import requests as rq
 from bulkprov.scim.client import ScimClient
 from bulkprov.scim.responses import (
     advice,
     is_domain_refused,
+    is_license_exhausted,
     is_pending_invitation,
     is_uniqueness_conflict,
     kept_values,
@@ -105,6 +107,16 @@ class Applier:
         except PendingInvitation as exc:
             return self.pending(item, exc)
         except TargetError as exc:
+            if self.zoom and is_license_exhausted(exc):
+                # no licence left: held as the seat guard holds, looked at again next cycle
+                return UserWrite(
+                    item.graph_id,
+                    item.user_name,
+                    "other",
+                    "skipped",
+                    no_seat_reason(exc.detail),
+                    wait="license",
+                )
             return self.failed(item, exc)
 
     def failed(self, item: WorkItem, exc: TargetError) -> UserWrite:
