@@ -859,3 +859,34 @@ def test_zoom_10_two_entra_users_mapping_to_one_user_name():
     (row,) = [r for r in rows if r.kind == "same-user-name"]
     assert "a@corp.example (g1)" in row.user and "b@corp.example (g2)" in row.user
     assert "DuplicateSourceEntries" in row.action
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_zoom_demo_initial_sync_changes_and_an_incremental_cycle_checked_exactly(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulkprov", "demo", "--users", "2000", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
+    assert "demo PASSED" in out
+    import re
+
+    pending = re.search(r"pending invitations: (\d+) \(Skipped: (\d+), created: 0\)", out)
+    assert pending and int(pending[1]) > 10 and pending[1] == pending[2]
+    assert "values Zoom kept, each a Warning with its reason: 10" in out
+    assert "missing: 0   duplicates: 0   wrong values: 0   quarantined runs: 0" in out
+    assert "requests per user: initial sync 0.9" in out
+    # 100 PUTs, their 100 read-backs, 30 PATCHes, and one lookup per pending invitation
+    assert (
+        f"({230 + int(pending[1])} for 130: GET {100 + int(pending[1])}, PATCH 30, PUT 100)" in out
+    )

@@ -828,6 +828,9 @@ class ScimService:
             if rest == "users" and m == "POST":
                 created = self.seed_user(body, req.base_url)
                 return SimResponse(201, _dumps(created), {"Content-Type": SCIM_JSON})
+            if rest == "pending" and m == "GET":
+                names = self.pending_users()
+                return SimResponse(200, _dumps(names), {"Content-Type": "application/json"})
             if rest == "pending" and m == "POST":
                 name = body.pop("userName", None)
                 if not isinstance(name, str):
