@@ -555,6 +555,16 @@ async def test_zoom_6_watch_waits_for_the_daily_reset_then_resumes(
     assert len(zoom) == len(enabled(tenant)) and zoom.duplicate_posts() == {}
 
 
+async def test_zoom_6_test_connection_names_the_daily_limit(servers, zoom, rules, tmp_path):
+    from bulkprov.pipeline import check_connection
+
+    rules.daily_limit = 0
+    steps = await check_connection(zoom_config(servers, tmp_path), SECRETS)
+    assert not steps[-1].ok
+    assert "daily request limit is spent" in steps[-1].detail
+    assert "token" not in steps[-1].detail.split("(")[0]
+
+
 def test_zoom_6_the_daily_limit_has_its_documented_exit_code():
     from bulkprov.errors import TargetDailyLimit
 

@@ -35,6 +35,7 @@ from bulkprov.errors import (
     SourceAuthError,
     SourceError,
     TargetAuthError,
+    TargetDailyLimit,
     TargetError,
     TargetProxyError,
     TargetRejected,
@@ -231,6 +232,9 @@ async def check_connection(
         url = cfg.target.base_url
         try:
             doc = await scim.send(rq.find_users("userName", probe))
+        except TargetDailyLimit as exc:  # before TargetAuthError: it is not the token
+            steps.append(Step("SCIM target", False, str(exc)))
+            return steps
         except TargetProxyError as exc:  # before TargetAuthError: it is not the token
             steps.append(Step("SCIM target", False, f"{exc} — check [network] or HTTPS_PROXY"))
             return steps
