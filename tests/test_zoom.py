@@ -871,6 +871,78 @@ def test_zoom_10_two_entra_users_mapping_to_one_user_name():
     assert "DuplicateSourceEntries" in row.action
 
 
+# -- bad input: every Zoom error answer ends in the user's log entry -------------------------
+
+
+async def test_zoom_bad_answers_end_in_the_log_with_zoom_detail_and_advice(
+    servers, tenant, zoom, tmp_path
+):
+    """400 with detail, 406, 409 with no account behind it, 429 without Retry-After until
+    the budget is spent, and a 429 with Retry-After once: each user's entry has Zoom's own
+    words and bulkprov's advice; nothing is lost, the next cycle provisions them all."""
+    from bulkprov.retry import RetryPolicy
+    from bulkprov.sim.faults import NoFaults
+
+    users = enabled(tenant)
+    a, b, c, d, e = (u["userPrincipalName"].lower() for u in users[:5])
+    once: set[str] = set()
+
+    class Answers(NoFaults):
+        active = True
+
+        async def before(self, req: SimRequest) -> SimResponse | None:
+            if not self.active or req.method != "POST":
+                return None
+            name = str(orjson.loads(req.body).get("userName", "")).lower()
+
+            def error(status: int, detail: str, **headers: str) -> SimResponse:
+                body = {
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                    "detail": detail,
+                    "status": status,
+                }
+                return SimResponse(status, orjson.dumps(body), headers)
+
+            if name == a:
+                return error(400, "Invalid field: emails[0].value must be an email address.")
+            if name == b:
+                return error(406, "Not Acceptable.")
+            if name == c:
+                return error(409, "User already exists in another account.")
+            if name == d:
+                return error(429, "You have reached the maximum per-second rate limit.")
+            if name == e and name not in once:
+                once.add(name)
+                return error(429, "Too many requests.", **{"Retry-After": "0.2"})
+            return None
+
+    answers = Answers()
+    zoom.faults = answers
+    # a fixed rate: one user's endless 429s must not slow the others (the AIMD pacer's own
+    # reaction is tested above)
+    cfg = zoom_config(servers, tmp_path, target__adaptive=False)
+    policy = RetryPolicy(max_attempts=4, max_seconds=0.6, base=0.01, cap=0.05)
+    result = await run_sync(cfg, SECRETS, policy=policy)
+    assert result.status == "completed_with_failures" and result.counts["failed"] == 4
+    reasons = {
+        u["userPrincipalName"].lower(): (await _log_entry(cfg, u["id"]))["reason"]
+        for u in users[:5]
+    }
+    assert "must be an email address" in reasons[a] and "Zoom refused the request" in reasons[a]
+    assert "Not Acceptable" in reasons[b] and "Accept: application/scim+json" in reasons[b]
+    assert "another account" in reasons[c] and "bulkprov duplicates" in reasons[c]
+    assert "per-second rate limit" in reasons[d] and "light_per_second" in reasons[d]
+    assert zoom.find(e) is not None  # one 429 with Retry-After: waited, then created
+    answers.active = False
+    from bulkprov.checkpoint.store import StateStore
+
+    async with await StateStore.open(cfg.state.path) as store:
+        await store.release_escrow()  # `bulkprov retry-failed`
+    result = await run_sync(cfg, SECRETS, policy=policy)
+    assert result.counts["created"] == 4 and result.counts["failed"] == 0
+    assert len(zoom) == len(users) and zoom.duplicate_posts().keys() <= {d}
+
+
 # -- the demo ---------------------------------------------------------------------------------
 
 

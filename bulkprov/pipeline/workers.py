@@ -120,7 +120,7 @@ class Applier:
             return self.failed(item, exc)
 
     def failed(self, item: WorkItem, exc: TargetError) -> UserWrite:
-        hint = advice(exc)
+        hint = advice(exc, zoom=self.zoom)
         return UserWrite(
             item.graph_id,
             item.user_name,

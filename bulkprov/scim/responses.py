@@ -195,8 +195,11 @@ def is_domain_refused(exc: TargetError) -> bool:
     return 400 <= status < 500 and bool(_DOMAIN.search(exc.detail))
 
 
-def advice(exc: TargetError) -> str | None:
-    """What an admin can do about a value Zoom refused, or ``None``."""
+def advice(exc: TargetError, *, zoom: bool = False) -> str | None:
+    """What an admin can do about an answer Zoom gave, or ``None``.
+
+    ``zoom`` (profile "zoom"): every error has advice, a general one when the answer is not
+    one of those recognised."""
     text = exc.detail
     if "attributevalidationfailed" in text.lower() or (
         exc.status == 400 and "usertype" in text.lower()
@@ -216,7 +219,27 @@ def advice(exc: TargetError) -> str | None:
         return "free or buy seats in Zoom, or raise [target.zoom] licensed_seats"
     if exc.status == 406:
         return "the target wants Accept: application/scim+json (bulkprov sends it: a proxy?)"
-    return None
+    if not zoom:
+        return None
+    status = exc.status or 0
+    if status == 409 or (exc.scim_type or "").lower() == "uniqueness":
+        return (
+            "an account bulkprov cannot see holds this userName (a pending invitation, or "
+            "the email in another Zoom account): see `bulkprov duplicates`; the user is "
+            "retried in later cycles"
+        )
+    if status == 429:
+        return (
+            "Zoom kept answering 429 past target.max_retry_seconds: lower [target.zoom] "
+            "light_per_second / medium_per_second (the limits are shared by every app on "
+            "the account); the user is retried in a later cycle"
+        )
+    if status >= 500 or status == 0 or status == 408:
+        return "Zoom was unavailable; the user is retried in a later cycle"
+    return (
+        "Zoom refused the request: check the values it names (`bulkprov mapping test --user "
+        "…`) and fix them in Entra or the mapping; the user is retried in a later cycle"
+    )
 
 
 #: attributes a Zoom PUT may answer 200 for and not change (devforum 6248; emails outside a
