@@ -12,7 +12,7 @@
     │   │   ├── TargetTLSError      the target's certificate cannot be verified (stops too)
     │   │   ├── TargetProxyError    the proxy refused the tunnel or wants credentials (stops)
     │   │   └── TargetDailyLimit    the target's daily request limit is spent (Zoom: resume
-    │   │                           at 00:00 GMT): stops cleanly, resumable, exit code 9
+    │   │                           at 00:00 GMT): stops cleanly, resumable, exit code 12
     │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
     │   │   └── OutcomeUnknown      a create (POST) met one of those: never re-sent blindly,
     │   │                           the caller looks for the account first (matching)
@@ -132,7 +132,7 @@ class TargetDailyLimit(TargetAuthError):
     at 00:00 GMT, facts.md §6.8): retrying would only fail until then, so the run stops at
     once, as for a refused token, and stays resumable. ``resume_at``: when (Unix time)."""
 
-    exit_code = 9
+    exit_code = 12
 
     def __init__(self, detail: str, *, resume_at: float) -> None:
         super().__init__(detail, status=429)

@@ -502,7 +502,7 @@ async def test_zoom_6_the_daily_limit_stops_the_run_cleanly_and_it_resumes(
     exc = caught.value
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
-    assert isinstance(exc, TargetDailyLimit) and exc.exit_code == 9
+    assert isinstance(exc, TargetDailyLimit) and exc.exit_code == 12
     text = str(exc)
     assert "daily rate limit" in text and "GMT 00:00:00" in text  # Zoom's words
     assert " 00:00 GMT (in " in text and "run the same command again" in text
@@ -569,8 +569,8 @@ def test_zoom_6_the_daily_limit_has_its_documented_exit_code():
     from bulkprov.errors import TargetDailyLimit
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    assert TargetDailyLimit.exit_code == 9
-    assert "| 9 | the SCIM target's daily request limit is spent" in readme
+    assert TargetDailyLimit.exit_code == 12
+    assert "| 12 | the SCIM target's daily request limit is spent" in readme
 
 
 # -- 7. licences --------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def test_daily_limit_429_stops_with_the_resume_time(headers, body):
     with pytest.raises(TargetDailyLimit) as caught:
         classify(429, headers, orjson.dumps(body), now=NOW)
     exc = caught.value
-    assert exc.resume_at == MIDNIGHT and exc.exit_code == 9
+    assert exc.resume_at == MIDNIGHT and exc.exit_code == 12
     assert "2026-12-09 00:00 GMT (in 4 h 30 min)" in str(exc)
 
 

@@ -32,8 +32,8 @@ EXIT_FAILURES = 10
 EPILOG = """\b
 Exit codes: 0 done, 1 unexpected error, 2 config error, 3 auth refused,
 4 Graph unreadable, 5 SCIM target failed, 6 state unusable or in use,
-7 plan out of date, 8 quarantined, 9 the target's daily request limit is spent (resumable),
-10 completed with failed users (apply: or held back),
+7 plan out of date, 8 quarantined, 10 completed with failed users (apply: or held back),
+12 the target's daily request limit is spent (resumable),
 130 interrupted (resumable).
 Environment: BULKPROV_CONFIG (--config), and the secrets the config names
 (default BULKPROV_GRAPH_SECRET, BULKPROV_SCIM_TOKEN).
