@@ -91,6 +91,31 @@ async def sync(cfg: Config, **kw: Any) -> Any:
     return await run_sync(cfg, SECRETS, policy=FAST_RETRY, **kw)
 
 
+def test_init_writes_the_zoom_profile_and_rfc_stays_the_default(tmp_path):
+    from click.testing import CliRunner
+
+    from bulkprov.cli import main
+    from bulkprov.config import load_config, parse_config
+
+    path = tmp_path / "bulkprov.toml"
+    assert CliRunner().invoke(main, ["init", "--path", str(path)]).exit_code == 0
+    cfg = load_config(path)
+    assert cfg.target.profile == "zoom" and cfg.target.zoom_profile
+    assert (cfg.target.zoom.light_per_second, cfg.target.zoom.medium_per_second) == (80, 60)
+    assert any(
+        m.target == "userType" and m.expression == "SingleAppRoleAssignment([appRoleAssignments])"
+        for m in cfg.mappings
+    )
+    other = parse_config(
+        {
+            "graph": {"tenant_id": "t", "client_id": "c"},
+            "target": {"base_url": "https://scim.example"},
+            "mappings": [{"target": "userName", "source": "mail", "matching_precedence": 1}],
+        }
+    )
+    assert other.target.profile == "rfc" and not other.target.zoom_profile
+
+
 # -- 5. Accept: application/scim+json --------------------------------------------------------
 
 
