@@ -991,7 +991,9 @@ def test_zoom_demo_initial_sync_changes_and_an_incremental_cycle_checked_exactly
     pending = re.search(r"pending invitations: (\d+) \(Skipped: (\d+), created: 0\)", out)
     assert pending and int(pending[1]) > 10 and pending[1] == pending[2]
     assert "values Zoom kept, each a Warning with its reason: 10" in out
-    assert "missing: 0   duplicates: 0   wrong values: 0   quarantined runs: 0" in out
+    assert (
+        "missing: 0   duplicates: 0   extra: 0   wrong attributes: 0   quarantined runs: 0" in out
+    )
     assert "requests per user: initial sync 0.9" in out
     # 100 PUTs, their 100 read-backs, 30 PATCHes, and one lookup per pending invitation
     assert (

@@ -293,6 +293,7 @@ def verify_zoom_demo(
     problems: list[str] = []
     off = set(disabled)
     expected = applied = warned = missing = wrong = skipped_pending = 0
+    in_scope: set[str] = set()
     for i in range(users):
         user = generate_user(i, seed)
         if user.get("accountEnabled") is False:
@@ -308,6 +309,7 @@ def verify_zoom_demo(
                 skipped_pending += 1
             continue
         expected += 1
+        in_scope.add(name)
         before = mapper.map_user(user, MappingContext())
         after = mapper.map_user({**user, **changes.get(i, {})}, MappingContext())
         found = by_name.get(name, [])
@@ -341,6 +343,7 @@ def verify_zoom_demo(
         if i in changes:
             applied += 1
     duplicates = sum(len(v) - 1 for v in by_name.values() if len(v) > 1)
+    extra = sum(len(v) for name, v in by_name.items() if name not in in_scope)
     statuses = [r["status"] for r in runs]
     quarantined = [r for r in runs if "quarantined" in str(r.get("message") or "")]
     lines = [
@@ -353,14 +356,16 @@ def verify_zoom_demo(
             f"a Warning with its reason: {warned:,})   disabled in Graph: {len(off):,}"
         ),
         (
-            f"missing: {missing}   duplicates: {duplicates}   wrong values: {wrong}   "
-            f"quarantined runs: {len(quarantined)}   run statuses: {', '.join(statuses)}"
+            f"missing: {missing}   duplicates: {duplicates}   extra: {extra}   wrong "
+            f"attributes: {wrong}   quarantined runs: {len(quarantined)}   run statuses: "
+            f"{', '.join(statuses)}"
         ),
     ]
     ok = (
         not problems
         and missing == 0
         and duplicates == 0
+        and extra == 0
         and wrong == 0
         and not quarantined
         and all(s == "completed" for s in statuses)
