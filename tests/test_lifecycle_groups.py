@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bulkprov.checkpoint.staging import DELETE_GROUP, GROUPS_DELTA, LifecycleStore
-from bulkprov.checkpoint.store import StateStore
+from bulkprov.checkpoint.store import StateStore, UserWrite
 from bulkprov.errors import SourceError
 from bulkprov.graph.groups_delta import merge
 from bulkprov.pipeline import open_clients
@@ -316,3 +316,21 @@ async def test_state_v3_gains_the_group_mirror(tmp_path):
         ls = LifecycleStore(store)
         assert await ls.source_group_names() == {}
         assert await ls.source_group("g") is None
+
+
+async def test_a_failed_group_is_not_escrowed_and_old_group_entries_go(tmp_path):
+    """Groups are diffed again every cycle, never retried through escrow: an entry for a
+    group (none is made now; an older version made them) would hold every later cycle's
+    watermarks back once the group left scope, since no success would ever clear it."""
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        run = await store.start_run()
+        group = UserWrite("g1", "Sales", "group", "failure", "409 exists")
+        user = UserWrite("u1", "ann@x.test", "create", "failure", "400 bad")
+        await store.write_batch(run, [(None, group), (None, user)], {"failed": 2}, None)
+        assert set(await store.escrow_entries()) == {"u1"}
+        await store._conn.execute(  # an entry an older version left
+            "INSERT INTO escrow(graph_id, user_name, first_failed, last_failed, failures, "
+            "next_retry, reason) VALUES('g1', 'Sales', 1, 1, 1, 2, 'x')"
+        )
+        await LifecycleStore(store).drop_group_escrow()
+        assert set(await store.escrow_entries()) == {"u1"}

@@ -241,6 +241,14 @@ class LifecycleStore:
         await self._c.execute("DELETE FROM groups WHERE graph_id=?", (graph_id,))
         await self._c.execute("DELETE FROM group_members WHERE group_id=?", (graph_id,))
 
+    async def drop_group_escrow(self) -> None:
+        """Forget escrow entries an older version made for failed groups (never retried
+        through escrow, they held every later cycle's watermarks back)."""
+        await self._c.execute(
+            "DELETE FROM escrow WHERE EXISTS (SELECT 1 FROM log WHERE "
+            "log.graph_id = escrow.graph_id AND log.action = 'group')"
+        )
+
     async def change_members(
         self, graph_id: str, added: Iterable[str], removed: Iterable[str]
     ) -> None:

@@ -623,8 +623,14 @@ class StateStore:
         """Inside write_batch's transaction: escrow failures, release everything else.
 
         A user deferred (still waiting) or held back by ``bulkprov apply`` keeps its entry.
+        Groups are not escrowed: every cycle diffs them again, and no later success would
+        clear the entry of a group that failed and then left scope.
         """
-        failed = [w for w in writes if w.status == "failure" and not w.graph_id.startswith("(")]
+        failed = [
+            w
+            for w in writes
+            if w.status == "failure" and w.action != "group" and not w.graph_id.startswith("(")
+        ]
         cleared = [
             (w.graph_id,)
             for w in writes

@@ -99,6 +99,7 @@ class Deprovisioner:
         ``sources`` is the cycle's complete group read (``None`` when groups are not
         provisioned: then no group is ever deleted).
         """
+        await self.ls.drop_group_escrow()
         if sources is not None:
             leaving = await self.ls.groups_leaving(run, (g.graph_id for g in sources.groups))
             group_writes = []
