@@ -181,7 +181,8 @@ async def test_group_assignment_members_and_one_remove(servers, tenant, scim, tm
     group_patches = [s for s in spy.writes() if s[1].startswith("/scim2/Groups/")]
     assert len(group_patches) == 1
     ops = group_patches[0][2]["Operations"]
-    assert len(ops) == 1 and ops[0]["op"] == "remove" and len(ops[0]["value"]) == 1
+    gone_id = scim.find(users[3]["userPrincipalName"])["id"]
+    assert ops == [{"op": "remove", "path": f'members[value eq "{gone_id}"]'}]  # RFC 7644
     assert len(scim.groups.member_ids(scim_group["id"])) == 3
     # no longer assigned through the group: deactivated, data kept
     assert scim.find(users[3]["userPrincipalName"])["active"] is False

@@ -84,7 +84,7 @@ from bulkprov.credentials import Secrets
 from bulkprov.errors import DeltaExpired, PlanStale, StateError, UserDataError
 from bulkprov.escrow import EscrowEntry
 from bulkprov.graph.client import GraphClient, latest_per_id
-from bulkprov.graph.directory import ScopeSources
+from bulkprov.graph.directory import ScopeSources, SourceGroup
 from bulkprov.mapping import MappedUser
 from bulkprov.mapping.compiler import REDACTED
 from bulkprov.pipeline.clients import open_clients
@@ -97,7 +97,15 @@ from bulkprov.pipeline.decide import (
     user_name_of,
 )
 from bulkprov.pipeline.deprovision import GONE_REASON, GROUP_LEAVING_REASON
-from bulkprov.pipeline.groups import GroupGuard, GroupOp, leaving_members, plan_group
+from bulkprov.pipeline.groups import (
+    GroupGuard,
+    GroupOp,
+    leaving_members,
+    name_clashes,
+    pick_match,
+    plan_group,
+    release_shared,
+)
 from bulkprov.pipeline.messages import UserGuard
 from bulkprov.pipeline.sources import (
     assignment_changes,
@@ -365,12 +373,33 @@ async def _plan_groups(
     members = sorted({m for g in sources.groups for m in g.members})
     linked = await LifecycleStore(store).scim_ids(members)
     new = itertools.count(1)
-    for group in sources.groups:
+    clashes = name_clashes(sources.groups, known)
+    owners = {s.scim_id: gid for gid, s in known.items()}
+    names = {gid: s.display_name for gid, s in known.items()}
+    # target groups a provisioned group is renamed away from: a sync renames them first
+    renamed_away = {
+        s.scim_id
+        for g in sources.groups
+        if (s := known.get(g.graph_id)) is not None
+        and g.graph_id not in clashes
+        and s.display_name.lower() != g.display_name.lower()
+    }
+    for group in sorted(sources.groups, key=lambda g: g.graph_id not in known):
         state = known.get(group.graph_id)
+        clash = clashes.get(group.graph_id)
         found = None
         if state is None:
+            if clash is not None:
+                out.append(_group_failure(group, clash))
+                continue
             matched, _ = list_resources(await scim.send(rg.find_group(group.display_name)))
-            found = str(matched[0]["id"]) if matched else None
+            matched = [r for r in matched if str(r.get("id")) not in renamed_away]
+            found, taken = pick_match(group, matched, owners, names)
+            if taken is not None:
+                out.append(_group_failure(group, taken))
+                continue
+        elif clash is not None and state.display_name != group.display_name:
+            out.append(_group_failure(group, clash))
         current = state.members - forgotten if state is not None else frozenset()
         wanted = {}
         for m in group.members:
@@ -378,8 +407,14 @@ async def _plan_groups(
             if sid:
                 wanted[m] = sid
         leaving = leaving_members(wanted, current)
-        owners = await store.owners(leaving) if leaving else {}
-        op, add, remove = plan_group(group, state, found, wanted, current, owners)
+        member_owners = await store.owners(leaving) if leaving else {}
+        op, add, remove = plan_group(
+            group, state, found, wanted, current, member_owners, rename=clash is None
+        )
+        if op.action in ("create", "link"):
+            owned = found or f"new-group:{next(new)}"
+            owners[owned] = group.graph_id
+            names[group.graph_id] = group.display_name
         if op.action == "skip":
             continue
         reason = {
@@ -389,9 +424,21 @@ async def _plan_groups(
         }[op.action]
         entry = _group_entry(op, reason, add, remove)
         if op.action == "create":
-            entry["scim_id"] = f"new-group:{next(new)}"
+            entry["scim_id"] = owned
         out.append(entry)
     return out
+
+
+def _group_failure(group: SourceGroup, reason: str) -> dict[str, Any]:
+    """A group the sync would fail without sending anything for it (its name clashes)."""
+    return {
+        "graph_id": group.graph_id,
+        "display_name": group.display_name,
+        "action": "failed",
+        "reason": reason,
+        "scim_id": None,
+        "fingerprint": _digest(group.graph_id, "failed", reason),
+    }
 
 
 def _group_entry(
@@ -483,12 +530,14 @@ async def make_plan(
                     op["scim_id"] = f"new:{next(new)}"
             dp = cfg.deprovision
             in_scope = {g.graph_id for g in sources.groups}
-            leaving = sum(1 for g in known if g not in in_scope) if cfg.groups.enabled else 0
+            # Entra groups sharing a target group are released first (the sync's deprovision)
+            owned = release_shared(known, in_scope)[0]
+            leaving = sum(1 for g in owned if g not in in_scope) if cfg.groups.enabled else 0
             staged = counts["disable"] + counts["delete"] + leaving
             held = dp.prevent_accidental_deletion and staged > dp.threshold
             group_ops: list[dict[str, Any]] = []
             if cfg.groups.enabled:
-                group_ops = await _plan_groups(store, scim, sources, known, planner, held)
+                group_ops = await _plan_groups(store, scim, sources, owned, planner, held)
     group_counts = Counter(dict.fromkeys(GROUP_ACTIONS, 0))
     group_counts.update(op["action"] for op in group_ops)
     group_counts["members_added"] = sum(
@@ -591,7 +640,9 @@ def plan_guard(plan: dict[str, Any]) -> UserGuard:
 def plan_group_guard(plan: dict[str, Any]) -> GroupGuard:
     """A guard for ``run_sync`` that lets through only the plan's own group operations."""
     expected = {
-        op["graph_id"]: (op["action"], op["fingerprint"]) for op in plan["group_operations"]
+        op["graph_id"]: (op["action"], op["fingerprint"])
+        for op in plan["group_operations"]
+        if op["action"] != "failed"  # nothing is sent for those
     }
 
     def guard(op: GroupOp) -> str | None:
@@ -660,7 +711,7 @@ def summary(plan: dict[str, Any]) -> str:
     text = ", ".join(f"{k} {c.get(k, 0):,}" for k in ACTIONS)
     g = plan.get("group_counts") or {}
     if any(g.values()):
-        text += "; groups: " + ", ".join(
-            f"{k} {g.get(k, 0):,}" for k in (*GROUP_ACTIONS, "members_added", "members_removed")
-        ).replace("_", " ")
+        failed = ("failed",) if g.get("failed") else ()
+        keys = (*GROUP_ACTIONS, *failed, "members_added", "members_removed")
+        text += "; groups: " + ", ".join(f"{k} {g.get(k, 0):,}" for k in keys).replace("_", " ")
     return text
