@@ -302,7 +302,8 @@ class GroupsConfig(_Model):
     """Group provisioning: assigned groups (or all, in scope mode "all") and their members."""
 
     enabled: bool = True
-    #: members per add/remove PATCH (halved on a 400/413 answer)
+    #: members a group PATCH carries, added and removed together (halved on a 413, or a
+    #: 400 once the target accepted the form this cycle: bulkprov.pipeline.groups)
     member_chunk: Annotated[int, Field(ge=1, le=1000)] = 100
     #: also provision members of nested groups (Entra provisions direct members only)
     flatten_nested: bool = False

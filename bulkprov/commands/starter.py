@@ -31,7 +31,8 @@ concurrency = 16
 # Requests per second across all workers. Zoom's limits are per account and shared with
 # every app on it (Business+: Light 80/s, Medium 60/s); 0 means unlimited.
 rate_limit = 60
-# "rfc": lowercase ops and JSON booleans; "entra": Entra's `Replace` and "False" strings.
+# "rfc": lowercase ops, JSON booleans, group members removed by a filtered path
+# (members[value eq "id"]); "entra": Entra's `Replace`, "False" strings, `Remove` with values.
 patch_dialect = "rfc"
 
 [state]
@@ -65,7 +66,7 @@ threshold = 500
 [groups]
 # Provision assigned groups (all groups in mode "all") and their direct members.
 enabled = true
-member_chunk = 100            # members per add/remove PATCH
+member_chunk = 100            # members per PATCH (a group's adds and removals together)
 
 # Attribute mappings (the admin guide's table). `source` = Direct (a Graph attribute),
 # `expression` = Entra's expression language, `constant` = a fixed string.
