@@ -448,7 +448,7 @@ class GroupSync:
         except _Vanished as exc:
             if state is None:
                 raise TargetRejected(
-                    f"the target group {log.scim_id} answered 404 as soon as it was linked",
+                    f"the target group {log.scim_id} answered 404 as soon as it was created or linked",
                     status=404,
                 ) from exc
             log.flush()
