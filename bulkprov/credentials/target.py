@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 import anyio
 import httpx
-import jwt
 from pydantic import SecretStr
 
 from bulkprov import redact
@@ -39,6 +38,8 @@ def jwt_expiry(token: str) -> float | None:
     """The ``exp`` (Unix seconds) of a JWT, unverified; ``None`` if it is not a JWT or its
     ``exp`` is not a date (absent, not a number, or out of range, like JSON's ``Infinity``).
     """
+    import jwt  # here, not at the top: PyJWT loads cryptography (~35 ms of start-up)
+
     try:
         # PyJWT parses it; verify_signature=False also turns off the exp/nbf/aud checks, so an
         # expired token still gives its date (https://pyjwt.readthedocs.io/en/stable/usage.html)
