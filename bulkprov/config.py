@@ -400,7 +400,7 @@ def parse_config(data: dict[str, Any], *, path: str | None = None) -> Config:
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a TOML config file."""
+    """Read and validate a TOML config file; its relative paths resolve against its folder."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -410,4 +410,46 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(p)) from exc
-    return parse_config(data, path=str(p))
+    return resolve_paths(parse_config(data, path=str(p)), p.parent)
+
+
+def _resolved(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _secret_at(source: SecretSource, base: Path) -> SecretSource:
+    if source.file is None:
+        return source
+    return source.model_copy(update={"file": _resolved(source.file, base)})
+
+
+def resolve_paths(cfg: Config, base: Path) -> Config:
+    """The config with every relative path made relative to ``base``, the config file's
+    folder: ``state.path`` (and so the run reports beside it), the secrets' ``file``
+    and the ``ca_file`` of Graph and the target. A cron job that runs ``bulkprov -c /etc/bulkprov/zoom.toml`` from
+    another folder uses the same state as the admin who ran it from ``/etc/bulkprov``.
+    """
+    base = Path(os.path.abspath(base))  # absolute, '..' folded (symlinks kept)
+    g, t = cfg.graph, cfg.target
+    graph: dict[str, Any] = {"client_secret": _secret_at(g.client_secret, base)}
+    if g.ca_file is not None:
+        graph["ca_file"] = _resolved(g.ca_file, base)
+    if g.certificate is not None:
+        graph["certificate"] = g.certificate.model_copy(
+            update={"private_key": _secret_at(g.certificate.private_key, base)}
+        )
+    target: dict[str, Any] = {"token": _secret_at(t.token, base)}
+    if t.ca_file is not None:
+        target["ca_file"] = _resolved(t.ca_file, base)
+    if t.oauth is not None:
+        target["oauth"] = t.oauth.model_copy(
+            update={"client_secret": _secret_at(t.oauth.client_secret, base)}
+        )
+    return cfg.model_copy(
+        update={
+            "graph": g.model_copy(update=graph),
+            "target": t.model_copy(update=target),
+            "state": cfg.state.model_copy(update={"path": _resolved(cfg.state.path, base)}),
+        }
+    )

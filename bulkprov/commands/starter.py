@@ -36,7 +36,7 @@ rate_limit = 60
 patch_dialect = "rfc"
 
 [state]
-path = "bulkprov-state.sqlite3"
+path = "bulkprov-state.sqlite3"    # relative paths here resolve against this file's folder
 
 [scope]
 # "all": every user in the tenant; "assigned": only users assigned to the app.
