@@ -508,3 +508,25 @@ async def test_full_waits_for_an_interrupted_run_to_finish(servers, tenant, scim
     assert (await sync(cfg)).status == "completed"  # resumed, not started over
     full = await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
     assert full.status == "completed" and sum(full.counts.values()) == tenant.user_count
+
+
+async def test_two_approvals_add_to_the_run_counts(servers, tenant, scim, tmp_path):
+    """`approve` merges into the counts of the run that held the actions (issue 20 item 6):
+    two approvals left run 2's counts as ``{"disabled": 2}``, its own counts gone."""
+    cfg = make_config(servers, tmp_path / "s.db", deprovision__threshold=2)
+    await sync(cfg)
+    for u in enabled(tenant)[:5]:
+        tenant.delete_user(u["id"], soft=True)
+    cycle = await sync(cfg)
+    assert cycle.counts["held"] == 5
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        ids = [s.id for s in await LifecycleStore(store).staged()]
+        async with open_clients(cfg, SECRETS, policy=FAST_RETRY) as (_, client):
+            first = await approve(store, client, cfg, ids[:2])
+            second = await approve(store, client, cfg, ids[2:])
+        stored = await LifecycleStore(store).run_by_id(cycle.run_id)
+    assert first == {"disabled": 2} and second == {"disabled": 3}
+    assert stored is not None
+    expected = {k: v for k, v in cycle.counts.items() if v}
+    expected["disabled"] = expected.get("disabled", 0) + 5
+    assert {k: v for k, v in stored.counts.items() if v} == expected

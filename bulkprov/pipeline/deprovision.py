@@ -423,20 +423,29 @@ class Deprovisioner:
 async def approve(
     store: StateStore, scim: ScimClient, cfg: Config, ids: Sequence[int] | None = None
 ) -> dict[str, int]:
-    """Run held actions (all, or these ids), logged under the run that staged them."""
+    """Run held actions (all, or these ids), logged under the run that staged them.
+
+    Each run's stored counts are added to, never replaced: after two approvals of run 3's
+    held actions its counts still hold what the run did plus both approvals. Returns what
+    this approval did (summed over the runs).
+    """
     ls = LifecycleStore(store)
     held = await ls.staged(status=("held",))
     if ids is not None:
         wanted = set(ids)
         held = [s for s in held if s.id in wanted]
-    counts: dict[str, int] = {}
+    done: dict[str, int] = {}
     by_run: dict[int, list[Staged]] = {}
     for s in held:
         by_run.setdefault(s.run_id, []).append(s)
     support = await scim.bulk_support() if held and cfg.target.bulk else None
-    life = Deprovisioner(cfg, store, scim, counts, bulk_limits=support)
     for run_id, items in by_run.items():
         run = await ls.run_by_id(run_id)
         assert run is not None
-        await life.execute(run, items)
-    return counts
+        counts = dict(run.counts)  # saved with the outcomes: the run's own, added to
+        before = dict(counts)
+        await Deprovisioner(cfg, store, scim, counts, bulk_limits=support).execute(run, items)
+        for key, value in counts.items():
+            if value != before.get(key, 0):
+                done[key] = done.get(key, 0) + value - before.get(key, 0)
+    return done
