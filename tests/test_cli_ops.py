@@ -357,3 +357,27 @@ def test_sync_json_progress_carries_graph_total_on_a_full_read_only(
     # --expect still wins when given
     expected = events(cli("sync", "--json", "--expect", "99").output)
     assert {e["total"] for e in expected if e["event"] == "progress"} == {99}
+
+
+def test_logs_show_the_newest_entries_and_refuse_unknown_filters(cli: Cli):
+    """`logs` shows the newest entries by default (issue 20 item 9: after a few runs it
+    showed run 1's first 100); unknown --action/--status values are refused, not matched
+    against nothing."""
+    assert cli("sync", "--quiet").exit_code == 0
+    assert cli("sync", "--full", "--quiet").exit_code == 0  # logs every user again, run 2
+    entries = [orjson.loads(x) for x in cli("logs", "--json").output.splitlines()]
+    assert len(entries) == 100
+    assert {e["run_id"] for e in entries} == {2}
+    ids = [e["id"] for e in entries]
+    assert ids == sorted(ids)  # oldest first among the newest 100
+    everything = [
+        orjson.loads(x) for x in cli("logs", "--limit", "0", "--json").output.splitlines()
+    ]
+    assert ids == [e["id"] for e in everything][-100:]
+    oldest = [orjson.loads(x) for x in cli("logs", "--oldest", "--json").output.splitlines()]
+    assert [e["id"] for e in oldest] == [e["id"] for e in everything][:100]
+    for option, value in (("--action", "disabled"), ("--status", "failed"), ("--limit", "-1")):
+        bad = cli("logs", option, value)
+        assert bad.exit_code == 2, (option, bad.output)
+        assert option in bad.output
+    assert cli("logs", "--action", "CREATE", "--json").exit_code == 0

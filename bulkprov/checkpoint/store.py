@@ -725,7 +725,10 @@ class StateStore:
         user: str | None = None,
         since: float | None = None,
         limit: int | None = 100,
+        newest: bool = False,
     ) -> list[dict[str, Any]]:
+        """Log entries in the order written; with ``newest`` and a ``limit``, the last
+        ``limit`` of them (still oldest first), else the first."""
         where, args = [], []
         for clause, value in (
             ("run_id = ?", run_id),
@@ -745,10 +748,13 @@ class StateStore:
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id"
+        sql += " ORDER BY id DESC" if newest else " ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         cur = await self._conn.execute(sql, args)
+        rows = await cur.fetchall()
+        if newest:
+            rows.reverse()
         keys = (
             "id",
             "run_id",
@@ -762,7 +768,7 @@ class StateStore:
             "scim_id",
             "modified",
         )
-        return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def prune_log(self, before: float) -> int:
         """Delete provisioning-log rows written before ``before`` (the retention setting)."""

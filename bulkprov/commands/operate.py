@@ -22,6 +22,7 @@ from bulkprov import _json
 from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
 from bulkprov.config import Config
 from bulkprov.errors import StateError
+from bulkprov.observe.logexport import LOG_ACTIONS, LOG_STATUSES
 
 
 @click.command(epilog=EPILOG)
@@ -63,12 +64,28 @@ def status(config_path: Path, as_json: bool) -> None:
 @config_option
 @click.option("--run", "run_id", type=int, default=None, help="Only this run.")
 @click.option(
-    "--status", "status_", type=click.Choice(["success", "skipped", "failure"]), default=None
+    "--status",
+    "status_",
+    type=click.Choice(LOG_STATUSES, case_sensitive=False),
+    default=None,
+    help="Only entries with this status.",
 )
-@click.option("--action", default=None, help="create, update, disable, delete, link, group, other.")
+@click.option(
+    "--action",
+    type=click.Choice(LOG_ACTIONS, case_sensitive=False),
+    default=None,
+    help="Only entries with this action.",
+)
 @click.option("--user", default=None, help="A Graph object id or a userName.")
 @click.option("--since", default=None, help="Only entries since: 90m, 24h, 7d or 2026-11-28.")
-@click.option("--limit", type=int, default=100, show_default=True, help="0 for all.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="How many entries: the newest ones (0 for all).",
+)
+@click.option("--oldest", is_flag=True, help="The oldest entries instead of the newest.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @click.option(
     "--csv",
@@ -85,12 +102,14 @@ def logs(
     user: str | None,
     since: str | None,
     limit: int,
+    oldest: bool,
     as_json: bool,
     csv_dir: Path | None,
 ) -> None:
     """Show or export the provisioning log (one entry per user per run).
 
-    Entries older than ``state.log_retention_days`` (default 30) are deleted when a run
+    Shows the newest ``--limit`` entries that match (100 by default), oldest first; entries
+    older than ``state.log_retention_days`` (default 30) are deleted when a run
     starts.
 
     \b
@@ -123,6 +142,7 @@ def logs(
                 user=user,
                 since=since_ts,
                 limit=limit or None,
+                newest=not oldest,
             )
 
     entries = _run(read)

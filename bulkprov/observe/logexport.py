@@ -36,6 +36,10 @@ ENTRA_ACTION = {
     "other": "Other",
 }
 ENTRA_STATUS = {"success": "Success", "failure": "Failure", "skipped": "Skipped"}
+#: every action a log entry can have (``group``: a group's create, update or delete)
+LOG_ACTIONS = ("create", "update", "link", "disable", "delete", "group", "other")
+#: every status a log entry can have
+LOG_STATUSES = tuple(ENTRA_STATUS)
 
 LOG_COLUMNS = (
     "Change ID",
