@@ -381,3 +381,43 @@ def test_logs_show_the_newest_entries_and_refuse_unknown_filters(cli: Cli):
         assert bad.exit_code == 2, (option, bad.output)
         assert option in bad.output
     assert cli("logs", "--action", "CREATE", "--json").exit_code == 0
+
+
+def _damage(path: Path) -> bytes:
+    """Overwrite pages in the middle of an SQLite file (as a bad disk or a stray dd does)."""
+    data = bytearray(path.read_bytes())
+    page = 4096
+    pages = len(data) // page
+    assert pages > 8, pages
+    for n in range(pages // 3, 2 * pages // 3):
+        data[n * page : (n + 1) * page] = bytes((n * 37 + i) % 251 for i in range(page))
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_damaged_state_exits_6_naming_the_cause_and_stays_untouched(cli: Cli):
+    """Pages overwritten mid-file, or a schema_version that is not a number: `sync` and
+    `logs` exit 6 with the cause named, no traceback, the file byte for byte as it was
+    (issue 20 item 8)."""
+    assert cli("sync", "--quiet").exit_code == 0
+    pristine = cli.state.read_bytes()
+    assert not Path(f"{cli.state}-wal").exists() or Path(f"{cli.state}-wal").stat().st_size == 0
+    damaged = _damage(cli.state)
+    for command in (("sync", "--quiet"), ("logs",), ("status",), ("retry-failed", "--quiet")):
+        result = cli(*command)
+        assert result.exit_code == 6, (command, result.output)
+        assert "damaged" in result.output and str(cli.state) in result.output, result.output
+        assert "Traceback" not in result.output
+        assert cli.state.read_bytes() == damaged, command
+
+    cli.state.write_bytes(pristine)
+    con = sqlite3.connect(cli.state)
+    con.execute("UPDATE meta SET value='four' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    edited = cli.state.read_bytes()
+    for command in (("sync", "--quiet"), ("logs",)):
+        result = cli(*command)
+        assert result.exit_code == 6, (command, result.output)
+        assert "schema_version is 'four', not a number" in result.output, result.output
+        assert cli.state.read_bytes() == edited, command

@@ -42,7 +42,7 @@ def status(config_path: Path, as_json: bool) -> None:
     async def read() -> tuple[list[dict[str, Any]], int]:
         if not cfg.state.path.exists():
             return [], 0
-        async with await StateStore.open(cfg.state.path) as store:
+        async with await StateStore.open(cfg.state.path, verify=True) as store:
             return await store.runs(10), await store.user_count()
 
     runs, users = _run(read)
@@ -134,7 +134,7 @@ def logs(
         sys.exit(6)
 
     async def read() -> list[dict[str, Any]]:
-        async with await StateStore.open(cfg.state.path) as store:
+        async with await StateStore.open(cfg.state.path, verify=True) as store:
             return await store.log_entries(
                 run_id=run_id,
                 status=status_,
@@ -279,7 +279,7 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
 
     async def go() -> dict[str, int]:
         with StateLock(cfg.state.path):
-            store = await StateStore.open(cfg.state.path)
+            store = await StateStore.open(cfg.state.path, verify=True)
             async with store, open_clients(cfg, secrets) as (_, scim):
                 return await run_approve(store, scim, cfg, list(ids) or None)
 
@@ -342,7 +342,7 @@ async def release_escrow(cfg: Config) -> int:
     if not cfg.state.path.exists():
         return 0
     with StateLock(cfg.state.path):
-        async with await StateStore.open(cfg.state.path) as store:
+        async with await StateStore.open(cfg.state.path, verify=True) as store:
             return await store.release_escrow()
 
 

@@ -70,7 +70,7 @@ async def provision_user(
     engine = Engine(cfg)
     steps: list[Step] = []
     with StateLock(cfg.state.path):
-        store = await StateStore.open(cfg.state.path)
+        store = await StateStore.open(cfg.state.path, verify=True)
         async with (
             store,
             open_clients(

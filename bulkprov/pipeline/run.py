@@ -87,7 +87,7 @@ async def run_sync(
     engine = engine or Engine(cfg)
     stats = stats or RunStats()
     with StateLock(cfg.state.path):
-        store = await StateStore.open(cfg.state.path)
+        store = await StateStore.open(cfg.state.path, verify=True)
         store.escrow_policy = cfg.escrow.policy()
         async with store:
             if cfg.state.log_retention_days:
