@@ -17,6 +17,8 @@ Exit codes (also in ``bulkprov --help``):
 6   the state database cannot be used, or is in use
 7   ``bulkprov apply``: the plan is out of date (nothing was sent)
 8   quarantined: too many users failed (the report says why; resumable)
+9   the sync completed but held disables/deletes behind the accidental-deletion
+    threshold (see ``bulkprov staged``; ``bulkprov approve`` sends them)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``);
     ``bulkprov apply``: or some operations were held back (changed since the plan)
 130 interrupted (the state is saved; run the same command to resume)

@@ -421,3 +421,20 @@ def test_a_damaged_state_exits_6_naming_the_cause_and_stays_untouched(cli: Cli):
         assert result.exit_code == 6, (command, result.output)
         assert "schema_version is 'four', not a number" in result.output, result.output
         assert cli.state.read_bytes() == edited, command
+
+
+def test_a_sync_that_held_disables_exits_9(cli: Cli, tmp_path):
+    """Held disables are not success (issue 20 item 10): the sync that held them exits 9
+    (documented in the README's table and `--help`), the next one with nothing held 0."""
+    text = cli.config.read_text()
+    assert "threshold = 500" in text
+    cli.config.write_text(text.replace("threshold = 500", "threshold = 2"))
+    assert cli("sync", "--quiet").exit_code == 0
+    for u in [u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False][:3]:
+        cli.tenant.delete_user(u["id"], soft=True)
+    held = cli("sync", "--quiet")
+    assert held.exit_code == 9, held.output
+    assert "threshold" in held.output
+    assert cli("sync", "--quiet").exit_code == 0  # nothing new held in this cycle
+    assert "| 9 |" in Path("README.md").read_text()
+    assert "9 completed but disables/deletes held" in cli("sync", "--help", config=False).output

@@ -24,15 +24,30 @@ from bulkprov.redact import scrub
 
 if TYPE_CHECKING:
     from bulkprov.credentials import Secrets
+    from bulkprov.pipeline import RunResult
 
 T = TypeVar("T")
 
 EXIT_FAILURES = 10
+#: the sync completed but held disables/deletes behind the accidental-deletion threshold:
+#: nothing is wrong with the run, yet an admin must look (`bulkprov staged`, `approve`)
+EXIT_HELD = 9
+
+
+def result_exit(result: RunResult) -> int:
+    """The exit code of a sync that ran to its end: 9 when it held disables or deletes
+    behind the threshold (they wait for ``bulkprov approve``; it wins over 10, since
+    failed users are retried on their own), 10 when users failed, else 0."""
+    if result.counts.get("held"):
+        return EXIT_HELD
+    return EXIT_FAILURES if result.status == "completed_with_failures" else 0
+
 
 EPILOG = """\b
 Exit codes: 0 done, 1 unexpected error, 2 config error, 3 auth refused,
 4 Graph unreadable, 5 SCIM target failed, 6 state unusable or in use,
-7 plan out of date, 8 quarantined, 10 completed with failed users (apply: or held back),
+7 plan out of date, 8 quarantined, 9 completed but disables/deletes held by the threshold
+(bulkprov approve), 10 completed with failed users (apply: or held back),
 130 interrupted (resumable).
 Environment: BULKPROV_CONFIG (--config), and the secrets the config names
 (default BULKPROV_GRAPH_SECRET, BULKPROV_SCIM_TOKEN).

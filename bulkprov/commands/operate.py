@@ -19,7 +19,15 @@ from typing import Any
 import click
 
 from bulkprov import _json
-from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
+from bulkprov.commands._shared import (
+    EPILOG,
+    EXIT_FAILURES,
+    _load,
+    _run,
+    _secrets,
+    config_option,
+    result_exit,
+)
 from bulkprov.config import Config
 from bulkprov.errors import StateError
 from bulkprov.observe.logexport import LOG_ACTIONS, LOG_STATUSES
@@ -306,7 +314,7 @@ def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
     if not quiet and not as_json:
         click.echo(f"{released} escrowed user(s) retried now", err=True)
     result = _run(run_with_progress, cfg, False, as_json, quiet, None)
-    sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+    sys.exit(result_exit(result))
 
 
 @click.group(epilog=EPILOG)

@@ -16,7 +16,15 @@ from typing import Any
 import click
 
 from bulkprov import _json
-from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
+from bulkprov.commands._shared import (
+    EPILOG,
+    EXIT_FAILURES,
+    _load,
+    _run,
+    _secrets,
+    config_option,
+    result_exit,
+)
 
 
 @click.command(epilog=EPILOG)
@@ -129,5 +137,5 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     held = held_back_message(result.counts)
     if held is not None:
         click.secho(f"warning: {held}", fg="yellow", err=True)
-    problems = result.status == "completed_with_failures" or held is not None
-    sys.exit(EXIT_FAILURES if problems else 0)
+    code = result_exit(result)
+    sys.exit(EXIT_FAILURES if code == 0 and held is not None else code)

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import click
 
-from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
+from bulkprov.commands._shared import EPILOG, _load, _run, _secrets, config_option, result_exit
 from bulkprov.config import Config
 from bulkprov.errors import BulkProvError
 
@@ -100,7 +100,7 @@ def sync(
         quiet,
         expect,
     )
-    sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+    sys.exit(result_exit(result))
 
 
 def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:

@@ -129,9 +129,12 @@ async def run_with_progress(
             throttled=result.throttled,
             resumed=result.resumed,
             report=str(report_file) if report_file else None,
+            message=result.message,
         )
     else:
         console.print(summary_line(result), highlight=False)
+        if result.message:  # e.g. the disables held by the threshold: --quiet shows it too
+            console.print(f"  {result.message}", highlight=False)
         if report_file is not None and not quiet:
             console.print(f"report: {report_file}", highlight=False)
     return result
