@@ -14,7 +14,8 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from bulkprov.sim.faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
 from bulkprov.sim.graph.tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
@@ -22,10 +23,11 @@ from bulkprov.sim.scim.service import ScimService
 from bulkprov.sim.server import serve_simulators, write_port_file
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line (also documents every knob of both simulators)."""
+def build_parser(prog: str = "python -m bulkprov.sim") -> argparse.ArgumentParser:
+    """The command line (also documents every knob of both simulators); ``bulkprov sim``
+    builds it with its own name and adds its options."""
     p = argparse.ArgumentParser(
-        prog="python -m bulkprov.sim",
+        prog=prog,
         description="Serve a simulated Microsoft Graph tenant and a Zoom-like SCIM service on "
         "127.0.0.1 until SIGTERM/SIGINT.",
     )
@@ -134,8 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Start the servers, announce them, wait for a signal, shut down cleanly."""
+async def serve(
+    args: argparse.Namespace, on_ready: Callable[[dict[str, Any]], None] | None = None
+) -> None:
+    """Start the servers, announce them, wait for a signal, shut down cleanly.
+
+    ``on_ready`` is called with the announced JSON once the servers listen (``bulkprov sim
+    --config-out`` writes its config there).
+    """
     graph = None
     if not args.no_graph:
         graph = GraphTenant(
@@ -203,12 +211,18 @@ async def serve(args: argparse.Namespace) -> None:
         sys.stdout.flush()
         if args.port_file:
             write_port_file(args.port_file, info)
+        if on_ready is not None:
+            on_ready(info)
         await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace, on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Serve what ``args`` (from :func:`build_parser`) describe until a signal; exit code."""
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     if not args.no_uvloop:
@@ -217,9 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:
             pass
         else:
-            uvloop.run(serve(args))
+            uvloop.run(serve(args, on_ready))
             return 0
-    asyncio.run(serve(args))
+    asyncio.run(serve(args, on_ready))
     return 0
 
 
