@@ -8,6 +8,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -438,3 +439,67 @@ def test_a_sync_that_held_disables_exits_9(cli: Cli, tmp_path):
     assert cli("sync", "--quiet").exit_code == 0  # nothing new held in this cycle
     assert "| 9 |" in Path("README.md").read_text()
     assert "9 completed but disables/deletes held" in cli("sync", "--help", config=False).output
+
+
+def test_watch_honours_sync_options(cli: Cli):
+    """`sync --watch` honours --metrics-port (one endpoint, up across cycles), --quiet,
+    --no-report and --rematch, and refuses --expect (issue 20 item 11: all were dropped)."""
+    import os
+    import signal
+    import socket
+    import urllib.request
+
+    refused = cli("sync", "--watch", "--expect", "100")
+    assert refused.exit_code == 2 and "--expect" in refused.output
+    assert cli("sync", "--quiet", "--no-report").exit_code == 0
+    reports = cli.state.with_name(cli.state.name + ".reports")
+    before = set(reports.iterdir()) if reports.exists() else set()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli.scim.reset_counters()
+    env = {**os.environ, "BULKPROV_GRAPH_SECRET": GRAPH_SECRET, "BULKPROV_SCIM_TOKEN": SCIM_TOKEN}
+    argv = ["sync", "-c", str(cli.config), "--watch", "--interval", "0.3s", "--quiet"]
+    argv += ["--no-report", "--rematch", "--metrics-port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkprov", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_ids: set[str] = set()
+        deadline = time.monotonic() + 30
+        while len(run_ids) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            run_ids.update(re.findall(r"^bulkprov_run_id (\d+)", body, re.MULTILINE))
+            time.sleep(0.1)
+        assert len(run_ids) >= 3, (run_ids, proc.poll())  # one endpoint, cycle after cycle
+        # the first cycle re-matched: it listed the target, the state already being linked
+        assert cli.scim.counters()["by_method"].get("GET", 0) >= 1
+        changed = next(u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False)
+        cli.tenant.update_user(changed["id"], department="Watched")
+        deadline = time.monotonic() + 30
+        while (
+            cli.scim.find(changed["userPrincipalName"])
+            .get("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", {})
+            .get("department")
+            != "Watched"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    lines = [x for x in out.splitlines() if x.startswith("run ")]
+    # --quiet: only the cycles that did something (the update), none of the idle ones
+    assert lines and all("updated 1" in x for x in lines), out
+    assert "metrics:" not in out
+    after = set(reports.iterdir()) if reports.exists() else set()
+    assert after == before  # --no-report

@@ -9,6 +9,11 @@ cycle lets the in-flight work finish and saves the state (the pipeline's signal 
 between cycles there is nothing in flight. A cycle that fails because Graph or the target
 is unavailable is reported and retried at the next interval (its read resumes); refused
 credentials, a bad config or an unusable state stop the loop.
+
+``sync``'s options hold across the loop: ``--metrics-port`` serves one endpoint for all
+cycles (its figures are the current cycle's, ``bulkprov_run_id`` says which), ``--rematch``
+re-matches in the first cycle, and each cycle that changed something writes its report
+(unless ``--no-report``); what to print (``--quiet``, ``--json``) is the caller's.
 """
 
 from __future__ import annotations
@@ -29,9 +34,14 @@ from bulkprov.errors import (
     TargetAuthError,
     TargetUnavailable,
 )
-from bulkprov.pipeline import Engine, RunResult, run_sync
+from bulkprov.observe.metrics import MetricsServer
+from bulkprov.observe.report import RunSampler, write_report
+from bulkprov.pipeline import Engine, RunResult, RunStats, run_sync
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+#: counts that mean a cycle did nothing worth a report
+_IDLE = frozenset({"unchanged", "skipped"})
 
 
 def parse_interval(text: str) -> float:
@@ -43,6 +53,11 @@ def parse_interval(text: str) -> float:
     return float(m.group(1)) * scale
 
 
+def did_something(result: RunResult) -> bool:
+    """Whether a cycle changed, failed or held anything (else it is an idle cycle)."""
+    return any(v for k, v in result.counts.items() if k not in _IDLE)
+
+
 async def watch(
     cfg: Config,
     secrets: Secrets,
@@ -51,15 +66,28 @@ async def watch(
     on_result: Callable[[RunResult], None],
     on_error: Callable[[BulkProvError], None],
     cycles: int | None = None,
+    metrics: MetricsServer | None = None,
+    report: bool = False,
+    on_report: Callable[[str], None] | None = None,
+    rematch: bool = False,
     **kwargs: Any,
 ) -> None:
-    """Run cycles every ``interval`` seconds (``cycles``: stop after that many, for tests)."""
+    """Run cycles every ``interval`` seconds (``cycles``: stop after that many, for tests).
+
+    ``metrics``: an open endpoint, pointed at each cycle's figures in turn. ``report``:
+    write the report of each cycle that did something (its path to ``on_report``).
+    ``rematch``: the first cycle lists the target and re-matches every account.
+    """
     engine = Engine(cfg)
     done = 0
     while cycles is None or done < cycles:
         started = anyio.current_time()
+        stats = RunStats()
+        result: RunResult | None = None
         try:
-            on_result(await run_sync(cfg, secrets, engine=engine, **kwargs))
+            result = await _cycle(
+                cfg, secrets, engine, stats, metrics, rematch=rematch and done == 0, **kwargs
+            )
         except (BulkProvError, BaseExceptionGroup) as group:
             exc = _unwrap(group)
             transient = isinstance(exc, SourceError | TargetUnavailable) and not isinstance(
@@ -68,5 +96,32 @@ async def watch(
             if not transient or not isinstance(exc, BulkProvError):
                 raise
             on_error(exc)
+        if result is not None:
+            on_result(result)
+            if report and did_something(result):
+                path = await write_report(cfg, result.run_id)
+                if path is not None and on_report is not None:
+                    on_report(str(path))
         done += 1
         await anyio.sleep(max(0.0, interval - (anyio.current_time() - started)))
+
+
+async def _cycle(
+    cfg: Config,
+    secrets: Secrets,
+    engine: Engine,
+    stats: RunStats,
+    metrics: MetricsServer | None,
+    **kwargs: Any,
+) -> RunResult:
+    if metrics is None:
+        return await run_sync(cfg, secrets, engine=engine, stats=stats, **kwargs)
+    sampler = RunSampler(cfg, stats, sidecar=False)
+    metrics.stats, metrics.current_rate = stats, sampler.current_rate
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sampler.run)
+        try:
+            result = await run_sync(cfg, secrets, engine=engine, stats=stats, **kwargs)
+        finally:
+            tg.cancel_scope.cancel()
+    return result

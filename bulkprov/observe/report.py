@@ -79,11 +79,16 @@ class Sample:
 class RunSampler:
     """Samples a live run into memory (for the current rate) and into the sidecar."""
 
-    def __init__(self, cfg: Config, stats: RunStats, every: float = SAMPLE_SECONDS) -> None:
+    def __init__(
+        self, cfg: Config, stats: RunStats, every: float = SAMPLE_SECONDS, *, sidecar: bool = True
+    ) -> None:
         self.cfg = cfg
         self.stats = stats
         self.every = every
         self.samples: list[Sample] = []
+        #: append the samples to the run's sidecar file (``sync --watch``: only in memory,
+        #: for the current rate, rather than a file per 30-second cycle)
+        self.sidecar = sidecar
         self._file: IO[str] | None = None
 
     def take(self) -> Sample | None:
@@ -102,6 +107,8 @@ class RunSampler:
         self.samples.append(sample)
         if len(self.samples) > 600:  # the rate needs only the recent past in memory
             del self.samples[:300]
+        if not self.sidecar:
+            return sample
         if self._file is None:
             path = samples_path(self.cfg, stats.run_id)
             path.parent.mkdir(parents=True, exist_ok=True)
