@@ -130,4 +130,4 @@ def test_sim_writes_a_ready_config_and_calls_itself_bulkprov_sim(tmp_path, monke
         assert again.returncode == 2 and "exists" in again.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
