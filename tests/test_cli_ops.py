@@ -11,15 +11,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from bulkprov.cli import main
 from bulkprov.observe import progress
 from bulkprov.sim import NoFaults, SimResponse
-from bulkprov.sim.http import SimRequest
+from bulkprov.sim.http import SimRequest, json_response
 from bulkprov.sim.scim.service import scim_error
 
 from .cli_support import Cli, cli_fixture  # noqa: F401 - the `cli` fixture
@@ -503,3 +505,48 @@ def test_watch_honours_sync_options(cli: Cli):
     assert "metrics:" not in out
     after = set(reports.iterdir()) if reports.exists() else set()
     assert after == before  # --no-report
+
+
+class GraphRefuses(NoFaults):
+    """Answer ``status`` to every Graph request whose path ends with ``suffix``."""
+
+    def __init__(self, suffix: str, status: int) -> None:
+        self.suffix, self.status = suffix, status
+
+    async def before(self, req: SimRequest) -> SimResponse | None:
+        if req.path.endswith(self.suffix):
+            code = "Request_ResourceNotFound" if self.status == 404 else "Authorization_Denied"
+            return json_response(self.status, {"error": {"code": code, "message": "Not Found"}})
+        return None
+
+
+def test_errors_name_the_read_and_the_setting_and_exit_codes_follow_the_table(cli: Cli):
+    """A Graph 404 names the URL and the setting that needs it; test-connection probes
+    every read a sync makes, so it cannot pass while sync fails; its exit codes and
+    provision's follow README's table (issue 20 item 12)."""
+    cli.tenant.faults = GraphRefuses("/groups/delta", 404)
+    synced = cli("sync", "--quiet")
+    assert synced.exit_code == 4, synced.output
+    assert f"404 to GET {cli.servers.graph_api_url}/groups/delta" in synced.output
+    assert "groups.enabled = true" in synced.output and "GroupMember.Read.All" in synced.output
+    checked = cli("test-connection")
+    assert checked.exit_code == 4, checked.output
+    assert "✗ Graph read" in checked.output and "groups/delta" in checked.output
+    cli.tenant.faults = GraphRefuses("/groups/delta", 403)
+    checked = cli("test-connection")
+    assert checked.exit_code == 3, checked.output  # refused: authentication/permissions
+    assert "GroupMember.Read.All" in checked.output
+    cli.tenant.faults = None
+    ok = cli("test-connection")
+    assert ok.exit_code == 0 and "groups and members (groups/delta)" in ok.output
+
+    def run_with(**env: str) -> Any:
+        base = {"BULKPROV_GRAPH_SECRET": GRAPH_SECRET, "BULKPROV_SCIM_TOKEN": SCIM_TOKEN}
+        argv = ["test-connection", "-c", str(cli.config)]
+        return CliRunner().invoke(main, argv, env={**base, **env}, catch_exceptions=False)
+
+    assert run_with(BULKPROV_SCIM_TOKEN="revoked-token").exit_code == 3  # was 5
+    assert run_with(BULKPROV_GRAPH_SECRET="wrong-secret").exit_code == 3  # was 4
+    unknown = cli("provision", "nobody@corp.example")
+    assert unknown.exit_code == 2, unknown.output  # was 1, "unexpected error"
+    assert "no user 'nobody@corp.example' in Entra ID" in unknown.output

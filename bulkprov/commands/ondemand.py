@@ -35,7 +35,7 @@ def provision(config_path: Path, user: str, as_json: bool) -> None:
     secrets = _secrets(cfg)
     steps = _run(provision_user, cfg, secrets, user)
     _print_steps(steps, as_json)
-    sys.exit(0 if all(s.ok or s.title.startswith("Determine") for s in steps) else 1)
+    sys.exit(_exit_code(steps))
 
 
 @click.command("test-connection", epilog=EPILOG)
@@ -54,10 +54,17 @@ def test_connection(config_path: Path, as_json: bool) -> None:
     secrets = _secrets(cfg)
     steps = _run(check, cfg, secrets)
     _print_steps(steps, as_json)
-    failed = [s for s in steps if not s.ok]
-    if not failed:
-        sys.exit(0)
-    sys.exit(5 if failed[0].title.startswith("SCIM") else 4)
+    sys.exit(_exit_code(steps))
+
+
+def _exit_code(steps: list[Any]) -> int:
+    """The exit code of the first failed step (README's table: 3 refused credentials, 4
+    Graph, 5 the target; provision: 2 a user Entra ID does not have, 10 the user failed);
+    0 when none failed. A user out of scope is not a failure."""
+    for s in steps:
+        if not s.ok and s.exit_code:
+            return int(s.exit_code)
+    return 0
 
 
 def _print_steps(steps: list[Any], as_json: bool) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlencode
 import httpx
 from pydantic import SecretStr
 
+from bulkprov.config import Config
 from bulkprov.credentials.oauth import read_token
 from bulkprov.credentials.target import TokenSource
 from bulkprov.errors import BulkProvError, SourceError
@@ -42,6 +43,52 @@ from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
 from bulkprov.transport import describe
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+def endpoint(url: str, base_url: str) -> str | None:
+    """Which of bulkprov's Graph reads ``url`` is: ``users``, ``groups/delta``,
+    ``groups/{id}`` or ``servicePrincipals/{id}`` (``None`` for another URL)."""
+    path = url.split("?", 1)[0]
+    base = base_url.rstrip("/") + "/"
+    if not path.startswith(base):
+        return None
+    path = path[len(base) :]
+    if path == "groups/delta":
+        return "groups/delta"
+    for prefix in ("users", "groups", "servicePrincipals"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix if prefix == "users" else prefix + "/{id}"
+    return None
+
+
+def read_purposes(cfg: Config | None = None) -> dict[str, str]:
+    """Why each Graph endpoint is read (with ``cfg``: the setting that asks for it) and
+    the application permission it needs (facts.md §7: User.Read.All for users and
+    ``users/delta``; GroupMember.Read.All or Group.Read.All for groups and members;
+    ``appRoleAssignedTo`` is likely Application.Read.All — Microsoft's page includes its
+    table from elsewhere, facts.md §7.4)."""
+    groups = "groups/delta is read"
+    if cfg is None:
+        groups += ' for groups.enabled = true or scope.mode = "assigned"'
+    elif cfg.groups.enabled:
+        groups += (
+            " because groups.enabled = true (groups and their members are provisioned; "
+            "false provisions users only)"
+        )
+    elif cfg.scope.mode == "assigned":
+        groups += ' because scope.mode = "assigned" (members of assigned groups are in scope)'
+    sp = 'servicePrincipals/{id} is read because scope.mode = "assigned"'
+    if cfg is not None and cfg.scope.service_principal_id:
+        sp += f" (scope.service_principal_id = {cfg.scope.service_principal_id!r})"
+    return {
+        "users": "users are read to provision them: the permission is User.Read.All",
+        "groups/delta": f"{groups}: the permission is GroupMember.Read.All (or Group.Read.All)",
+        "groups/{id}": "groups/{id} is read for the groups assigned to the app (scope.mode = "
+        '"assigned"): the permission is GroupMember.Read.All (or Group.Read.All)',
+        "servicePrincipals/{id}": f"{sp}: it must be the object id of the enterprise "
+        "application (Enterprise applications → the app → Properties → Object ID), not of "
+        "the app registration; the permission is Application.Read.All",
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +131,17 @@ class GraphClient:
         self._token_expires = 0.0
         self.requests = 0
         self.throttled = 0
+        #: why each endpoint is read and the permission it needs, for error texts
+        #: (:func:`read_purposes`; the pipeline gives the config's, naming its settings)
+        self.purposes = read_purposes()
 
     def __repr__(self) -> str:
         return f"GraphClient({self.base_url!r})"
+
+    def purpose_of(self, url: str) -> str | None:
+        """Why bulkprov reads ``url``, for an error text (``None``: not one of its reads)."""
+        kind = endpoint(url, self.base_url)
+        return self.purposes.get(kind) if kind else None
 
     async def token(self, *, force: bool = False) -> SecretStr:
         """A bearer token, refreshed five minutes before it expires."""
@@ -132,8 +187,16 @@ class GraphClient:
             cause: BaseException | None = None
             try:
                 response = await self._http.get(url, headers=hdrs)
+                status = response.status_code
+                if status == 200 or status == 429 or status >= 500:  # the hot path: no text
+                    return classify(status, response.headers, response.content, refreshed=refreshed)
                 return classify(
-                    response.status_code, response.headers, response.content, refreshed=refreshed
+                    status,
+                    response.headers,
+                    response.content,
+                    refreshed=refreshed,
+                    request=f"GET {url.split('?', 1)[0]}",
+                    purpose=self.purpose_of(url),
                 )
             except StaleToken:
                 refreshed = True  # revoked or expired early: one new token, one more read

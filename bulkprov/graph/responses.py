@@ -67,9 +67,23 @@ def graph_error(body: bytes) -> str:
     return str(doc)[:_MAX_DETAIL]
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes, *, refreshed: bool) -> Any:
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    refreshed: bool,
+    request: str | None = None,
+    purpose: str | None = None,
+) -> Any:
     """The JSON document of a successful read, else raise what decides the next step (the
-    table above). ``refreshed``: the token was already renewed once for this read."""
+    table above). ``refreshed``: the token was already renewed once for this read.
+
+    ``request`` (``GET`` and the URL without its query) and ``purpose`` (why bulkprov
+    reads it, and the permission it needs: :func:`bulkprov.graph.client.read_purposes`)
+    go into the text of a refusal or a final 4xx, so that a 404 on ``groups/delta`` says
+    which read failed and which setting asked for it.
+    """
     if status == 200:
         try:
             return _json.loads(body)
@@ -78,10 +92,13 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, refreshed:
     if status == 401 and not refreshed:
         raise StaleToken
     if status in (401, 403):
-        raise SourceAuthError(
-            f"Graph refused the read ({status}): {graph_error(body)} — "
+        what = "the read" if request is None else request
+        hint = (
             "check the app's permissions (User.Read.All) and admin consent"
+            if purpose is None
+            else f"{purpose}; check that permission and admin consent"
         )
+        raise SourceAuthError(f"Graph refused {what} ({status}): {graph_error(body)} — {hint}")
     if status == 429:
         raise Retry(
             "429 Too Many Requests",
@@ -93,7 +110,9 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, refreshed:
     if status == 410 or b"syncStateNotFound" in body:
         # An expired delta token (seven days for directory objects, facts.md §7.3)
         raise DeltaExpired(f"Graph answered {status}: {graph_error(body)}", status=status)
-    raise SourceError(f"Graph answered {status}: {graph_error(body)}", status=status)
+    to = "" if request is None else f" to {request}"
+    why = "" if purpose is None else f" — {purpose}"
+    raise SourceError(f"Graph answered {status}{to}: {graph_error(body)}{why}", status=status)
 
 
 def user_count(status: int, headers: Mapping[str, str], body: bytes) -> int | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from bulkprov import credentials
-from bulkprov.graph.client import GraphClient
+from bulkprov.graph.client import GraphClient, read_purposes
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim.client import ScimClient
 from bulkprov.transport import make_client
@@ -73,6 +73,7 @@ async def open_clients(
                 cfg, secrets.graph_client_secret, graph_transport, network=network
             ),
         )
+        graph.purposes = read_purposes(cfg)  # a failed read names the setting behind it
         scim = ScimClient(
             cfg.target.base_url,
             credentials.scim_credential(cfg, secrets, scim_http),
