@@ -31,21 +31,9 @@ def sim(ctx: click.Context) -> None:
     config for the simulators started, e.g. ``bulkprov sim --users 5000 --config-out
     sim.toml`` and, in another shell, ``bulkprov sync -c sim.toml``.
     """
-    from bulkprov.sim.__main__ import build_parser, run
+    from bulkprov.sim.__main__ import run
 
-    parser = build_parser(prog="bulkprov sim")
-    parser.epilog = (
-        "Example: bulkprov sim --users 5000 --config-out sim.toml, then in another shell "
-        "bulkprov sync -c sim.toml"
-    )
-    parser.add_argument_group("bulkprov").add_argument(
-        "--config-out",
-        default=None,
-        metavar="FILE",
-        help="write a bulkprov config for the simulators started (the Graph secret and the "
-        "SCIM token go to FILE.graph-secret and FILE.scim-token beside it, mode 0600; the "
-        "state beside it too); an existing FILE is not overwritten",
-    )
+    parser = sim_parser()
     args = parser.parse_args(list(ctx.args))
     on_ready = None
     if args.config_out is not None:
@@ -63,6 +51,26 @@ def sim(ctx: click.Context) -> None:
             sys.stderr.flush()
 
     sys.exit(run(args, on_ready))
+
+
+def sim_parser() -> argparse.ArgumentParser:
+    """The simulators' parser named ``bulkprov sim``, with ``--config-out``."""
+    from bulkprov.sim.__main__ import build_parser
+
+    parser = build_parser(prog="bulkprov sim")
+    parser.epilog = (
+        "Example: bulkprov sim --users 5000 --config-out sim.toml, then in another shell "
+        "bulkprov sync -c sim.toml"
+    )
+    parser.add_argument_group("bulkprov").add_argument(
+        "--config-out",
+        default=None,
+        metavar="FILE",
+        help="write a bulkprov config for the simulators started (the Graph secret and the "
+        "SCIM token go to FILE.graph-secret and FILE.scim-token beside it, mode 0600; the "
+        "state beside it too); an existing FILE is not overwritten",
+    )
+    return parser
 
 
 def write_sim_config(path: Path, info: dict[str, Any], args: argparse.Namespace) -> None:
