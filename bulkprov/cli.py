@@ -16,7 +16,7 @@ Exit codes (also in ``bulkprov --help``):
 5   the SCIM target failed
 6   the state database cannot be used, or is in use
 7   ``bulkprov apply``: the plan is out of date (nothing was sent)
-8   quarantined: too many users failed (the report says why; resumable)
+8   quarantined: too many users failed (the report says why; the next sync goes on)
 9   the sync completed but held disables/deletes behind the accidental-deletion
     threshold (see ``bulkprov staged``; ``bulkprov approve`` sends them)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``);

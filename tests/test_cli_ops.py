@@ -550,3 +550,121 @@ def test_errors_name_the_read_and_the_setting_and_exit_codes_follow_the_table(cl
     unknown = cli("provision", "nobody@corp.example")
     assert unknown.exit_code == 2, unknown.output  # was 1, "unexpected error"
     assert "no user 'nobody@corp.example' in Entra ID" in unknown.output
+
+
+class RejectDepartment(NoFaults):
+    """Refuse every PATCH that changes a department (a target-side mapping problem)."""
+
+    async def before(self, req: SimRequest) -> SimResponse | None:
+        if req.method == "PATCH" and b"department" in req.body:
+            return scim_error(400, "department is not writable for this account", "mutability")
+        return None
+
+
+def _failed_cycle(cli: Cli, changed: int = 60, removed: int = 10) -> tuple[list, list]:
+    """A first sync, then an incremental cycle quarantined by `changed` refused updates,
+    with `removed` soft-deleted users whose disables it staged."""
+    assert cli("sync", "--quiet").exit_code == 0
+    users = [u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False]
+    for u in users[:changed]:
+        cli.tenant.update_user(u["id"], department="Moved")
+    gone = users[changed : changed + removed]
+    for u in gone:
+        cli.tenant.delete_user(u["id"], soft=True)
+    cli.scim.faults = RejectDepartment()
+    failed = cli("sync", "--quiet")
+    assert failed.exit_code == 8, failed.output
+    assert "quarantined" in failed.output
+    assert all(cli.scim.find(u["userPrincipalName"])["active"] for u in gone)  # not yet
+    return users[:changed], gone
+
+
+def test_a_quarantined_cycle_never_locks_the_state(cli: Cli, tmp_path):
+    """After a quarantined incremental cycle (issue 20 item 2): `status` says quarantined,
+    not interrupted; `plan` works; a rerun does not quarantine again (the reported reason
+    no longer stops it), sends the disables the cycle staged and escrows the failures;
+    `retry-failed` then retries them all; nothing was sent twice."""
+    changed, gone = _failed_cycle(cli)
+    status = cli("status")
+    assert status.exit_code == 0
+    run2 = next(x for x in status.output.splitlines() if x.startswith("run    2"))
+    assert "quarantined" in run2 and "interrupted" not in status.output, status.output
+    planned = cli("plan", "--out", str(tmp_path / "plan.json"))
+    assert planned.exit_code == 0, planned.output
+    rerun = cli("sync", "--quiet")
+    assert rerun.exit_code == 10, rerun.output  # completed, some users failed
+    assert "quarantined" not in rerun.output
+    assert not any(cli.scim.find(u["userPrincipalName"])["active"] for u in gone)
+    again = cli("sync", "--quiet")  # the failed users wait in escrow: nothing fails now
+    assert again.exit_code == 0, again.output
+    cli.scim.faults = None  # the cause fixed
+    retried = cli("retry-failed", "--quiet")
+    assert retried.exit_code == 0, retried.output
+    ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    assert all(cli.scim.find(u["userPrincipalName"])[ext]["department"] == "Moved" for u in changed)
+    assert cli.scim.counters()["duplicate_posts"] == {}
+    status = cli("status", "--json")
+    doc = orjson.loads(status.output)
+    assert [r["status"] for r in doc["runs"]][:2] == ["completed", "completed"]
+    assert doc["quarantine"] == []  # no failure, nothing in escrow: out of quarantine
+
+
+def test_full_and_approve_work_after_a_failed_cycle(cli: Cli, tmp_path):
+    """`sync --full` and `approve` after a failed cycle (issue 20 item 2: `sync --full`
+    refused with "run 2 was interrupted", exit 6, until the state was deleted)."""
+    text = cli.config.read_text()
+    cli.config.write_text(text.replace("threshold = 500", "threshold = 3"))
+    users = [u for u in cli.tenant.iter_users() if u.get("accountEnabled") is not False]
+    assert cli("sync", "--quiet").exit_code == 0
+    held = users[-5:]
+    for u in held:
+        cli.tenant.delete_user(u["id"], soft=True)
+    assert cli("sync", "--quiet").exit_code == 9  # 5 disables held behind the threshold
+    for u in users[:60]:
+        cli.tenant.update_user(u["id"], department="Moved")
+    cli.scim.faults = RejectDepartment()
+    assert cli("sync", "--quiet").exit_code == 8  # run 3 quarantined
+    approved = cli("approve", "--yes")
+    assert approved.exit_code == 0, approved.output
+    assert "disabled 5" in approved.output
+    assert not any(cli.scim.find(u["userPrincipalName"])["active"] for u in held)
+    cli.scim.faults = None
+    full = cli("sync", "--full", "--quiet")
+    assert full.exit_code == 0, full.output  # the escrowed users wait: no failure
+    assert "run 4" in full.output
+    status = cli("status")
+    assert "abandoned" in status.output and "interrupted" not in status.output
+    assert cli("retry-failed", "--quiet").exit_code == 0
+    ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    assert all(
+        cli.scim.find(u["userPrincipalName"])[ext]["department"] == "Moved" for u in users[:60]
+    )
+
+
+def test_status_calls_a_live_run_in_progress(cli: Cli):
+    """A run whose sync holds the state is "in progress", never "interrupted"."""
+    from bulkprov.checkpoint.lock import StateLock
+
+    cli.tenant.faults = GraphRefuses("/users/delta", 404)
+    assert cli("sync", "--quiet").exit_code == 4  # run 1 stays unfinished
+    cli.tenant.faults = None
+    assert "interrupted: `bulkprov sync` resumes it" in cli("status").output
+    with StateLock(cli.state):
+        held = cli("status")
+        assert "(in progress)" in held.output and "interrupted" not in held.output
+        assert orjson.loads(cli("status", "--json").output)["live"] is True
+    assert cli("sync", "--quiet").exit_code == 0
+
+
+def test_retry_failed_right_after_a_quarantined_cycle(cli: Cli):
+    """`retry-failed` straight after a quarantined incremental cycle retries every failed
+    user and completes the cycle (its staged disables sent): the quarantined run is not
+    resumed past the users it had already failed."""
+    changed, gone = _failed_cycle(cli)
+    cli.scim.faults = None
+    retried = cli("retry-failed", "--quiet")
+    assert retried.exit_code == 0, retried.output
+    ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    assert all(cli.scim.find(u["userPrincipalName"])[ext]["department"] == "Moved" for u in changed)
+    assert not any(cli.scim.find(u["userPrincipalName"])["active"] for u in gone)
+    assert orjson.loads(cli("status", "--json").output)["quarantine"] == []

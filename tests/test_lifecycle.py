@@ -494,20 +494,22 @@ async def test_a_saved_page_link_gone_stale_restarts_the_read(servers, tenant, s
     assert scim.counters()["duplicate_posts"] == {}
 
 
-async def test_full_waits_for_an_interrupted_run_to_finish(servers, tenant, scim, tmp_path):
-    from bulkprov.errors import StateError
-
+async def test_full_after_an_interrupted_full_read_resumes_it(servers, tenant, scim, tmp_path):
+    """`sync --full` after an interrupted full read resumes that read (it is one) instead
+    of refusing (issue 20 item 2: "run 1 was interrupted", exit 6): nothing sent twice."""
     cfg = make_config(servers, tmp_path / "s.db", graph__page_size=50)
     tenant.fail_after = tenant.delta_pages + 2  # the first run stops on its 3rd page
     with pytest.raises(BaseException) as info:
         await sync(cfg)
     assert isinstance(_unwrap(info.value), SourceError)
     tenant.fail_after = None
-    with pytest.raises(StateError, match="was interrupted"):
-        await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
-    assert (await sync(cfg)).status == "completed"  # resumed, not started over
+    resumed = await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
+    assert resumed.status == "completed" and resumed.resumed  # resumed, not started over
+    assert sum(resumed.counts.values()) == tenant.user_count
+    assert scim.counters()["duplicate_posts"] == {}
     full = await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
     assert full.status == "completed" and sum(full.counts.values()) == tenant.user_count
+    assert full.counts["unchanged"] == len(enabled(tenant))
 
 
 async def test_two_approvals_add_to_the_run_counts(servers, tenant, scim, tmp_path):

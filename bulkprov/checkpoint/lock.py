@@ -54,6 +54,24 @@ class StateLock:
             ) from exc
         return self
 
+    @classmethod
+    def held(cls, state_path: Path) -> bool:
+        """Whether a bulkprov process holds the lock now (a sync in progress): a shared
+        lock that cannot be had. It is let go at once, so a sync starting that very instant
+        is not kept out."""
+        path = cls(state_path).path
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a lock it got
+        return False
+
     def __exit__(self, *exc: object) -> None:
         if self._lock.is_locked:
             self._lock.release()

@@ -22,6 +22,9 @@ FINGERPRINT = "fingerprint"
 #: the form of each kind of group PATCH operation the target was seen to accept
 #: (bulkprov.pipeline.groups: learned when it refuses the configured dialect's form)
 GROUP_FORMS = "group_forms"
+#: the (shaped) failure reasons of the quarantines reported since the state was last out
+#: of quarantine, a JSON list (bulkprov.breaker.Breaker.acknowledged)
+QUARANTINE = "quarantine"
 
 #: ``staged.action`` of a provisioned group that left scope (DELETE /Groups/{id})
 DELETE_GROUP = "delete-group"

@@ -10,13 +10,17 @@ Tables (schema version 4; older databases are migrated in place when opened):
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
 ``runs``          one row per sync; ``cursor`` is the Graph link of the first page not yet
-                  fully durable, so a killed run resumes there.
+                  fully durable, so a killed run resumes there. ``status``: running,
+                  quarantined (both unfinished), completed, completed_with_failures, or
+                  abandoned (an unfinished incremental cycle the next run read again);
+                  ``kind``: new (no read chosen yet), full or incremental.
 ``log``           the provisioning log: one row per user per run (Success/Skipped/Failure).
 ``target_index``  the target's existing accounts by matching key, listed once per run
                   when matching is needed (first run, resumed run).
 ``sync_state``    watermarks kept between cycles: the Graph ``users/delta`` deltaLink (saved
                   only when a cycle completes) and the fingerprint of the scope and mappings
-                  (a change forces a full read, as Entra restarts on a new scoping filter).
+                  (a change forces a full read, as Entra restarts on a new scoping filter),
+                  and while in quarantine the failure reasons already reported.
 ``assigned``      the users assigned to the app (directly or as direct group members) at
                   the end of the last cycle, with their app roles: the next cycle re-reads
                   the users whose assignment changed, which ``users/delta`` does not report.
@@ -277,6 +281,13 @@ class UserState:
     active: bool
 
 
+#: run statuses of a run that did not finish: ``running`` (in progress, or stopped by a
+#: signal, a crash, a kill or a failed read) and ``quarantined`` (the breaker stopped it)
+UNFINISHED = ("running", "quarantined")
+#: ``runs.kind`` of a run that has not chosen its read yet (then "full" or "incremental")
+NEW_RUN = "new"
+
+
 @dataclass(slots=True)
 class Run:
     id: int
@@ -290,6 +301,22 @@ class Run:
     kind: str = "full"
     #: the deltaLink that ended this run's read, promoted to ``sync_state`` on completion
     delta_link: str | None = None
+    #: a new run that closed an unfinished one (``abandoned``): requests may have been in
+    #: flight when it stopped, so this run matches accounts as a resumed one does
+    follows_unfinished: bool = False
+    #: why it stopped (for an unfinished run)
+    message: str | None = None
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the next run resumes this one: an unfinished full read (at its cursor),
+        or an unfinished run that stopped before it chose its read (kind :data:`NEW_RUN`:
+        it chooses it when resumed). An unfinished incremental cycle is not resumed: the
+        next run closes it and reads the changes again from the last completed cycle's
+        watermarks — nothing it did is sent twice (done users are unchanged, failed ones
+        wait in escrow, its staged disables and deletes are decided again), and ``sync
+        --full``, ``plan`` and ``retry-failed`` never have to wait for it."""
+        return self.status in UNFINISHED and self.kind in ("full", NEW_RUN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,20 +495,29 @@ class StateStore:
         row = await (
             await self._conn.execute(
                 "SELECT id, status, cursor, cursor_page, resumes, counts, started_at, kind, "
-                "delta_link FROM runs ORDER BY id DESC LIMIT 1"
+                "delta_link, message FROM runs ORDER BY id DESC LIMIT 1"
             )
         ).fetchone()
         if row is None:
             return None
         return Run(
-            row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6], row[7], row[8]
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            _json.loads(row[5]),
+            row[6],
+            row[7],
+            row[8],
+            message=row[9],
         )
 
     async def runs(self, limit: int = 20, *, run_id: int | None = None) -> list[dict[str, Any]]:
         """The latest ``limit`` runs, newest first (or only run ``run_id``)."""
         cur = await self._conn.execute(
-            "SELECT id, started_at, finished_at, status, cursor_page, resumes, counts, message "
-            "FROM runs WHERE ? IS NULL OR id = ? ORDER BY id DESC LIMIT ?",
+            "SELECT id, started_at, finished_at, status, cursor_page, resumes, counts, message, "
+            "kind FROM runs WHERE ? IS NULL OR id = ? ORDER BY id DESC LIMIT ?",
             (run_id, run_id, limit),
         )
         return [
@@ -494,25 +530,56 @@ class StateStore:
                 "resumes": r[5],
                 "counts": _json.loads(r[6]),
                 "message": r[7],
+                "kind": r[8],
             }
             for r in await cur.fetchall()
         ]
 
     async def start_run(self) -> Run:
-        """Resume the last run if it did not finish, else start a new one."""
+        """Resume the last run if it is :attr:`Run.resumable`, else start a new one
+        (closing an unfinished last run as ``abandoned``)."""
         last = await self.last_run()
-        if last is not None and last.status == "running":
+        if last is not None and last.resumable:
             last.resumes += 1
+            last.status = "running"
             await self._conn.execute(
-                "UPDATE runs SET resumes=? WHERE id=?", (last.resumes, last.id)
+                "UPDATE runs SET resumes=?, status='running' WHERE id=?", (last.resumes, last.id)
             )
             return last
         now = time.time()
-        cur = await self._conn.execute(
-            "INSERT INTO runs(started_at, status, counts) VALUES(?, 'running', '{}')", (now,)
+        unfinished = last is not None and last.status in UNFINISHED
+        async with self._conn.transaction():
+            cur = await self._conn.execute(
+                "INSERT INTO runs(started_at, status, counts, kind) VALUES(?, 'running', '{}', ?)",
+                (now, NEW_RUN),
+            )
+            assert cur.lastrowid is not None
+            if unfinished:
+                assert last is not None
+                await self._conn.execute(
+                    "UPDATE runs SET status='abandoned', finished_at=?, cursor=NULL, "
+                    "message=? WHERE id=?",
+                    (
+                        now,
+                        f"not resumed: run {cur.lastrowid} read its changes again "
+                        f"(was {last.status}: {last.message or 'stopped'})"[:2000],
+                        last.id,
+                    ),
+                )
+        return Run(
+            cur.lastrowid, "running", None, 0, 0, {}, now, NEW_RUN, follows_unfinished=unfinished
         )
-        assert cur.lastrowid is not None
-        return Run(cur.lastrowid, "running", None, 0, 0, {}, now)
+
+    async def mark_unfinished(
+        self, run: Run, status: str, counts: dict[str, int], message: str | None
+    ) -> None:
+        """Record why an unfinished run stopped (``quarantined``, or ``running``: resumable
+        or to be closed by the next run), its cursor kept."""
+        run.status, run.message = status, message
+        await self._conn.execute(
+            "UPDATE runs SET status=?, counts=?, message=? WHERE id=?",
+            (status, _json.dumps(counts).decode(), scrub_optional(message), run.id),
+        )
 
     async def has_completed_run(self) -> bool:
         row = await (
@@ -829,7 +896,7 @@ class StateStore:
         # Never the rows of an interrupted run: its resume skips the users they record.
         await self._conn.execute(
             "DELETE FROM log WHERE at < ? AND run_id NOT IN "
-            "(SELECT id FROM runs WHERE status = 'running')",
+            "(SELECT id FROM runs WHERE status IN ('running', 'quarantined'))",
             (before,),
         )
         row = await (await self._conn.execute("SELECT changes()")).fetchone()

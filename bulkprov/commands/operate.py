@@ -43,29 +43,59 @@ def status(config_path: Path, as_json: bool) -> None:
     Example:
       bulkprov status -c zoom.toml
     """
+    from bulkprov.checkpoint.lock import StateLock
+    from bulkprov.checkpoint.staging import QUARANTINE, LifecycleStore
     from bulkprov.checkpoint.store import StateStore
 
     cfg = _load(config_path)
 
-    async def read() -> tuple[list[dict[str, Any]], int]:
+    async def read() -> tuple[list[dict[str, Any]], int, list[str]]:
         if not cfg.state.path.exists():
-            return [], 0
+            return [], 0, []
         async with await StateStore.open(cfg.state.path, verify=True) as store:
-            return await store.runs(10), await store.user_count()
+            saved = await LifecycleStore(store).get(QUARANTINE)
+            reasons = [str(r) for r in _json.loads(saved)] if saved else []
+            return await store.runs(10), await store.user_count(), reasons
 
-    runs, users = _run(read)
+    runs, users, quarantine = _run(read)
+    # a sync holding the state now: its run is in progress, not interrupted
+    live = bool(runs) and runs[0]["status"] == "running" and StateLock.held(cfg.state.path)
     if as_json:
-        click.echo(_json.dumps({"managed_users": users, "runs": runs}).decode())
+        doc = {"managed_users": users, "runs": runs, "live": live, "quarantine": quarantine}
+        click.echo(_json.dumps(doc).decode())
         return
     if not runs:
         click.echo(f"no runs yet in {cfg.state.path}")
         return
     click.echo(f"state: {cfg.state.path}   managed users: {users}")
-    for r in runs:
+    if quarantine:
+        click.echo(
+            "in quarantine (until a cycle ends with no failure and nothing in escrow); "
+            "reported reasons, which no longer stop a run: " + "; ".join(quarantine)
+        )
+    for i, r in enumerate(runs):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
         counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
-        note = "  (interrupted: `bulkprov sync` resumes it)" if r["status"] == "running" else ""
+        note = _run_note(r, live=live and i == 0, last=i == 0)
         click.echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
+
+
+def _run_note(run: dict[str, Any], *, live: bool, last: bool) -> str:
+    """What an unfinished run is, and what the next sync does with it."""
+    status = run["status"]
+    resumes = run.get("kind") in ("full", "new")
+    if status == "running" and live:
+        return "  (in progress)"
+    if status == "running" and last:
+        return (
+            "  (interrupted: `bulkprov sync` resumes it)"
+            if resumes
+            else "  (stopped: the next `bulkprov sync` reads its changes again)"
+        )
+    if status == "quarantined" and last:
+        nxt = "resumes it" if resumes else "reads its changes again"
+        return f"  (see `bulkprov report {run['id']}`; the next `bulkprov sync` {nxt})"
+    return ""
 
 
 @click.command(epilog=EPILOG)

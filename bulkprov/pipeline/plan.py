@@ -78,10 +78,10 @@ import httpx
 
 from bulkprov import _json
 from bulkprov.checkpoint.staging import GroupState, LifecycleStore
-from bulkprov.checkpoint.store import StateStore
+from bulkprov.checkpoint.store import UNFINISHED, StateStore
 from bulkprov.config import Config
 from bulkprov.credentials import Secrets
-from bulkprov.errors import DeltaExpired, PlanStale, StateError, UserDataError
+from bulkprov.errors import DeltaExpired, PlanStale, UserDataError
 from bulkprov.escrow import EscrowEntry
 from bulkprov.graph.client import GraphClient, latest_per_id
 from bulkprov.graph.directory import ScopeSources, SourceGroup
@@ -479,14 +479,14 @@ async def make_plan(
     engine = engine or Engine(cfg)
     async with await StateStore.open(cfg.state.path) as store:
         last = await store.last_run()
-        if last is not None and last.status == "running":
-            raise StateError(
-                f"run {last.id} is in progress or was interrupted: finish it with "
-                "`bulkprov sync` (it resumes), then make the plan"
-            )
+        # As the sync would: an unfinished full read is resumed (so it reads everyone), any
+        # other unfinished run is closed and the changes are read again; either way what
+        # was in flight when it stopped is matched (StateStore.start_run).
+        unfinished = last is not None and last.status in UNFINISHED
+        resumes = last is not None and last.resumable and last.kind == "full"
         users, updated_at = await store.users_fingerprint()
         escrow = await store.escrow_entries()
-        matching = rematch or not await store.has_completed_run()
+        matching = rematch or unfinished or not await store.has_completed_run()
         ls = LifecycleStore(store)
         known = await ls.groups()
         async with open_clients(
@@ -497,7 +497,7 @@ async def make_plan(
             policy=policy,
         ) as (graph, scim):
             sources, _ = await read_cycle_sources(graph, ls, cfg, dry_run=True)
-            link = None if full else await choose_read(ls, cfg, sources)
+            link = None if full or resumes else await choose_read(ls, cfg, sources)
             index = None
             if matching:
                 index = await _target_index(engine, scim, cfg.target.list_page_size)
