@@ -532,3 +532,41 @@ async def test_two_approvals_add_to_the_run_counts(servers, tenant, scim, tmp_pa
     expected = {k: v for k, v in cycle.counts.items() if v}
     expected["disabled"] = expected.get("disabled", 0) + 5
     assert {k: v for k, v in stored.counts.items() if v} == expected
+
+
+async def test_watch_goes_on_after_a_quarantined_cycle(servers, tenant, scim, tmp_path):
+    """A quarantined cycle under `sync --watch` is reported and the next cycle goes on
+    past its reason (issue 20 item 2), instead of the loop stopping."""
+    from bulkprov.commands.sync_watch import watch
+    from bulkprov.errors import Quarantined
+    from bulkprov.sim.scim.service import scim_error
+
+    cfg = make_config(servers, tmp_path / "s.db")
+    await sync(cfg)
+    users = enabled(tenant)
+    for u in users[:60]:
+        tenant.update_user(u["id"], department="Moved")
+    gone = users[60]
+    tenant.delete_user(gone["id"], soft=True)
+
+    class RejectDepartment(NoFaults):
+        async def before(self, req: SimRequest) -> SimResponse | None:
+            if req.method == "PATCH" and b"department" in req.body:
+                return scim_error(400, "department is read-only", "mutability")
+            return None
+
+    scim.faults = RejectDepartment()
+    errors: list[Any] = []
+    results: list[Any] = []
+    await watch(
+        cfg,
+        SECRETS,
+        0.05,
+        on_result=results.append,
+        on_error=errors.append,
+        cycles=2,
+        policy=FAST_RETRY,
+    )
+    assert [type(e) for e in errors] == [Quarantined]
+    assert [r.status for r in results] == ["completed_with_failures"]
+    assert scim.find(gone["userPrincipalName"])["active"] is False

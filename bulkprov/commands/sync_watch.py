@@ -7,8 +7,9 @@ Each cycle is one :func:`~bulkprov.pipeline.run.run_sync` (a Graph delta round a
 so a change in Entra reaches the target within one interval. Ctrl-C or SIGTERM during a
 cycle lets the in-flight work finish and saves the state (the pipeline's signal handling);
 between cycles there is nothing in flight. A cycle that fails because Graph or the target
-is unavailable is reported and retried at the next interval (its read resumes); refused
-credentials, a bad config or an unusable state stop the loop.
+is unavailable, or that the quarantine breaker stopped, is reported and the next one runs
+at the next interval (a quarantine's reasons no longer stop it); refused credentials, a
+bad config or an unusable state stop the loop.
 
 ``sync``'s options hold across the loop: ``--metrics-port`` serves one endpoint for all
 cycles (its figures are the current cycle's, ``bulkprov_run_id`` says which), ``--rematch``
@@ -29,6 +30,7 @@ from bulkprov.config import Config
 from bulkprov.credentials import Secrets
 from bulkprov.errors import (
     BulkProvError,
+    Quarantined,
     SourceAuthError,
     SourceError,
     TargetAuthError,
@@ -90,9 +92,12 @@ async def watch(
             )
         except (BulkProvError, BaseExceptionGroup) as group:
             exc = _unwrap(group)
-            transient = isinstance(exc, SourceError | TargetUnavailable) and not isinstance(
-                exc, SourceAuthError | TargetAuthError
-            )
+            if isinstance(exc, BaseExceptionGroup):  # e.g. the breaker and a cancelled worker
+                exc = _unwrap(exc.subgroup(Quarantined) or exc)
+            # a quarantined cycle too: the next one goes on past the reasons it reported
+            transient = isinstance(
+                exc, SourceError | TargetUnavailable | Quarantined
+            ) and not isinstance(exc, SourceAuthError | TargetAuthError)
             if not transient or not isinstance(exc, BulkProvError):
                 raise
             on_error(exc)
