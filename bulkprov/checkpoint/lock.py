@@ -56,20 +56,18 @@ class StateLock:
 
     @classmethod
     def held(cls, state_path: Path) -> bool:
-        """Whether a bulkprov process holds the lock now (a sync in progress): a shared
-        lock that cannot be had. It is let go at once, so a sync starting that very instant
-        is not kept out."""
+        """Whether a bulkprov process holds the lock now (a sync in progress): the lock cannot
+        be had. A lock this probe gets is let go at once, so a sync starting that very instant
+        is kept out for no more than that."""
         path = cls(state_path).path
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        if not path.exists():
             return False
+        probe = filelock.FileLock(path, blocking=False, fallback_to_soft=False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+            probe.acquire()
+        except filelock.Timeout:
             return True
-        finally:
-            os.close(fd)  # closing releases a lock it got
+        probe.release()
         return False
 
     def __exit__(self, *exc: object) -> None:
