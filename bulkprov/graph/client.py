@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from bulkprov.config import Config
 from bulkprov.credentials.oauth import read_token
 from bulkprov.credentials.target import TokenSource
-from bulkprov.errors import BulkProvError, SourceError
+from bulkprov.errors import BulkProvError, SourceError, SourceTLSError
 from bulkprov.graph.responses import (
     Retry,
     StaleToken,
@@ -160,7 +160,7 @@ class GraphClient:
         except httpx.HTTPError as exc:
             failure = describe(exc, self._token_url)
             hint = "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
-            raise SourceError(
+            raise (SourceTLSError if failure.cause in ("certificate", "tls") else SourceError)(
                 f"cannot reach the token endpoint {self._token_url}: {failure.text}{hint}"
             ) from exc
         token, lifetime = read_token(
@@ -216,7 +216,10 @@ class GraphClient:
                     hint = (
                         "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
                     )
-                    raise SourceError(f"Graph read failed: {error}{hint}") from exc
+                    kind = (
+                        SourceTLSError if failure.cause in ("certificate", "tls") else SourceError
+                    )
+                    raise kind(f"Graph read failed: {error}{hint}") from exc
             wait = self.policy.backoff(attempt, retry_after)
             if self.policy.gives_up(attempt, started, wait, self.clock):
                 raise SourceError(

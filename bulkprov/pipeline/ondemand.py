@@ -34,6 +34,7 @@ from bulkprov.errors import (
     TargetError,
     TargetProxyError,
     TargetRejected,
+    TargetStop,
     TargetTLSError,
 )
 from bulkprov.graph.directory import read_sources
@@ -158,7 +159,7 @@ async def provision_user(
             item = WorkItem(0, graph_id, user_name, decision, mapped, state)
             try:
                 write = await apply.apply(item)
-            except TargetAuthError:
+            except TargetStop:
                 raise
             except TargetError as exc:
                 steps.append(

@@ -38,6 +38,7 @@ from bulkprov.errors import (
     TargetAuthError,
     TargetError,
     TargetProxyError,
+    TargetStop,
     TargetThrottled,
     TargetTLSError,
     TargetUnavailable,
@@ -129,7 +130,7 @@ class ScimClient:
         """
         try:
             support = bulk_support(await self.send(service_provider_config()))
-        except TargetAuthError:
+        except TargetStop:
             raise
         except TargetError:
             return None
