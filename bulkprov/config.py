@@ -174,6 +174,14 @@ class NetworkConfig(_Model):
     #: an environment variable or a file)
     proxy_username: str | None = None
     proxy_password: SecretSource | None = None
+    #: the most one answer may hold: a list page (Graph's users, a SCIM ListResponse or Bulk
+    #: answer), and anything else (one resource, a token, an error); bigger answers fail
+    #: with a reason instead of filling memory
+    max_page_bytes: Annotated[int, Field(ge=64 * 1024)] = 16 * 1024 * 1024
+    max_answer_bytes: Annotated[int, Field(ge=4 * 1024)] = 1024 * 1024
+    #: seconds from a request's first byte sent to its answer's last byte read (the
+    #: ``timeout`` of [graph] and [target] bounds each wait on its own; this bounds them all)
+    deadline: Annotated[float, Field(gt=0)] = 120.0
 
     @field_validator("proxy")
     @classmethod

@@ -110,6 +110,7 @@ async def _fetch_user(cfg: Any, key: str) -> Any:
             base_url=cfg.graph.base_url,
             http=http,
             token_source=credentials.graph_tokens(cfg, secret, network=network),
+            bounds=credentials.bounds(cfg),
         )
         query = urlencode({"$select": ",".join(select)}, safe="$,")
         return await graph.get_json(f"{graph.base_url}/users/{quote(key, safe='@')}?{query}")
