@@ -123,6 +123,20 @@ class _Filter:
     matched: ScopeDecision
 
 
+def _int64(s: str) -> int | None:
+    """The integer ``s`` spells, when it is one within .NET's Int64; else None."""
+    if not _INTEGER.match(s):
+        return None
+    if len(s.strip().lstrip("+-").lstrip("0")) > 19:
+        return None
+    number = int(s)
+    return number if -(2**63) <= number < 2**63 else None
+
+
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 40 else repr(value[:18] + "…" + value[-18:])
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -215,9 +229,10 @@ def _clause_test(
 
         return regex
     if operator in ("Greater_Than", "Greater_Than_OR_EQUALS"):
-        if not _INTEGER.match(value):
-            raise fail(f"{operator} needs an integer value, got {value!r}")
-        bound = int(value)
+        limit = _int64(value)
+        if limit is None:
+            raise fail(f"{operator} needs an integer value (a 64-bit integer), got {_short(value)}")
+        bound = limit
         inclusive = operator == "Greater_Than_OR_EQUALS"
 
         def greater(user: Mapping[str, Any]) -> bool:
@@ -225,12 +240,14 @@ def _clause_test(
             if isinstance(raw, bool):
                 return False
             if isinstance(raw, int):
-                number = raw
+                number: int | None = raw
             else:
                 s = _as_text(raw, attribute)
-                if s is None or not _INTEGER.match(s):
-                    return False
-                number = int(s)
+                # "the attribute on the user must be an integer": one that is not, or that
+                # is too long to be one .NET reads, makes the clause false [I].
+                number = None if s is None else _int64(s)
+            if number is None:
+                return False
             return number >= bound if inclusive else number > bound
 
         return greater

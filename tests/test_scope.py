@@ -256,3 +256,20 @@ def test_source_attributes() -> None:
         ]
     )
     assert scope.source_attributes == {"department", "onPremisesExtensionAttributes", "id"}
+
+
+class TestHugeIntegers:
+    def test_greater_than_value_beyond_int64_is_rejected_at_load(self) -> None:
+        """int() of 4,301+ digits raised ValueError from compile_scope; now a MappingError."""
+        for value in ("9" * 5000, "9223372036854775808"):
+            with pytest.raises(MappingError, match="64-bit integer"):
+                compile_scope(
+                    [ScopingFilter(clauses=[clause("employeeId", "Greater_Than", value)])]
+                )
+
+    def test_user_value_beyond_int64_makes_the_clause_false(self) -> None:
+        """A user's value that no 64-bit integer holds is not an integer: the clause is false."""
+        greater = clause("employeeId", "Greater_Than", "5")
+        assert decide(greater, user={**USER, "employeeId": "9223372036854775807"})
+        assert not decide(greater, user={**USER, "employeeId": "9" * 5000})
+        assert not decide(greater, user={**USER, "employeeId": "9223372036854775808"})

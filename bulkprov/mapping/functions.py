@@ -451,17 +451,31 @@ def _coalesce(call: Call) -> Evaluator:
     return coalesce
 
 
+def _encode(s: str, encoding: str, func: str) -> bytes:
+    """``s`` in ``encoding``; a lone surrogate (no character: half of a UTF-16 pair) fails
+    the user instead of raising ``UnicodeEncodeError``."""
+    try:
+        return s.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise UserDataError(
+            f"{func}: the source holds an invalid character ({exc.reason}: "
+            f"U+{ord(s[exc.start]):04X} at position {exc.start + 1})"
+        ) from None
+
+
 @function("ConvertToBase64", "source")
 def _base64(call: Call) -> Evaluator:
     return _transform(
         "ConvertToBase64",
-        lambda s: base64.b64encode(s.encode("utf-16-le")).decode("ascii"),
+        lambda s: base64.b64encode(_encode(s, "utf-16-le", "ConvertToBase64")).decode("ascii"),
     )(call)
 
 
 @function("ConvertToUTF8Hex", "source")
 def _utf8_hex(call: Call) -> Evaluator:
-    return _transform("ConvertToUTF8Hex", lambda s: s.encode("utf-8").hex().upper())(call)
+    return _transform(
+        "ConvertToUTF8Hex", lambda s: _encode(s, "utf-8", "ConvertToUTF8Hex").hex().upper()
+    )(call)
 
 
 @function("Count", "attribute")

@@ -81,21 +81,39 @@ def opt_text(value: Any, func: str, what: str = "argument") -> str | None:
     return None if value is None else text(value, func, what)
 
 
+#: .NET ``Int64``: the widest integer an argument can be
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def _short(s: str) -> str:
+    return repr(s) if len(s) <= 40 else repr(s[:18] + "…" + s[-18:])
+
+
 def to_int(value: Any, func: str, what: str) -> int:
     """An integer argument (``"7"``, ``"-10"``, ``"&HF"``); VB accepts surrounding spaces.
 
     Raises:
-        UserDataError: null, or not an integer.
+        UserDataError: null, not an integer, or outside .NET's Int64 (Python would carry
+            any size, and fail to convert one past 4,300 digits).
     """
     if value is None:
         raise UserDataError(f"{func}: {what} is null; expected an integer")
     s = text(value, func, what)
     if _INT.match(s):
-        return int(s)
-    hex_match = _HEX.match(s)
-    if hex_match:
-        return int(hex_match.group(1), 16)
-    raise UserDataError(f"{func}: {what} {s!r} is not an integer")
+        digits = s.strip().lstrip("+-").lstrip("0")
+        number = int(s) if len(digits) <= 20 else None
+    else:
+        hex_match = _HEX.match(s)
+        if not hex_match:
+            raise UserDataError(f"{func}: {what} {_short(s)} is not an integer")
+        digits = hex_match.group(1).lstrip("0")
+        number = int(digits or "0", 16) if len(digits) <= 16 else None
+    if number is None or not INT64_MIN <= number <= INT64_MAX:
+        raise UserDataError(
+            f"{func}: {what} {_short(s.strip())} is outside the range of a 64-bit integer"
+        )
+    return number
 
 
 def as_number(value: str) -> float | None:

@@ -1,0 +1,145 @@
+"""The expression language under hostile input: nesting, huge numbers, invalid Unicode.
+
+Each case used to end in a Python exception (``RecursionError``, ``ValueError``,
+``UnicodeEncodeError``) that escaped the compiler or the evaluator; now a problem in the
+expression is an :class:`ExpressionSyntaxError` pointing at it and a problem in a user's
+data is a :class:`UserDataError` for that user.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkprov.config import AttributeMapping
+from bulkprov.errors import UserDataError
+from bulkprov.mapping import ExpressionSyntaxError, compile_expression, compile_mappings, parse
+from bulkprov.mapping.parser import MAX_NESTING
+
+
+def nested(depth: int, inner: str = "[a]") -> str:
+    return "ToLower(" * depth + inner + ")" * depth
+
+
+class TestNesting:
+    def test_330_nested_calls_are_a_syntax_error_at_the_101st(self) -> None:
+        """The issue's case: 330 nested calls (about 2,000 characters) raised RecursionError."""
+        text = nested(330)
+        assert len(text) < 10_000
+        with pytest.raises(ExpressionSyntaxError) as info:
+            parse(text)
+        assert f"nested more than {MAX_NESTING} deep" in info.value.hint
+        assert info.value.position == len("ToLower(") * MAX_NESTING
+
+    def test_the_limit_itself_compiles_and_evaluates(self) -> None:
+        """MAX_NESTING levels parse, compile and run (and still do from a deep call stack)."""
+        compiled = compile_expression(nested(MAX_NESTING))
+        assert compiled.evaluate({"a": "ABC"}) == "abc"
+
+        def deep(levels: int) -> object:
+            return deep(levels - 1) if levels else compiled.evaluate({"a": "X"})
+
+        assert deep(400) == "x"
+
+    def test_compile_mappings_names_the_row(self) -> None:
+        """Through a mapping table the error names the row, as every expression error does."""
+        with pytest.raises(ExpressionSyntaxError) as info:
+            compile_mappings(
+                [
+                    AttributeMapping(target="userName", source="mail", matching_precedence=1),
+                    AttributeMapping(target="displayName", expression=nested(330)),
+                ],
+                config_path="c.toml",
+            )
+        assert info.value.key == "mappings[1].expression"
+        assert info.value.path == "c.toml"
+
+    def test_comparisons_and_empty_slots_do_not_count_as_nesting(self) -> None:
+        """Only calls nest: arguments side by side do not add depth."""
+        wide = 'Join("", ' + ", ".join(['IIF([a] = "x", "1", "2")'] * 300) + ")"
+        assert compile_expression(wide).evaluate({"a": "x"}) == "1" * 300
+
+
+class TestNumbers:
+    @pytest.mark.parametrize(
+        "literal",
+        [
+            "9223372036854775807",
+            "-9223372036854775808",
+            "&H7FFFFFFFFFFFFFFF",
+            "&H0000000000000000000F7",
+        ],
+    )
+    def test_int64_literals_are_accepted(self, literal: str) -> None:
+        assert compile_expression(f"CStr({literal})").constant
+
+    @pytest.mark.parametrize(
+        "literal",
+        [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "9" * 4400,
+            "&H8000000000000000",
+            "&H" + "F" * 3572,  # the issue's case: ValueError from the lexer
+        ],
+    )
+    def test_literals_beyond_int64_are_syntax_errors_at_their_position(self, literal: str) -> None:
+        text = f"Left([a], {literal})"
+        with pytest.raises(ExpressionSyntaxError) as info:
+            compile_expression(text)
+        assert "Int64" in info.value.hint
+        assert info.value.position == len("Left([a], ")
+        assert len(str(info.value)) < 1_000  # the literal is cut, not printed whole
+
+    def test_non_ascii_digits_are_not_numbers(self) -> None:
+        """'²'.isdigit() is true in Python; a number is ASCII digits (as in VB)."""
+        for text in ("Left([a], ²)", "Left([a], ٣)", "Left([a], 1²)"):
+            with pytest.raises(ExpressionSyntaxError):
+                compile_expression(text)
+
+    def test_constant_argument_too_large_fails_at_compile(self) -> None:
+        """The issue's case: 4,301+ digits in a string argument (folded) raised ValueError."""
+        text = f'Left([a], "{"9" * 4400}")'
+        with pytest.raises(ExpressionSyntaxError) as info:
+            compile_expression(text)
+        assert "outside the range of a 64-bit integer" in info.value.hint
+        assert info.value.position == len("Left([a], ")
+
+    @pytest.mark.parametrize(
+        "value", ["9" * 4400, "9223372036854775808", "&H" + "F" * 17, " -" + "1" * 30 + " "]
+    )
+    def test_user_argument_too_large_is_user_data_error(self, value: str) -> None:
+        compiled = compile_expression("Left([a], [n])")
+        with pytest.raises(UserDataError, match="outside the range of a 64-bit integer"):
+            compiled.evaluate({"a": "abc", "n": value})
+
+    def test_int64_arguments_still_work(self) -> None:
+        compiled = compile_expression("Left([a], [n])")
+        assert compiled.evaluate({"a": "abc", "n": "9223372036854775807"}) == "abc"
+        assert compiled.evaluate({"a": "abc", "n": " &H2 "}) == "ab"
+        assert compile_expression("BitAnd([n], &HF)").evaluate({"n": "-1"}) == "15"
+
+
+class TestInvalidUnicode:
+    @pytest.mark.parametrize("function", ["ConvertToUTF8Hex", "ConvertToBase64"])
+    @pytest.mark.parametrize("value", ["\ud800", "ab\udfffc", "x\udbff"])
+    def test_lone_surrogate_is_user_data_error(self, function: str, value: str) -> None:
+        """The issue's case: UnicodeEncodeError escaped the evaluator."""
+        compiled = compile_expression(f"{function}([a])")
+        with pytest.raises(UserDataError, match="invalid character"):
+            compiled.evaluate({"a": value})
+
+    def test_the_row_fails_for_that_user_only(self) -> None:
+        mapper = compile_mappings(
+            [
+                AttributeMapping(target="userName", source="mail", matching_precedence=1),
+                AttributeMapping(target="externalId", expression="ConvertToBase64([givenName])"),
+            ]
+        )
+        with pytest.raises(UserDataError, match=r"^externalId: ConvertToBase64"):
+            mapper.map_user({"mail": "a@b.c", "givenName": "Jo\ud800"})
+        ok = mapper.map_user({"mail": "a@b.c", "givenName": "Jo😀"})
+        assert ok.values["externalId"] == "SgBvAD3YAN4="
+
+    def test_surrogate_pairs_are_characters(self) -> None:
+        """A real astral character (one code point in Python) still encodes."""
+        assert compile_expression("ConvertToUTF8Hex([a])").evaluate({"a": "😀"}) == "F09F9880"
