@@ -21,7 +21,10 @@ Operator semantics (SCOPING's list; [I] marks our reading where Microsoft is sil
   match is a *search*, not a whole-value match: the service is .NET, whose
   ``Regex.IsMatch`` is unanchored, so a pattern is anchored only by ``^``/``$`` as written.
   Microsoft's examples (``.*\\@domain.com``) give the documented result either way;
-  Microsoft does not state the anchoring (facts.md §8 lists it as unconfirmed) [I].
+  Microsoft does not state the anchoring (facts.md §8 lists it as unconfirmed) [I]. Each
+  match has ``limits.regex_timeout`` seconds (:mod:`bulkprov.mapping.regex`); one that
+  runs out fails that user with :class:`~bulkprov.errors.UserDataError` (never "out of
+  scope", which would disable the account).
 
 Not supported as scoping attributes (SCOPING, KNOWN): ``appRoleAssignments``,
 ``userType``, ``manager``, date-type and multi-valued attributes; they are rejected when
@@ -39,7 +42,7 @@ from typing import Any
 from bulkprov.config import ScopingFilter
 from bulkprov.errors import MappingError, UserDataError
 from bulkprov.mapping.attributes import is_valid_name, raw_reader, select_names
-from bulkprov.mapping.regex import compile_dotnet
+from bulkprov.mapping.regex import DEFAULT_REGEX_TIMEOUT, PatternError, compile_dotnet, timed_out
 
 _UNSUPPORTED = {
     "appRoleAssignments": "app role assignments are not supported in scoping filters",
@@ -164,7 +167,13 @@ def _as_text(value: Any, attribute: str) -> str | None:
 
 
 def _clause_test(
-    attribute: str, operator: str, value: str | None, fail: Callable[[str], MappingError]
+    attribute: str,
+    operator: str,
+    value: str | None,
+    fail: Callable[[str], MappingError],
+    *,
+    where: str,
+    regex_timeout: float,
 ) -> Test:
     read = raw_reader(attribute)
 
@@ -214,18 +223,23 @@ def _clause_test(
     if operator in ("REGEX MATCH", "NOT REGEX MATCH"):
         try:
             pattern = compile_dotnet(value)
-        except re.error as exc:
+        except PatternError as exc:
             at = f" at position {exc.pos}" if exc.pos is not None else ""
             caret = f"\n    {value}\n    {' ' * (exc.pos or 0)}^" if exc.pos is not None else ""
             raise fail(f"invalid regular expression{at}: {exc.msg}{caret}") from exc
         search = pattern.search
         negate = operator == "NOT REGEX MATCH"
+        timeout = regex_timeout
+        pattern_text = value
 
         def regex(user: Mapping[str, Any]) -> bool:
             s = get(user)
             if s is None:
                 return False
-            return (search(s) is None) == negate
+            try:
+                return (search(s, timeout=timeout) is None) == negate
+            except TimeoutError:
+                raise timed_out(where, pattern_text, timeout) from None
 
         return regex
     if operator in ("Greater_Than", "Greater_Than_OR_EQUALS"):
@@ -328,9 +342,14 @@ class ScopeEvaluator:
 
 
 def compile_scope(
-    filters: Sequence[ScopingFilter], config_path: str | None = None
+    filters: Sequence[ScopingFilter],
+    config_path: str | None = None,
+    *,
+    regex_timeout: float = DEFAULT_REGEX_TIMEOUT,
 ) -> ScopeEvaluator:
     """Compile scoping filters (clauses AND within a filter, filters OR across).
+
+    ``regex_timeout``: seconds one ``REGEX MATCH`` may take (``limits.regex_timeout``).
 
     Raises:
         MappingError: naming ``scope.filters[i].clauses[j]``: an unsupported attribute, a
@@ -371,8 +390,15 @@ def compile_scope(
                 value = None
             elif value is None:
                 raise fail(f"{operator} needs a value")
-            test = _clause_test(attribute, operator, value, fail)
             text = f"{attribute} {operator}" + (f" {_quote(value)}" if value is not None else "")
+            test = _clause_test(
+                attribute,
+                operator,
+                value,
+                fail,
+                where=f"scoping filter {label} clause {attribute} {operator}",
+                regex_timeout=regex_timeout,
+            )
             reason = f"filter {label} clause {text} is false"
             clauses.append(_Clause(test, text, reason, ScopeDecision(False, reason)))
             select |= select_names(attribute)

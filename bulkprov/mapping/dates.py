@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal, Self
+from typing import Any, Literal, Self
+
+import regex
 
 from bulkprov.errors import UserDataError
 
@@ -51,6 +53,9 @@ class DateTimeStr(str):
 
 
 # --- parsing free-form date strings (CDate, DateAdd/DateDiff inputs, NumFromDate) ---------
+
+#: the longest string parse_datetime reads (the longest form it knows is under 60)
+_MAX_DATE_LENGTH = 256
 
 _ISO = re.compile(
     r"""\s*(?P<y>\d{4})-(?P<mo>\d{1,2})-(?P<d>\d{1,2})
@@ -120,6 +125,9 @@ def parse_datetime(value: str) -> datetime:
     """
     if isinstance(value, DateTimeStr):
         return value.dt
+    if len(value) > _MAX_DATE_LENGTH:
+        # The patterns below have adjacent \s* runs: quadratic on long runs of spaces.
+        raise ValueError(f"{len(value):,} characters is too long for a date/time")
     m = _ISO.match(value) or _US.match(value)
     if m:
         g = m.groupdict()
@@ -410,7 +418,9 @@ class ExactParser:
     """A compiled ``DateTime.ParseExact`` for one format."""
 
     fmt: str
-    regex: re.Pattern[str]
+    #: a ``regex``-package pattern (matched with a time limit: adjacent ``\d{1,2}`` groups
+    #: of a hostile format backtrack exponentially)
+    regex: Any
     groups: tuple[tuple[str, int, str], ...]  # (spec, count, group name)
 
 
@@ -461,8 +471,11 @@ def compile_exact(fmt: str) -> ExactParser:
             body = r"A\.D\.|AD"
         groups.append((spec, count, name))
         parts.append(f"(?P<{name}>{body})")
-    regex = re.compile("".join(parts) + r"\Z", re.IGNORECASE)
-    return ExactParser(fmt, regex, tuple(groups))
+    try:
+        pattern = regex.compile("".join(parts) + r"\Z", regex.IGNORECASE)
+    except (regex.error, RecursionError, OverflowError, MemoryError) as exc:
+        raise ValueError(f"the format {fmt!r} is too complex ({exc})") from None
+    return ExactParser(fmt, pattern, tuple(groups))
 
 
 # DateTimeStyles (System.Globalization) names FormatDateTime accepts
@@ -504,12 +517,17 @@ def parse_styles(text: str) -> frozenset[str]:
 
 
 def parse_exact(
-    value: str, parser: ExactParser, styles: frozenset[str], today: Callable[[], datetime]
+    value: str,
+    parser: ExactParser,
+    styles: frozenset[str],
+    today: Callable[[], datetime],
+    timeout: float | None = None,
 ) -> tuple[datetime, Kind]:
     """``DateTime.ParseExact(value, format, invariant, styles)`` → (UTC-or-unspecified, kind).
 
     Raises:
         ValueError: the value does not fit the format.
+        TimeoutError: matching took longer than ``timeout`` seconds.
     """
     s = value
     if "AllowLeadingWhite" in styles:
@@ -518,7 +536,7 @@ def parse_exact(
         s = s.rstrip()
     if "AllowInnerWhite" in styles:
         s = re.sub(r"\s+", " ", s)
-    m = parser.regex.match(s)
+    m = parser.regex.match(s, timeout=timeout)
     if not m:
         raise ValueError(f"{value!r} does not match the format {parser.fmt!r}")
     year: int | None = None

@@ -39,7 +39,14 @@ from bulkprov.errors import UserDataError
 from bulkprov.mapping import ast, dates, text
 from bulkprov.mapping.context import MappingContext
 from bulkprov.mapping.errors import ExpressionSyntaxError
-from bulkprov.mapping.regex import check_replacement, compile_dotnet
+from bulkprov.mapping.regex import (
+    DEFAULT_REGEX_TIMEOUT,
+    Pattern,
+    PatternError,
+    check_replacement,
+    compile_dotnet,
+    timed_out,
+)
 from bulkprov.mapping.values import (
     FALSE,
     TRUE,
@@ -89,6 +96,7 @@ class Call:
         expression: str,
         target: str,
         top_level: bool,
+        regex_timeout: float = DEFAULT_REGEX_TIMEOUT,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -98,6 +106,8 @@ class Call:
         self.expression = expression
         self.target = target
         self.top_level = top_level
+        #: seconds one regular-expression match may take (``limits.regex_timeout``)
+        self.regex_timeout = regex_timeout
 
     def present(self, i: int) -> bool:
         """The argument exists and is not an empty slot."""
@@ -612,6 +622,7 @@ def _format_date_time(call: Call) -> Evaluator:
 
     src = call.ev(0)
     parser, formatter = parser_of(in_i), formatter_of(out_i)
+    timeout = call.regex_timeout
 
     def format_date_time(u: U, c: C) -> Any:
         v = src(u, c)
@@ -620,9 +631,11 @@ def _format_date_time(call: Call) -> Evaluator:
         s = as_text(v, name, "source")
         exact = parser(u, c)
         try:
-            dt, kind = dates.parse_exact(s, exact, styles, lambda: dates.now(c.now))
+            dt, kind = dates.parse_exact(s, exact, styles, lambda: dates.now(c.now), timeout)
         except (ValueError, OverflowError) as exc:
             raise UserDataError(f"{name}: {exc}") from exc
+        except TimeoutError:
+            raise timed_out(name, exact.fmt, timeout, "the inputFormat") from None
         return dates.format_custom(dt, kind, formatter(u, c))
 
     return format_date_time
@@ -1040,23 +1053,24 @@ def _replace_template(call: Call) -> Evaluator:
     return replace_template
 
 
-def _regex_of(
-    call: Call, i: int
-) -> tuple[Callable[[U, C], re.Pattern[str]], re.Pattern[str] | None]:
-    """The pattern's evaluator, and the compiled pattern itself when it is a constant."""
+def _regex_of(call: Call, i: int) -> tuple[Callable[[U, C], tuple[Pattern, str]], Pattern | None]:
+    """The pattern's evaluator (compiled pattern, pattern text), and the compiled pattern
+    itself when it is a constant."""
     const = call.const_text(i)
     if const is not None:
         try:
             compiled = compile_dotnet(const)
-        except re.error as exc:
+        except PatternError as exc:
             call.fail(i, f"invalid regular expression: {exc}")
-        return (lambda u, c: compiled), compiled
+        fixed = (compiled, const)
+        return (lambda u, c: fixed), compiled
     ev = call.ev(i)
 
-    def dynamic(u: U, c: C) -> re.Pattern[str]:
+    def dynamic(u: U, c: C) -> tuple[Pattern, str]:
+        text = as_text(ev(u, c) or "", "Replace", "regexPattern")
         try:
-            return compile_dotnet(as_text(ev(u, c) or "", "Replace", "regexPattern"))
-        except re.error as exc:
+            return compile_dotnet(text), text
+        except PatternError as exc:
             raise UserDataError(f"Replace: invalid regular expression: {exc}") from exc
 
     return dynamic, None
@@ -1073,13 +1087,14 @@ def _replace_regex(call: Call) -> Evaluator:
         except ValueError as exc:
             call.fail(4, f"replacementValue: {exc}")
     repl_ev = call.ev(4)
+    timeout = call.regex_timeout
 
     def replace_regex(u: U, c: C) -> Any:
         v = src(u, c)
         if v is None:
             return None
         s = as_text(v, "Replace", "source")
-        rx = pattern(u, c)
+        rx, text = pattern(u, c)
         tpl = template
         if tpl is None:
             raw = opt_text(repl_ev(u, c), "Replace", "replacementValue") or ""
@@ -1087,12 +1102,15 @@ def _replace_regex(call: Call) -> Evaluator:
                 tpl = check_replacement(rx, raw)
             except ValueError as exc:
                 raise UserDataError(f"Replace: replacementValue: {exc}") from exc
-        return rx.sub(tpl, s)
+        try:
+            return rx.sub(tpl, s, timeout=timeout)
+        except TimeoutError:
+            raise timed_out("Replace", text, timeout) from None
 
     return replace_regex
 
 
-def _group_name(call: Call, pattern: re.Pattern[str] | None) -> str:
+def _group_name(call: Call, pattern: Pattern | None) -> str:
     name = call.const_text(3)
     if name is None:
         call.fail(3, "regexGroupName must be a constant string")
@@ -1106,26 +1124,31 @@ def _replace_group(call: Call) -> Evaluator:
     pattern, const_pattern = _regex_of(call, 2)
     group = _group_name(call, const_pattern)
     repl_ev = call.ev(4)
+    timeout = call.regex_timeout
 
     def replace_group(u: U, c: C) -> Any:
         v = src(u, c)
         if v is None:
             return None
         s = as_text(v, "Replace", "source")
-        rx = pattern(u, c)
+        rx, text = pattern(u, c)
         if group not in rx.groupindex:
             raise UserDataError(f"Replace: the pattern has no group named {group!r}")
         new = opt_text(repl_ev(u, c), "Replace", "replacementValue") or ""
         out: list[str] = []
         last = 0
-        for m in rx.finditer(s):
-            start, end = m.span(group)
-            # Only a group that matched some text is replaced (an empty or skipped group
-            # is not "a value matching regexGroupName") [I].
-            if start < end:
-                out.append(s[last:start])
-                out.append(new)
-                last = end
+        try:
+            # One time limit for the whole scan: the package times the iterator's state.
+            for m in rx.finditer(s, timeout=timeout):
+                start, end = m.span(group)
+                # Only a group that matched some text is replaced (an empty or skipped
+                # group is not "a value matching regexGroupName") [I].
+                if start < end:
+                    out.append(s[last:start])
+                    out.append(new)
+                    last = end
+        except TimeoutError:
+            raise timed_out("Replace", text, timeout) from None
         out.append(s[last:])
         return "".join(out)
 
@@ -1137,6 +1160,7 @@ def _replace_fallback(call: Call) -> Evaluator:
     pattern, const_pattern = _regex_of(call, 2)
     group = _group_name(call, const_pattern)
     other_ev = call.ev(5)
+    timeout = call.regex_timeout
 
     def replace_fallback(u: U, c: C) -> Any:
         v = src(u, c)
@@ -1145,7 +1169,13 @@ def _replace_fallback(call: Call) -> Evaluator:
         other = other_ev(u, c)
         if other is None:
             return None
-        m = pattern(u, c).search(as_text(other, "Replace", "replacementAttributeName"))
+        rx, text = pattern(u, c)
+        if group not in rx.groupindex:
+            raise UserDataError(f"Replace: the pattern has no group named {group!r}")
+        try:
+            m = rx.search(as_text(other, "Replace", "replacementAttributeName"), timeout=timeout)
+        except TimeoutError:
+            raise timed_out("Replace", text, timeout) from None
         return m.group(group) if m else None
 
     return replace_fallback

@@ -8,6 +8,10 @@ data is a :class:`UserDataError` for that user.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from bulkprov.config import AttributeMapping
@@ -143,3 +147,111 @@ class TestInvalidUnicode:
     def test_surrogate_pairs_are_characters(self) -> None:
         """A real astral character (one code point in Python) still encodes."""
         assert compile_expression("ConvertToUTF8Hex([a])").evaluate({"a": "😀"}) == "F09F9880"
+
+
+#: a pattern the regex package cannot save from backtracking: Fibonacci many ways to split
+#: a run of a's, and the "!" makes every one fail (`re` takes over an hour on 50 characters)
+BACKTRACKS = "(a|aa)+$"
+HOSTILE = "a" * 60 + "!"
+#: the time limit these tests give (the default is 0.1 s)
+LIMIT = 0.05
+#: how long a timed-out call may take in all: the limit, plus slack for a busy machine
+BOUND = 2.0
+
+
+def timed(call: Callable[[], object]) -> tuple[BaseException | None, float]:
+    start = time.perf_counter()
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 - the test looks at what came out
+        return exc, time.perf_counter() - start
+    return None, time.perf_counter() - start
+
+
+class TestRegexTimeLimit:
+    @pytest.mark.parametrize(
+        "expression",
+        [
+            f'Replace([a], , "{BACKTRACKS}", , "x", , )',
+            'Replace([a], , "(?<g>(a|aa)+)$", "g", "x", , )',
+            'Replace([empty], , "(?<g>(a|aa)+$)", "g", , [a], )',
+            'Replace([a], , [pattern], , "x", , )',
+        ],
+        ids=["replacementValue", "regexGroupName", "replacementAttributeName", "dynamic"],
+    )
+    def test_a_backtracking_match_fails_the_user_in_time(self, expression: str) -> None:
+        """The same pattern per user blocked the event loop for as long as it ran."""
+        compiled = compile_expression(expression, regex_timeout=LIMIT)
+        user = {"a": HOSTILE, "pattern": BACKTRACKS}
+        error, took = timed(lambda: compiled.evaluate(user))
+        assert isinstance(error, UserDataError), error
+        assert "took longer than 0.05 s" in str(error)
+        assert "(a|aa)+" in str(error)
+        assert took < BOUND
+        # the same expression is fine on an ordinary value
+        assert compiled.evaluate({"a": "aaaa", "pattern": BACKTRACKS, "empty": ""}) is not None
+
+    def test_map_user_names_the_target(self) -> None:
+        mapper = compile_mappings(
+            [
+                AttributeMapping(target="userName", source="mail", matching_precedence=1),
+                AttributeMapping(
+                    target="displayName", expression=f'Replace([a], , "{BACKTRACKS}", , "", , )'
+                ),
+            ],
+            regex_timeout=LIMIT,
+        )
+        error, took = timed(lambda: mapper.map_user({"mail": "m@x.y", "a": HOSTILE}))
+        assert isinstance(error, UserDataError)
+        assert str(error).startswith("displayName: Replace: matching the regular expression")
+        assert took < BOUND
+        assert mapper.map_user({"mail": "m@x.y", "a": "aa"}).values["displayName"] == ""
+
+    def test_a_folded_pattern_fails_the_config_at_load_naming_the_mapping(self) -> None:
+        """The issue's case: a constant Replace folded for seconds at config load."""
+        rows = [
+            AttributeMapping(target="userName", source="mail", matching_precedence=1),
+            AttributeMapping(
+                target="nickName", expression=f'Replace("{HOSTILE}", , "{BACKTRACKS}", , "x", , )'
+            ),
+        ]
+        error, took = timed(
+            lambda: compile_mappings(rows, config_path="c.toml", regex_timeout=LIMIT)
+        )
+        assert isinstance(error, ExpressionSyntaxError)
+        assert error.key == "mappings[1].expression" and error.path == "c.toml"
+        assert "took longer than 0.05 s" in error.hint
+        assert error.position == 0
+        assert took < BOUND
+
+    def test_the_issues_pattern_no_longer_takes_seconds(self) -> None:
+        """(a+)+$ on "a"*26 + "b" folded for 4.9 s with re; the regex package does not
+        backtrack on it, and anything that does is cut at the limit."""
+        text = 'Replace("' + "a" * 26 + 'b", , "(a+)+$", , "x", , )'
+        error, took = timed(lambda: compile_expression(text))
+        assert error is None and took < BOUND
+
+    def test_the_limit_comes_from_the_config(self, tmp_path: Path) -> None:
+        """limits.regex_timeout reaches the mapper and the scope that the pipeline builds."""
+        from bulkprov.commands.starter import STARTER_TOML
+        from bulkprov.config import load_config
+        from bulkprov.pipeline import Engine
+
+        text = STARTER_TOML.replace("[state]", "[limits]\nregex_timeout = 0.05\n\n[state]")
+        text += f'\n[[mappings]]\ntarget = "nickName"\nexpression = \'Replace([a], , "{BACKTRACKS}", , "", , )\'\n'
+        text = text.replace(
+            "# [[scope.filters]]",
+            '[[scope.filters]]\nclauses = [{ attribute = "b", operator = "NOT REGEX MATCH", '
+            f'value = "{BACKTRACKS}" }}]\n# [[scope.filters]]',
+        )
+        (tmp_path / "c.toml").write_text(text)
+        cfg = load_config(tmp_path / "c.toml")
+        assert cfg.limits.regex_timeout == 0.05
+        engine = Engine(cfg)
+        user = {"id": "00000000-0000-0000-0000-000000000001", "userPrincipalName": "a@b.c"}
+        error, took = timed(lambda: engine.evaluate({**user, "a": HOSTILE, "b": "x"}))
+        assert isinstance(error, UserDataError) and "nickName: Replace" in str(error)
+        assert took < BOUND
+        error, took = timed(lambda: engine.evaluate({**user, "a": "x", "b": HOSTILE}))
+        assert isinstance(error, UserDataError) and "scoping filter #1" in str(error)
+        assert took < BOUND
