@@ -49,12 +49,15 @@ from bulkprov.mapping.regex import (
 )
 from bulkprov.mapping.values import (
     FALSE,
+    MAX_TEXT_LENGTH,
     TRUE,
     as_number,
     bool_text,
+    check_length,
     is_null_or_empty,
     is_truthy,
     opt_text,
+    shown,
     to_int,
 )
 from bulkprov.mapping.values import text as as_text
@@ -315,7 +318,7 @@ def _interval(call: Call, i: int) -> Callable[[U, C], str]:
     def dynamic(u: U, c: C) -> str:
         value = opt_text(ev(u, c), name, "interval")
         if value not in dates.INTERVALS:
-            raise UserDataError(f"{name}: unknown interval {value!r}")
+            raise UserDataError(f"{name}: unknown interval {shown(value or '')}")
         return value
 
     return dynamic
@@ -337,7 +340,11 @@ def _append(call: Call) -> Evaluator:
         x = suffix(u, c)
         if x is None:
             return str(s)
-        return s + (x if x.__class__ is str else as_text(x, "Append", "suffix"))
+        if x.__class__ is not str:
+            x = as_text(x, "Append", "suffix")
+        if len(s) + len(x) > MAX_TEXT_LENGTH:
+            check_length(len(s) + len(x), "Append")
+        return s + x
 
     return append
 
@@ -461,9 +468,12 @@ def _coalesce(call: Call) -> Evaluator:
     return coalesce
 
 
-def _encode(s: str, encoding: str, func: str) -> bytes:
+def _encode(s: str, encoding: str, func: str, growth: int) -> bytes:
     """``s`` in ``encoding``; a lone surrogate (no character: half of a UTF-16 pair) fails
-    the user instead of raising ``UnicodeEncodeError``."""
+    the user instead of raising ``UnicodeEncodeError``. ``growth``: at most how many
+    output characters one input character makes (checked against the length limit)."""
+    if len(s) * growth > MAX_TEXT_LENGTH:
+        check_length(len(s) * growth, func)
     try:
         return s.encode(encoding)
     except UnicodeEncodeError as exc:
@@ -477,14 +487,15 @@ def _encode(s: str, encoding: str, func: str) -> bytes:
 def _base64(call: Call) -> Evaluator:
     return _transform(
         "ConvertToBase64",
-        lambda s: base64.b64encode(_encode(s, "utf-16-le", "ConvertToBase64")).decode("ascii"),
+        # UTF-16: up to 4 bytes a character; base64: 4 characters per 3 bytes
+        lambda s: base64.b64encode(_encode(s, "utf-16-le", "ConvertToBase64", 6)).decode("ascii"),
     )(call)
 
 
 @function("ConvertToUTF8Hex", "source")
 def _utf8_hex(call: Call) -> Evaluator:
     return _transform(
-        "ConvertToUTF8Hex", lambda s: _encode(s, "utf-8", "ConvertToUTF8Hex").hex().upper()
+        "ConvertToUTF8Hex", lambda s: _encode(s, "utf-8", "ConvertToUTF8Hex", 8).hex().upper()
     )(call)
 
 
@@ -636,7 +647,10 @@ def _format_date_time(call: Call) -> Evaluator:
             raise UserDataError(f"{name}: {exc}") from exc
         except TimeoutError:
             raise timed_out(name, exact.fmt, timeout, "the inputFormat") from None
-        return dates.format_custom(dt, kind, formatter(u, c))
+        out = dates.format_custom(dt, kind, formatter(u, c))
+        if len(out) > MAX_TEXT_LENGTH:
+            check_length(len(out), name)
+        return out
 
     return format_date_time
 
@@ -791,6 +805,9 @@ def _join(call: Call) -> Evaluator:
             # Nothing to join: null, so the target is not sent [I].
             return None
         sep = const_sep if const_sep is not None else opt_text(sep_ev(u, c), "Join") or ""
+        length = sum(map(len, parts)) + len(sep) * (len(parts) - 1)
+        if length > MAX_TEXT_LENGTH:
+            check_length(length, "Join")
         return sep.join(parts)
 
     return join
@@ -831,7 +848,13 @@ def _mid(call: Call) -> Evaluator:
 
 @function("NormalizeDiacritics", "source")
 def _normalize_diacritics(call: Call) -> Evaluator:
-    return _transform("NormalizeDiacritics", text.normalize_diacritics)(call)
+    def normalize(s: str) -> str:
+        out = text.normalize_diacritics(s)
+        if len(out) > MAX_TEXT_LENGTH:
+            check_length(len(out), "NormalizeDiacritics")
+        return out
+
+    return _transform("NormalizeDiacritics", normalize)(call)
 
 
 @function("Not", "source")
@@ -972,11 +995,20 @@ def _remove_duplicates(call: Call) -> Evaluator:
         v = src(u, c)
         if not isinstance(v, list):
             return v
-        seen: list[Any] = []
+        out: list[Any] = []
+        hashable: set[Any] = set()
+        others: list[Any] = []  # dicts and lists: compared one by one (rare, and short)
         for x in v:
-            if x not in seen:
-                seen.append(x)
-        return seen
+            try:
+                if x in hashable:
+                    continue
+                hashable.add(x)
+            except TypeError:
+                if x in others:
+                    continue
+                others.append(x)
+            out.append(x)
+        return out
 
     return remove_duplicates
 
@@ -1029,7 +1061,12 @@ def _replace_value(call: Call) -> Evaluator:
         old = opt_text(old_ev(u, c), "Replace", "oldValue")
         if not old:
             return s
-        return s.replace(old, opt_text(new_ev(u, c), "Replace", "replacementValue") or "")
+        new = opt_text(new_ev(u, c), "Replace", "replacementValue") or ""
+        if len(new) > len(old) and len(s) + len(s) // len(old) * (len(new) - len(old)) > (
+            MAX_TEXT_LENGTH
+        ):
+            check_length(len(s) + s.count(old) * (len(new) - len(old)), "Replace")
+        return s.replace(old, new)
 
     return replace_value
 
@@ -1048,7 +1085,11 @@ def _replace_template(call: Call) -> Evaluator:
         old = opt_text(old_ev(u, c), "Replace", "oldValue")
         if template is None:
             return None
-        return template.replace(old, s) if old else template
+        if not old:
+            return template
+        if len(s) > len(old) and len(template) // len(old) * len(s) > MAX_TEXT_LENGTH:
+            check_length(len(template) + template.count(old) * (len(s) - len(old)), "Replace")
+        return template.replace(old, s)
 
     return replace_template
 
@@ -1103,11 +1144,32 @@ def _replace_regex(call: Call) -> Evaluator:
             except ValueError as exc:
                 raise UserDataError(f"Replace: replacementValue: {exc}") from exc
         try:
-            return rx.sub(tpl, s, timeout=timeout)
+            # Every match (at most one per position) adds at most the template, each of
+            # its group references at most the whole source: when that cannot pass the
+            # length limit, the fast path; else each expansion is counted.
+            refs = tpl.count("\\g<")
+            if len(s) + (len(s) + 1) * (len(tpl) + refs * len(s)) <= MAX_TEXT_LENGTH:
+                return rx.sub(tpl, s, timeout=timeout)
+            return _bounded_sub(rx, tpl, s, timeout)
         except TimeoutError:
             raise timed_out("Replace", text, timeout) from None
 
     return replace_regex
+
+
+def _bounded_sub(rx: Pattern, template: str, s: str, timeout: float) -> str:
+    """``rx.sub(template, s)`` that stops as soon as the result passes the length limit."""
+    budget = [MAX_TEXT_LENGTH - len(s)]
+
+    def expand(m: Any) -> str:
+        piece: str = m.expand(template)
+        budget[0] -= len(piece) - (m.end() - m.start())
+        if budget[0] < 0:
+            check_length(MAX_TEXT_LENGTH - budget[0], "Replace")
+        return piece
+
+    result: str = rx.sub(expand, s, timeout=timeout)
+    return result
 
 
 def _group_name(call: Call, pattern: Pattern | None) -> str:
@@ -1139,6 +1201,7 @@ def _replace_group(call: Call) -> Evaluator:
         last = 0
         try:
             # One time limit for the whole scan: the package times the iterator's state.
+            length = len(s)
             for m in rx.finditer(s, timeout=timeout):
                 start, end = m.span(group)
                 # Only a group that matched some text is replaced (an empty or skipped
@@ -1147,6 +1210,9 @@ def _replace_group(call: Call) -> Evaluator:
                     out.append(s[last:start])
                     out.append(new)
                     last = end
+                    length += len(new) - (end - start)
+                    if length > MAX_TEXT_LENGTH:
+                        check_length(length, "Replace")
         except TimeoutError:
             raise timed_out("Replace", text, timeout) from None
         out.append(s[last:])

@@ -86,8 +86,32 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 
-def _short(s: str) -> str:
-    return repr(s) if len(s) <= 40 else repr(s[:18] + "…" + s[-18:])
+#: the longest string a function may build. Nothing legitimate comes near it (Graph's
+#: string properties hold a few thousand characters); without it a few nested calls
+#: that grow their input (ConvertToBase64 ×2.7, Replace by a longer string) exhaust memory.
+MAX_TEXT_LENGTH = 1_000_000
+
+
+def check_length(length: int, func: str) -> None:
+    """Raise when a result of ``length`` characters would be longer than allowed.
+
+    Raises:
+        UserDataError: naming the function and the limit.
+    """
+    if length > MAX_TEXT_LENGTH:
+        raise UserDataError(
+            f"{func}: the result would be {length:,} characters long; a value may be at "
+            f"most {MAX_TEXT_LENGTH:,}"
+        )
+
+
+def shown(s: str, limit: int = 60) -> str:
+    """``repr(s)`` for an error message, cut in the middle when longer than ``limit``: a
+    user's value can be a megabyte, and messages end up in the provisioning log."""
+    if len(s) <= limit:
+        return repr(s)
+    half = (limit - 1) // 2
+    return repr(s[:half] + "…" + s[-half:]) + f" ({len(s):,} characters)"
 
 
 def to_int(value: Any, func: str, what: str) -> int:
@@ -106,12 +130,12 @@ def to_int(value: Any, func: str, what: str) -> int:
     else:
         hex_match = _HEX.match(s)
         if not hex_match:
-            raise UserDataError(f"{func}: {what} {_short(s)} is not an integer")
+            raise UserDataError(f"{func}: {what} {shown(s)} is not an integer")
         digits = hex_match.group(1).lstrip("0")
         number = int(digits or "0", 16) if len(digits) <= 16 else None
     if number is None or not INT64_MIN <= number <= INT64_MAX:
         raise UserDataError(
-            f"{func}: {what} {_short(s.strip())} is outside the range of a 64-bit integer"
+            f"{func}: {what} {shown(s.strip())} is outside the range of a 64-bit integer"
         )
     return number
 
@@ -146,7 +170,7 @@ def is_truthy(value: Any, func: str) -> bool:
     num = as_number(s)
     if num is not None:
         return num != 0
-    raise UserDataError(f'{func}: {s!r} is not a boolean (expected "True" or "False")')
+    raise UserDataError(f'{func}: {shown(s)} is not a boolean (expected "True" or "False")')
 
 
 def is_null_or_empty(value: Any) -> bool:

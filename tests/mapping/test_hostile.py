@@ -18,6 +18,7 @@ from bulkprov.config import AttributeMapping
 from bulkprov.errors import UserDataError
 from bulkprov.mapping import ExpressionSyntaxError, compile_expression, compile_mappings, parse
 from bulkprov.mapping.parser import MAX_NESTING
+from bulkprov.mapping.values import MAX_TEXT_LENGTH
 
 
 def nested(depth: int, inner: str = "[a]") -> str:
@@ -255,3 +256,61 @@ class TestRegexTimeLimit:
         error, took = timed(lambda: engine.evaluate({**user, "a": "x", "b": HOSTILE}))
         assert isinstance(error, UserDataError) and "scoping filter #1" in str(error)
         assert took < BOUND
+
+
+class TestValueGrowth:
+    def test_nested_growth_stops_at_the_length_limit(self) -> None:
+        """16 nested ConvertToBase64 (×2.7 each) on a constant exhausted memory at config
+        load (the fuzz test's first find); now the fold stops at a million characters."""
+        text = "ConvertToBase64(" * 16 + '"' + "x" * 100 + '"' + ")" * 16
+        error, took = timed(lambda: compile_expression(text))
+        assert isinstance(error, ExpressionSyntaxError)
+        assert f"at most {MAX_TEXT_LENGTH:,}" in error.hint
+        assert took < BOUND
+
+    @pytest.mark.parametrize(
+        ("expression", "user"),
+        [
+            ('Replace([a], "x", , , [n], , )', {"a": "x" * 20_000, "n": "y" * 100}),
+            ('Replace([a], "x", , , , , [n])', {"a": "x" * 20_000, "n": "x" * 100}),
+            ("Replace([a], , [p], , [n], , )", {"a": "x" * 20_000, "p": "", "n": "y" * 100}),
+            ('Replace([a], , "(?=(.*))", , "$1", , )', {"a": "x" * 3_000}),
+            ('Replace([a], , "(?<g>x)", "g", [n], , )', {"a": "x" * 20_000, "n": "y" * 100}),
+            ("Join([n], [items])", {"items": ["x"] * 2_000, "n": "y" * 1_000}),
+            ("Append([a], [a])", {"a": "x" * 600_000}),
+            ("ConvertToUTF8Hex([a])", {"a": "é" * 200_000}),
+        ],
+    )
+    def test_a_users_value_grown_past_the_limit_fails_that_user(
+        self, expression: str, user: dict[str, object]
+    ) -> None:
+        compiled = compile_expression(expression)
+        error, took = timed(lambda: compiled.evaluate(user))
+        assert isinstance(error, UserDataError), error
+        assert "characters long; a value may be at most 1,000,000" in str(error)
+        assert took < BOUND
+
+    def test_values_under_the_limit_still_grow(self) -> None:
+        compiled = compile_expression('Replace([a], , "(?<c>.)", , "${c}${c}", , )')
+        assert compiled.evaluate({"a": "ab" * 1_000}) == "aabb" * 1_000
+
+    def test_remove_duplicates_is_not_quadratic(self) -> None:
+        """200,000 distinct values took minutes (a list scanned for each value)."""
+        compiled = compile_expression("Count(RemoveDuplicates([items]))")
+        items = [str(i % 150_000) for i in range(200_000)]
+        error, took = timed(lambda: compiled.evaluate({"items": items}))
+        assert error is None and took < BOUND
+        assert compiled.evaluate({"items": items}) == "150000"
+        mixed = [{"a": 1}, "x", {"a": 1}, "x", ["y"], ["y"]]
+        assert compile_expression("RemoveDuplicates([items])").evaluate({"items": mixed}) == [
+            {"a": 1},
+            "x",
+            ["y"],
+        ]
+
+    def test_error_messages_do_not_carry_a_megabyte_of_value(self) -> None:
+        compiled = compile_expression("CDate([a])")
+        with pytest.raises(UserDataError) as info:
+            compiled.evaluate({"a": "z" * 1_000_000})
+        assert len(str(info.value)) < 500
+        assert "(1,000,000 characters)" in str(info.value)
