@@ -22,10 +22,10 @@ after a backslash. Backslashes in a .NET replacement are literal, so they are es
 Patterns run on the ``regex`` package (PyPI), not on ``re``: like .NET's ``Regex`` (its
 ``MatchTimeout``), it takes a time limit per call (``timeout=``). ``re`` has none, and
 ``(a|aa)+$`` searched in 50 characters runs there for over an hour (measured: 0.13 s at
-28 characters, ×1.6 per character). It is also nearer to .NET
-than ``re`` in what it accepts (``\\p{Lu}`` classes, variable-length lookbehind, atomic
-groups). Every match is given ``limits.regex_timeout`` seconds; the ``regex`` package
-counts them in CPU time of the process (C ``clock()``), checked as the match runs.
+28 characters, ×1.6 per character). It is also nearer to .NET than ``re`` in what it
+accepts (``\\p{Lu}`` classes, variable-length lookbehind). Every match is given
+``limits.regex_timeout`` seconds; the ``regex`` package counts them in CPU time of the
+process (C ``clock()``), checked as the match runs.
 """
 
 from __future__ import annotations
