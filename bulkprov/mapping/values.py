@@ -31,8 +31,18 @@ _HEX = re.compile(r"\s*&[Hh]([0-9A-Fa-f]+)\s*\Z")
 _NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*\Z")
 
 
-def normalize(value: Any) -> Any:
-    """Graph JSON → language value (see the module docstring)."""
+#: how deep lists may nest in a user's value (Graph's are flat; JSON allows 1,024 levels,
+#: more than Python's recursion limit)
+MAX_LIST_DEPTH = 32
+
+
+def normalize(value: Any, _depth: int = 0) -> Any:
+    """Graph JSON → language value (see the module docstring).
+
+    Raises:
+        UserDataError: lists nested more than :data:`MAX_LIST_DEPTH` deep, or an integer
+            too long to print (Python refuses past 4,300 digits).
+    """
     if value is None or value.__class__ is str:
         return value
     if value is True:
@@ -42,11 +52,16 @@ def normalize(value: Any) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:
+            raise UserDataError("a number is too long to read") from None
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, list | tuple):
-        items = [normalize(v) for v in value if v is not None]
+        if _depth >= MAX_LIST_DEPTH:
+            raise UserDataError(f"a value holds lists nested more than {MAX_LIST_DEPTH} deep")
+        items = [normalize(v, _depth + 1) for v in value if v is not None]
         return items or None
     return value
 
@@ -63,12 +78,14 @@ def text(value: Any, func: str, what: str = "argument") -> str:
     """
     if value.__class__ is str or isinstance(value, str):
         return value
-    if isinstance(value, list):
-        if len(value) == 1:
-            return text(value[0], func, what)
-        raise UserDataError(
-            f"{func}: {what} is multi-valued ({len(value)} values); expected one value"
-        )
+    while isinstance(value, list):  # a loop, not recursion: [[[…]]] can nest 1,000 deep
+        if len(value) != 1:
+            raise UserDataError(
+                f"{func}: {what} is multi-valued ({len(value)} values); expected one value"
+            )
+        value = value[0]
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return bool_text(value)
     if isinstance(value, int | float):

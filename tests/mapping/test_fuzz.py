@@ -99,8 +99,20 @@ INTERESTING = [
     "İstanbul ǅ ß ﬁ",
     ",;:",
 ]
+
+
+def nest(depth: int, inner: Any, box: Any) -> Any:
+    for _ in range(depth):
+        inner = box(inner)
+    return inner
+
+
 HOSTILE_VALUES: list[Any] = [
     *INTERESTING,
+    nest(900, "x", lambda v: [v]),  # JSON allows 1,024 levels: past Python's recursion limit
+    nest(900, "x", lambda v: {"k": v}),
+    nest(900, "x", lambda v: [v, "y"]),
+    10**5_000,  # past the 4,300 digits Python prints
     "x" * 20_000,
     "\t\n\r\x00\x1b",
     2**63,

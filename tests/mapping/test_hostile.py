@@ -16,7 +16,13 @@ import pytest
 
 from bulkprov.config import AttributeMapping
 from bulkprov.errors import UserDataError
-from bulkprov.mapping import ExpressionSyntaxError, compile_expression, compile_mappings, parse
+from bulkprov.mapping import (
+    ExpressionSyntaxError,
+    MappingContext,
+    compile_expression,
+    compile_mappings,
+    parse,
+)
 from bulkprov.mapping.parser import MAX_NESTING
 from bulkprov.mapping.values import MAX_TEXT_LENGTH
 
@@ -314,3 +320,31 @@ class TestValueGrowth:
             compiled.evaluate({"a": "z" * 1_000_000})
         assert len(str(info.value)) < 500
         assert "(1,000,000 characters)" in str(info.value)
+
+
+class TestDeepValues:
+    """JSON allows values nested 1,024 deep, more than Python's recursion limit: reading
+    and flattening a user's value must not recurse once per level."""
+
+    @staticmethod
+    def deep(levels: int) -> object:
+        value: object = "x"
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    @pytest.mark.parametrize("expression", ["[a]", "CStr([a])", 'Join(",", [a])', "Count([a])"])
+    def test_nested_lists_fail_the_user(self, expression: str) -> None:
+        compiled = compile_expression(expression)
+        with pytest.raises(UserDataError, match="nested more than 32 deep"):
+            compiled.evaluator({"a": self.deep(1_000)}, MappingContext())
+
+    def test_one_element_lists_unwrap_without_recursion(self) -> None:
+        from bulkprov.mapping.values import text
+
+        assert text(self.deep(5_000), "F") == "x"
+
+    def test_an_integer_too_long_to_print_fails_the_user(self) -> None:
+        compiled = compile_expression("CStr([n])")
+        with pytest.raises(UserDataError, match="too long to read"):
+            compiled.evaluator({"n": 10**5_000}, MappingContext())
