@@ -328,10 +328,10 @@ class Config(_Model):
     state: StateConfig = StateConfig()
     escrow: EscrowConfig = EscrowConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
+    limits: LimitsConfig = LimitsConfig()
     scope: ScopeConfig = ScopeConfig()
     deprovision: DeprovisionConfig = DeprovisionConfig()
     groups: GroupsConfig = GroupsConfig()
-    limits: LimitsConfig = LimitsConfig()
     mappings: list[AttributeMapping] = Field(min_length=1)
     #: where this config came from (for messages); not part of the TOML
     source_path: str | None = Field(default=None, exclude=True)
