@@ -357,12 +357,28 @@ class QuarantineConfig(_Model):
         return BreakerPolicy(**self.model_dump())
 
 
+#: seconds one regular-expression match may take by default (``limits.regex_timeout``)
+DEFAULT_REGEX_TIMEOUT = 0.1
+
+
+class LimitsConfig(_Model):
+    """Bounds on what one user can cost, so that a mistyped mapping cannot hang a run."""
+
+    #: seconds (CPU time) one regular-expression match may take: ``Replace`` patterns,
+    #: ``REGEX MATCH`` scoping clauses and ``FormatDateTime`` input formats. A match that
+    #: takes longer fails that user, or the config when pattern and value are constants.
+    #: .NET's ``Regex`` (what Entra runs) has match timeouts too; a normal match takes
+    #: microseconds, a catastrophically backtracking one doubles with every character
+    regex_timeout: Annotated[float, Field(gt=0, le=10)] = DEFAULT_REGEX_TIMEOUT
+
+
 class Config(_Model):
     graph: GraphConfig
     target: TargetConfig
     state: StateConfig = StateConfig()
     escrow: EscrowConfig = EscrowConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
+    limits: LimitsConfig = LimitsConfig()
     scope: ScopeConfig = ScopeConfig()
     deprovision: DeprovisionConfig = DeprovisionConfig()
     groups: GroupsConfig = GroupsConfig()
