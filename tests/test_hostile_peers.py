@@ -198,12 +198,14 @@ async def test_one_byte_a_second_meets_the_deadline() -> None:
 
 
 async def test_a_redirect_is_named_and_never_followed() -> None:
-    async with peer(fixed(200, b"{}")) as elsewhere:
-        async with peer(fixed(302, b"", f"Location: {elsewhere.url}/Users/u1")) as p:
-            scim = client(p.url)
-            with pytest.raises(TargetRejected) as info:
-                await scim.send(rq.get_user("u1"))
-            await scim._http.aclose()
+    async with (
+        peer(fixed(200, b"{}")) as elsewhere,
+        peer(fixed(302, b"", f"Location: {elsewhere.url}/Users/u1")) as p,
+    ):
+        scim = client(p.url)
+        with pytest.raises(TargetRejected) as info:
+            await scim.send(rq.get_user("u1"))
+        await scim._http.aclose()
     assert "redirected to 127.0.0.1" in str(info.value)
     assert elsewhere.requests == []  # the token never went there
     assert len(p.requests) == 1
@@ -254,7 +256,7 @@ async def test_a_target_echoing_our_headers_never_gets_the_token_printed(
         try:
             result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
             text = repr(result)
-        except BaseException as exc:  # the breaker may stop it: that is a clear end too
+        except BaseException as exc:  # noqa: BLE001 - the breaker may stop it: a clear end too
             err = _first(exc)
             assert isinstance(err, BulkProvError), repr(err)
             text = str(err)

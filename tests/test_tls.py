@@ -6,7 +6,6 @@ import pytest
 
 from bulkprov.errors import (
     ConfigError,
-    SourceError,
     SourceTLSError,
     TargetAuthError,
     TargetStop,
