@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from bulkprov import _json
-from bulkprov.commands._shared import EPILOG, _fail, _load, _run, config_option
+from bulkprov.commands._shared import EPILOG, _fail, _load, _run, config_option, echo, echo_json
 from bulkprov.errors import BulkProvError, ConfigError
 
 
@@ -69,15 +69,15 @@ def mapping_test(
     except BulkProvError as exc:
         _fail(exc)
     if as_json:
-        click.echo(_json.dumps(result).decode())
+        echo_json(result)
         return
     if expression is not None:
-        click.echo(_json.dumps(result["value"]).decode())
+        echo_json(result["value"])
         return
     for path, value in result["values"].items():
         flag = "" if path in result["on_update"] else "   (creation only / default)"
-        click.echo(f"{path} = {_json.dumps(value).decode()}{flag}")
-    click.echo(f"matching on: {', '.join(result['matching'])}")
+        echo(f"{path} = {_json.dumps(value).decode()}{flag}")
+    echo(f"matching on: {', '.join(result['matching'])}")
 
 
 async def _fetch_user(cfg: Any, key: str) -> Any:
@@ -138,7 +138,7 @@ def mapping_export(config_path: Path, fmt: str) -> None:
     if fmt == "toml":
         click.echo(to_toml(list(cfg.mappings)), nl=False)
     else:
-        click.echo(_json.dumps(to_graph(list(cfg.mappings))).decode())
+        echo_json(to_graph(list(cfg.mappings)))
 
 
 @mapping.command("import", epilog=EPILOG)
@@ -186,4 +186,4 @@ def mapping_import(source: Path, fmt: str) -> None:
     except BulkProvError as exc:
         _fail(exc)
     click.echo(to_toml(rows), nl=False)
-    click.echo(f"{len(rows)} mappings checked", err=True)
+    echo(f"{len(rows)} mappings checked", err=True)

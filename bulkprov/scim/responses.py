@@ -27,6 +27,7 @@ from bulkprov.errors import (
     TargetThrottled,
     TargetUnavailable,
 )
+from bulkprov.redact import clip
 from bulkprov.retry import parse_retry_after
 
 #: RFC 7644 §3.3: a created resource answers 201 (some services answer 200).
@@ -41,16 +42,17 @@ def _error_detail(body: bytes) -> tuple[str, str | None]:
     try:
         doc = _json.loads(body)
     except _json.JSONDecodeError:
-        text = body[:_MAX_DETAIL].decode("utf-8", "replace").strip()
-        return text, None
+        # cut after scrubbing (clip): a cut through an echoed token would show its start
+        text = body[: _MAX_DETAIL * 8].decode("utf-8", "replace").strip()
+        return clip(text, _MAX_DETAIL), None
     if isinstance(doc, dict):
         detail = doc.get("detail") or doc.get("message") or ""
         err = doc.get("error")
         if not detail and isinstance(err, dict):
             detail = err.get("message") or ""
         scim_type = doc.get("scimType")
-        return str(detail)[:_MAX_DETAIL], (str(scim_type) if scim_type else None)
-    return str(doc)[:_MAX_DETAIL], None
+        return clip(str(detail), _MAX_DETAIL), (str(scim_type) if scim_type else None)
+    return clip(str(doc), _MAX_DETAIL), None
 
 
 def classify(status: int, headers: Mapping[str, str], body: bytes) -> Any:
