@@ -23,7 +23,7 @@ import anyio
 import click
 
 from bulkprov import _json
-from bulkprov.config import Config, load_config
+from bulkprov.config import Config, load_config, secret_file_warnings
 from bulkprov.errors import BulkProvError
 from bulkprov.redact import shown, shown_json
 
@@ -128,10 +128,15 @@ def _uvloop() -> bool:
 
 
 def _load(path: Path) -> Config:
+    """The config at ``path`` (exit 2 if it cannot be used); a secret file others than its
+    owner can read is warned about (standard error), whatever the command."""
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except BulkProvError as exc:
         _fail(exc)
+    for warning in secret_file_warnings(cfg):
+        echo(f"warning: {warning}", fg="yellow", err=True)
+    return cfg
 
 
 def _secrets(cfg: Config) -> Secrets:
