@@ -297,7 +297,7 @@ def test_the_entra_csv_export_neutralises_formulas(cli: Cli, tmp_path):
         for cell in row
     ]
     assert cells
-    assert not [c for c in cells if c.startswith(redact.FORMULA_START)]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
     for formula in FORMULAS:
         assert "'" + formula in cells
 

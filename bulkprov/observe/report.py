@@ -35,6 +35,7 @@ from bulkprov.checkpoint.files import open_private, private_dir, write_private
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.config import Config
 from bulkprov.pipeline import COUNT_KEYS, RunStats
+from bulkprov.redact import inert
 
 #: seconds between two samples
 SAMPLE_SECONDS = 1.0
@@ -275,7 +276,10 @@ border:1px solid #d0d7de}.muted{color:#57606a}code{font-size:.95em}
 
 
 def _esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Text for the page: HTML-escaped, its control characters shown escaped (a user's name
+    with a right-to-left override or an ESC reads as ``\u202e``/``\x1b``, as on a
+    terminal: :func:`bulkprov.redact.inert`)."""
+    return html.escape(inert("" if value is None else str(value)), quote=True)
 
 
 def _when(ts: float | None) -> str:
