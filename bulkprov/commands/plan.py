@@ -53,7 +53,7 @@ def plan(config_path: Path, out: Path, rematch: bool, full: bool, show: int) -> 
     update, disable, delete for a hard delete with deprovision.delete_hard_deleted), and
     every group's (create `new-group:N`, link, rename, members added and removed, delete),
     with fingerprints so that `bulkprov apply` can refuse when anything moved on. It
-    holds no secret.
+    holds no secret, but the tenant's names: the file is written mode 0600.
 
     \b
     Examples:
