@@ -91,8 +91,9 @@ def clip(text: str, limit: int) -> str:
     text = scrub(text)
     if len(text) <= limit:
         return text
+    # the cut goes through a mask: keep the mask whole
     start = text.rfind(MASK, 0, limit + len(MASK) - 1)
-    if start != -1 and start < limit < start + len(MASK):  # the cut goes through a mask: keep it whole
+    if start != -1 and start < limit < start + len(MASK):
         return text[:start] + MASK
     cut = text[:limit]
     for secret in _secrets:
