@@ -335,7 +335,7 @@ def test_a_token_with_a_line_break_is_exit_2_naming_the_key(cli: Cli):
             assert "target.token" in result.output
             assert "BULKPROV_SCIM_TOKEN" in result.output
             assert "Traceback" not in result.output
-            for part in bad.split():
+            for part in (p for p in bad.split() if len(p) >= 5):  # not "1" of a path
                 assert part not in result.output
 
 
