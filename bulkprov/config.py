@@ -2,7 +2,12 @@
 
 Secrets never live in the file: the Graph client secret and the SCIM token are read from an
 environment variable or from a file the user names, and are held as ``SecretStr`` so they
-print as ``**********`` everywhere (repr, logs, exceptions).
+print as ``**********`` everywhere (repr, logs, exceptions). A secret written in the file
+itself is refused with the way to give it; a secret that holds a line break or a control
+character is refused when read, naming its key (:class:`SecretSource`).
+
+Every switch and number takes TOML's own type (``Flag``, ``Strict()``: nothing quoted is
+coerced), and an unknown key names the closest known one (:func:`parse_config`).
 """
 
 from __future__ import annotations
