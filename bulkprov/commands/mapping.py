@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from bulkprov import _json
-from bulkprov.commands._shared import EPILOG, _fail, _load, _run, config_option
+from bulkprov.commands._shared import EPILOG, _fail, _load, _run, config_option, echo, echo_json
 from bulkprov.errors import BulkProvError, ConfigError
-from bulkprov.redact import scrub
 
 if TYPE_CHECKING:
     from bulkprov.mapping.exchange import Imported
@@ -79,15 +78,15 @@ def mapping_test(
     except BulkProvError as exc:
         _fail(exc)
     if as_json:
-        click.echo(_json.dumps(result).decode())
+        echo_json(result)
         return
     if expression is not None:
-        click.echo(_json.dumps(result["value"]).decode())
+        echo_json(result["value"])
         return
     for path, value in result["values"].items():
         flag = "" if path in result["on_update"] else "   (creation only / default)"
-        click.echo(f"{path} = {_json.dumps(value).decode()}{flag}")
-    click.echo(f"matching on: {', '.join(result['matching'])}")
+        echo(f"{path} = {_json.dumps(value).decode()}{flag}")
+    echo(f"matching on: {', '.join(result['matching'])}")
 
 
 async def _fetch_user(cfg: Any, key: str) -> Any:
@@ -154,10 +153,9 @@ def mapping_export(config_path: Path, fmt: str) -> None:
     if fmt == "toml":
         click.echo(to_toml(mappings, filters), nl=False)
     elif fmt == "graph-schema":
-        doc = to_schema(mappings, filters, groups=cfg.groups.enabled)
-        click.echo(_json.dumps(doc).decode())
+        echo_json(to_schema(mappings, filters, groups=cfg.groups.enabled))
     else:
-        click.echo(_json.dumps(to_object_mapping(mappings, filters)).decode())
+        echo_json(to_object_mapping(mappings, filters))
 
 
 @mapping.command("import", epilog=EPILOG)
@@ -226,13 +224,13 @@ def mapping_import(source: Path, fmt: str, object_mapping: str | None, groups: b
             exc = ConfigError(str(exc), path=str(source))
         _fail(exc)
     for note in imported.notes:
-        click.echo(note, err=True)
+        echo(note, err=True)
     for warning in imported.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
+        echo(f"warning: {warning}", fg="yellow", err=True)
     _validate(imported, source)
     click.echo(to_toml(imported.mappings, imported.filters), nl=False)
     filters = len(imported.filters)
-    click.echo(
+    echo(
         f"{len(imported.mappings)} mappings"
         + (f" and {filters} scoping filter{'' if filters == 1 else 's'}" if filters else "")
         + " checked",
@@ -267,7 +265,7 @@ def _fail_on_row(exc: BulkProvError, imported: Imported) -> NoReturn:
     row = _ROW.match(getattr(exc, "key", None) or "")
     if row is None or int(row.group(1)) >= len(imported.mappings):
         _fail(exc)
-    click.secho(f"error: {scrub(str(exc))}", fg="red", err=True)
+    echo(f"error: {exc}", fg="red", err=True)
     target = imported.mappings[int(row.group(1))].target
-    click.echo(f"(mappings[{row.group(1)}] is the mapping of {target!r})", err=True)
+    echo(f"(mappings[{row.group(1)}] is the mapping of {target!r})", err=True)
     sys.exit(exc.exit_code)

@@ -29,6 +29,7 @@ from bulkprov.errors import (
     TargetThrottled,
     TargetUnavailable,
 )
+from bulkprov.redact import clip
 from bulkprov.retry import parse_retry_after
 
 #: RFC 7644 §3.3: a created resource answers 201 (some services answer 200).
@@ -62,8 +63,7 @@ _CREDENTIALS = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
 def _short(detail: str) -> str:
     """An error text with every registered secret and any echoed credential masked, then
     cut to :data:`_MAX_DETAIL` (masked first: a cut secret would no longer match)."""
-    clean = _CREDENTIALS.sub(lambda m: f"{m.group(1)} {redact.MASK}", redact.scrub(detail))
-    return clean[:_MAX_DETAIL]
+    return clip(_CREDENTIALS.sub(lambda m: f"{m.group(1)} {redact.MASK}", detail), _MAX_DETAIL)
 
 
 def classify(status: int, headers: Mapping[str, str], body: bytes) -> Any:
