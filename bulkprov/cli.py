@@ -1,7 +1,7 @@
 """The ``bulkprov`` command line: the click group and the commands registered on it.
 
 The commands live in :mod:`bulkprov.commands`, one module per family (sync, operate, plan,
-ondemand, mapping, init, demo, sim); this module holds only the group, its options and
+ondemand, mapping, migrate, init, demo, sim); this module holds only the group, its options and
 epilog, and the list of commands. ``bulkprov = "bulkprov.cli:main"`` in pyproject.toml
 and ``python -m bulkprov`` run :func:`main`.
 
@@ -33,6 +33,7 @@ from bulkprov.commands._shared import EPILOG
 from bulkprov.commands.demo import demo
 from bulkprov.commands.init import init
 from bulkprov.commands.mapping import mapping
+from bulkprov.commands.migrate import migrate
 from bulkprov.commands.ondemand import provision, test_connection
 from bulkprov.commands.operate import approve, logs, report, retry_failed, staged, state, status
 from bulkprov.commands.plan import apply, plan
@@ -70,6 +71,7 @@ for command in (
     provision,
     test_connection,
     mapping,
+    migrate,
     init,
     demo,
     sim,

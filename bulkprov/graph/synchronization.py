@@ -362,8 +362,9 @@ def quarantine_refusal(job: SyncJob) -> CutoverRefused | None:
         f"Entra's provisioning job {job.id} is in quarantine{since}: {q.reason}{error} — "
         f"{q.meaning()}. Its view of the target is incomplete and its cause is likely to "
         "stop bulkprov too: fix the cause first (Entra admin center → the app → "
-        "Provisioning shows the details; the plan below would list every user it failed), "
-        "or run `bulkprov migrate` again with --accept-quarantine to take it over as it is"
+        "Provisioning shows the details), or run `bulkprov migrate` again with "
+        "--accept-quarantine to take it over as it is (its plan then lists every user the "
+        "job failed)"
     )
 
 

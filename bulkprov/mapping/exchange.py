@@ -114,6 +114,8 @@ class Imported:
             when it does not say.
         notes: what was taken and what was left, for the person importing.
         warnings: what bulkprov will do differently from Entra, by attribute or filter.
+        deletes: whether the user mapping's ``flowTypes`` has ``Delete`` (Entra's "Delete"
+            target object action), or None when it does not say.
     """
 
     mappings: list[AttributeMapping]
@@ -121,6 +123,7 @@ class Imported:
     groups: bool | None = None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    deletes: bool | None = None
 
     def same_table(self, other: Imported) -> bool:
         """The same mappings, filters and groups decision (notes aside)."""
@@ -562,8 +565,10 @@ class _Reader:
         mappings = self.mappings(om.get("attributeMappings"), f"{where}.attributeMappings")
         filters = self.filters(om.get("scope"), f"{where}.scope")
         flow_types = om.get("flowTypes")
+        deletes = None
         if isinstance(flow_types, str) and flow_types.strip():
             given = {t.strip().lower() for t in flow_types.split(",")}
+            deletes = "delete" in given
             missing = [t for t in ("Add", "Update", "Delete") if t.lower() not in given]
             if missing:
                 self.warnings.append(
@@ -571,7 +576,7 @@ class _Reader:
                     "bulkprov creates, updates and deprovisions (see deprovision.* in the "
                     "config)"
                 )
-        return Imported(mappings, filters)
+        return Imported(mappings, filters, deletes=deletes)
 
 
 def _operator_key(spelled: str) -> str:
@@ -646,6 +651,7 @@ def _from_graph(
         imported.filters,
         notes=tuple(reader.notes),
         warnings=tuple(reader.warnings),
+        deletes=imported.deletes,
     )
 
 
@@ -742,6 +748,7 @@ def _from_schema(
         groups_on,
         notes=tuple(reader.notes),
         warnings=tuple(reader.warnings),
+        deletes=taken.deletes,
     )
 
 
