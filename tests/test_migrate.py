@@ -302,3 +302,24 @@ def test_unreadable_settings_choose_the_assigned_scope_and_say_so(tmp_path: Path
         assert 'mode = "assigned"' in text and "FILL IN: Entra's accidental-deletion" in text
         assert "given with --target-url" in text
         assert "safe to switch" in result.output
+
+
+@pytest.mark.slow
+def test_demo_cutover_runs_end_to_end_and_checks_itself(tmp_path: Path):
+    """`bulkprov demo --cutover`: a running Entra job, migrate, --pause-entra, the check."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulkprov", "demo", "--cutover", "--users", "1500"]
+        + ["--workdir", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "safe to switch" in out and "paused Entra's job" in out
+    assert "wrong or missing: 0   duplicates: 0   unmanaged changed: 0" in out
+    assert "Entra's job: Paused" in out and "cut-over demo PASSED" in out
