@@ -10,7 +10,8 @@ Exit codes (also in ``bulkprov --help``):
 ==  ===========================================================
 0   done
 1   unexpected error
-2   configuration error (the message names the file and key)
+2   configuration error (the message names the file and key); ``bulkprov migrate``:
+    Entra's job cannot be taken over as it is (nothing written, paused or sent)
 3   authentication refused (Graph or the SCIM target)
 4   Microsoft Graph could not be read
 5   the SCIM target failed

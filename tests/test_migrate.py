@@ -323,3 +323,18 @@ def test_demo_cutover_runs_end_to_end_and_checks_itself(tmp_path: Path):
     assert "safe to switch" in out and "paused Entra's job" in out
     assert "wrong or missing: 0   duplicates: 0   unmanaged changed: 0" in out
     assert "Entra's job: Paused" in out and "cut-over demo PASSED" in out
+
+
+def test_the_guide_opens_with_the_cut_over_and_the_readme_mentions_it():
+    """docs/zoom-from-entra.md's first section is the cut-over; README's "Using it against
+    your tenant" points to it."""
+    root = Path(__file__).resolve().parent.parent
+    guide = (root / "docs" / "zoom-from-entra.md").read_text(encoding="utf-8")
+    first = guide.split("\n## ", 2)[1]
+    assert first.startswith(
+        "Already provisioning Zoom with Entra? Cut over with `bulkprov migrate`"
+    )
+    assert "--pause-entra" in first and "--resume-entra" in first and "FILL IN" in first
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Using it against your tenant\n", 1)[1].split("\n## ", 1)[0]
+    assert "bulkprov migrate --service-principal" in section and "--pause-entra" in section

@@ -194,7 +194,7 @@ def migrate(
         _compare(cfg, imported, mode, config_path)
     secrets = _plan_secrets(cfg, sp, config_path)
     report = _plan_and_show(
-        cfg, secrets, plan_out or config_path.parent / "cutover-plan.json", show
+        cfg, secrets, plan_out or config_path.parent / "cutover-plan.json", show, read.job
     )
     if not pause_entra:
         if not report.safe:
@@ -416,7 +416,7 @@ def _plan_secrets(cfg: Config, sp: str, path: Path) -> Any:
 # --- the plan ---------------------------------------------------------------------------------
 
 
-def _plan_and_show(cfg: Config, secrets: Any, out: Path, show: int) -> CutoverReport:
+def _plan_and_show(cfg: Config, secrets: Any, out: Path, show: int, job: SyncJob) -> CutoverReport:
     from bulkprov.commands.cutover import analyse
     from bulkprov.pipeline import make_plan
 
@@ -424,6 +424,13 @@ def _plan_and_show(cfg: Config, secrets: Any, out: Path, show: int) -> CutoverRe
     out.write_text(_json.dumps_sorted(plan).decode() + "\n", encoding="utf-8")
     report = analyse(plan)
     _show_report(report, cfg, show)
+    users = dict(job.synchronized).get("User")
+    if users is not None and report.listed:
+        matched = len(report.in_sync) + len(report.drifted)
+        _say(
+            f"Entra's job counts {users:,} synchronized users; the plan matched {matched:,} "
+            f"accounts in scope and {len(report.unmanaged_inactive):,} inactive ones out of it"
+        )
     _say(f"wrote the plan to {out}")
     return report
 
