@@ -163,6 +163,17 @@ def test_the_cut_over_takes_over_entras_job_and_sends_only_the_drift(site: Site)
     assert site.tenant.synchronization.code(c.job_id) == "Active"
     assert f"holds {len(c.in_scope)} user(s)" in back.output
 
+    # Entra's SCIM token (in the secrets migrate reads) and ours appear nowhere
+    entra_token = next(
+        s["value"]
+        for s in site.tenant.synchronization.secrets[site.sp]
+        if s["key"] == "SecretToken"
+    )
+    written = [p.read_bytes() for p in site.folder.rglob("*") if p.is_file()]
+    for secret in (entra_token, SCIM_TOKEN, GRAPH_SECRET):
+        assert all(secret not in r.output for r in (first, switch, back))
+        assert all(secret.encode() not in blob for blob in written)
+
 
 def test_without_the_scim_token_the_config_is_written_and_the_plan_waits_for_it(site: Site):
     """Entra never reveals its SCIM token: migrate writes the config, then says to set it."""
