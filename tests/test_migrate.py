@@ -108,7 +108,9 @@ def test_the_cut_over_takes_over_entras_job_and_sends_only_the_drift(site: Site)
     assert [m.target for m in cfg.mappings if m.matching_precedence] == ["userName"]
     assert cfg.groups.enabled is False and cfg.target.base_url == site.servers.scim_url
     assert "FILL IN" in site.config.read_text() and "# matching:" in site.config.read_text()
+    assert 'the "Delete" target object action' in site.config.read_text()
     assert site.writes() == {"POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
+    assert not [call for call in site.tenant.synchronization.calls if call[0] == "POST"]
 
     # the plan: provisioned users matched (0 creates), exactly the drift
     plan = _plan(site)
@@ -186,6 +188,7 @@ def test_without_the_scim_token_the_config_is_written_and_the_plan_waits_for_it(
 
 
 def test_an_existing_config_is_used_and_its_differences_from_the_job_said(site: Site):
+    """A config that exists is never rewritten: migrate uses it and says how it differs."""
     assert site.run().exit_code == 0
     text = site.config.read_text().replace(
         'source = "givenName"', 'expression = "PCase([givenName])"'
@@ -195,6 +198,10 @@ def test_an_existing_config_is_used_and_its_differences_from_the_job_said(site: 
     assert "is used as it is; it differs from Entra's job" in again.output
     assert "the mapping of 'name.givenName' differs from Entra's" in again.output
     assert site.config.read_text() == text
+    other_app = text.replace(site.sp, "11111111-2222-4333-8444-555555555555")
+    site.config.write_text(other_app)
+    assert "not the service principal whose job this is" in site.run().output
+    assert site.config.read_text() == other_app
 
 
 def test_a_create_that_would_duplicate_an_account_is_not_safe_and_nothing_is_paused(site: Site):

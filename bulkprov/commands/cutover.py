@@ -213,10 +213,18 @@ def validated(text: str, path: Path) -> Config:
     return cfg
 
 
-def differences(cfg: Config, imported: Imported, mode: str | None) -> list[str]:
+def differences(
+    cfg: Config, imported: Imported, mode: str | None, service_principal_id: str | None = None
+) -> list[str]:
     """How an existing config differs from Entra's job (its mappings, filters, groups,
-    scope mode); empty when it holds the job's table."""
+    scope mode and service principal); empty when it holds the job's table."""
     out = []
+    sp = cfg.scope.service_principal_id
+    if service_principal_id is not None and sp is not None and sp != service_principal_id:
+        out.append(
+            f"scope.service_principal_id is {sp}, not the service principal whose job this is "
+            f"({service_principal_id})"
+        )
     mine = {m.target: m for m in cfg.mappings}
     theirs = {m.target: m for m in imported.mappings}
     for target in sorted(mine.keys() | theirs.keys()):

@@ -191,7 +191,7 @@ def migrate(
     if conn is not None:
         cfg = _write_config(config_path, read, imported, conn, sp)
     else:
-        _compare(cfg, imported, mode, config_path)
+        _compare(cfg, imported, mode, config_path, sp)
     secrets = _plan_secrets(cfg, sp, config_path)
     report = _plan_and_show(
         cfg, secrets, plan_out or config_path.parent / "cutover-plan.json", show, read.job
@@ -386,10 +386,10 @@ def _write_config(path: Path, read: _Read, imported: Any, conn: Connection, sp: 
     return cfg
 
 
-def _compare(cfg: Config, imported: Any, mode: str | None, path: Path) -> None:
+def _compare(cfg: Config, imported: Any, mode: str | None, path: Path, sp: str) -> None:
     from bulkprov.commands.cutover import differences
 
-    diffs = differences(cfg, imported, mode)
+    diffs = differences(cfg, imported, mode, sp)
     if not diffs:
         _say(f"{path} holds Entra's mappings, scoping filters and scope")
         return
