@@ -25,6 +25,7 @@ from bulkprov.sim.server import SimServers
 
 from .cli_support import SimThread
 from .conftest import GRAPH_SECRET, SCIM_TOKEN
+from .test_scim2_server import scim2_server  # noqa: F401 - the fixture, used by name
 
 ENV = {"BULKPROV_GRAPH_SECRET": GRAPH_SECRET, "BULKPROV_SCIM_TOKEN": SCIM_TOKEN}
 
@@ -356,3 +357,54 @@ def test_the_guide_opens_with_the_cut_over_and_the_readme_mentions_it():
     readme = (root / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Using it against your tenant\n", 1)[1].split("\n## ", 1)[0]
     assert "bulkprov migrate --service-principal" in section and "--pause-entra" in section
+
+
+@pytest.mark.slow
+def test_the_cut_over_into_a_third_party_scim_server(
+    tmp_path: Path,
+    scim2_server: str,  # noqa: F811 - pytest passes the fixture imported above
+):
+    """The same cut-over into scim2-server (PyPI), filled as Entra's job would have left
+    it: the plan matches the provisioned users, the switch sends only the drift."""
+    import httpx
+
+    from .test_scim2_server import list_all
+
+    tenant = GraphTenant(user_count=120, seed=11, client_secret=GRAPH_SECRET)
+    staging = ScimService(SCIM_TOKEN, id_seed=5)
+    c = seed_cutover(tenant, staging)
+    headers = {"Authorization": f"Bearer {SCIM_TOKEN}"}
+    for res in staging.dump():
+        body = {k: v for k, v in res.items() if k not in ("id", "meta")}
+        answer = httpx.post(
+            f"{scim2_server}/Users", json=body, headers=headers, trust_env=False, timeout=10
+        )
+        assert answer.status_code == 201, answer.text
+    folder = tmp_path / "site"
+    folder.mkdir()
+    with SimThread(tenant, staging) as servers:
+        tenant.synchronization.set_secrets(c.service_principal_id, sync_all=False)
+        site = Site(tenant, staging, servers, c, folder)
+        first = site.run("--target-url", scim2_server)
+        assert first.exit_code == 0, first.output
+        plan = _plan(site)
+        creates = {op["user_name"] for op in plan["operations"] if op["action"] == "create"}
+        drift = {
+            op["user_name"]: op["changes"]
+            for op in plan["operations"]
+            if op["action"] == "link" and op["changes"]
+        }
+        assert creates == set(c.failed) and drift == c.stale
+        switch = site.run("--pause-entra", "-q")
+        assert switch.exit_code == 0, switch.output
+        assert tenant.synchronization.code(c.job_id) == "Paused"
+    cfg = load_config(site.config)
+    mapper = compile_mappings(cfg.mappings)
+    store = {r["userName"].lower(): r for r in list_all(scim2_server)}
+    assert len(store) == len(c.in_scope) + len(c.disabled) + len(c.unmanaged)
+    for upn in c.in_scope:
+        user = tenant.get_user(upn)
+        assert user is not None
+        mapped = mapper.map_user(user, MappingContext(is_soft_deleted=False))
+        for path, value in mapped.values.items():
+            assert get_value(store[upn.lower()], path) == value, (upn, path)
