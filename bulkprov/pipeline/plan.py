@@ -42,6 +42,9 @@ The plan file (JSON) holds:
   placeholder ``new-group:N``, ``link`` to a target group of the same displayName,
   ``update``, ``delete`` for a provisioned group that left scope), a rename, and the
   members to add and to remove (Graph id and SCIM id or placeholder of each);
+* ``unmanaged`` (only with ``make_plan(unmanaged=True)``: ``bulkprov migrate``): the target
+  accounts the listing found that no operation links and the state does not manage — the
+  accounts a sync leaves alone — each with its id, userName, emails, externalId, active;
 * ``held`` and ``note``: set when the disables, deletes and group deletes exceed the
   accidental-deletion threshold (a sync would stage and hold them for ``bulkprov approve``,
   and so does ``apply``);
