@@ -35,6 +35,7 @@ if _typing.TYPE_CHECKING:
     from bulkprov.errors import (
         BulkProvError,
         ConfigError,
+        CutoverRefused,
         DeltaExpired,
         MappingError,
         OutcomeUnknown,
@@ -76,6 +77,7 @@ __all__ = [
     "BulkProvError",
     "Config",
     "ConfigError",
+    "CutoverRefused",
     "DeltaExpired",
     "Engine",
     "ExpressionSyntaxError",

@@ -22,6 +22,7 @@
     ├── UserDataError               one source user cannot be scoped or mapped: Skipped/Failure
     ├── StateError                  the SQLite state cannot be used (corrupt, newer schema, locked)
     ├── PlanStale                   ``bulkprov apply``: the source, state or config moved on
+    ├── CutoverRefused              ``bulkprov migrate``: Entra's job cannot be taken over as it is
     └── RunAborted                  a safety stop (e.g. interrupted by a signal)
         └── Quarantined             too many users failed: the breaker stopped the run
 
@@ -190,6 +191,14 @@ class PlanStale(BulkProvError):
     """A plan no longer describes what a sync would do; nothing was sent."""
 
     exit_code = 7
+
+
+class CutoverRefused(BulkProvError):
+    """``bulkprov migrate`` will not take over Entra's provisioning job as it stands (none on
+    the service principal, several, one in quarantine, a cut-over that is not safe, an Entra
+    job still running): nothing was written, paused or sent; the message says what to do."""
+
+    exit_code = 2
 
 
 class RunAborted(BulkProvError):

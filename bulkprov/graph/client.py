@@ -47,7 +47,9 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
 def endpoint(url: str, base_url: str) -> str | None:
     """Which of bulkprov's Graph reads ``url`` is: ``users``, ``groups/delta``,
-    ``groups/{id}`` or ``servicePrincipals/{id}`` (``None`` for another URL)."""
+    ``groups/{id}``, ``servicePrincipals/{id}``, or Entra's provisioning job
+    (``synchronization``; ``synchronization/write`` to pause or start it) (``None`` for
+    another URL)."""
     path = url.split("?", 1)[0]
     base = base_url.rstrip("/") + "/"
     if not path.startswith(base):
@@ -55,6 +57,8 @@ def endpoint(url: str, base_url: str) -> str | None:
     path = path[len(base) :]
     if path == "groups/delta":
         return "groups/delta"
+    if path.startswith("servicePrincipals/") and "/synchronization/" in path:
+        return "synchronization/write" if path.endswith(("/pause", "/start")) else "synchronization"
     for prefix in ("users", "groups", "servicePrincipals"):
         if path == prefix or path.startswith(prefix + "/"):
             return prefix if prefix == "users" else prefix + "/{id}"
@@ -80,6 +84,7 @@ def read_purposes(cfg: Config | None = None) -> dict[str, str]:
     sp = 'servicePrincipals/{id} is read because scope.mode = "assigned"'
     if cfg is not None and cfg.scope.service_principal_id:
         sp += f" (scope.service_principal_id = {cfg.scope.service_principal_id!r})"
+    owned = "or Application.ReadWrite.OwnedBy when this app owns the enterprise application"
     return {
         "users": "users are read to provision them: the permission is User.Read.All",
         "groups/delta": f"{groups}: the permission is GroupMember.Read.All (or Group.Read.All)",
@@ -88,6 +93,14 @@ def read_purposes(cfg: Config | None = None) -> dict[str, str]:
         "servicePrincipals/{id}": f"{sp}: it must be the object id of the enterprise "
         "application (Enterprise applications → the app → Properties → Object ID), not of "
         "the app registration; the permission is Application.Read.All",
+        # GRAPH api/synchronization-synchronizationjob-list.md, -get.md, -pause.md, -start.md
+        "synchronization": "Entra's provisioning job is read to migrate from it (bulkprov "
+        "migrate --service-principal: the object id of the enterprise application, Enterprise "
+        "applications → the app → Properties → Object ID): the permission is "
+        f"Synchronization.Read.All (Synchronization.ReadWrite.All to pause or start it), {owned}",
+        "synchronization/write": "Entra's provisioning job is paused or started (bulkprov "
+        "migrate --pause-entra / --resume-entra): the permission is "
+        f"Synchronization.ReadWrite.All, {owned}",
     }
 
 
@@ -182,6 +195,18 @@ class GraphClient:
 
     async def get_json(self, url: str, *, headers: dict[str, str] | None = None) -> Any:
         """GET a Graph URL with auth and the retry policy; return the parsed JSON."""
+        return await self.send("GET", url, headers=headers)
+
+    async def post(self, url: str) -> Any:
+        """POST an action without a body (a synchronization job's ``pause`` or ``start``):
+        ``None`` for Graph's ``204 No Content`` (or 202), else the JSON of a 200. The same
+        auth and retry policy as a read: both actions may be sent twice (pausing a paused
+        job, or starting a running one, changes nothing)."""
+        return await self.send("POST", url)
+
+    async def send(self, method: str, url: str, *, headers: dict[str, str] | None = None) -> Any:
+        """Send ``method`` to a Graph URL with auth and the retry policy; the parsed JSON
+        (``None`` for a 202 or 204 to anything but a GET)."""
         started = self.clock.now()
         attempt = 0
         refreshed = False
@@ -198,18 +223,20 @@ class GraphClient:
             try:
                 status, rheaders, content = await fetch(
                     self._http,
-                    self._http.build_request("GET", url, headers=hdrs),
+                    self._http.build_request(method, url, headers=hdrs),
                     limit=self.bounds.page_bytes,
                     deadline=self.bounds.deadline,
                 )
                 if status == 200 or status == 429 or status >= 500:  # the hot path: no text
                     return classify(status, rheaders, content, refreshed=refreshed)
+                if method != "GET" and status in (202, 204):
+                    return None
                 return classify(
                     status,
                     rheaders,
                     content,
                     refreshed=refreshed,
-                    request=f"GET {url.split('?', 1)[0]}",
+                    request=f"{method} {url.split('?', 1)[0]}",
                     purpose=self.purpose_of(url),
                 )
             except StaleToken:
@@ -224,7 +251,9 @@ class GraphClient:
                     self.gate.pause(retry_after)  # every reader waits, not just this one
                 error = str(exc)
             except AnswerTooLarge as exc:
-                raise SourceError(f"Graph read failed: GET {url.split('?', 1)[0]}: {exc}") from exc
+                raise SourceError(
+                    f"Graph read failed: {method} {url.split('?', 1)[0]}: {exc}"
+                ) from exc
             except httpx.TransportError as exc:  # timeouts included
                 failure = describe(exc, url)
                 cause, error = exc, failure.text

@@ -114,6 +114,8 @@ class Imported:
             when it does not say.
         notes: what was taken and what was left, for the person importing.
         warnings: what bulkprov will do differently from Entra, by attribute or filter.
+        deletes: whether the user mapping's ``flowTypes`` has ``Delete`` (Entra's "Delete"
+            target object action), or None when it does not say.
     """
 
     mappings: list[AttributeMapping]
@@ -121,6 +123,7 @@ class Imported:
     groups: bool | None = None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    deletes: bool | None = None
 
     def same_table(self, other: Imported) -> bool:
         """The same mappings, filters and groups decision (notes aside)."""
@@ -304,9 +307,13 @@ def to_toml(mappings: Sequence[AttributeMapping], filters: Sequence[ScopingFilte
 class _Reader:
     """Reads one document, collecting notes and warnings; errors are ConfigErrors."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, collect: bool = False) -> None:
         self.notes: list[str] = []
         self.warnings: list[str] = []
+        #: with ``collect``: every attributeMapping that cannot be imported or compiled,
+        #: instead of stopping at the first (``from_graph(all_errors=True)``)
+        self.collect = collect
+        self.errors: list[ConfigError] = []
 
     def fail(self, message: str, key: str) -> ConfigError:
         return ConfigError(message, key=key)
@@ -431,7 +438,25 @@ class _Reader:
     def mappings(self, items: Any, where: str) -> list[AttributeMapping]:
         if not isinstance(items, list):
             raise self.fail("attributeMappings must be a list", where)
-        return [self.mapping(item, f"{where}[{i}]") for i, item in enumerate(items)]
+        if not self.collect:
+            return [self.mapping(item, f"{where}[{i}]") for i, item in enumerate(items)]
+        rows = []
+        for i, item in enumerate(items):
+            try:
+                rows.append(self.compiled(self.mapping(item, f"{where}[{i}]"), f"{where}[{i}]"))
+            except ConfigError as exc:
+                self.errors.append(exc)
+        return rows
+
+    def compiled(self, row: AttributeMapping, where: str) -> AttributeMapping:
+        """``row``, once it compiles alone as a run would compile it (its target path, its
+        source name, its expression): an error names the attributeMapping, not ``mappings[0]``."""
+        try:
+            compile_mappings([row])
+        except ConfigError as exc:
+            text = str(exc).removeprefix(f"{exc.key}: ") if exc.key else str(exc)
+            raise self.fail(text, f"{where} ({row.target})") from None
+        return row
 
     # scope (a Graph filter) → ScopingFilters
 
@@ -540,8 +565,10 @@ class _Reader:
         mappings = self.mappings(om.get("attributeMappings"), f"{where}.attributeMappings")
         filters = self.filters(om.get("scope"), f"{where}.scope")
         flow_types = om.get("flowTypes")
+        deletes = None
         if isinstance(flow_types, str) and flow_types.strip():
             given = {t.strip().lower() for t in flow_types.split(",")}
+            deletes = "delete" in given
             missing = [t for t in ("Add", "Update", "Delete") if t.lower() not in given]
             if missing:
                 self.warnings.append(
@@ -549,7 +576,7 @@ class _Reader:
                     "bulkprov creates, updates and deprovisions (see deprovision.* in the "
                     "config)"
                 )
-        return Imported(mappings, filters)
+        return Imported(mappings, filters, deletes=deletes)
 
 
 def _operator_key(spelled: str) -> str:
@@ -569,7 +596,11 @@ def _object_kind(om: Mapping[str, Any]) -> str:
 
 
 def from_graph(
-    doc: Any, *, object_mapping: str | None = None, groups: bool | None = None
+    doc: Any,
+    *,
+    object_mapping: str | None = None,
+    groups: bool | None = None,
+    all_errors: bool = False,
 ) -> Imported:
     """Read a synchronizationSchema, an objectMapping, or attributeMapping objects.
 
@@ -579,11 +610,28 @@ def from_graph(
             the first enabled one whose source object is User).
         groups: take the schema's group mapping (True), leave it (False), or follow its
             ``enabled`` (None).
+        all_errors: read every attributeMapping, and compile each, before failing: the
+            error then names every one that bulkprov cannot express (``bulkprov migrate``),
+            not only the first.
 
     Raises:
         ConfigError: naming the JSON location (``attributeMappings[3] (mail)``).
     """
-    reader = _Reader()
+    reader = _Reader(collect=all_errors)
+    imported = _from_graph(doc, reader, object_mapping, groups)
+    if reader.errors:
+        if len(reader.errors) == 1:
+            raise reader.errors[0]
+        raise ConfigError(
+            f"{len(reader.errors)} attribute mappings cannot be expressed in bulkprov:\n"
+            + "\n".join(f"  {exc}" for exc in reader.errors)
+        )
+    return imported
+
+
+def _from_graph(
+    doc: Any, reader: _Reader, object_mapping: str | None, groups: bool | None
+) -> Imported:
     if isinstance(doc, list):
         return Imported(reader.mappings(doc, "attributeMappings"))
     if not isinstance(doc, Mapping):
@@ -603,6 +651,7 @@ def from_graph(
         imported.filters,
         notes=tuple(reader.notes),
         warnings=tuple(reader.warnings),
+        deletes=imported.deletes,
     )
 
 
@@ -699,6 +748,7 @@ def _from_schema(
         groups_on,
         notes=tuple(reader.notes),
         warnings=tuple(reader.warnings),
+        deletes=taken.deletes,
     )
 
 

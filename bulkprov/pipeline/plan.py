@@ -42,6 +42,9 @@ The plan file (JSON) holds:
   placeholder ``new-group:N``, ``link`` to a target group of the same displayName,
   ``update``, ``delete`` for a provisioned group that left scope), a rename, and the
   members to add and to remove (Graph id and SCIM id or placeholder of each);
+* ``unmanaged`` (only with ``make_plan(unmanaged=True)``: ``bulkprov migrate``): the target
+  accounts the listing found that no operation links and the state does not manage — the
+  accounts a sync leaves alone — each with its id, userName, emails, externalId, active;
 * ``held`` and ``note``: set when the disables, deletes and group deletes exceed the
   accidental-deletion threshold (a sync would stage and hold them for ``bulkprov approve``,
   and so does ``apply``);
@@ -317,9 +320,13 @@ class _Planner:
 
 
 async def _target_index(
-    engine: Engine, scim: ScimClient, page_size: int
+    engine: Engine,
+    scim: ScimClient,
+    page_size: int,
+    accounts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The target's accounts by matching key (in memory: a plan writes no state)."""
+    """The target's accounts by matching key (in memory: a plan writes no state); every
+    account by its id into ``accounts`` when given."""
     index: dict[str, tuple[str, dict[str, Any]]] = {}
     start = 1
     while True:
@@ -328,6 +335,8 @@ async def _target_index(
             scim_id = res.get("id")
             if not isinstance(scim_id, str):
                 continue
+            if accounts is not None:
+                accounts[scim_id] = res
             for key in engine.resource_keys(res):
                 index[key] = (scim_id, res)
         start += len(resources)
@@ -474,8 +483,14 @@ async def make_plan(
     graph_transport: httpx.AsyncBaseTransport | None = None,
     scim_transport: httpx.AsyncBaseTransport | None = None,
     policy: RetryPolicy | None = None,
+    unmanaged: bool = False,
 ) -> dict[str, Any]:
-    """Compute what a sync would do now (reads only); ``full`` as ``sync --full`` reads."""
+    """Compute what a sync would do now (reads only); ``full`` as ``sync --full`` reads.
+
+    ``unmanaged`` (``bulkprov migrate``): when the plan lists the target to match, it also
+    lists, under ``"unmanaged"``, every target account that no operation links and the
+    state does not manage: the accounts a sync leaves alone (:func:`account_summary`).
+    """
     engine = engine or Engine(cfg)
     async with await StateStore.open(cfg.state.path) as store:
         last = await store.last_run()
@@ -499,8 +514,9 @@ async def make_plan(
             sources, _ = await read_cycle_sources(graph, ls, cfg, dry_run=True)
             link = None if full or resumes else await choose_read(ls, cfg, sources)
             index = None
+            accounts: dict[str, dict[str, Any]] | None = {} if unmanaged else None
             if matching:
-                index = await _target_index(engine, scim, cfg.target.list_page_size)
+                index = await _target_index(engine, scim, cfg.target.list_page_size, accounts)
             planner = _Planner(engine, store, index, sources, escrow)
             full_round = engine.delta_url(graph.base_url)
             read = "full" if link is None else "incremental"
@@ -538,6 +554,12 @@ async def make_plan(
             group_ops: list[dict[str, Any]] = []
             if cfg.groups.enabled:
                 group_ops = await _plan_groups(store, scim, sources, owned, planner, held)
+            left_alone = None
+            if accounts is not None and index is not None:
+                linked = {op["scim_id"] for op in ops if op["action"] == "link"}
+                rest = [sid for sid in accounts if sid not in linked]
+                managed = await store.owners(rest) if rest else {}
+                left_alone = [account_summary(accounts[s]) for s in rest if s not in managed]
     group_counts = Counter(dict.fromkeys(GROUP_ACTIONS, 0))
     group_counts.update(op["action"] for op in group_ops)
     group_counts["members_added"] = sum(
@@ -546,7 +568,7 @@ async def make_plan(
     group_counts["members_removed"] = sum(
         len(op.get("members", {}).get("remove", ())) for op in group_ops
     )
-    return {
+    plan: dict[str, Any] = {
         "format": PLAN_FORMAT,
         "held": held,
         "note": (
@@ -576,6 +598,26 @@ async def make_plan(
         },
         "operations": ops,
         "group_operations": group_ops,
+    }
+    if left_alone is not None:
+        plan["unmanaged"] = left_alone
+    return plan
+
+
+def account_summary(res: dict[str, Any]) -> dict[str, Any]:
+    """What a plan says of a target account nobody manages: its id, userName, whether it
+    is active, its email addresses and externalId (what tells whose account it may be)."""
+    emails = res.get("emails")
+    return {
+        "scim_id": res.get("id"),
+        "user_name": res.get("userName"),
+        "active": res.get("active") not in (False, "false", "False"),
+        "emails": [
+            e["value"]
+            for e in (emails if isinstance(emails, list) else ())
+            if isinstance(e, dict) and isinstance(e.get("value"), str)
+        ],
+        "external_id": res.get("externalId"),
     }
 
 

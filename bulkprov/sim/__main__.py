@@ -57,6 +57,12 @@ def build_parser(prog: str = "python -m bulkprov.sim") -> argparse.ArgumentParse
     g.add_argument("--token-lifetime", type=int, default=3599, metavar="SECONDS")
     g.add_argument("--no-graph", action="store_true", help="don't start the Graph tenant")
     g.add_argument(
+        "--entra-cutover",
+        action="store_true",
+        help="give the tenant a Zoom app with a running Entra provisioning job, and fill the "
+        "SCIM service as that job left it (bulkprov.sim.cutover; `bulkprov demo --cutover`)",
+    )
+    g.add_argument(
         "--graph-tls-cert",
         default=None,
         metavar="PEM",
@@ -190,6 +196,14 @@ async def serve(
             args.fault_seed + 1,
             timeout_seconds=args.fault_timeout,
         )
+    cutover = None
+    if args.entra_cutover:
+        if graph is None or scim is None:
+            raise SystemExit("--entra-cutover needs both simulators")
+        from bulkprov.sim.cutover import seed_cutover
+
+        cutover = seed_cutover(graph, scim)
+        scim.reset_counters()
     graph_ssl = None
     if args.graph_tls_cert:
         graph_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -207,6 +221,13 @@ async def serve(
         graph_ssl=graph_ssl,
     ) as sims:
         info = {**sims.as_json(), "pid": os.getpid()}
+        if cutover is not None and graph is not None:
+            # Entra's Tenant URL for the app is this SCIM service, known once it listens
+            graph.synchronization.set_secrets(
+                cutover.service_principal_id, sync_all=False, base_address=str(sims.scim_url)
+            )
+            info["service_principal_id"] = cutover.service_principal_id
+            info["job_id"] = cutover.job_id
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
         if args.port_file:

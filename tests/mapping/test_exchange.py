@@ -632,3 +632,37 @@ def test_schema_documents_are_not_changed_by_import() -> None:
     before = copy.deepcopy(doc)
     from_graph(doc)
     assert doc == before
+
+
+def test_all_errors_names_every_attribute_mapping_bulkprov_cannot_express() -> None:
+    """`from_graph(all_errors=True)` (bulkprov migrate) reads and compiles every row before
+    failing: each row bulkprov cannot express is named, not only the first."""
+    from bulkprov.errors import ConfigError
+    from bulkprov.sim.graph.synchronization import attribute_mapping, zoom_job_schema
+
+    def fn(expression: str) -> dict:
+        return {"expression": expression, "name": "", "parameters": [], "type": "Function"}
+
+    extra = [
+        attribute_mapping(
+            'roles[primary eq "True"].value',
+            {"expression": "[x]", "name": "x", "parameters": [], "type": "Attribute"},
+            flow_type="MultiValueAddOnly",
+        ),
+        attribute_mapping("nickName", fn("Soundex([givenName])")),
+        attribute_mapping("title", fn('Join(",", [jobTitle]')),
+    ]
+    doc = zoom_job_schema(extra_mappings=extra)
+    with pytest.raises(ConfigError) as first:
+        from_graph(doc)  # as `mapping import` does: the first problem only
+    assert "MultiValueAddOnly" in str(first.value) and "nickName" not in str(first.value)
+    with pytest.raises(ConfigError) as every:
+        from_graph(doc, all_errors=True)
+    text = str(every.value)
+    assert text.startswith("3 attribute mappings cannot be expressed in bulkprov")
+    assert (
+        'attributeMappings[6] (roles[primary eq "True"].value): flowType MultiValueAddOnly' in text
+    )
+    assert "attributeMappings[7] (nickName)" in text and "Soundex" in text
+    assert "attributeMappings[8] (title)" in text
+    assert from_graph(zoom_job_schema(), all_errors=True).same_table(from_graph(zoom_job_schema()))
