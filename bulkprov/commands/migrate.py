@@ -46,10 +46,10 @@ from bulkprov.commands._shared import (
     _load,
     _run,
     config_option,
+    echo,
     result_exit,
 )
 from bulkprov.errors import BulkProvError, ConfigError, CutoverRefused, SourceAuthError
-from bulkprov.redact import scrub
 
 if TYPE_CHECKING:
     from bulkprov.commands.cutover import Connection, CutoverReport
@@ -64,8 +64,10 @@ _POLL = 5.0
 
 
 def _say(text: str = "", *, err: bool = False, fg: str | None = None) -> None:
-    """One line of output, scrubbed of any registered secret."""
-    click.secho(scrub(text), err=err, fg=fg)
+    """Output, line by line through :func:`~bulkprov.commands._shared.echo`: scrubbed of
+    any registered secret, control characters (a job's or a user's values) escaped."""
+    for line in text.split("\n"):
+        echo(line, err=err, fg=fg)
 
 
 @dataclass(frozen=True)
