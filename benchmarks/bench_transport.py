@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", default=[], help="run only this candidate")
     args = ap.parse_args(argv)
     token = secrets.token_urlsafe(16)
-    sim = SimulatorProcess(["--no-graph", "--scim-token", token, "--no-track-posts"])
+    sim = SimulatorProcess(["--no-graph", f"--scim-token={token}", "--no-track-posts"])
     sim.start()
     try:
         url = sim.info["scim_url"] + "/Users"

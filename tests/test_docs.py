@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bulkprov.cli import main
+from bulkprov.commands.sim import sim_parser
 from bulkprov.mapping.docgen import function_table
-from bulkprov.sim.__main__ import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ def test_documented_commands_exist(doc):
                 cmd = cmd.commands[args.pop(0)]  # type: ignore[attr-defined]
             assert cmd is not main, line
             if cmd.name == "sim":  # its arguments are the simulators' own (argparse)
-                build_parser().parse_args(args)  # exits on an unknown option
+                sim_parser().parse_args(args)  # exits on an unknown option (`bulkprov sim`'s)
                 continue
             cmd.make_context("bulkprov", list(args), resilient_parsing=True)  # parses, or raises
             known = {o for p in cmd.params for o in getattr(p, "opts", [])}

@@ -591,11 +591,16 @@ async def test_zoom_6_test_connection_names_the_daily_limit(servers, zoom, rules
 
 
 def test_zoom_6_the_daily_limit_has_its_documented_exit_code():
-    from bulkprov.errors import TargetDailyLimit
+    from bulkprov.commands._shared import EPILOG
+    from bulkprov.errors import TargetAuthError, TargetDailyLimit, TargetStop
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert TargetDailyLimit.exit_code == 12
     assert "| 12 | the SCIM target's daily request limit is spent" in readme
+    assert "12 the target's daily request limit is spent" in " ".join(EPILOG.split())
+    # it stops the run as every TargetStop does; it is not a refused token (no token refresh)
+    assert issubclass(TargetDailyLimit, TargetStop)
+    assert not issubclass(TargetDailyLimit, TargetAuthError)
 
 
 # -- 7. licences --------------------------------------------------------------------------
@@ -880,6 +885,8 @@ def test_zoom_10_duplicates_report(tmp_path):
     )
     assert any(r["kind"] == "unmanaged" and "ceo@elsewhere.example" in r["account"] for r in rows)
     assert "what to do:" in text.output and "[email-not-upn]" in text.output
+    # the tenant's names and emails: a private file, as every file bulkprov writes them to
+    assert ((tmp_path / "d.csv").stat().st_mode & 0o777) == 0o600
     with (tmp_path / "d.csv").open(encoding="utf-8") as f:
         table = list(csv.DictReader(io.StringIO(f.read())))
     assert [r["kind"] for r in table] == [r["kind"] for r in rows]
@@ -999,3 +1006,30 @@ def test_zoom_demo_initial_sync_changes_and_an_incremental_cycle_checked_exactly
     assert (
         f"({230 + int(pending[1])} for 130: GET {100 + int(pending[1])}, PATCH 30, PUT 100)" in out
     )
+
+
+def test_sim_config_out_with_zoom_writes_the_zoom_profile(tmp_path):
+    """`bulkprov sim --zoom --config-out FILE`: the config has the Zoom profile, paced at the
+    strict simulator's own label limits (main's sim_parser carries the --zoom options)."""
+    from bulkprov.commands.sim import sim_parser, write_sim_config
+    from bulkprov.config import load_config
+
+    args = sim_parser().parse_args(
+        ["--zoom", "--zoom-light", "40", "--zoom-medium", "30", "--zoom-post-label", "light"]
+    )
+    info = {
+        "tenant_id": "t",
+        "client_id": "c",
+        "authority_url": "http://127.0.0.1:1",
+        "graph_api_url": "http://127.0.0.1:1/v1.0",
+        "scim_url": "http://127.0.0.1:2/scim2",
+    }
+    path = tmp_path / "sim.toml"
+    write_sim_config(path, info, args)
+    target = load_config(path).target
+    assert target.zoom_profile
+    assert (target.zoom.light_per_second, target.zoom.medium_per_second) == (40, 30)
+    assert target.zoom.post_label == "light"
+    rfc = tmp_path / "rfc.toml"
+    write_sim_config(rfc, info, sim_parser().parse_args([]))
+    assert load_config(rfc).target.profile == "rfc"

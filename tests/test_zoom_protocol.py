@@ -242,3 +242,66 @@ def test_member_chunks_by_count_and_by_encoded_size():
         ["y" * 300],
         ["z"],
     ]
+
+
+def test_group_patches_of_several_kinds_fit_the_size_budget():
+    """Since groups send a rename, adds and removals in one PATCH (issue 19), the size budget
+    (item 9) counts them all: every PATCH built from ``pack`` fits, nothing is lost or
+    reordered, and removals cost what their form sends (RFC: one filtered path a member)."""
+    from bulkprov.pipeline.groups import pack
+    from bulkprov.scim import groups as rg
+
+    adds = [f"a{'x' * 30}{i:04d}" for i in range(400)]
+    removes = [f"r{'y' * 30}{i:04d}" for i in range(400)]
+    for form in ("rfc", "entra"):
+        forms = {rg.RENAME: form, rg.ADD: form, rg.REMOVE: form}
+        budget = rg.PatchBudget(5_000, "g&1", forms, "Sales — EMEA")
+        patches = pack(True, adds, removes, 1000, budget)
+        assert len(patches) > 1
+        sizes = []
+        for parts in patches:
+            ops = [
+                op
+                for p in parts
+                for op in (
+                    rg.rename_operations(budget.name, form)
+                    if p.kind == rg.RENAME
+                    else rg.member_operations(p.kind, p.members, form)
+                )
+            ]
+            sizes.append(len(rg.patch_group("g&1", ops).body or b""))
+        assert max(sizes) <= 5_000 and min(sizes[:-1]) > 5_000 - 120  # full, not halved
+        assert patches[0][0].kind == rg.RENAME
+        sent = [(p.kind, m) for parts in patches for p in parts for m in p.members]
+        assert sent == [(rg.ADD, m) for m in adds] + [(rg.REMOVE, m) for m in removes]
+    # the count still binds, and without a budget pack is as before
+    by_count = pack(False, adds[:10], [], 4, rg.PatchBudget(100_000, "g", {}))
+    assert [len(p[0].members) for p in by_count] == [4, 4, 2]
+    assert pack(False, adds[:10], [], 4) == by_count
+
+
+def test_duplicates_report_prints_values_inert_and_csv_cells_as_text():
+    """`bulkprov duplicates` prints through echo (issue 13's output safety): a name with a
+    line break or an escape sequence stays on its line, and a CSV cell that would start a
+    formula is written as text (OWASP)."""
+    from bulkprov.observe.duplicates import Row, csv_lines, render, text_lines
+
+    row = Row("unmanaged", "", '=HYPERLINK("http://x")\n\x1b[31mfake', "d\nforged", "a")
+    lines = text_lines([row])
+    assert any("\n" in line for line in lines)  # kept in the value: echo escapes it
+    from bulkprov.redact import shown
+
+    assert all("\n" not in shown(line) and "\x1b" not in shown(line) for line in lines)
+    header, record = csv_lines([row])
+    assert header == "kind,user,account,detail,action"
+    assert ",\"'=HYPERLINK(" in record
+    assert render([row], "csv") == f"{header}\r\n{record}\r\n"
+
+
+def test_zoom_basic_wording_stays_readable_and_a_basic_credential_is_masked():
+    """The echoed-credential mask (issue 13) took Zoom's "… 9,999 basic users." for a Basic
+    credential and hid the detail the seat guard reads; a real one (base64) is still masked."""
+    kept = _rejected(400, "The account has a maximum of 9,999 basic users.")
+    assert kept.detail.endswith("9,999 basic users.")
+    echoed = _rejected(400, "you sent Authorization: Basic dXNlcjpzM2NyZXQ=")
+    assert "dXNlcjpz" not in str(echoed) and "Basic [REDACTED]" in str(echoed)

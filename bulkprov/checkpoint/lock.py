@@ -54,6 +54,22 @@ class StateLock:
             ) from exc
         return self
 
+    @classmethod
+    def held(cls, state_path: Path) -> bool:
+        """Whether a bulkprov process holds the lock now (a sync in progress): the lock cannot
+        be had. A lock this probe gets is let go at once, so a sync starting that very instant
+        is kept out for no more than that."""
+        path = cls(state_path).path
+        if not path.exists():
+            return False
+        probe = filelock.FileLock(path, blocking=False, fallback_to_soft=False)
+        try:
+            probe.acquire()
+        except filelock.Timeout:
+            return True
+        probe.release()
+        return False
+
     def __exit__(self, *exc: object) -> None:
         if self._lock.is_locked:
             self._lock.release()

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import click
 
-from bulkprov.commands._shared import EPILOG, _load, _run, _secrets, config_option
+from bulkprov.commands._shared import (
+    EPILOG,
+    _load,
+    _run,
+    _secrets,
+    config_option,
+    echo,
+    echo_json,
+)
 
 
 @click.command(epilog=EPILOG)
@@ -43,14 +51,25 @@ def duplicates(config_path: Path, fmt: str, out: Path | None) -> None:
       bulkprov duplicates
       bulkprov duplicates --format csv --out duplicates.csv
     """
-    from bulkprov.observe.duplicates import duplicate_report, render
+    from bulkprov.checkpoint.files import private_dir, write_private
+    from bulkprov.observe.duplicates import (
+        as_dicts,
+        csv_lines,
+        duplicate_report,
+        render,
+        text_lines,
+    )
 
     cfg = _load(config_path)
     secrets = _secrets(cfg)
     rows = _run(duplicate_report, cfg, secrets)
-    text = render(rows, fmt)
     if out is not None:
-        out.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {out}: {len(rows)} row(s)")
+        # the tenant's names and emails: mode 0600, as every file bulkprov writes them to
+        private_dir(out.parent)
+        write_private(out, render(rows, fmt))
+        echo(f"wrote {out}: {len(rows)} row(s)")
+    elif fmt == "json":
+        echo_json(as_dicts(rows))
     else:
-        click.echo(text, nl=False)
+        for line in csv_lines(rows) if fmt == "csv" else text_lines(rows):
+            echo(line)

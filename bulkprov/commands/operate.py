@@ -19,9 +19,20 @@ from typing import Any
 import click
 
 from bulkprov import _json
-from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
+from bulkprov.commands._shared import (
+    EPILOG,
+    EXIT_FAILURES,
+    _load,
+    _run,
+    _secrets,
+    config_option,
+    echo,
+    echo_json,
+    result_exit,
+)
 from bulkprov.config import Config
 from bulkprov.errors import StateError
+from bulkprov.observe.logexport import LOG_ACTIONS, LOG_STATUSES
 
 
 @click.command(epilog=EPILOG)
@@ -34,42 +45,79 @@ def status(config_path: Path, as_json: bool) -> None:
     Example:
       bulkprov status -c zoom.toml
     """
+    from bulkprov.checkpoint.lock import StateLock
+    from bulkprov.checkpoint.staging import QUARANTINE, LifecycleStore
     from bulkprov.checkpoint.store import StateStore
 
     cfg = _load(config_path)
 
     from bulkprov.pipeline import Seats
 
-    async def read() -> tuple[list[dict[str, Any]], int, dict[str, dict[str, int]] | None]:
+    async def read() -> tuple[
+        list[dict[str, Any]], int, list[str], dict[str, dict[str, int]] | None
+    ]:
         if not cfg.state.path.exists():
-            return [], 0, None
-        async with await StateStore.open(cfg.state.path) as store:
+            return [], 0, [], None
+        async with await StateStore.open(cfg.state.path, verify=True) as store:
+            saved = await LifecycleStore(store).get(QUARANTINE)
+            reasons = [str(r) for r in _json.loads(saved)] if saved else []
             seats = await Seats.load(cfg, store, held=True)
             return (
                 await store.runs(10),
                 await store.user_count(),
+                reasons,
                 seats.figures() if seats is not None else None,
             )
 
-    runs, users, seats = _run(read)
+    runs, users, quarantine, seats = _run(read)
+    # a sync holding the state now: its run is in progress, not interrupted
+    live = bool(runs) and runs[0]["status"] == "running" and StateLock.held(cfg.state.path)
     if as_json:
-        doc: dict[str, Any] = {"managed_users": users, "runs": runs}
+        doc: dict[str, Any] = {
+            "managed_users": users,
+            "runs": runs,
+            "live": live,
+            "quarantine": quarantine,
+        }
         if seats is not None:
             doc["seats"] = seats
-        click.echo(_json.dumps(doc).decode())
+        echo_json(doc)
         return
     if not runs:
-        click.echo(f"no runs yet in {cfg.state.path}")
+        echo(f"no runs yet in {cfg.state.path}")
         return
-    click.echo(f"state: {cfg.state.path}   managed users: {users}")
+    echo(f"state: {cfg.state.path}   managed users: {users}")
+    if quarantine:
+        echo(
+            "in quarantine (until a cycle ends with no failure and nothing in escrow); "
+            "reported reasons, which no longer stop a run: " + "; ".join(quarantine)
+        )
     for pool, f in (seats or {}).items():
         held = f", {f['held']:,} user(s) held (LicenseLimitExceeded)" if f["held"] else ""
-        click.echo(f"seats: {pool} {f['used']:,} used, {f['left']:,} left of {f['cap']:,}{held}")
-    for r in runs:
+        echo(f"seats: {pool} {f['used']:,} used, {f['left']:,} left of {f['cap']:,}{held}")
+    for i, r in enumerate(runs):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
         counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
-        note = "  (interrupted: `bulkprov sync` resumes it)" if r["status"] == "running" else ""
-        click.echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
+        note = _run_note(r, live=live and i == 0, last=i == 0)
+        echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
+
+
+def _run_note(run: dict[str, Any], *, live: bool, last: bool) -> str:
+    """What an unfinished run is, and what the next sync does with it."""
+    status = run["status"]
+    resumes = run.get("kind") in ("full", "new")
+    if status == "running" and live:
+        return "  (in progress)"
+    if status == "running" and last:
+        return (
+            "  (interrupted: `bulkprov sync` resumes it)"
+            if resumes
+            else "  (stopped: the next `bulkprov sync` reads its changes again)"
+        )
+    if status == "quarantined" and last:
+        nxt = "resumes it" if resumes else "reads its changes again"
+        return f"  (see `bulkprov report {run['id']}`; the next `bulkprov sync` {nxt})"
+    return ""
 
 
 @click.command(epilog=EPILOG)
@@ -78,13 +126,26 @@ def status(config_path: Path, as_json: bool) -> None:
 @click.option(
     "--status",
     "status_",
-    type=click.Choice(["success", "skipped", "failure", "warning"]),
+    type=click.Choice(LOG_STATUSES, case_sensitive=False),
     default=None,
+    help="Only entries with this status.",
 )
-@click.option("--action", default=None, help="create, update, disable, delete, link, group, other.")
+@click.option(
+    "--action",
+    type=click.Choice(LOG_ACTIONS, case_sensitive=False),
+    default=None,
+    help="Only entries with this action.",
+)
 @click.option("--user", default=None, help="A Graph object id or a userName.")
 @click.option("--since", default=None, help="Only entries since: 90m, 24h, 7d or 2026-11-28.")
-@click.option("--limit", type=int, default=100, show_default=True, help="0 for all.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="How many entries: the newest ones (0 for all).",
+)
+@click.option("--oldest", is_flag=True, help="The oldest entries instead of the newest.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @click.option(
     "--csv",
@@ -101,12 +162,14 @@ def logs(
     user: str | None,
     since: str | None,
     limit: int,
+    oldest: bool,
     as_json: bool,
     csv_dir: Path | None,
 ) -> None:
     """Show or export the provisioning log (one entry per user per run).
 
-    Entries older than ``state.log_retention_days`` (default 30) are deleted when a run
+    Shows the newest ``--limit`` entries that match (100 by default), oldest first; entries
+    older than ``state.log_retention_days`` (default 30) are deleted when a run
     starts.
 
     \b
@@ -125,13 +188,11 @@ def logs(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     if not cfg.state.path.exists():
-        click.secho(
-            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
-        )
+        echo(f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True)
         sys.exit(6)
 
     async def read() -> list[dict[str, Any]]:
-        async with await StateStore.open(cfg.state.path) as store:
+        async with await StateStore.open(cfg.state.path, verify=True) as store:
             return await store.log_entries(
                 run_id=run_id,
                 status=status_,
@@ -139,21 +200,22 @@ def logs(
                 user=user,
                 since=since_ts,
                 limit=limit or None,
+                newest=not oldest,
             )
 
     entries = _run(read)
     if csv_dir is not None:
         for path in write_entra_csv(entries, csv_dir):
-            click.echo(str(path))
-        click.echo(f"{len(entries)} entries", err=True)
+            echo(str(path))
+        echo(f"{len(entries)} entries", err=True)
         return
     for e in entries:
         if as_json:
-            click.echo(_json.dumps(e).decode())
+            echo_json(e)
         else:
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
             reason = f"  {e['reason']}" if e["reason"] else ""
-            click.echo(
+            echo(
                 f"{at} run {e['run_id']} {e['status']:<8} {e['action']:<8} "
                 f"{e['user_name'] or e['graph_id']}{reason}"
             )
@@ -179,17 +241,13 @@ def report(config_path: Path, run_id: int | None, open_: bool) -> None:
 
     cfg = _load(config_path)
     if not cfg.state.path.exists():
-        click.secho(
-            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
-        )
+        echo(f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True)
         sys.exit(6)
     path = _run(write_report, cfg, run_id)
     if path is None:
-        click.secho(
-            f"error: no run {run_id if run_id else ''} in {cfg.state.path}", fg="red", err=True
-        )
+        echo(f"error: no run {run_id if run_id else ''} in {cfg.state.path}", fg="red", err=True)
         sys.exit(6)
-    click.echo(str(path))
+    echo(str(path))
     if open_:
         import webbrowser  # only here: it costs every other command's start-up
 
@@ -224,17 +282,15 @@ def staged(config_path: Path, show_all: bool, as_json: bool) -> None:
     items = _run(read)
     for s in items:
         if as_json:
-            click.echo(_json.dumps(dataclasses.asdict(s)).decode())
+            echo_json(dataclasses.asdict(s))
         else:
-            click.echo(
+            echo(
                 f"{s.id:>6}  run {s.run_id:<5} {s.status:<10} {s.action:<8} "
                 f"{s.user_name or s.graph_id}  {(s.reason or '').removeprefix('staged: ')}"
             )
     if not as_json:
         held = sum(1 for s in items if s.status == "held")
-        click.echo(
-            f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else "")
-        )
+        echo(f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else ""))
 
 
 @click.command(epilog=EPILOG)
@@ -265,7 +321,7 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
 
     n = _run(count)
     if not n:
-        click.echo("nothing held")
+        echo("nothing held")
         return
     if not yes:
         click.confirm(
@@ -275,12 +331,12 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
 
     async def go() -> dict[str, int]:
         with StateLock(cfg.state.path):
-            store = await StateStore.open(cfg.state.path)
+            store = await StateStore.open(cfg.state.path, verify=True)
             async with store, open_clients(cfg, secrets) as (_, scim):
                 return await run_approve(store, scim, cfg, list(ids) or None)
 
     counts = _run(go)
-    click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
+    echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
     sys.exit(EXIT_FAILURES if counts.get("failed") else 0)
 
 
@@ -300,9 +356,9 @@ def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
     cfg = _load(config_path)
     released = _run(release_escrow, cfg)
     if not quiet and not as_json:
-        click.echo(f"{released} escrowed user(s) retried now", err=True)
+        echo(f"{released} escrowed user(s) retried now", err=True)
     result = _run(run_with_progress, cfg, False, as_json, quiet, None)
-    sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+    sys.exit(result_exit(result))
 
 
 @click.group(epilog=EPILOG)
@@ -327,7 +383,7 @@ def state_export(config_path: Path, dest: Path) -> None:
     """
     cfg = _load(config_path)
     _run(export_state, cfg, dest)
-    click.echo(f"wrote {dest}")
+    echo(f"wrote {dest}")
 
 
 async def release_escrow(cfg: Config) -> int:
@@ -338,7 +394,7 @@ async def release_escrow(cfg: Config) -> int:
     if not cfg.state.path.exists():
         return 0
     with StateLock(cfg.state.path):
-        async with await StateStore.open(cfg.state.path) as store:
+        async with await StateStore.open(cfg.state.path, verify=True) as store:
             return await store.release_escrow()
 
 

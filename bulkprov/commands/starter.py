@@ -29,10 +29,11 @@ base_url = "https://api.zoom.us/scim2"
 token = { env = "BULKPROV_SCIM_TOKEN" }             # or { file = "/run/secrets/zoom" }
 # "zoom": Zoom as it behaves (updates by PUT, pending invitations, per-label rate limits…;
 # docs/zoom-from-entra.md, "What Zoom does differently"). "rfc" for other SCIM services,
-# with `rate_limit = 60` (requests per second across all workers) instead of [target.zoom].
+# paced by `rate_limit` (requests per second across all workers) instead of [target.zoom].
 profile = "zoom"
 concurrency = 16
-# "rfc": lowercase ops and JSON booleans; "entra": Entra's `Replace` and "False" strings.
+# "rfc": lowercase ops, JSON booleans, group members removed by a filtered path
+# (members[value eq "id"]); "entra": Entra's `Replace`, "False" strings, `Remove` with values.
 patch_dialect = "rfc"
 
 [target.zoom]
@@ -46,7 +47,7 @@ medium_per_second = 60
 # basic_cap = 9999           # Zoom's cap on Basic users per account
 
 [state]
-path = "bulkprov-state.sqlite3"
+path = "bulkprov-state.sqlite3"    # relative paths here resolve against this file's folder
 
 [scope]
 # "all": every user in the tenant; "assigned": only users assigned to the app.
@@ -72,11 +73,15 @@ threshold = 500
 # no_proxy = [".corp.example", "10.0.0.0/8"]
 # proxy_username = "svc-bulkprov"                # with the password from a secret source:
 # proxy_password = { env = "BULKPROV_PROXY_PASSWORD" }
+# Bounds on one answer: seconds from first byte sent to last byte read, and bytes.
+# deadline = 120
+# max_page_bytes = 16777216     # a list page (Graph users, a SCIM ListResponse)
+# max_answer_bytes = 1048576    # one resource, a token, an error
 
 [groups]
 # Provision assigned groups (all groups in mode "all") and their direct members.
 enabled = true
-member_chunk = 100            # members per add/remove PATCH
+member_chunk = 100            # members per PATCH (a group's adds and removals together)
 
 # Attribute mappings (the admin guide's table). `source` = Direct (a Graph attribute),
 # `expression` = Entra's expression language, `constant` = a fixed string.

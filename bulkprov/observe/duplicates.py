@@ -19,7 +19,8 @@ unmanaged            an account no in-scope user maps to and bulkprov has not li
 ===================  =========================================================================
 
 :func:`find_duplicates` is the pure comparison (tested without a network);
-:func:`duplicate_report` reads the three sources; :func:`render` writes text, CSV or JSON.
+:func:`duplicate_report` reads the three sources; :func:`render` writes text, CSV or JSON
+(:func:`text_lines`, :func:`csv_lines`, :func:`as_dicts`: what the command prints).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bulkprov.credentials import Secrets
 from bulkprov.errors import UserDataError
 from bulkprov.graph.directory import read_sources
 from bulkprov.pipeline import Engine, open_clients
+from bulkprov.redact import csv_cell
 from bulkprov.scim import requests as rq
 from bulkprov.scim.responses import list_resources
 
@@ -257,19 +259,14 @@ async def duplicate_report(cfg: Config, secrets: Secrets, **transports: Any) -> 
     return find_duplicates(users, accounts, linked, waiting)
 
 
-def render(rows: list[Row], fmt: str) -> str:
-    """``text`` (one block per row), ``csv`` or ``json`` (a list of objects)."""
-    if fmt == "json":
-        return _json.dumps([asdict(r) for r in rows]).decode() + "\n"
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(("kind", "user", "account", "detail", "action"))
-        for r in rows:
-            writer.writerow((r.kind, r.user, r.account, r.detail, r.action))
-        return out.getvalue()
+_HEADER = ("kind", "user", "account", "detail", "action")
+
+
+def text_lines(rows: list[Row]) -> list[str]:
+    """The text report, one line each (a value's own line breaks stay in its line: the
+    command prints each through ``echo``, which escapes them)."""
     if not rows:
-        return "no duplicates, email mismatches, pending invitations or unmanaged accounts\n"
+        return ["no duplicates, email mismatches, pending invitations or unmanaged accounts"]
     lines = []
     for r in rows:
         lines.append(f"[{r.kind}] {r.user or '-'}  →  {r.account or '-'}")
@@ -278,7 +275,43 @@ def render(rows: list[Row], fmt: str) -> str:
     counts = {k: sum(1 for r in rows if r.kind == k) for k in KINDS}
     lines.append("")
     lines.append("  ".join(f"{k}: {n}" for k, n in counts.items() if n))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-__all__ = ["KINDS", "Row", "SourceUser", "duplicate_report", "find_duplicates", "render"]
+def csv_lines(rows: list[Row]) -> list[str]:
+    """The CSV report, one record each (without its line end); every cell a spreadsheet
+    shows as text (:func:`~bulkprov.redact.csv_cell`: a name such as ``=HYPERLINK(…)`` is
+    never a formula)."""
+    out = []
+    for record in (_HEADER, *((r.kind, r.user, r.account, r.detail, r.action) for r in rows)):
+        buffer = io.StringIO()
+        csv.writer(buffer).writerow([csv_cell(v) for v in record])
+        out.append(buffer.getvalue().removesuffix("\r\n"))
+    return out
+
+
+def as_dicts(rows: list[Row]) -> list[dict[str, str]]:
+    """The JSON report: a list of objects."""
+    return [asdict(r) for r in rows]
+
+
+def render(rows: list[Row], fmt: str) -> str:
+    """``text`` (one block per row), ``csv`` or ``json`` (a list of objects), as a file."""
+    if fmt == "json":
+        return _json.dumps(as_dicts(rows)).decode() + "\n"
+    if fmt == "csv":
+        return "".join(line + "\r\n" for line in csv_lines(rows))
+    return "\n".join(text_lines(rows)) + "\n"
+
+
+__all__ = [
+    "KINDS",
+    "Row",
+    "SourceUser",
+    "as_dicts",
+    "csv_lines",
+    "duplicate_report",
+    "find_duplicates",
+    "render",
+    "text_lines",
+]

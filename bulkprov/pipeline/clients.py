@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from bulkprov import credentials
-from bulkprov.graph.client import GraphClient
+from bulkprov.graph.client import GraphClient, read_purposes
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim.client import ScimClient
 from bulkprov.transport import make_client
@@ -72,13 +72,16 @@ async def open_clients(
             token_source=credentials.graph_tokens(
                 cfg, secrets.graph_client_secret, graph_transport, network=network
             ),
+            bounds=credentials.bounds(cfg),
         )
+        graph.purposes = read_purposes(cfg)  # a failed read names the setting behind it
         target = cfg.target
         zoom = target.zoom if target.zoom_profile else None
         scim = ScimClient(
             target.base_url,
             credentials.scim_credential(cfg, secrets, scim_http),
             scim_http,
+            bounds=credentials.bounds(cfg),
             rate_limit=target.rate_limit,
             adaptive=target.adaptive,
             # Zoom: each rate-limit label paced on its own; no discovery endpoints (§6.2)

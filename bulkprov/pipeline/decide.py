@@ -183,13 +183,17 @@ class Engine:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        timeout = cfg.limits.regex_timeout
         self.mapper: UserMapper = compile_mappings(
             cfg.mappings,
             # Zoom serves no /Schemas: its known attribute types come with the profile
             resource_schemas=ZOOM_SCHEMAS if cfg.target.zoom_profile else None,
             config_path=cfg.source_path,
+            regex_timeout=timeout,
         )
-        self.scope: ScopeEvaluator = compile_scope(cfg.scope.filters, config_path=cfg.source_path)
+        self.scope: ScopeEvaluator = compile_scope(
+            cfg.scope.filters, config_path=cfg.source_path, regex_timeout=timeout
+        )
         self.select = sorted(
             self.mapper.source_attributes
             | self.scope.source_attributes

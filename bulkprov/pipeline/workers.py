@@ -28,9 +28,9 @@ from bulkprov.checkpoint.store import disabled as disabled_write
 from bulkprov.errors import (
     OutcomeUnknown,
     PendingInvitation,
-    TargetAuthError,
     TargetError,
     TargetRejected,
+    TargetStop,
 )
 from bulkprov.escrow import EscrowEntry
 from bulkprov.mapping import MappedUser
@@ -102,7 +102,7 @@ class Applier:
         """Apply one decision; a target error is this user's Failure (auth stops the run)."""
         try:
             return await self.apply(item)
-        except TargetAuthError:
+        except TargetStop:
             raise  # stops the whole run (the client's message says what to do)
         except PendingInvitation as exc:
             return self.pending(item, exc)
