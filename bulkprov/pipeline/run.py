@@ -44,7 +44,7 @@ from bulkprov.checkpoint.staging import (
     LifecycleStore,
 )
 from bulkprov.checkpoint.store import NEW_RUN, UNFINISHED, Run, StateStore
-from bulkprov.config import Config
+from bulkprov.config import Config, check_state_filesystem
 from bulkprov.credentials import Secrets
 from bulkprov.errors import Quarantined, RunAborted
 from bulkprov.graph.client import GraphClient
@@ -97,6 +97,7 @@ async def run_sync(
     """
     engine = engine or Engine(cfg)
     stats = stats or RunStats()
+    check_state_filesystem(cfg)  # load_config checked it; a Config built in code too
     with StateLock(cfg.state.path):
         store = await StateStore.open(cfg.state.path, verify=True)
         store.escrow_policy = cfg.escrow.policy()
