@@ -100,9 +100,9 @@ def base_image(podman: Podman, tmp_path: Path) -> float:
         capture_output=True,
         timeout=900,
     )
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    podman("import", "-", BASE, stdin=tar.stdout)
-    assert tar.wait() == 0
+    with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+        podman("import", "-", BASE, stdin=tar.stdout)
+    assert tar.returncode == 0
     shutil.rmtree(rootfs, ignore_errors=True)
     return time.monotonic() - started
 
