@@ -170,10 +170,13 @@ def _typed(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scalar(annotation: Any, value: str) -> Any:
+    """The string as the field's bool, int or float (read leniently: ``"true"``, ``"8"``),
+    so that a strict field, which takes no string, accepts it; else the string, for the
+    model to judge (and name)."""
     kinds = [t for t in _unwrap(annotation) if t in (bool, int, float)]
     if not kinds or str in _unwrap(annotation):
         return value
     try:
-        return TypeAdapter(annotation).validate_python(value)
+        return TypeAdapter(kinds[0]).validate_python(value)
     except ValidationError:
         return value

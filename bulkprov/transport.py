@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
+import anyio
 import httpx
 import httpx_aiohttp
 
@@ -378,6 +379,70 @@ def make_sync_client(
         trust_env=False,
         follow_redirects=False,
     )
+
+
+# --- bounded exchanges ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How much one exchange may take: bytes of its answer, and seconds from the first byte
+    sent to the last byte read (httpx's own timeouts are per operation: a server sending one
+    byte a second never trips them).
+
+    A list page (Graph's users, a SCIM ListResponse, a Bulk answer) may be large; a single
+    resource, a token or an error is small.
+    """
+
+    page_bytes: int = 16 * 1024 * 1024
+    resource_bytes: int = 1024 * 1024
+    deadline: float = 120.0
+
+
+class AnswerTooLarge(Exception):
+    """An answer grew past its :class:`Bounds`; reading stopped there (nothing buffered past
+    the limit)."""
+
+    def __init__(self, url: httpx.URL, limit: int) -> None:
+        super().__init__(
+            f"the answer from {_host_port(url)} is larger than {limit:,} bytes; reading stopped "
+            "(a hostile or broken server, or raise the limit in [network])"
+        )
+        self.limit = limit
+
+
+async def fetch(
+    client: httpx.AsyncClient, request: httpx.Request, *, limit: int, deadline: float
+) -> tuple[int, httpx.Headers, bytes]:
+    """Send ``request`` and read its whole answer, within ``limit`` bytes and ``deadline``
+    seconds: (status, headers, body).
+
+    Raises httpx's ``ReadTimeout`` when the deadline passes (:func:`describe` says
+    "timeout"), :class:`AnswerTooLarge` past the limit (announced by ``Content-Length`` or
+    counted while reading, decoded bytes: a compressed bomb stops at the limit too), and
+    httpx's transport errors.
+    """
+    chunks: list[bytes] = []
+    try:
+        with anyio.fail_after(deadline):
+            response = await client.send(request, stream=True)
+            try:
+                length = response.headers.get("content-length", "")
+                if length.isdigit() and int(length) > limit:
+                    raise AnswerTooLarge(request.url, limit)
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise AnswerTooLarge(request.url, limit)
+                    chunks.append(chunk)
+            finally:
+                await response.aclose()
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout(
+            f"no complete answer within {deadline:g} s", request=request
+        ) from exc
+    return response.status_code, response.headers, b"".join(chunks)
 
 
 # --- what a failed connection says ---------------------------------------------------------

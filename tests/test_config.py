@@ -76,6 +76,16 @@ def test_username_mapping_required(tmp_path):
         load_config(write(tmp_path, text))
 
 
+def test_regex_timeout_is_a_limit_with_a_default(tmp_path):
+    """limits.regex_timeout: 0.1 s by default, positive, at most 10 s."""
+    assert load_config(write(tmp_path, STARTER_TOML)).limits.regex_timeout == 0.1
+    for bad in ("0", "-1", "11", '"fast"'):
+        text = STARTER_TOML.replace("[state]", f"[limits]\nregex_timeout = {bad}\n\n[state]")
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text))
+        assert "limits.regex_timeout" in str(info.value)
+
+
 def test_secret_from_env_and_file(tmp_path, monkeypatch):
     cfg = load_config(write(tmp_path, STARTER_TOML))
     monkeypatch.setenv("BULKPROV_SCIM_TOKEN", "tok-123")

@@ -148,7 +148,8 @@ def test_the_image_syncs_is_killed_and_a_second_container_resumes(tmp_path):
         (secrets / "graph-client-secret").write_text(SECRET + "\n")
         (secrets / "scim-token").write_text(TOKEN + "\n")
         for p in (secrets, *secrets.iterdir()):
-            os.chown(p, 10001, 10001)
+            os.chown(p, 10001, 10001)  # the image's user; the files 0400 (no warning)
+            p.chmod(0o400)
         secrets.chmod(0o500)
         podman("volume", "create", volume)
         common = [
@@ -184,11 +185,11 @@ def test_the_image_syncs_is_killed_and_a_second_container_resumes(tmp_path):
         logs = podman("logs", names[0])
         assert SECRET not in logs.stdout + logs.stderr and TOKEN not in logs.stdout + logs.stderr
 
-        # 2. the HEALTHCHECK's command on the volume: the killed run is found (exit 11)
+        # 2. the HEALTHCHECK's command on the volume: the killed run is found (exit 12)
         health = podman.run(
             "--rm", *common, image, "status", "--check", "--max-age", "2h", check=False
         )
-        assert health.returncode == 11, health.stdout + health.stderr
+        assert health.returncode == 12, health.stdout + health.stderr
         assert "stopped before its end" in health.stdout
 
         # 3. a second container, secrets as mounted files, resumes it to the end

@@ -32,7 +32,7 @@ def check(cli: Cli, *args: str) -> tuple[int, str, dict]:
 
 def test_no_state_yet_is_unhealthy_and_creates_nothing(cli: Cli):
     code, out, doc = check(cli)
-    assert code == health.EXIT_STALE == 12, out
+    assert code == health.EXIT_STALE == 13, out
     assert "no cycle has completed yet" in out
     assert doc["problems"][0]["kind"] == "stale" and doc["healthy"] is False
     assert not cli.state.exists()  # a probe never creates the state
@@ -58,20 +58,20 @@ def test_a_completed_cycle_is_healthy_until_it_is_older_than_max_age(cli: Cli):
     with sqlite3.connect(cli.state) as con:
         con.execute("UPDATE runs SET finished_at = finished_at - 3 * 3600")
     code, out, _ = check(cli, "--max-age", "2h")
-    assert code == 12, out
+    assert code == 13, out
     assert "ended 3.0h ago, more than --max-age 2.0h" in out
     assert check(cli, "--max-age", "4h")[0] == 0
     assert check(cli)[0] == 0  # without --max-age only "never completed" counts
 
 
 def test_a_failed_run_is_unhealthy_while_nothing_runs(cli: Cli):
-    """A run that stopped on an error (here Graph refused a read: sync exit 4) → 11, until
+    """A run that stopped on an error (here Graph refused a read: sync exit 4) → 12, until
     a sync completes; while a sync holds the state the same run is in progress: healthy."""
     assert cli("sync", "--quiet").exit_code == 0
     cli.tenant.faults = GraphRefuses("/users/delta", 404)
     assert cli("sync", "--quiet").exit_code == 4
     code, out, doc = check(cli, "--max-age", "2h")
-    assert code == health.EXIT_STOPPED == 11, out
+    assert code == health.EXIT_STOPPED == 12, out
     assert "run 2 stopped before its end" in out and "users/delta" in out
     assert [p["kind"] for p in doc["problems"]] == ["stopped"]
     with StateLock(cli.state):  # a sync in progress
@@ -84,7 +84,7 @@ def test_a_failed_run_is_unhealthy_while_nothing_runs(cli: Cli):
 
 
 def test_a_killed_first_run_is_unhealthy_but_a_running_one_is_not(cli: Cli):
-    """What SIGKILL leaves (a run row still "running", no lock): 11 with "killed"; the
+    """What SIGKILL leaves (a run row still "running", no lock): 12 with "killed"; the
     first cycle while it runs (no completed cycle yet) is healthy."""
     assert cli("sync", "--quiet").exit_code == 0
     with sqlite3.connect(cli.state) as con:
@@ -94,7 +94,7 @@ def test_a_killed_first_run_is_unhealthy_but_a_running_one_is_not(cli: Cli):
             (time.time(),),
         )
     code, out, doc = check(cli)
-    assert code == 11, out
+    assert code == 12, out
     assert "(killed)" in out and "resumes it" in out
     assert [p["kind"] for p in doc["problems"]] == ["stopped", "stale"]
     with StateLock(cli.state):
@@ -143,7 +143,7 @@ def test_a_quarantined_run_is_unhealthy_and_wins(cli: Cli):
 
 
 def test_problems_come_in_the_documented_order():
-    """The first that applies wins: 8, 11, 9, 12 (the docstring's table, the docs')."""
+    """The first that applies wins: 8, 12, 9, 13 (the docstring's table, the docs')."""
     from bulkprov.checkpoint.health import LastRun, StateHealth
 
     now = 1_000_000.0
@@ -155,9 +155,9 @@ def test_problems_come_in_the_documented_order():
         now - 99_999, 6, LastRun(7, "running", "full", 0, None, None, {}), 4, 0, ()
     )
     codes = [p.exit_code for p in health.check(stopped, now=now, max_age=3600, live=False)]
-    assert codes == [11, 9, 12]
+    assert codes == [12, 9, 13]
     doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
-    for code, kind in ((8, "quarantined"), (11, "stopped"), (9, "held"), (12, "stale")):
+    for code, kind in ((8, "quarantined"), (12, "stopped"), (9, "held"), (13, "stale")):
         assert re.search(rf"\| {code} \| {kind} \|", doc), (code, kind)
 
 

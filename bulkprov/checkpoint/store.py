@@ -41,6 +41,7 @@ same transaction as the version bump. A database newer than this code is refused
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -54,6 +55,7 @@ import aiosqlite
 import anyio
 
 from bulkprov import _json
+from bulkprov.checkpoint.files import PRIVATE_FILE, private_dir, tighten
 from bulkprov.errors import StateError
 from bulkprov.escrow import EscrowEntry, EscrowPolicy
 from bulkprov.redact import scrub_optional
@@ -384,10 +386,19 @@ class StateStore:
         """
         p = Path(path)
         if not os.path.exists(p):  # noqa: ASYNC240 - one stat at open, before any I/O loop
-            p.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(p.parent)
             # Created 0600 before SQLite touches it: the log holds user names and emails.
-            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-            os.close(fd)
+            # SQLite gives the -wal and -shm files the database's mode.
+            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, PRIVATE_FILE)
+            try:
+                os.fchmod(fd, PRIVATE_FILE)  # whatever the umask
+            finally:
+                os.close(fd)
+        else:
+            with contextlib.suppress(OSError):  # not ours to chmod: SQLite says what is wrong
+                for f in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+                    if f.exists():
+                        tighten(f)
         try:
             conn = await aiosqlite.connect(p, isolation_level=None)
         except sqlite3.Error as exc:
@@ -721,12 +732,15 @@ class StateStore:
         """
         d = Path(dest)
         try:
-            fd = os.open(d, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            fd = os.open(d, os.O_CREAT | os.O_WRONLY | os.O_EXCL, PRIVATE_FILE)
         except FileExistsError as exc:
             raise StateError(f"{d} exists; nothing was overwritten") from exc
         except OSError as exc:
             raise StateError(f"cannot create {d}: {exc.strerror}") from exc
-        os.close(fd)
+        try:
+            os.fchmod(fd, PRIVATE_FILE)  # whatever the umask
+        finally:
+            os.close(fd)
         target = await aiosqlite.connect(d)
         try:
             await self._conn.conn.backup(target)

@@ -5,6 +5,10 @@ takes :data:`EPILOG` for the group; nothing here imports a command or the group,
 imports run one way (cli → commands → _shared). The helpers turn what the pipeline raises
 into the documented exit codes (:func:`_fail`), run a command's coroutine on the event loop
 (:func:`_run`), and read the config and its secrets with exit 2 on a bad one.
+
+Every line a command prints goes through :func:`echo` or :func:`echo_json`: scrubbed of
+secrets, and with the control characters of the values in it escaped (a user's name, a
+target's answer: :func:`bulkprov.redact.shown`), so no output path can forget either.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import anyio
 import click
 
-from bulkprov.config import Config, load_config
+from bulkprov import _json
+from bulkprov.config import Config, load_config, secret_file_warnings
 from bulkprov.errors import BulkProvError
-from bulkprov.redact import scrub
+from bulkprov.redact import shown, shown_json
 
 if TYPE_CHECKING:
     from bulkprov.credentials import Secrets
@@ -67,6 +72,19 @@ config_option = click.option(
 )
 
 
+def echo(line: str, *, err: bool = False, fg: str | None = None, prefix: str = "") -> None:
+    """Print one line: scrubbed, its control characters escaped (a line break in a value
+    too: print several lines with several calls). ``prefix`` is printed as it is (a mark
+    bulkprov styled itself, never a value)."""
+    click.echo(prefix + click.style(shown(line), fg=fg) if fg else prefix + shown(line), err=err)
+
+
+def echo_json(doc: Any, *, err: bool = False, sort_keys: bool = False) -> None:
+    """Print one JSON line, scrubbed, with the control characters JSON leaves raw escaped."""
+    text = (_json.dumps_sorted if sort_keys else _json.dumps)(doc).decode()
+    click.echo(shown_json(text), err=err)
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     """Collapse one-member exception groups so the user sees the real error."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -81,7 +99,8 @@ def _fail(exc: BaseException) -> NoReturn:
         if errors:
             exc = errors[0]
     if isinstance(exc, BulkProvError):
-        click.secho(f"error: {scrub(str(exc))}", fg="red", err=True)
+        # several lines only for bulkprov's own (a caret under an expression)
+        click.secho(f"error: {shown(str(exc), lines=True)}", fg="red", err=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         click.secho("interrupted: the state is saved; run the same command to resume", err=True)
@@ -135,10 +154,15 @@ def _uvloop() -> bool:
 
 
 def _load(path: Path) -> Config:
+    """The config at ``path`` (exit 2 if it cannot be used); a secret file others than its
+    owner can read is warned about (standard error), whatever the command."""
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except BulkProvError as exc:
         _fail(exc)
+    for warning in secret_file_warnings(cfg):
+        echo(f"warning: {warning}", fg="yellow", err=True)
+    return cfg
 
 
 def _secrets(cfg: Config) -> Secrets:

@@ -26,6 +26,8 @@ from bulkprov.commands._shared import (
     _run,
     _secrets,
     config_option,
+    echo,
+    echo_json,
     result_exit,
 )
 from bulkprov.config import Config
@@ -42,8 +44,8 @@ from bulkprov.observe.logexport import LOG_ACTIONS, LOG_STATUSES
 @click.option(
     "--check",
     is_flag=True,
-    help="Exit non-zero when the job is unhealthy: 8 last run quarantined, 11 last run "
-    "stopped and no sync running, 9 actions wait for approval, 12 no cycle completed "
+    help="Exit non-zero when the job is unhealthy: 8 last run quarantined, 12 last run "
+    "stopped and no sync running, 9 actions wait for approval, 13 no cycle completed "
     "within --max-age (the first that applies).",
 )
 @click.option(
@@ -69,7 +71,7 @@ def status(
     \b
     Examples:
       bulkprov status -c zoom.toml
-      bulkprov status --check --max-age 2h     # exit 0 healthy, 8/9/11/12 why not
+      bulkprov status --check --max-age 2h     # exit 0 healthy, 8/9/12/13 why not
       bulkprov status --metrics > /var/lib/node_exporter/textfile/bulkprov.prom
     """
     from bulkprov.checkpoint.lock import StateLock
@@ -94,14 +96,14 @@ def status(
     live = bool(runs) and runs[0]["status"] == "running" and StateLock.held(cfg.state.path)
     if as_json:
         doc = {"managed_users": users, "runs": runs, "live": live, "quarantine": quarantine}
-        click.echo(_json.dumps(doc).decode())
+        echo_json(doc)
         return
     if not runs:
-        click.echo(f"no runs yet in {cfg.state.path}")
+        echo(f"no runs yet in {cfg.state.path}")
         return
-    click.echo(f"state: {cfg.state.path}   managed users: {users}")
+    echo(f"state: {cfg.state.path}   managed users: {users}")
     if quarantine:
-        click.echo(
+        echo(
             "in quarantine (until a cycle ends with no failure and nothing in escrow); "
             "reported reasons, which no longer stop a run: " + "; ".join(quarantine)
         )
@@ -109,7 +111,7 @@ def status(
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
         counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
         note = _run_note(r, live=live and i == 0, last=i == 0)
-        click.echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
+        echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
 
 
 async def _read_status(cfg: Config) -> tuple[list[dict[str, Any]], int, list[str]]:
@@ -258,9 +260,7 @@ def logs(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     if not cfg.state.path.exists():
-        click.secho(
-            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
-        )
+        echo(f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True)
         sys.exit(6)
 
     async def read() -> list[dict[str, Any]]:
@@ -278,16 +278,16 @@ def logs(
     entries = _run(read)
     if csv_dir is not None:
         for path in write_entra_csv(entries, csv_dir):
-            click.echo(str(path))
-        click.echo(f"{len(entries)} entries", err=True)
+            echo(str(path))
+        echo(f"{len(entries)} entries", err=True)
         return
     for e in entries:
         if as_json:
-            click.echo(_json.dumps(e).decode())
+            echo_json(e)
         else:
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
             reason = f"  {e['reason']}" if e["reason"] else ""
-            click.echo(
+            echo(
                 f"{at} run {e['run_id']} {e['status']:<8} {e['action']:<8} "
                 f"{e['user_name'] or e['graph_id']}{reason}"
             )
@@ -313,17 +313,13 @@ def report(config_path: Path, run_id: int | None, open_: bool) -> None:
 
     cfg = _load(config_path)
     if not cfg.state.path.exists():
-        click.secho(
-            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
-        )
+        echo(f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True)
         sys.exit(6)
     path = _run(write_report, cfg, run_id)
     if path is None:
-        click.secho(
-            f"error: no run {run_id if run_id else ''} in {cfg.state.path}", fg="red", err=True
-        )
+        echo(f"error: no run {run_id if run_id else ''} in {cfg.state.path}", fg="red", err=True)
         sys.exit(6)
-    click.echo(str(path))
+    echo(str(path))
     if open_:
         import webbrowser  # only here: it costs every other command's start-up
 
@@ -358,17 +354,15 @@ def staged(config_path: Path, show_all: bool, as_json: bool) -> None:
     items = _run(read)
     for s in items:
         if as_json:
-            click.echo(_json.dumps(dataclasses.asdict(s)).decode())
+            echo_json(dataclasses.asdict(s))
         else:
-            click.echo(
+            echo(
                 f"{s.id:>6}  run {s.run_id:<5} {s.status:<10} {s.action:<8} "
                 f"{s.user_name or s.graph_id}  {(s.reason or '').removeprefix('staged: ')}"
             )
     if not as_json:
         held = sum(1 for s in items if s.status == "held")
-        click.echo(
-            f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else "")
-        )
+        echo(f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else ""))
 
 
 @click.command(epilog=EPILOG)
@@ -399,7 +393,7 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
 
     n = _run(count)
     if not n:
-        click.echo("nothing held")
+        echo("nothing held")
         return
     if not yes:
         click.confirm(
@@ -414,7 +408,7 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
                 return await run_approve(store, scim, cfg, list(ids) or None)
 
     counts = _run(go)
-    click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
+    echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
     sys.exit(EXIT_FAILURES if counts.get("failed") else 0)
 
 
@@ -434,7 +428,7 @@ def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
     cfg = _load(config_path)
     released = _run(release_escrow, cfg)
     if not quiet and not as_json:
-        click.echo(f"{released} escrowed user(s) retried now", err=True)
+        echo(f"{released} escrowed user(s) retried now", err=True)
     result = _run(run_with_progress, cfg, False, as_json, quiet, None)
     sys.exit(result_exit(result))
 
@@ -461,7 +455,7 @@ def state_export(config_path: Path, dest: Path) -> None:
     """
     cfg = _load(config_path)
     _run(export_state, cfg, dest)
-    click.echo(f"wrote {dest}")
+    echo(f"wrote {dest}")
 
 
 async def release_escrow(cfg: Config) -> int:

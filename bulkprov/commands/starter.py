@@ -62,6 +62,10 @@ threshold = 500
 # no_proxy = [".corp.example", "10.0.0.0/8"]
 # proxy_username = "svc-bulkprov"                # with the password from a secret source:
 # proxy_password = { env = "BULKPROV_PROXY_PASSWORD" }
+# Bounds on one answer: seconds from first byte sent to last byte read, and bytes.
+# deadline = 120
+# max_page_bytes = 16777216     # a list page (Graph users, a SCIM ListResponse)
+# max_answer_bytes = 1048576    # one resource, a token, an error
 
 [groups]
 # Provision assigned groups (all groups in mode "all") and their direct members.

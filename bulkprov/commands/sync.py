@@ -15,7 +15,15 @@ from typing import Any, NoReturn
 
 import click
 
-from bulkprov.commands._shared import EPILOG, _load, _run, _secrets, config_option, result_exit
+from bulkprov.commands._shared import (
+    EPILOG,
+    _load,
+    _run,
+    _secrets,
+    config_option,
+    echo,
+    result_exit,
+)
 from bulkprov.config import Config
 from bulkprov.errors import BulkProvError
 
@@ -151,16 +159,18 @@ def _watch(
                 message=result.message,
             )
         elif not quiet or did_something(result):
-            click.echo(summary_line(result) + (f"\n  {result.message}" if result.message else ""))
+            echo(summary_line(result))
+            if result.message:
+                echo(f"  {result.message}")
 
     def on_report(path: str) -> None:
         if as_json:
             event("report", path=path)
         elif not quiet:
-            click.echo(f"  report: {path}")
+            echo(f"  report: {path}")
 
     def on_error(exc: BulkProvError) -> None:
-        click.secho(f"cycle failed (retried in {interval}): {exc}", fg="yellow", err=True)
+        echo(f"cycle failed (retried in {interval}): {exc}", fg="yellow", err=True)
 
     secrets = _secrets(cfg)
 
@@ -182,7 +192,7 @@ def _watch(
             if as_json:
                 event("metrics", url=server.url)
             elif not quiet:
-                click.echo(f"metrics: {server.url} (every cycle)")
+                echo(f"metrics: {server.url} (every cycle)")
             await watch(cfg, secrets, seconds, metrics=server, **options)
 
     _run(loop)

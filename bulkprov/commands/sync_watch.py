@@ -35,7 +35,8 @@ from bulkprov.errors import (
     RunAborted,
     SourceAuthError,
     SourceError,
-    TargetAuthError,
+    SourceTLSError,
+    TargetStop,
     TargetUnavailable,
 )
 from bulkprov.observe.metrics import MetricsServer
@@ -99,7 +100,7 @@ async def watch(
             # a quarantined cycle too: the next one goes on past the reasons it reported
             transient = isinstance(
                 exc, SourceError | TargetUnavailable | Quarantined
-            ) and not isinstance(exc, SourceAuthError | TargetAuthError)
+            ) and not isinstance(exc, SourceAuthError | SourceTLSError | TargetStop)
             if not transient or not isinstance(exc, BulkProvError):
                 raise
             on_error(exc)

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from bulkprov.credentials.graph import MsalToken
 from bulkprov.credentials.target import TokenSource, ZoomOAuth
 from bulkprov.errors import ConfigError
-from bulkprov.transport import Proxies
+from bulkprov.transport import Bounds, Proxies
 
 if TYPE_CHECKING:
     from bulkprov.config import Config
@@ -87,6 +87,14 @@ def verify(path: Path | None) -> str | bool:
     return str(path)
 
 
+def bounds(cfg: Config) -> Bounds:
+    """``[network]``'s bounds on one answer: bytes of a page or a resource, and seconds."""
+    net = cfg.network
+    return Bounds(
+        page_bytes=net.max_page_bytes, resource_bytes=net.max_answer_bytes, deadline=net.deadline
+    )
+
+
 def graph_tokens(
     cfg: Config,
     secret: SecretStr,
@@ -123,4 +131,11 @@ def scim_credential(
     oauth = cfg.target.oauth
     if oauth is None:
         return secrets.scim_token
-    return ZoomOAuth(oauth.token_url, oauth.account_id, oauth.client_id, secrets.scim_token, http)
+    return ZoomOAuth(
+        oauth.token_url,
+        oauth.account_id,
+        oauth.client_id,
+        secrets.scim_token,
+        http,
+        bounds=bounds(cfg),
+    )

@@ -30,7 +30,7 @@ import httpx
 from pydantic import SecretStr
 
 from bulkprov import redact
-from bulkprov.errors import SourceAuthError, SourceError
+from bulkprov.errors import SourceAuthError, SourceError, SourceTLSError
 from bulkprov.transport import Proxies, describe, make_sync_client
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -163,7 +163,8 @@ class MsalToken:
         except httpx.TransportError as exc:
             failure = describe(exc)
             hint = "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
-            raise SourceError(
+            kind = SourceTLSError if failure.cause in ("certificate", "tls") else SourceError
+            raise kind(
                 f"cannot get a Graph token from the authority: {redact.scrub(failure.text)}{hint}"
             ) from exc
         except (httpx.HTTPError, ValueError, OSError) as exc:  # never the secret

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from bulkprov import redact
 from bulkprov.credentials.oauth import read_token
 from bulkprov.errors import TargetAuthError, TargetProxyError, TargetTLSError
-from bulkprov.transport import describe
+from bulkprov.transport import AnswerTooLarge, Bounds, describe, fetch
 
 WARN_DAYS = 30
 #: fetch a new OAuth token this long before the old one expires (at most a tenth of its life)
@@ -119,8 +119,10 @@ class ZoomOAuth:
         client_id: str,
         client_secret: SecretStr,
         http: httpx.AsyncClient,
+        bounds: Bounds | None = None,
     ) -> None:
         self.token_url = token_url
+        self.bounds = bounds or Bounds()
         self._account_id = account_id
         self._basic = base64.b64encode(
             f"{client_id}:{client_secret.get_secret_value()}".encode()
@@ -146,11 +148,19 @@ class ZoomOAuth:
 
     async def _fetch(self) -> str:
         try:
-            response = await self._http.post(
-                self.token_url,
-                params={"grant_type": "account_credentials", "account_id": self._account_id},
-                headers={"Authorization": f"Basic {self._basic}"},
+            status, _, content = await fetch(
+                self._http,
+                self._http.build_request(
+                    "POST",
+                    self.token_url,
+                    params={"grant_type": "account_credentials", "account_id": self._account_id},
+                    headers={"Authorization": f"Basic {self._basic}"},
+                ),
+                limit=self.bounds.resource_bytes,
+                deadline=self.bounds.deadline,
             )
+        except AnswerTooLarge as exc:
+            raise TargetAuthError(f"the OAuth token endpoint {self.token_url}: {exc}") from exc
         except httpx.HTTPError as exc:
             failure = describe(exc, self.token_url)
             text = f"cannot reach the OAuth token endpoint {self.token_url}: {failure.text}"
@@ -159,9 +169,7 @@ class ZoomOAuth:
             if failure.cause in ("certificate", "tls"):
                 raise TargetTLSError(text + "; give its CA in target.ca_file") from exc
             raise TargetAuthError(text) from exc
-        token, lifetime = read_token(
-            response.status_code, response.content, default_lifetime=3600.0, refused=_refused
-        )
+        token, lifetime = read_token(status, content, default_lifetime=3600.0, refused=_refused)
         self._expires = time.monotonic() + lifetime - min(REFRESH_MARGIN, lifetime / 10)
         self.fetched += 1
         return token

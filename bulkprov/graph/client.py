@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from bulkprov.config import Config
 from bulkprov.credentials.oauth import read_token
 from bulkprov.credentials.target import TokenSource
-from bulkprov.errors import BulkProvError, SourceError
+from bulkprov.errors import BulkProvError, SourceError, SourceTLSError
 from bulkprov.graph.responses import (
     Retry,
     StaleToken,
@@ -40,7 +40,7 @@ from bulkprov.graph.responses import (
     user_count,
 )
 from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
-from bulkprov.transport import describe
+from bulkprov.transport import AnswerTooLarge, Bounds, describe, fetch
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
@@ -116,6 +116,7 @@ class GraphClient:
         policy: RetryPolicy | None = None,
         token_source: TokenSource | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        bounds: Bounds | None = None,
     ) -> None:
         #: msal for https authorities (bulkprov.credentials.graph); else the POST below
         self._source = token_source
@@ -125,6 +126,8 @@ class GraphClient:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self.policy = policy or RetryPolicy()
+        #: the most an answer may take: bytes (a page, or a token) and seconds
+        self.bounds = bounds or Bounds()
         self.clock = clock
         self.gate = PauseGate(clock)
         self._token: SecretStr | None = None
@@ -156,15 +159,22 @@ class GraphClient:
             "grant_type": "client_credentials",
         }
         try:
-            response = await self._http.post(self._token_url, data=form)
+            status, _, content = await fetch(
+                self._http,
+                self._http.build_request("POST", self._token_url, data=form),
+                limit=self.bounds.resource_bytes,
+                deadline=self.bounds.deadline,
+            )
+        except AnswerTooLarge as exc:
+            raise SourceError(f"the token endpoint {self._token_url}: {exc}") from exc
         except httpx.HTTPError as exc:
             failure = describe(exc, self._token_url)
             hint = "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
-            raise SourceError(
+            raise (SourceTLSError if failure.cause in ("certificate", "tls") else SourceError)(
                 f"cannot reach the token endpoint {self._token_url}: {failure.text}{hint}"
             ) from exc
         token, lifetime = read_token(
-            response.status_code, response.content, default_lifetime=3599.0, refused=token_refused
+            status, content, default_lifetime=3599.0, refused=token_refused
         )
         self._token = SecretStr(token)
         self._token_expires = self.clock.now() + max(60.0, lifetime - 300.0)
@@ -186,14 +196,18 @@ class GraphClient:
             self.requests += 1
             cause: BaseException | None = None
             try:
-                response = await self._http.get(url, headers=hdrs)
-                status = response.status_code
+                status, rheaders, content = await fetch(
+                    self._http,
+                    self._http.build_request("GET", url, headers=hdrs),
+                    limit=self.bounds.page_bytes,
+                    deadline=self.bounds.deadline,
+                )
                 if status == 200 or status == 429 or status >= 500:  # the hot path: no text
-                    return classify(status, response.headers, response.content, refreshed=refreshed)
+                    return classify(status, rheaders, content, refreshed=refreshed)
                 return classify(
                     status,
-                    response.headers,
-                    response.content,
+                    rheaders,
+                    content,
                     refreshed=refreshed,
                     request=f"GET {url.split('?', 1)[0]}",
                     purpose=self.purpose_of(url),
@@ -209,6 +223,8 @@ class GraphClient:
                 if retry_after is not None:
                     self.gate.pause(retry_after)  # every reader waits, not just this one
                 error = str(exc)
+            except AnswerTooLarge as exc:
+                raise SourceError(f"Graph read failed: GET {url.split('?', 1)[0]}: {exc}") from exc
             except httpx.TransportError as exc:  # timeouts included
                 failure = describe(exc, url)
                 cause, error = exc, failure.text
@@ -216,7 +232,10 @@ class GraphClient:
                     hint = (
                         "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
                     )
-                    raise SourceError(f"Graph read failed: {error}{hint}") from exc
+                    kind = (
+                        SourceTLSError if failure.cause in ("certificate", "tls") else SourceError
+                    )
+                    raise kind(f"Graph read failed: {error}{hint}") from exc
             wait = self.policy.backoff(attempt, retry_after)
             if self.policy.gives_up(attempt, started, wait, self.clock):
                 raise SourceError(
@@ -237,17 +256,23 @@ class GraphClient:
             await self.gate.wait()
             token = await self.token()
             self.requests += 1
-            response = await self._http.get(
-                f"{self.base_url}/users/$count",
-                headers={
-                    "Authorization": f"Bearer {token.get_secret_value()}",
-                    "ConsistencyLevel": "eventual",
-                },
+            status, rheaders, content = await fetch(
+                self._http,
+                self._http.build_request(
+                    "GET",
+                    f"{self.base_url}/users/$count",
+                    headers={
+                        "Authorization": f"Bearer {token.get_secret_value()}",
+                        "ConsistencyLevel": "eventual",
+                    },
+                ),
+                limit=self.bounds.resource_bytes,
+                deadline=self.bounds.deadline,
             )
-        except (BulkProvError, httpx.HTTPError):
+        except (BulkProvError, httpx.HTTPError, AnswerTooLarge):
             return None
         try:
-            return user_count(response.status_code, response.headers, response.content)
+            return user_count(status, rheaders, content)
         except Retry as exc:  # 429
             self.throttled += 1
             if exc.retry_after is not None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from bulkprov import _json
 from bulkprov.errors import DeltaExpired, SourceAuthError, SourceError
+from bulkprov.redact import clip
 from bulkprov.retry import parse_retry_after
 
 _MAX_DETAIL = 200
@@ -60,11 +61,12 @@ def graph_error(body: bytes) -> str:
     try:
         doc = _json.loads(body)
     except _json.JSONDecodeError:
-        return body[:_MAX_DETAIL].decode("utf-8", "replace")
+        # cut after scrubbing (clip): a cut through an echoed token would show its start
+        return clip(body[: _MAX_DETAIL * 8].decode("utf-8", "replace"), _MAX_DETAIL)
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         err = doc["error"]
-        return f"{err.get('code', '')}: {str(err.get('message', ''))[:_MAX_DETAIL]}"
-    return str(doc)[:_MAX_DETAIL]
+        return f"{err.get('code', '')}: {clip(str(err.get('message', '')), _MAX_DETAIL)}"
+    return clip(str(doc), _MAX_DETAIL)
 
 
 def classify(
@@ -153,7 +155,7 @@ def token_refused(status: int, doc: Mapping[str, Any]) -> SourceAuthError:
     the secret."""
     code = doc.get("error", "")
     desc = doc.get("error_description", "")
-    desc = str(desc).splitlines()[0][:_MAX_DETAIL] if desc else ""
+    desc = clip(str(desc).splitlines()[0], _MAX_DETAIL) if desc else ""
     return SourceAuthError(
         f"Graph token request refused ({status} {code}): {desc} — "
         "check tenant_id, client_id and the client secret"

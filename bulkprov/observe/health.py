@@ -2,14 +2,15 @@
 
 What the container's HEALTHCHECK, a Kubernetes probe, a cron wrapper or a monitoring
 system asks. A job is unhealthy, with these exit codes (the first that applies wins; the
-codes 8 and 9 are the ones ``bulkprov sync`` exits with for the same state):
+codes 8 and 9 are the ones ``bulkprov sync`` exits with for the same state; 12 and
+13 mean nothing else to any command):
 
 ==  ===========================================================================
 8   the last run was quarantined (too many users failed): see its report
-11  the last run stopped before its end (failed, killed, interrupted) and no
+12  the last run stopped before its end (failed, killed, interrupted) and no
     sync is running now: the next ``sync`` resumes it, but nothing is running
 9   disables or deletes wait for approval (``bulkprov staged``, ``approve``)
-12  no cycle completed within ``--max-age`` (or none ever, and none running)
+13  no cycle completed within ``--max-age`` (or none ever, and none running)
 ==  ===========================================================================
 
 A sync in progress is healthy however long it takes, as long as a cycle completed within
@@ -26,8 +27,8 @@ from bulkprov.checkpoint.health import StateHealth
 
 EXIT_QUARANTINED = 8
 EXIT_HELD = 9
-EXIT_STOPPED = 11
-EXIT_STALE = 12
+EXIT_STOPPED = 12
+EXIT_STALE = 13
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,12 +72,14 @@ async def open_clients(
             token_source=credentials.graph_tokens(
                 cfg, secrets.graph_client_secret, graph_transport, network=network
             ),
+            bounds=credentials.bounds(cfg),
         )
         graph.purposes = read_purposes(cfg)  # a failed read names the setting behind it
         scim = ScimClient(
             cfg.target.base_url,
             credentials.scim_credential(cfg, secrets, scim_http),
             scim_http,
+            bounds=credentials.bounds(cfg),
             rate_limit=cfg.target.rate_limit,
             adaptive=cfg.target.adaptive,
             policy=policy

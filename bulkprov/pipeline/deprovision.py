@@ -43,7 +43,7 @@ import anyio
 from bulkprov.checkpoint.staging import DELETE_GROUP, LifecycleStore, Staged
 from bulkprov.checkpoint.store import Run, StateStore, UserWrite, disabled
 from bulkprov.config import Config
-from bulkprov.errors import TargetAuthError, TargetError, TargetRejected
+from bulkprov.errors import TargetError, TargetRejected, TargetStop
 from bulkprov.graph.directory import ScopeSources
 from bulkprov.pipeline.decide import Decision
 from bulkprov.pipeline.groups import GroupGuard, GroupOp, release_shared
@@ -197,7 +197,7 @@ class Deprovisioner:
         success: a DELETE of what is already gone is what was wanted."""
         try:
             await self.scim.send(request)
-        except TargetAuthError:
+        except TargetStop:
             raise
         except TargetRejected as exc:
             return None if gone_ok and exc.status == 404 else exc
@@ -347,7 +347,7 @@ class Deprovisioner:
                 async with bulk_limiter:
                     doc = await self.scim.send(batch.request())
                 results = bulk.read_results(doc, batch.bulk_ids)
-            except TargetAuthError:
+            except TargetStop:
                 raise
             except TargetError:
                 results = {}

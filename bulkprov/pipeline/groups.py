@@ -39,7 +39,7 @@ from bulkprov import _json
 from bulkprov.checkpoint.staging import GROUP_FORMS, GroupState, LifecycleStore
 from bulkprov.checkpoint.store import Run, StateStore, UserWrite
 from bulkprov.config import Config
-from bulkprov.errors import TargetAuthError, TargetError, TargetRejected
+from bulkprov.errors import TargetError, TargetRejected, TargetStop
 from bulkprov.graph.directory import ScopeSources, SourceGroup
 from bulkprov.pipeline.stats import HELD_BACK, bump
 from bulkprov.scim import groups as rg
@@ -426,7 +426,7 @@ class GroupSync:
                 log = _GroupLog(group, writes, self.counts)
                 try:
                     await self._group(group, known.get(group.graph_id), clashes, log)
-                except TargetAuthError:
+                except TargetStop:
                     raise
                 except TargetError as exc:
                     log.fail(str(exc))

@@ -34,6 +34,7 @@ from bulkprov.errors import (
     TargetError,
     TargetProxyError,
     TargetRejected,
+    TargetStop,
     TargetTLSError,
 )
 from bulkprov.graph.directory import read_sources
@@ -42,6 +43,7 @@ from bulkprov.pipeline.decide import Engine, user_name_of
 from bulkprov.pipeline.matching import Claims
 from bulkprov.pipeline.messages import WorkItem
 from bulkprov.pipeline.workers import Applier
+from bulkprov.redact import clip
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim import requests as rq
 from bulkprov.scim.client import ScimClient
@@ -158,7 +160,7 @@ async def provision_user(
             item = WorkItem(0, graph_id, user_name, decision, mapped, state)
             try:
                 write = await apply.apply(item)
-            except TargetAuthError:
+            except TargetStop:
                 raise
             except TargetError as exc:
                 steps.append(
@@ -333,7 +335,8 @@ async def _check_target(cfg: Config, scim: ScimClient, via: str = "") -> Step:
             'ListResponse (Entra reports this as "Request is unparsable, '
             'syntactically incorrect, or violates schema") — the endpoint at '
             f"{url} is not SCIM 2.0 compatible, or the URL points elsewhere",
-            {"answer": str(doc)[:200]},
+            # scrubbed before the cut: a cut through an echoed token would show its start
+            {"answer": clip(str(doc), 200)},
             exit_code=TargetError.exit_code,
         )
     return Step(

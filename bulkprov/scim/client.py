@@ -32,12 +32,15 @@ import httpx
 from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
+from bulkprov import redact
 from bulkprov.credentials.target import TokenSource
 from bulkprov.errors import (
     OutcomeUnknown,
     TargetAuthError,
     TargetError,
     TargetProxyError,
+    TargetRejected,
+    TargetStop,
     TargetThrottled,
     TargetTLSError,
     TargetUnavailable,
@@ -47,7 +50,7 @@ from bulkprov.scim.bulk import MAX_OPERATIONS, BulkSupport, bulk_support, servic
 from bulkprov.scim.rate import RatePacer
 from bulkprov.scim.requests import ScimRequest
 from bulkprov.scim.responses import classify
-from bulkprov.transport import USER_AGENT, describe
+from bulkprov.transport import USER_AGENT, AnswerTooLarge, Bounds, describe, fetch
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 
@@ -87,12 +90,16 @@ class ScimClient:
         policy: RetryPolicy | None = None,
         gate: PauseGate | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        bounds: Bounds | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
+        #: the most an answer may take: bytes (a list page, or one resource) and seconds
+        self.bounds = bounds or Bounds()
         #: an OAuth source is asked before each request (it refreshes before expiry)
         self._auth = token if not isinstance(token, SecretStr) else None
         self._bearer = token.get_secret_value() if isinstance(token, SecretStr) else ""
+        redact.register(self._bearer)  # whatever the target echoes back is masked
         #: the client's timeouts, as httpx's build_request would attach them
         self._extensions = {"timeout": http.timeout.as_dict()}
         self._headers = {
@@ -118,6 +125,7 @@ class ScimClient:
 
     def _use(self, token: str) -> None:
         if token != self._bearer:
+            redact.register(token)
             self._bearer = token
             self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
 
@@ -129,7 +137,7 @@ class ScimClient:
         """
         try:
             support = bulk_support(await self.send(service_provider_config()))
-        except TargetAuthError:
+        except TargetStop:
             raise
         except TargetError:
             return None
@@ -167,7 +175,9 @@ class ScimClient:
             try:
                 # a Request built here and sent as it is (httpx's client.send): the client's
                 # defaults need no merging per request (benchmarks/RESULTS.md, "Issue 14")
-                response = await self._http.send(
+                bounds = self.bounds
+                status, headers, content = await fetch(
+                    self._http,
                     httpx.Request(
                         request.method,
                         _url(url),
@@ -175,12 +185,21 @@ class ScimClient:
                         content=request.body,
                         headers=self._headers,
                         extensions=self._extensions,
-                    )
+                    ),
+                    # a list or a Bulk answer is a page; anything else one resource
+                    limit=bounds.page_bytes
+                    if request.params or request.path == "/Bulk"
+                    else bounds.resource_bytes,
+                    deadline=bounds.deadline,
                 )
-                status = response.status_code
                 if status != 429:
                     pacer.on_success()
-                return classify(status, response.headers, response.content)
+                return classify(status, headers, content)
+            except AnswerTooLarge as exc:
+                text = f"{request.method} {request.path}: {exc}"
+                if request.creates:  # it may have been created: look before re-sending
+                    raise OutcomeUnknown(text) from exc
+                raise TargetRejected(text) from exc
             except TargetAuthError as exc:
                 if self._auth is not None and self._auth.refreshable and not refreshed:
                     refreshed = True  # revoked or expired early: one new token, one retry
