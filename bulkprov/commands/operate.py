@@ -150,27 +150,28 @@ def _health(
     problems = judge(health, now=now, max_age=max_age, live=live) if check else []
     code = problems[0].exit_code if problems else 0
     if as_metrics:
-        click.echo("\n".join(render_metrics(health)))
+        for line in render_metrics(health):
+            echo(line)
     elif as_json:
-        doc = {
-            "healthy": not problems,
-            "exit_code": code,
-            "problems": [
-                {"kind": p.kind, "exit_code": p.exit_code, "text": p.text} for p in problems
-            ],
-            "live": live,
-            "last_success": health.last_success if health else None,
-            "held": health.held if health else 0,
-            "escrowed": health.escrowed if health else 0,
-            "quarantine": list(health.quarantine) if health else [],
-        }
-        click.echo(_json.dumps(doc).decode())
-    else:
-        click.echo(
-            ("unhealthy: " if problems else "healthy: ") + summary(health, now=now, live=live)
+        echo_json(
+            {
+                "healthy": not problems,
+                "exit_code": code,
+                "problems": [
+                    {"kind": p.kind, "exit_code": p.exit_code, "text": p.text} for p in problems
+                ],
+                "live": live,
+                "last_success": health.last_success if health else None,
+                "held": health.held if health else 0,
+                "escrowed": health.escrowed if health else 0,
+                "quarantine": list(health.quarantine) if health else [],
+            }
         )
+    else:
+        echo(("unhealthy: " if problems else "healthy: ") + summary(health, now=now, live=live))
         for p in problems:
-            click.echo(f"  {p.kind} (exit {p.exit_code}): {p.text}")
+            # a run's message comes from the state: printed through echo, terminal-safe
+            echo(f"  {p.kind} (exit {p.exit_code}): {p.text}")
     sys.exit(code)
 
 
