@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from bulkprov import redact
+from bulkprov import envconfig, netfs, redact
 from bulkprov.breaker import BreakerPolicy
 from bulkprov.errors import ConfigError
 from bulkprov.escrow import EscrowPolicy
@@ -406,6 +406,9 @@ class StateConfig(_Model):
     #: provisioning-log rows older than this many days are deleted when a run starts
     #: (Entra keeps 30 days on premium editions, facts.md §5.1); 0 keeps them forever
     log_retention_days: Annotated[int, Strict(), Field(ge=0)] = 30
+    #: SQLite on NFS, SMB and other network filesystems can corrupt (its locks and WAL do
+    #: not hold there: bulkprov.netfs): the path is refused there unless this is true
+    allow_network_filesystem: Flag = False
 
 
 class EscrowConfig(_Model):
@@ -585,7 +588,50 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(p)) from exc
-    return resolve_paths(parse_config(data, path=str(p)), p.parent)
+    cfg = resolve_paths(_parse_with_env(data, str(p)), p.parent)
+    check_state_filesystem(cfg)
+    return cfg
+
+
+def check_state_filesystem(cfg: Config) -> None:
+    """Refuse a ``state.path`` on a network filesystem (:mod:`bulkprov.netfs`) unless
+    ``state.allow_network_filesystem``: two jobs there could both hold the lock."""
+    if cfg.state.allow_network_filesystem:
+        return
+    kind = netfs.network_filesystem(cfg.state.path)
+    if kind is not None:
+        raise ConfigError(
+            f"{cfg.state.path} is on a network filesystem ({kind}): SQLite's locks and WAL "
+            "do not hold there, so two jobs could both write this state and corrupt it. Put "
+            "the state on a local disk (in Kubernetes a ReadWriteOnce volume), or set "
+            "state.allow_network_filesystem = true if this filesystem's locking is known "
+            "to be sound and only one job ever uses this state",
+            path=cfg.source_path,
+            key="state.path",
+        )
+
+
+def _parse_with_env(data: dict[str, Any], path: str) -> Config:
+    """:func:`parse_config` of the file's table with the ``BULKPROV_<SECTION>__<KEY>``
+    environment variables laid over it (:mod:`bulkprov.envconfig`); an error in a key the
+    environment set names the variable."""
+    overrides, origins = envconfig.env_overrides(Config, exclude=frozenset({"source_path"}))
+    if not overrides:
+        return parse_config(data, path=path)
+    data = envconfig.merge(data, overrides, Config, replace_whole=frozenset({SecretSource}))
+    try:
+        return parse_config(data, path=path)
+    except ConfigError as exc:
+        named = sorted(
+            var
+            for key, var in origins.items()
+            if exc.key == key
+            or (exc.key or "").startswith((key + ".", key + "["))
+            or (exc.key is None and key in str(exc))
+        )
+        if named:
+            exc.args = (f"{exc.args[0]} (set by the environment: {', '.join(named)})",)
+        raise
 
 
 def _resolved(path: Path, base: Path) -> Path:
