@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from bulkprov import redact
+from bulkprov import envconfig, netfs, redact
 from bulkprov.breaker import BreakerPolicy
 from bulkprov.errors import ConfigError
 from bulkprov.escrow import EscrowPolicy
@@ -242,7 +242,8 @@ class TargetConfig(_Model):
     oauth: OAuthConfig | None = None
     concurrency: Annotated[int, Strict(), Field(ge=1, le=512)] = 16
     #: requests per second across all workers: the ceiling (0: none, start unbounded).
-    #: Profile "zoom" paces by label instead ([target.zoom]) and does not use it
+    #: Profile "zoom" paces each label on its own ([target.zoom]); there, a rate_limit given
+    #: (with the labels' own limits) caps all labels together, none given: no such cap
     rate_limit: Annotated[float, Strict(), Field(ge=0)] = 60.0
     #: AIMD: on a 429 without Retry-After slow down (×0.85), then climb back (+1 req/s per
     #: second) up to ``rate_limit``; finds an unannounced or shared limit (bulkprov.scim.rate)
@@ -268,16 +269,31 @@ class TargetConfig(_Model):
 
     @model_validator(mode="after")
     def _profile_sanity(self) -> TargetConfig:
-        if self.profile == "zoom" and "rate_limit" in self.model_fields_set:
+        labels = {"light_per_second", "medium_per_second"}
+        if (
+            self.profile == "zoom"
+            and "rate_limit" in self.model_fields_set
+            and not labels <= self.zoom.model_fields_set
+        ):
+            # an RFC target's rate_limit alone would look like it paces Zoom's labels
             raise ValueError(
                 'profile = "zoom" paces each Zoom rate-limit label on its own: give '
-                "[target.zoom] light_per_second and medium_per_second instead of rate_limit"
+                "[target.zoom] light_per_second and medium_per_second (rate_limit beside "
+                "them caps all labels together)"
             )
         return self
 
     @property
     def zoom_profile(self) -> bool:
         return self.profile == "zoom"
+
+    @property
+    def zoom_ceiling(self) -> float:
+        """Profile "zoom": the cap on all labels together, in requests per second (the
+        ``rate_limit`` given; 0 when none is: each label is paced by its own limit only)."""
+        if self.profile != "zoom" or "rate_limit" not in self.model_fields_set:
+            return 0.0
+        return self.rate_limit
 
 
 class NetworkConfig(_Model):
@@ -453,6 +469,9 @@ class StateConfig(_Model):
     #: provisioning-log rows older than this many days are deleted when a run starts
     #: (Entra keeps 30 days on premium editions, facts.md §5.1); 0 keeps them forever
     log_retention_days: Annotated[int, Strict(), Field(ge=0)] = 30
+    #: SQLite on NFS, SMB and other network filesystems can corrupt (its locks and WAL do
+    #: not hold there: bulkprov.netfs): the path is refused there unless this is true
+    allow_network_filesystem: Flag = False
 
 
 class EscrowConfig(_Model):
@@ -632,7 +651,50 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(p)) from exc
-    return resolve_paths(parse_config(data, path=str(p)), p.parent)
+    cfg = resolve_paths(_parse_with_env(data, str(p)), p.parent)
+    check_state_filesystem(cfg)
+    return cfg
+
+
+def check_state_filesystem(cfg: Config) -> None:
+    """Refuse a ``state.path`` on a network filesystem (:mod:`bulkprov.netfs`) unless
+    ``state.allow_network_filesystem``: two jobs there could both hold the lock."""
+    if cfg.state.allow_network_filesystem:
+        return
+    kind = netfs.network_filesystem(cfg.state.path)
+    if kind is not None:
+        raise ConfigError(
+            f"{cfg.state.path} is on a network filesystem ({kind}): SQLite's locks and WAL "
+            "do not hold there, so two jobs could both write this state and corrupt it. Put "
+            "the state on a local disk (in Kubernetes a ReadWriteOnce volume), or set "
+            "state.allow_network_filesystem = true if this filesystem's locking is known "
+            "to be sound and only one job ever uses this state",
+            path=cfg.source_path,
+            key="state.path",
+        )
+
+
+def _parse_with_env(data: dict[str, Any], path: str) -> Config:
+    """:func:`parse_config` of the file's table with the ``BULKPROV_<SECTION>__<KEY>``
+    environment variables laid over it (:mod:`bulkprov.envconfig`); an error in a key the
+    environment set names the variable."""
+    overrides, origins = envconfig.env_overrides(Config, exclude=frozenset({"source_path"}))
+    if not overrides:
+        return parse_config(data, path=path)
+    data = envconfig.merge(data, overrides, Config, replace_whole=frozenset({SecretSource}))
+    try:
+        return parse_config(data, path=path)
+    except ConfigError as exc:
+        named = sorted(
+            var
+            for key, var in origins.items()
+            if exc.key == key
+            or (exc.key or "").startswith((key + ".", key + "["))
+            or (exc.key is None and key in str(exc))
+        )
+        if named:
+            exc.args = (f"{exc.args[0]} (set by the environment: {', '.join(named)})",)
+        raise
 
 
 def _resolved(path: Path, base: Path) -> Path:

@@ -312,11 +312,6 @@ def test_csv_cell_follows_owasp():
 # -- 7. secrets in the config ------------------------------------------------------------
 
 
-#: the starter as an RFC target's config: `bulkprov init` writes the Zoom profile (issue 18),
-#: which paces by label and refuses `rate_limit`; an RFC target is paced by `rate_limit`
-RFC_STARTER = STARTER_TOML.replace('profile = "zoom"', 'profile = "rfc"\nrate_limit = 60', 1)
-
-
 def starter(tmp_path: Path, text: str = STARTER_TOML) -> Path:
     p = tmp_path / "c.toml"
     p.write_text(text)
@@ -425,18 +420,16 @@ def test_a_secret_file_others_can_read_is_warned_about(cli: Cli, tmp_path):
 )
 def test_safety_settings_take_strict_types(tmp_path, old, new, key):
     """A quoted number or a string/number for a switch is refused, never coerced ("no" was
-    read as false, "5" as 5). ``rate_limit`` in the RFC profile's config (the Zoom profile
-    the starter has paces by label: [target.zoom])."""
-    base = RFC_STARTER if old.startswith("rate_limit") else STARTER_TOML
-    text = base.replace(old, new, 1)
-    assert text != base
+    read as false, "5" as 5)."""
+    text = STARTER_TOML.replace(old, new, 1)
+    assert text != STARTER_TOML
     with pytest.raises(ConfigError) as info:
         load_config(starter(tmp_path, text))
     assert key in str(info.value) and "without quotes" in str(info.value)
 
 
 def test_numbers_still_read_as_toml_writes_them(tmp_path):
-    text = RFC_STARTER.replace("rate_limit = 60", "rate_limit = 12.5").replace(
+    text = STARTER_TOML.replace("rate_limit = 60", "rate_limit = 12.5").replace(
         "threshold = 500", "threshold = 7"
     )
     cfg = load_config(starter(tmp_path, text))

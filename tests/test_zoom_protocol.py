@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -305,3 +307,60 @@ def test_zoom_basic_wording_stays_readable_and_a_basic_credential_is_masked():
     assert kept.detail.endswith("9,999 basic users.")
     echoed = _rejected(400, "you sent Authorization: Basic dXNlcjpzM2NyZXQ=")
     assert "dXNlcjpz" not in str(echoed) and "Basic [REDACTED]" in str(echoed)
+
+
+async def test_rate_limit_caps_the_zoom_labels_together():
+    """Zoom's limits are shared by every app and job on the account (docs/deploy.md: two jobs
+    split them with target.rate_limit): under the Zoom profile a rate_limit given caps all
+    labels together, on top of each label's own limit; none given, no such cap."""
+    import anyio
+    import httpx
+    from pydantic import SecretStr
+
+    from bulkprov.scim import requests as rq
+    from bulkprov.scim.client import ScimClient
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "x", "userName": "a@b.example"})
+
+    async def elapsed(ceiling: float) -> float:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            client = ScimClient(
+                "https://scim.test/scim2",
+                SecretStr("tok-ceiling"),
+                http,
+                labels={"light": 1000, "medium": 1000},
+                ceiling=ceiling,
+            )
+            started = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                for i in range(60):
+                    request = rq.get_user(f"u{i}") if i % 2 else rq.find_users("userName", "a")
+                    tg.start_soon(client.send, request)
+            return anyio.current_time() - started
+
+    assert await elapsed(20) >= 1.7  # 20 at once, then 20/s: the labels' 1,000/s do not count
+    assert await elapsed(0) < 1.5
+
+
+def test_the_zoom_profile_takes_rate_limit_as_the_ceiling_of_its_labels():
+    from bulkprov.commands.starter import STARTER_TOML
+    from bulkprov.config import parse_config
+
+    def target(**kw: Any) -> Any:
+        doc = {
+            "graph": {"tenant_id": "t", "client_id": "c"},
+            "target": {"base_url": "https://api.zoom.us/scim2", **kw},
+            "mappings": [{"target": "userName", "source": "mail", "matching_precedence": 1}],
+        }
+        return parse_config(doc).target
+
+    labels = {"light_per_second": 40.0, "medium_per_second": 30.0}
+    assert target(profile="zoom", rate_limit=50.0, zoom=labels).zoom_ceiling == 50
+    assert target(profile="zoom", zoom=labels).zoom_ceiling == 0  # none given: no cap
+    assert target(profile="zoom").zoom_ceiling == 0
+    assert target(rate_limit=50.0).zoom_ceiling == 0  # an RFC target: rate_limit paces it
+    # what `bulkprov init` writes: both labels, and 60/s for all of them together
+    init = tomllib.loads(STARTER_TOML)["target"]
+    assert init["profile"] == "zoom" and init["rate_limit"] == 60
+    assert target(**init).zoom_ceiling == 60

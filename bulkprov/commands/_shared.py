@@ -14,6 +14,7 @@ target's answer: :func:`bulkprov.redact.shown`), so no output path can forget ei
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -115,10 +116,35 @@ def _run(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
     # with gc.callbacks over a 100k-user sync: 0.49-0.69 s of CPU in ~1,460 collections,
     # against 0.03 s in 13 at 10,000, for ~10 MB more peak RSS (benchmarks/RESULTS.md).
     gc.set_threshold(10_000, 10, 10)
+    previous = _terminate_like_interrupt()
     try:
         return anyio.run(fn, *args, backend="asyncio", backend_options={"use_uvloop": _uvloop()})
     except (BulkProvError, BaseExceptionGroup, KeyboardInterrupt) as exc:
         _fail(exc)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _terminate_like_interrupt() -> signal.Handlers | Callable[..., Any] | int | None:
+    """SIGTERM stops a command as Ctrl-C does (exit 130) where nothing else handles it.
+
+    As a container's first process (PID 1) bulkprov gets no default action for SIGTERM
+    (the kernel ignores it), so ``podman stop`` or a Kubernetes pod's deletion would wait
+    out the grace period and SIGKILL it. The pipeline's own handling (finish what is in
+    flight, flush) replaces this one while a run provisions. Returns the handler it
+    replaced (None: none replaced, e.g. not the main thread or SIGTERM already handled).
+    """
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None
+        return signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread
+        return None
 
 
 def _uvloop() -> bool:

@@ -150,7 +150,8 @@ def write_demo_config(
 
     ``profile="rfc"`` (the default: the simulator's RFC 7644 mode) paces at ``rate_limit``
     (0: unlimited); ``profile="zoom"`` (the strict Zoom mode, ``sim --zoom``) paces Light
-    and Medium at ``light`` and ``medium`` requests/s (0: unpaced).
+    and Medium at ``light`` and ``medium`` requests/s (0: unpaced), both together under
+    ``rate_limit`` (0: no such cap).
     """
     from bulkprov.commands.starter import STARTER_TOML
 
@@ -173,11 +174,12 @@ def write_demo_config(
     )
     text = text.replace("# page_size = 999 ", f"page_size = {page_size} ")
     text = text.replace("concurrency = 16", f"concurrency = {concurrency}")
+    text = text.replace("rate_limit = 60", f"rate_limit = {rate_limit}")
     if profile == "zoom":
         text = text.replace("light_per_second = 80", f"light_per_second = {light}")
         text = text.replace("medium_per_second = 60", f"medium_per_second = {medium}")
     else:
-        text = text.replace('profile = "zoom"', f'profile = "rfc"\nrate_limit = {rate_limit}')
+        text = text.replace('profile = "zoom"', 'profile = "rfc"')
     text = text.replace('path = "bulkprov-state.sqlite3"', f'path = "{state}"')
     path.write_text(text, encoding="utf-8")
 

@@ -14,7 +14,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -31,6 +31,9 @@ from bulkprov.commands._shared import (
     result_exit,
 )
 from bulkprov.config import Config
+
+if TYPE_CHECKING:
+    from bulkprov.checkpoint.health import StateHealth
 from bulkprov.errors import StateError
 from bulkprov.observe.logexport import LOG_ACTIONS, LOG_STATUSES
 
@@ -38,38 +41,57 @@ from bulkprov.observe.logexport import LOG_ACTIONS, LOG_STATUSES
 @click.command(epilog=EPILOG)
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(config_path: Path, as_json: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit non-zero when the job is unhealthy: 8 last run quarantined, 12 last run "
+    "stopped and no sync running, 9 actions wait for approval, 13 no cycle completed "
+    "within --max-age (the first that applies).",
+)
+@click.option(
+    "--max-age",
+    default=None,
+    help="With --check: unhealthy when the last completed cycle ended longer ago (2h, 90m).",
+)
+@click.option(
+    "--metrics",
+    "as_metrics",
+    is_flag=True,
+    help="Print the health gauges in Prometheus' text format (a textfile collector, a "
+    "Pushgateway).",
+)
+def status(
+    config_path: Path, as_json: bool, check: bool, max_age: str | None, as_metrics: bool
+) -> None:
     """Show the recent runs, their counts and whether one can resume.
 
+    With ``--check``, say whether the job is healthy and exit with a code that says why
+    not (what a container HEALTHCHECK, a Kubernetes probe or a cron wrapper calls).
+
     \b
-    Example:
+    Examples:
       bulkprov status -c zoom.toml
+      bulkprov status --check --max-age 2h     # exit 0 healthy, 8/9/12/13 why not
+      bulkprov status --metrics > /var/lib/node_exporter/textfile/bulkprov.prom
     """
     from bulkprov.checkpoint.lock import StateLock
-    from bulkprov.checkpoint.staging import QUARANTINE, LifecycleStore
-    from bulkprov.checkpoint.store import StateStore
 
+    if max_age is not None and not check:
+        raise click.UsageError("--max-age goes with --check")
+    max_seconds: float | None = None
+    if max_age is not None:
+        from bulkprov.commands.sync_watch import parse_interval
+
+        try:
+            max_seconds = parse_interval(max_age)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--max-age") from exc
     cfg = _load(config_path)
+    if check or as_metrics:
+        _health(cfg, as_json=as_json, check=check, max_age=max_seconds, as_metrics=as_metrics)
+        return
 
-    from bulkprov.pipeline import Seats
-
-    async def read() -> tuple[
-        list[dict[str, Any]], int, list[str], dict[str, dict[str, int]] | None
-    ]:
-        if not cfg.state.path.exists():
-            return [], 0, [], None
-        async with await StateStore.open(cfg.state.path, verify=True) as store:
-            saved = await LifecycleStore(store).get(QUARANTINE)
-            reasons = [str(r) for r in _json.loads(saved)] if saved else []
-            seats = await Seats.load(cfg, store, held=True)
-            return (
-                await store.runs(10),
-                await store.user_count(),
-                reasons,
-                seats.figures() if seats is not None else None,
-            )
-
-    runs, users, quarantine, seats = _run(read)
+    runs, users, quarantine, seats = _run(_read_status, cfg)
     # a sync holding the state now: its run is in progress, not interrupted
     live = bool(runs) and runs[0]["status"] == "running" and StateLock.held(cfg.state.path)
     if as_json:
@@ -100,6 +122,78 @@ def status(config_path: Path, as_json: bool) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
         note = _run_note(r, live=live and i == 0, last=i == 0)
         echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
+
+
+async def _read_status(
+    cfg: Config,
+) -> tuple[list[dict[str, Any]], int, list[str], dict[str, dict[str, int]] | None]:
+    """The recent runs, the managed users, the quarantine's reasons and (profile "zoom")
+    the seat pools' figures."""
+    from bulkprov.checkpoint.staging import QUARANTINE, LifecycleStore
+    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.pipeline import Seats
+
+    if not cfg.state.path.exists():
+        return [], 0, [], None
+    async with await StateStore.open(cfg.state.path, verify=True) as store:
+        saved = await LifecycleStore(store).get(QUARANTINE)
+        reasons = [str(r) for r in _json.loads(saved)] if saved else []
+        seats = await Seats.load(cfg, store, held=True)
+        return (
+            await store.runs(10),
+            await store.user_count(),
+            reasons,
+            seats.figures() if seats is not None else None,
+        )
+
+
+async def _read_health(cfg: Config) -> StateHealth | None:
+    from bulkprov.checkpoint.health import read_health
+    from bulkprov.checkpoint.store import StateStore
+
+    if not cfg.state.path.exists():  # never created by a check
+        return None
+    async with await StateStore.open(cfg.state.path, verify=True) as store:
+        return await read_health(store)
+
+
+def _health(
+    cfg: Config, *, as_json: bool, check: bool, max_age: float | None, as_metrics: bool
+) -> None:
+    """``status --check`` / ``--metrics``: the verdict, one line per problem, the exit code."""
+    from bulkprov.checkpoint.lock import StateLock
+    from bulkprov.observe.health import check as judge
+    from bulkprov.observe.health import render_metrics, summary
+
+    health = _run(_read_health, cfg)
+    live = StateLock.held(cfg.state.path)
+    now = time.time()
+    problems = judge(health, now=now, max_age=max_age, live=live) if check else []
+    code = problems[0].exit_code if problems else 0
+    if as_metrics:
+        for line in render_metrics(health):
+            echo(line)
+    elif as_json:
+        echo_json(
+            {
+                "healthy": not problems,
+                "exit_code": code,
+                "problems": [
+                    {"kind": p.kind, "exit_code": p.exit_code, "text": p.text} for p in problems
+                ],
+                "live": live,
+                "last_success": health.last_success if health else None,
+                "held": health.held if health else 0,
+                "escrowed": health.escrowed if health else 0,
+                "quarantine": list(health.quarantine) if health else [],
+            }
+        )
+    else:
+        echo(("unhealthy: " if problems else "healthy: ") + summary(health, now=now, live=live))
+        for p in problems:
+            # a run's message comes from the state: printed through echo, terminal-safe
+            echo(f"  {p.kind} (exit {p.exit_code}): {p.text}")
+    sys.exit(code)
 
 
 def _run_note(run: dict[str, Any], *, live: bool, last: bool) -> str:

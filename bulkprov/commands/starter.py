@@ -28,10 +28,13 @@ client_secret = { env = "BULKPROV_GRAPH_SECRET" }   # or { file = "/run/secrets/
 base_url = "https://api.zoom.us/scim2"
 token = { env = "BULKPROV_SCIM_TOKEN" }             # or { file = "/run/secrets/zoom" }
 # "zoom": Zoom as it behaves (updates by PUT, pending invitations, per-label rate limits…;
-# docs/zoom-from-entra.md, "What Zoom does differently"). "rfc" for other SCIM services,
-# paced by `rate_limit` (requests per second across all workers) instead of [target.zoom].
+# docs/zoom-from-entra.md, "What Zoom does differently"). "rfc" for other SCIM services.
 profile = "zoom"
 concurrency = 16
+# Requests per second across all workers: with profile "zoom", all labels of [target.zoom]
+# together. Zoom's limits are per account and shared with every app on it; 0: no overall
+# cap (each label then goes up to its own limit). An "rfc" target is paced by this alone.
+rate_limit = 60
 # "rfc": lowercase ops, JSON booleans, group members removed by a filtered path
 # (members[value eq "id"]); "entra": Entra's `Replace`, "False" strings, `Remove` with values.
 patch_dialect = "rfc"

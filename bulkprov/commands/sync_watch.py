@@ -21,6 +21,7 @@ re-matches in the first cycle, and each cycle that changed something writes its 
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ from bulkprov.credentials import Secrets
 from bulkprov.errors import (
     BulkProvError,
     Quarantined,
+    RunAborted,
     SourceAuthError,
     SourceError,
     SourceTLSError,
@@ -118,7 +120,27 @@ async def watch(
                 if path is not None and on_report is not None:
                     on_report(str(path))
         done += 1
-        await anyio.sleep(max(0.0, interval - (anyio.current_time() - started)))
+        if cycles is not None and done >= cycles:
+            break
+        await _sleep_or_stop(max(0.0, interval - (anyio.current_time() - started)))
+
+
+async def _sleep_or_stop(seconds: float) -> None:
+    """Wait for the next cycle; SIGINT or SIGTERM meanwhile ends the loop (exit 130).
+
+    The signals are listened for here, not left to their default: as a container's first
+    process (PID 1) bulkprov would otherwise ignore SIGTERM between cycles (the kernel
+    applies no default action to PID 1), and ``podman stop`` or a Kubernetes rollout
+    would wait out their grace period and SIGKILL it. During a cycle the pipeline's own
+    handling (finish what is in flight, flush) applies.
+    """
+    with anyio.move_on_after(seconds):
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                raise RunAborted(
+                    f"stopped by {signal.Signals(signum).name} between cycles "
+                    "(nothing was in flight; the state is saved)"
+                )
 
 
 async def _cycle(

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from bulkprov.errors import ConfigError
+from bulkprov.observe.health import render_metrics
 from bulkprov.pipeline import RunStats
 
 if TYPE_CHECKING:
@@ -104,6 +105,9 @@ def render(stats: RunStats, current_rate: float) -> str:
                 help_,
                 [(f'{{pool="{_label(pool)}"}}', float(f[key])) for pool, f in figures.items()],
             )
+    # the state's health (read when the run starts and when it ends): what the alerts of
+    # deploy/prometheus/alerts.yaml watch
+    lines.extend(render_metrics(stats.health))
     metric(
         "bulkprov_run_phase",
         "gauge",

@@ -91,6 +91,7 @@ async def open_clients(
                 else None
             ),
             post_label=zoom.post_label if zoom is not None else "medium",
+            ceiling=target.zoom_ceiling,
             discovery=zoom is None,
             policy=policy
             or scim_policy

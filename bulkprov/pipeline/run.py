@@ -25,6 +25,7 @@ reading, let the workers finish what they sent, and flush within :data:`SHUTDOWN
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from functools import partial
@@ -35,6 +36,7 @@ from anyio.abc import ObjectSendStream
 
 from bulkprov import _json
 from bulkprov.breaker import Breaker
+from bulkprov.checkpoint.health import read_health
 from bulkprov.checkpoint.lock import StateLock
 from bulkprov.checkpoint.staging import (
     FINGERPRINT,
@@ -44,9 +46,9 @@ from bulkprov.checkpoint.staging import (
     LifecycleStore,
 )
 from bulkprov.checkpoint.store import NEW_RUN, UNFINISHED, Run, StateStore
-from bulkprov.config import Config
+from bulkprov.config import Config, check_state_filesystem
 from bulkprov.credentials import Secrets
-from bulkprov.errors import Quarantined, RunAborted
+from bulkprov.errors import Quarantined, RunAborted, StateError
 from bulkprov.graph.client import GraphClient
 from bulkprov.pipeline.bulk import BULK_WORKERS, bulk_worker
 from bulkprov.pipeline.clients import open_clients
@@ -98,6 +100,7 @@ async def run_sync(
     """
     engine = engine or Engine(cfg)
     stats = stats or RunStats()
+    check_state_filesystem(cfg)  # load_config checked it; a Config built in code too
     with StateLock(cfg.state.path):
         store = await StateStore.open(cfg.state.path, verify=True)
         store.escrow_policy = cfg.escrow.policy()
@@ -109,6 +112,7 @@ async def run_sync(
             # other unfinished run is closed, and this one reads from the last completed
             # cycle's watermarks (StateStore.start_run, Run.resumable).
             run = await store.start_run()
+            stats.health = await read_health(store)
             stats.run_id, stats.resumed = run.id, run.resumes > 0
             for key, value in run.counts.items():
                 stats.counts[key] = value
@@ -161,6 +165,8 @@ async def run_sync(
                                 status = "completed_with_failures"
                             await store.finish_run(run, status, dict(stats.counts), message)
                             await cycle.leave_quarantine()
+                        with contextlib.suppress(StateError):  # figures only: never masks
+                            stats.health = await read_health(store)
                     stats.phase = "done" if status not in UNFINISHED else stats.phase
     return RunResult(
         run.id,

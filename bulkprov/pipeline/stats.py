@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from anyio.streams.memory import MemoryObjectSendStream
 
+from bulkprov.checkpoint.health import StateHealth
 from bulkprov.checkpoint.store import UserWrite
 from bulkprov.pipeline.messages import WorkItem
 from bulkprov.scim.client import ScimClient
@@ -59,6 +60,9 @@ class RunStats:
     total: int | None = None
     #: profile "zoom": the seat pools' figures now (pool → used, left, cap, held)
     seat_figures: Callable[[], dict[str, dict[str, int]]] | None = None
+    #: the state's health figures (last completed cycle, held actions, escrow), read when
+    #: the run starts and again when it ends, for the metrics
+    health: StateHealth | None = None
 
     @property
     def queue_depth(self) -> int:

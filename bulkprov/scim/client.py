@@ -102,7 +102,8 @@ class ScimClient:
 
     ``labels`` (profile "zoom"): requests per second of each Zoom rate-limit label
     (``{"light": 80, "medium": 60}``; 0: that label not paced), used instead of
-    ``rate_limit``; ``post_label`` is the label of a create. ``discovery=False``: the
+    ``rate_limit``; ``ceiling`` (0: none) caps all labels together (Zoom's limits are
+    shared by every app and job on the account); ``post_label`` is the label of a create. ``discovery=False``: the
     target has no ``/ServiceProviderConfig`` (Zoom), so nothing asks for it.
     """
 
@@ -121,6 +122,7 @@ class ScimClient:
         labels: Mapping[RateLabel, float] | None = None,
         post_label: RateLabel = "medium",
         discovery: bool = True,
+        ceiling: float = 0.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
@@ -145,6 +147,8 @@ class ScimClient:
             else {"all": _Label(rate_limit, adaptive)}
         )
         self._post_label: RateLabel = post_label
+        #: with ``labels``: every label's requests together stay under ``ceiling`` (0: none)
+        self._ceiling = AsyncLimiter(ceiling, 1.0) if labels and ceiling > 0 else None
         self.discovery = discovery
         #: the pacer of the first label (the only one of an RFC target)
         self.pacer = next(iter(self._labels.values())).pacer
@@ -222,6 +226,9 @@ class ScimClient:
                 now += delay
             if limiter is not None:
                 await limiter.acquire()
+                now = clock_now()
+            if self._ceiling is not None:
+                await self._ceiling.acquire()
                 now = clock_now()
             stats = self.stats
             stats.requests += 1
