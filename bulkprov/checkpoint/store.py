@@ -33,6 +33,10 @@ Tables (schema version 4; older databases are migrated in place when opened):
 ``source_groups`` (schema 4) the Entra groups and their direct members
                   (``source_group_members``) as Graph ``groups/delta`` last reported them, so
                   an incremental cycle reads only the groups that changed.
+``waiting``       (schema 5) users the target holds back for a reason of its own: a pending
+                  Zoom invitation holds their userName (``pending``), or no seat of their
+                  licence is left (``license``). Skipped, never failed; every cycle reads
+                  them again until the reason is gone.
 
 Schema changes: v1 → v2 adds columns (``_ADDED_COLUMNS``) and tables (``_SCHEMA``, created if
 missing); from v3 on, numbered steps in ``_MIGRATIONS``, applied in place, in order, in the
@@ -60,7 +64,7 @@ from bulkprov.errors import StateError
 from bulkprov.escrow import EscrowEntry, EscrowPolicy
 from bulkprov.redact import scrub_optional
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -167,6 +171,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             member_id TEXT NOT NULL,
             kind      TEXT NOT NULL,
             PRIMARY KEY (group_id, member_id)
+        )""",
+    ),
+    # 5: users the target holds back (issue 18): pending Zoom invitations, seats exhausted
+    5: (
+        """CREATE TABLE IF NOT EXISTS waiting (
+            graph_id  TEXT PRIMARY KEY,
+            user_name TEXT,
+            kind      TEXT NOT NULL,
+            since     REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            detail    TEXT
         )""",
     ),
 }
@@ -344,6 +359,22 @@ class UserWrite:
     #: a skip because ``bulkprov apply``'s guard held the operation back (it differs from
     #: the plan): counted as "held back", and it keeps the user's escrow entry
     held_back: bool = False
+    #: the target holds the user back (``waiting``): "pending" (a pending Zoom invitation
+    #: holds its userName) or "license" (no seat left) records it; "" clears it
+    wait: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A user the target holds back (table ``waiting``)."""
+
+    graph_id: str
+    user_name: str | None
+    #: "pending" (a pending Zoom invitation holds its userName) or "license" (no seat)
+    kind: str
+    since: float
+    last_seen: float
+    detail: str | None
 
 
 def disabled(
@@ -641,7 +672,14 @@ class StateStore:
         state_rows = []
         log_rows = []
         stage_rows = []
+        wait_rows: list[tuple[Any, ...]] = []
+        unwait_rows: list[tuple[str]] = []
         for page, w in writes:
+            if w.wait is not None:
+                if w.wait:
+                    wait_rows.append((w.graph_id, w.user_name, w.wait, now, now, w.reason))
+                else:
+                    unwait_rows.append((w.graph_id,))
             if w.stage is not None and w.scim_id:
                 stage_rows.append(
                     (run.id, w.graph_id, w.scim_id, w.user_name, w.stage, w.reason, now)
@@ -707,6 +745,17 @@ class StateStore:
                     "reason, scim_id, modified) VALUES(?,?,?,?,?,?,?,?,?,?)",
                     log_rows,
                 )
+            if wait_rows:
+                await c.executemany(
+                    "INSERT INTO waiting(graph_id, user_name, kind, since, last_seen, detail) "
+                    "VALUES(?,?,?,?,?,?) ON CONFLICT(graph_id) DO UPDATE SET "
+                    "user_name=excluded.user_name, last_seen=excluded.last_seen, "
+                    "detail=excluded.detail, since=CASE WHEN waiting.kind=excluded.kind "
+                    "THEN waiting.since ELSE excluded.since END, kind=excluded.kind",
+                    wait_rows,
+                )
+            if unwait_rows:
+                await c.executemany("DELETE FROM waiting WHERE graph_id=?", unwait_rows)
             if stage_rows:
                 await c.executemany(
                     "INSERT INTO staged(run_id, graph_id, scim_id, user_name, action, reason, "
@@ -812,6 +861,15 @@ class StateStore:
             for r in await cur.fetchall():
                 out[r[0]] = EscrowEntry(r[0], r[1], r[2], r[3], r[4], r[5])
         return out
+
+    async def waiting(self, kind: str | None = None) -> dict[str, Waiting]:
+        """Users the target holds back (all, or of one ``kind``), by Graph id."""
+        cur = await self._conn.execute(
+            "SELECT graph_id, user_name, kind, since, last_seen, detail FROM waiting "
+            "WHERE ? IS NULL OR kind = ? ORDER BY since",
+            (kind, kind),
+        )
+        return {r[0]: Waiting(*r) for r in await cur.fetchall()}
 
     async def release_escrow(self) -> int:
         """Make every escrowed user due now (``bulkprov retry-failed``); returns how many."""
@@ -927,6 +985,19 @@ class StateStore:
             "SELECT graph_id, scim_id, user_name FROM users WHERE scim_id IS NOT NULL AND active=1"
         )
         return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    async def active_attrs(self) -> list[dict[str, Any]]:
+        """The last values sent of every linked account bulkprov keeps active (the seat
+        guard counts licence types in them)."""
+        cur = await self._conn.execute(
+            "SELECT attrs FROM users WHERE scim_id IS NOT NULL AND active=1 AND attrs IS NOT NULL"
+        )
+        out = []
+        for (raw,) in await cur.fetchall():
+            attrs = _json.loads(raw)
+            if isinstance(attrs, dict):
+                out.append(attrs)
+        return out
 
     async def users_fingerprint(self) -> tuple[int, float]:
         """(managed users, last update time): changes whenever a user row is written."""
