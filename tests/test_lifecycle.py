@@ -477,7 +477,9 @@ async def test_a_saved_page_link_gone_stale_restarts_the_read(servers, tenant, s
     assert isinstance(_unwrap(first.value), SourceError)
     async with await StateStore.open(tmp_path / "s.db") as store:
         run = await store.last_run()
-    assert run is not None and run.cursor is not None and run.cursor_page == 2
+    # a saved page link: page 2's, or page 1's when the workers had not made every user
+    # of page 1 durable when the read failed (timing: the writer's batches)
+    assert run is not None and run.cursor is not None and run.cursor_page in (1, 2)
     tenant.fail_after, tenant.reject_links = None, True
     with pytest.raises(BaseException) as info:
         await sync(cfg)
