@@ -77,6 +77,7 @@ def sim_parser() -> argparse.ArgumentParser:
 def write_sim_config(path: Path, info: dict[str, Any], args: argparse.Namespace) -> None:
     """The starter config pointed at the simulators ``info`` announces, with their secrets
     in files beside it (relative paths resolve against the config's folder)."""
+    from bulkprov.checkpoint.files import write_private
     from bulkprov.commands.demo import write_demo_config
 
     secrets = {"graph-secret": args.graph_secret, "scim-token": args.scim_token}
@@ -86,8 +87,11 @@ def write_sim_config(path: Path, info: dict[str, Any], args: argparse.Namespace)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(value + "\n")
     zoom = bool(getattr(args, "zoom", False))
+    # the config is drafted beside it and appears whole, at once (a reader waiting for the
+    # file, a script or a test, never sees a half-written or a first draft)
+    draft = path.with_name(path.name + ".draft")
     write_demo_config(
-        path,
+        draft,
         info,
         Path(f"{path.name}.state.sqlite3"),
         concurrency=16,
@@ -98,7 +102,8 @@ def write_sim_config(path: Path, info: dict[str, Any], args: argparse.Namespace)
         light=(args.zoom_light or 0) if zoom else 0,
         medium=(args.zoom_medium or 0) if zoom else 0,
     )
-    text = path.read_text(encoding="utf-8")
+    text = draft.read_text(encoding="utf-8")
+    draft.unlink()
     if zoom and args.zoom_post_label != "medium":
         text = text.replace('# post_label = "medium"', f'post_label = "{args.zoom_post_label}"', 1)
     for env, suffix in (
@@ -108,4 +113,4 @@ def write_sim_config(path: Path, info: dict[str, Any], args: argparse.Namespace)
         old = f'{{ env = "{env}" }}'
         assert old in text, env
         text = text.replace(old, f'{{ file = "{path.name}.{suffix}" }}', 1)
-    path.write_text(text, encoding="utf-8")
+    write_private(path, text)
