@@ -496,6 +496,17 @@ def test_watch_honours_sync_options(cli: Cli):
         ):
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+        # the cycle that sent the update prints its line when it ends: wait for a later
+        # cycle to start (a new run id) before stopping, or SIGINT may beat the line
+        def current() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                ids = re.findall(r"^bulkprov_run_id (\d+)", r.read().decode(), re.MULTILINE)
+            return int(ids[0]) if ids else 0
+
+        updating = current()  # the update was sent by this cycle or an earlier one
+        while current() <= updating and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=15)
