@@ -852,6 +852,12 @@ def _apply_op(resource: dict[str, Any], op: Any) -> None:
     p = parse_path(path)
     if p.schema is None and p.attribute.lower() in ("id", "meta"):
         raise _PatchError(f"{p.attribute} is read-only.", "mutability")
+    if kind == "replace" and p.filter_attr is not None and _no_element(resource, p):
+        # RFC 7644 §3.5.2.3: "If the target location is a multi-valued attribute for which a
+        # value selection filter ("valuePath") has been supplied and no record match was
+        # made, the service provider SHALL indicate failure by returning HTTP status code
+        # 400 and a "scimType" error code of "noTarget"" (scim2-server does).
+        raise _PatchError(f"No value of {path} to replace.", "noTarget")
     if kind == "remove":
         if isinstance(value, list) and p.filter_attr is None and p.sub is None:
             # Entra's group dialect: remove listed elements (matched on "value") from a list
@@ -879,6 +885,12 @@ def _apply_op(resource: dict[str, Any], op: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def _no_element(resource: dict[str, Any], p: Any) -> bool:
+    """Whether no element of ``p``'s multi-valued attribute matches its value filter."""
+    element = parse_path(p.text.split("]", 1)[0] + "]")
+    return get_value(resource, element) is None
 
 
 def _compact(raw: bytes) -> bytes:
