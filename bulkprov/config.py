@@ -143,6 +143,9 @@ class TargetConfig(_Model):
     timeout: Annotated[float, Field(gt=0)] = 30.0
     #: "rfc": lowercase ops and JSON booleans; "entra": Entra's ``Replace`` and ``"False"``
     patch_dialect: Literal["rfc", "entra"] = "rfc"
+    #: a source attribute cleared in Entra: by default the target keeps its old value (Entra
+    #: never provisions nulls, facts.md §2.1); true sends ``remove`` for it
+    clear_on_null: bool = False
     #: page size of the target listing used to match existing accounts
     list_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
     #: Zoom's userName is the user's email: reject a user whose mapped userName is not one

@@ -99,3 +99,58 @@ async def test_sync_into_scim2_server(scim2_server, tmp_path):
     assert len(disabled) == 1 and disabled[0]["active"] is False
     store = [r for r in store if r is not disabled[0]]
     assert store_problems(expected, store) == []
+
+
+@pytest.mark.parametrize("clear", [False, True], ids=["default", "clear_on_null"])
+async def test_a_user_gains_changes_and_loses_a_mail_in_scim2_server(scim2_server, tmp_path, clear):
+    """Issue 20 items 3 and 4 against a third-party RFC server: gaining a mail is an ``add``
+    of the whole element (scim2-server answers a ``replace`` on a missing work email with
+    400 noTarget), changing it a ``replace``, losing it keeps it or (clear_on_null) removes
+    it. Every cycle exits clean and the store ends exactly as mapped."""
+    tenant = GraphTenant(user_count=120, seed=9, client_secret=GRAPH_SECRET)
+    users = [u for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+    gain = [u for u in users if u.get("mail") is None][:3]
+    change, lose = [u for u in users if u.get("mail")][:3], [u for u in users if u.get("mail")][3:6]
+    assert len(gain) == 3
+    async with serve_simulators(tenant, None) as graph:
+        servers = graph.__class__(
+            graph_url=graph.graph_url,
+            scim_url=scim2_server,
+            tenant_id=graph.tenant_id,
+            client_id=graph.client_id,
+        )
+        cfg = make_config(
+            servers, tmp_path / "s.db", target__concurrency=4, target__clear_on_null=clear
+        )
+        first = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+        assert first.counts["failed"] == 0, first
+        kept = {}
+        for i, u in enumerate(gain):
+            tenant.update_user(u["id"], mail=f"gained.{i}@corp.example")
+        for i, u in enumerate(change):
+            tenant.update_user(u["id"], mail=f"changed.{i}@corp.example")
+        for u in lose:
+            kept[u["userPrincipalName"].lower()] = u["mail"]
+            tenant.update_user(u["id"], mail=None)
+        second = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+        assert second.status == "completed" and second.counts["failed"] == 0, second
+        assert second.counts["updated"] == 6 + (3 if clear else 0)
+        # a user who lost a mail gains one again: added (clear_on_null) or replaced
+        tenant.update_user(lose[0]["id"], mail="back.again@corp.example")
+        kept.pop(lose[0]["userPrincipalName"].lower())
+        third = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+        assert third.status == "completed" and third.counts["failed"] == 0, third
+        assert third.counts["updated"] == 1
+    store = list_all(scim2_server)
+    expected = expected_values(cfg, tenant.iter_users())
+    if not clear:  # Entra's default: a cleared mail stays in the target
+        for name, mail in kept.items():
+            expected[name]['emails[type eq "work"].value'] = mail
+    assert store_problems(expected, store) == []
+    for res in store:
+        emails = res.get("emails") or []
+        assert len(emails) <= 1, res  # never a second work email
+        if emails:
+            assert emails[0]["type"] == "work" and emails[0].get("primary") is True
+        if clear and res["userName"].lower() in kept:
+            assert not emails

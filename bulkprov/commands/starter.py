@@ -33,6 +33,9 @@ concurrency = 16
 rate_limit = 60
 # "rfc": lowercase ops and JSON booleans; "entra": Entra's `Replace` and "False" strings.
 patch_dialect = "rfc"
+# A source attribute cleared in Entra: the target keeps its old value (Entra never
+# provisions nulls); true sends a `remove` for it instead.
+# clear_on_null = false
 
 [state]
 path = "bulkprov-state.sqlite3"

@@ -88,7 +88,7 @@ def _operation(apply: Applier, item: WorkItem, bulk_id: str) -> bytes | None:
     if d.kind not in ("update", "link") or d.scim_id is None or not d.changes:
         return None  # anything else goes the single-request way
     # A bulk path is JSON, not a URL: the id goes in as it is (Zoom ids hold '&').
-    ops = rq.patch_operations(d.changes, apply.dialect)
+    ops = rq.patch_operations(d.changes, apply.dialect, d.known)
     return scim_bulk.patch_operation(bulk_id, f"/Users/{d.scim_id}", ops)
 
 
@@ -129,4 +129,4 @@ def _written(apply: Applier, item: WorkItem, result: BulkResult) -> UserWrite | 
     if d.kind == "create":
         return apply.created(item, result.scim_id) if result.scim_id else None
     assert d.scim_id is not None
-    return apply.linked(item, d.scim_id, "update", d.changes, d.reason)
+    return apply.linked(item, d.scim_id, "update", d.changes, d.reason, d.known)

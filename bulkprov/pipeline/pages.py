@@ -297,7 +297,8 @@ def skip_write(
         and d.reason == "unchanged"
         and mapped.digest != state.digest
     ):
-        # Values equal but the digest moved (e.g. the mapping's shape changed): store it.
+        # Values equal but the digest moved (the mapping's shape changed, or a source was
+        # cleared and the target keeps its value, as Entra leaves it): store it.
         return UserWrite(
             graph_id,
             user_name,
@@ -306,7 +307,7 @@ def skip_write(
             reason="unchanged",
             scim_id=state.scim_id,
             digest=mapped.digest,
-            attrs=_json.dumps(mapped.update_values),
+            attrs=_json.dumps({**(state.attrs or {}), **mapped.update_values}),
             active=state.active,
             link=True,
         )

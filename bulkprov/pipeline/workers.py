@@ -70,6 +70,8 @@ class Applier:
         #: the mapping's matching attributes, in precedence order
         self.matching = engine.mapper.matching
         self.redacted = engine.mapper.redacted_paths
+        self.targets = engine.targets
+        self.clearable = engine.clearable
 
     async def apply_one(self, item: WorkItem) -> UserWrite:
         """Apply one decision; a target error is this user's Failure (auth stops the run)."""
@@ -102,10 +104,10 @@ class Applier:
         mapped = item.mapped
         assert mapped is not None
         if d.changes:
-            ops = rq.patch_operations(d.changes, self.dialect)
+            ops = rq.patch_operations(d.changes, self.dialect, d.known)
             await self.scim.send(rq.patch_user(d.scim_id, ops))
         action = "update" if d.changes or d.kind == "update" else "link"
-        return self.linked(item, d.scim_id, action, d.changes, d.reason)
+        return self.linked(item, d.scim_id, action, d.changes, d.reason, d.known)
 
     def disabled(self, item: WorkItem) -> UserWrite:
         d = item.decision
@@ -113,8 +115,17 @@ class Applier:
         return disabled_write(item.graph_id, item.user_name, d.reason, d.scim_id, item.state)
 
     def linked(
-        self, item: WorkItem, scim_id: str, action: str, changes: dict[str, Any], reason: str
+        self,
+        item: WorkItem,
+        scim_id: str,
+        action: str,
+        changes: dict[str, Any],
+        reason: str,
+        known: dict[str, Any] | None = None,
     ) -> UserWrite:
+        """The outcome of a PATCH (or a link that needed none): the values the target now
+        holds, ``known`` ones kept (a source cleared without ``clear_on_null`` leaves the
+        target's value, and a later ``add`` must not duplicate its element)."""
         mapped = item.mapped
         assert mapped is not None
         return UserWrite(
@@ -125,7 +136,7 @@ class Applier:
             reason=reason,
             scim_id=scim_id,
             digest=mapped.digest,
-            attrs=_json.dumps(mapped.update_values),
+            attrs=_json.dumps(held_after(known, mapped.update_values, changes)),
             active=is_active(mapped.update_values),
             modified=modified_json(changes, self.redacted) if changes else None,
             link=True,
@@ -215,12 +226,27 @@ class Applier:
         if owner is not None:
             dup = duplicate_source(item.graph_id, mapped, scim_id, owner)
             raise TargetRejected(dup.reason or "DuplicateSourceEntries", status=409)
-        changes = rq.diff_values(
-            mapped.update_values, target_values(resource, mapped.update_values)
-        )
+        current = target_values(resource, self.targets or mapped.update_values)
+        changes = rq.diff_values(mapped.update_values, current, self.clearable)
         if changes:
-            await self.scim.send(rq.patch_user(scim_id, rq.patch_operations(changes, self.dialect)))
-        return self.linked(item, scim_id, "update" if changes else "link", changes, reason)
+            ops = rq.patch_operations(changes, self.dialect, current)
+            await self.scim.send(rq.patch_user(scim_id, ops))
+        action = "update" if changes else "link"
+        return self.linked(item, scim_id, action, changes, reason, current)
+
+
+def held_after(
+    known: dict[str, Any] | None, update_values: dict[str, Any], changes: dict[str, Any]
+) -> dict[str, Any]:
+    """The values a target holds after a PATCH of ``changes`` (``None``: removed)."""
+    if not known:
+        held = dict(update_values)
+    else:
+        held = {**known, **update_values}
+    for path, value in changes.items():
+        if value is None:
+            held.pop(path, None)
+    return held
 
 
 def is_active(values: dict[str, Any]) -> bool:

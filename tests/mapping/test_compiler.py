@@ -390,8 +390,8 @@ class TestMapUser:
             {"target": 'emails[type eq "work"].value', "source": "otherMails"},
             {"target": "displayName", "expression": 'Split([displayName], " ")'},
             {"target": f"{ENTERPRISE}:department", "source": "department"},
-            {"target": "emails", "expression": "Split([jobTitle], \",\")"},
-            {"target": f"{ZOOM_EXTENSION}:tags", "expression": "Split([jobTitle], \",\")"},
+            {"target": "emails", "expression": 'Split([jobTitle], ",")'},
+            {"target": f"{ZOOM_EXTENSION}:tags", "expression": 'Split([jobTitle], ",")'},
         )
         two = {**ADA, "otherMails": ["a@contoso.com", "b@contoso.com"], "displayName": "Ada"}
         with pytest.raises(UserDataError) as info:
@@ -415,7 +415,7 @@ class TestMapUser:
         strict = compile_mappings(
             rows(
                 {"target": "userName", "source": "userPrincipalName"},
-                {"target": f"{ZOOM_EXTENSION}:tags", "expression": "Split([jobTitle], \",\")"},
+                {"target": f"{ZOOM_EXTENSION}:tags", "expression": 'Split([jobTitle], ",")'},
             ),
             resource_schemas=iter(schemas),
         )
