@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -9,15 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+from bulkprov.commands.demo import GRAPH_SECRET_ENV, SCIM_TOKEN_ENV, write_demo_config
+from bulkprov.config import load_config
 from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant
 from bulkprov.sim.server import serve_simulators
 
 from .conftest import FAST_RETRY, GRAPH_SECRET, SCIM_TOKEN, SECRETS, make_config
 from .e2e import expected_values, store_problems
+from .test_updates import _change_tenant
 
 pytestmark = pytest.mark.slow
 
@@ -154,3 +160,49 @@ async def test_a_user_gains_changes_and_loses_a_mail_in_scim2_server(scim2_serve
             assert emails[0]["type"] == "work" and emails[0].get("primary") is True
         if clear and res["userName"].lower() in kept:
             assert not emails
+
+
+async def test_changed_only_cycle_into_scim2_server(scim2_server, tmp_path):
+    """Issue 20's must-show against scim2-server: 5,000 users, then changed-only delta
+    entries (100 users' department/surname/mail changed, 10 of them gaining a mail and 40
+    losing theirs, 50 disabled, 20 removed); ``bulkprov sync`` exits 0 each time and the
+    store is exactly as mapped (a cleared mail stays, as Entra leaves it)."""
+    tenant = GraphTenant(user_count=5000, seed=20, client_secret=GRAPH_SECRET)
+    tenant.delta_changed_only = True
+    config = tmp_path / "bulkprov.toml"
+    env = dict(os.environ, **{GRAPH_SECRET_ENV: GRAPH_SECRET, SCIM_TOKEN_ENV: SCIM_TOKEN})
+
+    async def sync() -> None:
+        cmd = [sys.executable, "-m", "bulkprov", "sync", "-c", str(config), "--quiet"]
+        proc = await anyio.run_process(cmd, env=env, check=False)
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+
+    async with serve_simulators(tenant, None) as graph:
+        info = {
+            "tenant_id": graph.tenant_id,
+            "client_id": graph.client_id,
+            "authority_url": graph.authority_url,
+            "graph_api_url": graph.graph_api_url,
+            "scim_url": scim2_server,
+        }
+        write_demo_config(config, info, tmp_path / "s.db", concurrency=16)
+        await sync()
+        change = _change_tenant(tenant, random.Random(20))
+        await sync()
+        before = {r["userName"].lower(): r for r in list_all(scim2_server)}
+        await sync()  # nothing changed: nothing sent
+        after = {r["userName"].lower(): r for r in list_all(scim2_server)}
+    assert {k: v["meta"]["version"] for k, v in before.items()} == {
+        k: v["meta"]["version"] for k, v in after.items()
+    }
+    cfg = load_config(config)
+    expected = expected_values(cfg, tenant.iter_users())
+    for name, paths in change["cleared"].items():
+        expected[name].update(paths)
+    gone = {u["userPrincipalName"].lower() for u in change["gone"]}
+    store = list(after.values())
+    assert sorted(r["userName"].lower() for r in store if r["active"] is False) == sorted(gone)
+    assert store_problems(expected, [r for r in store if r["userName"].lower() not in gone]) == []
+    gained = after[change["changed"][0]["userPrincipalName"].lower()]
+    assert gained["emails"] == [{"type": "work", "primary": True, "value": "gained.0@corp.example"}]
+    assert all(len(r.get("emails") or []) <= 1 for r in store)

@@ -5,7 +5,7 @@ writer's batched UPSERTs and the producer's per-page lookups queue on it in orde
 lookup sees every outcome written before it, committed or not. Every write is an idempotent
 UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
 
-Tables (schema version 4; older databases are migrated in place when opened):
+Tables (schema version 5; older databases are migrated in place when opened):
 
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
@@ -29,6 +29,11 @@ Tables (schema version 4; older databases are migrated in place when opened):
 ``source_groups`` (schema 4) the Entra groups and their direct members
                   (``source_group_members``) as Graph ``groups/delta`` last reported them, so
                   an incremental cycle reads only the groups that changed.
+
+Schema 5 adds ``users.source`` (the selected Graph attributes last read for the user: a
+``users/delta`` entry that carries only the changed properties is merged with them) and, per
+run, ``sent_page`` (creates may have been sent from pages up to this one) and
+``target_indexed`` (the target was listed completely into ``target_index``).
 
 Schema changes: v1 → v2 adds columns (``_ADDED_COLUMNS``) and tables (``_SCHEMA``, created if
 missing); from v3 on, numbered steps in ``_MIGRATIONS``, applied in place, in order, in the
@@ -54,7 +59,7 @@ from bulkprov.errors import StateError
 from bulkprov.escrow import EscrowEntry, EscrowPolicy
 from bulkprov.redact import scrub_optional
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,7 +101,7 @@ CREATE TABLE IF NOT EXISTS log (
     scim_id   TEXT,
     modified  TEXT
 );
-CREATE INDEX IF NOT EXISTS log_run ON log(run_id);
+CREATE INDEX IF NOT EXISTS log_run_page ON log(run_id, page);
 CREATE INDEX IF NOT EXISTS log_user ON log(graph_id);
 CREATE TABLE IF NOT EXISTS target_index (
     key      TEXT PRIMARY KEY,
@@ -131,10 +136,17 @@ CREATE TABLE IF NOT EXISTS group_members (
 );
 """
 
-#: columns added to version-1 tables by the migration to version 2
+#: columns added to older tables, each when missing (idempotent): v1 → v2, then schema 5
 _ADDED_COLUMNS = (
     ("runs", "kind", "TEXT NOT NULL DEFAULT 'full'"),
     ("runs", "delta_link", "TEXT"),
+    # 5 (issue 20): the Graph attributes last read for each managed user, merged with delta
+    # entries that carry only the changed properties; the run's create frontier (the last
+    # page whose creates may have been sent) and whether its target index is complete, so a
+    # resume after a kill neither lists the target again nor POSTs twice
+    ("users", "source", "BLOB"),
+    ("runs", "sent_page", "INTEGER NOT NULL DEFAULT -1"),
+    ("runs", "target_indexed", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -163,6 +175,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (group_id, member_id)
         )""",
     ),
+    # 5 (issue 20): the columns of _ADDED_COLUMNS marked 5; the log's run index covers the
+    # page too (log_run_page, in _SCHEMA: a resume's "logged since the cursor page" at 1M
+    # users reads only those rows), so the run-only one goes
+    5: ("DROP INDEX IF EXISTS log_run",),
 }
 
 
@@ -280,6 +296,8 @@ class UserWrite:
     #: a skip because ``bulkprov apply``'s guard held the operation back (it differs from
     #: the plan): counted as "held back", and it keeps the user's escrow entry
     held_back: bool = False
+    #: the user's Graph attributes as read (JSON), kept for merging partial delta entries
+    source: bytes | None = None
 
 
 def disabled(
@@ -386,7 +404,7 @@ class StateStore:
         async with c.transaction():
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 await c.execute(stmt)
-            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2
+            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2, schema 5
                 cols = {
                     r[1] for r in await (await c.execute(f"PRAGMA table_info({table})")).fetchall()
                 }
@@ -498,6 +516,27 @@ class StateStore:
                 )
         return out
 
+    async def lookup_sources(self, graph_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The Graph attributes last read for these users (those that have them)."""
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(graph_ids, 900):
+            marks = ",".join("?" * len(chunk))
+            cur = await self._conn.execute(
+                f"SELECT graph_id, source FROM users WHERE graph_id IN ({marks}) "
+                "AND source IS NOT NULL",
+                chunk,
+            )
+            for r in await cur.fetchall():
+                doc = _json.loads(r[1])
+                if isinstance(doc, dict):
+                    out[r[0]] = doc
+        return out
+
+    async def put_sources(self, rows: Sequence[tuple[bytes, str]]) -> None:
+        """Keep (source, graph id) for linked users: what their next partial entry merges over."""
+        if rows:
+            await self._conn.executemany("UPDATE users SET source=? WHERE graph_id=?", rows)
+
     async def write_batch(
         self,
         run: Run,
@@ -544,11 +583,20 @@ class StateStore:
                         scrub_optional(w.reason),
                         run.id,
                         now,
+                        w.source,
                     )
                 )
             else:
                 state_rows.append(
-                    (w.action, w.status, scrub_optional(w.reason), run.id, now, w.graph_id)
+                    (
+                        w.action,
+                        w.status,
+                        scrub_optional(w.reason),
+                        run.id,
+                        now,
+                        w.source,
+                        w.graph_id,
+                    )
                 )
         c = self._conn
         async with c.transaction():
@@ -556,19 +604,20 @@ class StateStore:
             if link_rows:
                 await c.executemany(
                     "INSERT INTO users(graph_id, scim_id, user_name, digest, attrs, active, "
-                    "last_action, last_status, last_reason, last_run, updated_at) "
-                    "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(graph_id) DO UPDATE SET "
+                    "last_action, last_status, last_reason, last_run, updated_at, source) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(graph_id) DO UPDATE SET "
                     "scim_id=excluded.scim_id, user_name=excluded.user_name, "
                     "digest=excluded.digest, attrs=excluded.attrs, active=excluded.active, "
                     "last_action=excluded.last_action, last_status=excluded.last_status, "
                     "last_reason=excluded.last_reason, last_run=excluded.last_run, "
-                    "updated_at=excluded.updated_at",
+                    "updated_at=excluded.updated_at, "
+                    "source=coalesce(excluded.source, users.source)",
                     link_rows,
                 )
             if state_rows:
                 await c.executemany(
                     "UPDATE users SET last_action=?, last_status=?, last_reason=?, last_run=?, "
-                    "updated_at=? WHERE graph_id=?",
+                    "updated_at=?, source=coalesce(?, source) WHERE graph_id=?",
                     state_rows,
                 )
             if log_rows:

@@ -41,7 +41,13 @@ from bulkprov.pipeline.decide import (
 )
 from bulkprov.pipeline.matching import Claims, duplicate_source
 from bulkprov.pipeline.messages import END_OF_PAGES, Message, PageDone, UserGuard, WorkItem, put
-from bulkprov.pipeline.sources import assignment_changes, fetch_users, page_headers
+from bulkprov.pipeline.sources import (
+    assignment_changes,
+    complete_entries,
+    fetch_users,
+    page_headers,
+    source_blob,
+)
 from bulkprov.pipeline.stats import RunStats
 
 
@@ -183,7 +189,18 @@ async def _page(
     engine = reader.engine
     evaluated: list[Evaluated | UserWrite] = []
     ids: list[str] = []
-    for user in latest_per_id(page.users):
+    incremental = reader.run.kind == "incremental"
+    users = latest_per_id(page.users)
+    if incremental:
+        # A round of changes may list a user with only the properties that changed: merged
+        # over the values last seen for that user (or fetched by id), it is evaluated as the
+        # whole user it stands for. An initial round lists whole users (an entry without a
+        # selected property there is malformed, and fails as such).
+        users, _ = await complete_entries(
+            reader.graph, users, engine.select, reader.store.lookup_sources
+        )
+    raw: dict[str, dict[str, Any]] = {}
+    for user in users:
         try:
             if not isinstance(user, dict):
                 raise UserDataError(f"the Graph page holds a {type(user).__name__}, not a user")
@@ -205,9 +222,18 @@ async def _page(
             continue
         evaluated.append(result)
         ids.append(result[0])
-    if reader.run.kind == "incremental":
+        if not hard and "@removed" not in user:
+            raw[result[0]] = user
+    if incremental:
         reader.seen.update(ids)
     states = await reader.store.lookup_users(ids)
+    if incremental and states:
+        # The page's Graph values, kept now (not with the outcomes, which the writer makes
+        # durable later): a later page of the round that lists the same user with other
+        # changed properties merges over these, whatever its outcome's progress.
+        await reader.store.put_sources(
+            [(source_blob(raw[g]), g) for g in states if g in raw and states[g].scim_id]
+        )
     matches: dict[str, tuple[str, dict[str, Any]]] = {}
     if reader.use_index:
         keys = [
@@ -248,17 +274,32 @@ async def _page(
                 continue
         decision = engine.decide(item, state, match, hard_deleted=graph_id in reader.hard_deleted)
         user_name = user_name_of(mapped, state)
+        # kept for merging later partial entries: with the outcome for a user without a
+        # row yet (or in a full read); an incremental round kept linked users' above
+        blob = (
+            source_blob(raw[graph_id])
+            if graph_id in raw
+            and (
+                decision.kind in ("create", "link")
+                or (state is not None and state.scim_id and not incremental)
+            )
+            else None
+        )
         # An escrowed user waits, whatever the guard says: the plan shows it deferred.
         waiting = escrow_deferral(escrow, graph_id, decision.kind) if escrow else None
         if waiting is not None:
-            write = UserWrite(graph_id, user_name, "other", "skipped", waiting, deferred=True)
+            write = UserWrite(
+                graph_id, user_name, "other", "skipped", waiting, deferred=True, source=blob
+            )
             await out_send.send((page.number, write))
         elif (
             reader.guard is not None
             and decision.kind != "skip"
             and (held := reader.guard(graph_id, decision, mapped)) is not None
         ):
-            write = UserWrite(graph_id, user_name, "other", "skipped", held, held_back=True)
+            write = UserWrite(
+                graph_id, user_name, "other", "skipped", held, held_back=True, source=blob
+            )
             await out_send.send((page.number, write))
         elif decision.kind in ("disable", "delete"):
             # Staged, not sent: it runs once the read completed, within the threshold.
@@ -270,14 +311,16 @@ async def _page(
                 reason=f"staged: {decision.reason}",
                 scim_id=decision.scim_id,
                 stage=decision.kind,
+                source=blob,
             )
             await out_send.send((page.number, write))
         elif decision.kind == "skip":
-            write = skip_write(graph_id, user_name, decision, mapped, state)
+            write = skip_write(graph_id, user_name, decision, mapped, state, blob)
             await put(out_send, (page.number, write))
         else:
             await put(
-                work_send, WorkItem(page.number, graph_id, user_name, decision, mapped, state)
+                work_send,
+                WorkItem(page.number, graph_id, user_name, decision, mapped, state, blob),
             )
     reader.stats.pages += 1
     await put(out_send, PageDone(page.number, count, page.next_link))
@@ -289,6 +332,7 @@ def skip_write(
     d: Decision,
     mapped: MappedUser | None,
     state: UserState | None,
+    source: bytes | None = None,
 ) -> UserWrite:
     if (
         mapped is not None
@@ -310,5 +354,8 @@ def skip_write(
             attrs=_json.dumps({**(state.attrs or {}), **mapped.update_values}),
             active=state.active,
             link=True,
+            source=source,
         )
-    return UserWrite(graph_id, user_name, "other", "skipped", reason=d.reason, scim_id=d.scim_id)
+    return UserWrite(
+        graph_id, user_name, "other", "skipped", reason=d.reason, scim_id=d.scim_id, source=source
+    )

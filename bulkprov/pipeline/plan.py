@@ -102,6 +102,7 @@ from bulkprov.pipeline.messages import UserGuard
 from bulkprov.pipeline.sources import (
     assignment_changes,
     choose_read,
+    complete_entries,
     fetch_users,
     page_headers,
     read_cycle_sources,
@@ -177,6 +178,10 @@ class _Planner:
     hard_deleted: set[str] = field(default_factory=set)
     #: Graph id → whether its account is active once its create/link/update ran
     active_after: dict[str, bool] = field(default_factory=dict)
+    #: a round of changes: partial entries are merged as the sync merges them, over the
+    #: state's values and (the plan writes nothing) the entries read earlier in the round
+    incremental: bool = False
+    merged: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget a partial read (a delta token that expired: a full round follows)."""
@@ -188,11 +193,28 @@ class _Planner:
         self.skipped = 0
         self.hard_deleted.clear()
         self.active_after.clear()
+        self.merged.clear()
+        self.incremental = False
 
     async def read_round(self, graph: GraphClient, first: str) -> None:
         headers = page_headers(self.engine.cfg)
         async for page in graph.pages(first, headers=headers):
-            await self.page(latest_per_id(page.users))
+            users = latest_per_id(page.users)
+            if self.incremental:
+                users, _ = await complete_entries(graph, users, self.engine.select, self._known)
+                for user in users:
+                    if (
+                        isinstance(user, dict)
+                        and isinstance(user.get("id"), str)
+                        and "@removed" not in user
+                    ):
+                        self.merged[user["id"]] = user
+            await self.page(users)
+
+    async def _known(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        known = await self.store.lookup_sources(ids)
+        known.update({i: self.merged[i] for i in ids if i in self.merged})
+        return known
 
     def _failed(self, key: str, reason: str, user_name: str | None = None) -> None:
         self.failed.add(key)
@@ -457,6 +479,7 @@ async def make_plan(
             planner = _Planner(engine, store, index, sources, escrow)
             full_round = engine.delta_url(graph.base_url)
             read = "full" if link is None else "incremental"
+            planner.incremental = read == "incremental"
             try:
                 await planner.read_round(graph, link or full_round)
             except DeltaExpired:

@@ -90,6 +90,7 @@ class Applier:
             "failure",
             reason=str(exc),
             scim_id=item.decision.scim_id,
+            source=item.source,
         )
 
     async def apply(self, item: WorkItem) -> UserWrite:
@@ -140,6 +141,7 @@ class Applier:
             active=is_active(mapped.update_values),
             modified=modified_json(changes, self.redacted) if changes else None,
             link=True,
+            source=item.source,
         )
 
     async def create(self, item: WorkItem) -> UserWrite:
@@ -200,6 +202,7 @@ class Applier:
             active=is_active(mapped.values),
             modified=modified_json(mapped.values, self.redacted),
             link=True,
+            source=item.source,
         )
 
     async def find(self, mapped: MappedUser) -> dict[str, Any] | None:
