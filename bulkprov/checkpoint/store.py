@@ -721,6 +721,34 @@ class StateStore:
                 out[r[0]] = EscrowEntry(r[0], r[1], r[2], r[3], r[4], r[5])
         return out
 
+    async def due_escrowed_users(self, now: float | None = None) -> list[str]:
+        """Escrowed users (not groups) whose retry is due: an incremental cycle reads each
+        by id, since its delta round lists only users that changed (Entra retries escrowed
+        objects on their own schedule, facts.md §2.4)."""
+        cur = await self._conn.execute(
+            "SELECT graph_id FROM escrow WHERE next_retry IS NOT NULL AND next_retry <= ? "
+            "AND graph_id NOT LIKE '(%' "
+            "AND graph_id NOT IN (SELECT graph_id FROM groups) "
+            "AND graph_id NOT IN (SELECT graph_id FROM source_groups) ORDER BY graph_id",
+            (time.time() if now is None else now,),
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+    async def failures_holding_watermark(self, run: Run) -> int:
+        """Failures of ``run`` that no retry by id can make good: an unreadable entry (no
+        id), a staged disable or delete (its user may be gone from Graph: the delta round
+        that reported it must come again), a group. Other failed users are escrowed and
+        read again by id when due, so they do not hold the users/delta watermark back."""
+        row = await (
+            await self._conn.execute(
+                "SELECT count(*) FROM log WHERE run_id=? AND status='failure' AND "
+                "(graph_id IS NULL OR graph_id LIKE '(%' OR action IN ('disable', 'delete', "
+                "'group'))",
+                (run.id,),
+            )
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     async def release_escrow(self) -> int:
         """Make every escrowed user due now (``bulkprov retry-failed``); returns how many."""
         row = await (await self._conn.execute("SELECT count(*) FROM escrow")).fetchone()

@@ -118,6 +118,8 @@ async def produce(
                 ) from exc
         if run.kind == "incremental" and reader.sources.assigned is not None:
             await _assignment_changes(reader, work_send, out_send)
+        if run.kind == "incremental":
+            await _escrow_retries(reader, work_send, out_send)
 
 
 async def _read(
@@ -176,6 +178,20 @@ async def _assignment_changes(
         return
     users = await fetch_users(reader.graph, ids, reader.engine.select)
     page = Page(reader.next_page, "#assignments", users, None)
+    await _page(reader, page, work_send, out_send)
+    reader.next_page += 1
+
+
+async def _escrow_retries(
+    reader: Reader, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
+) -> None:
+    """Escrowed users whose retry is due, read by id: a round of changes lists only users
+    that changed, and the watermark advanced past the cycle they failed in."""
+    ids = [g for g in await reader.store.due_escrowed_users() if g not in reader.seen]
+    if not ids:
+        return
+    users = await fetch_users(reader.graph, ids, reader.engine.select)
+    page = Page(reader.next_page, "#escrow", users, None)
     await _page(reader, page, work_send, out_send)
     reader.next_page += 1
 

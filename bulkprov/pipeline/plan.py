@@ -494,6 +494,11 @@ async def make_plan(
                 ids = assignment_changes(old, sources.snapshot(), planner.read)
                 if ids:
                     await planner.page(await fetch_users(graph, ids, engine.select))
+            if read == "incremental":
+                # escrowed users due for a retry, read by id as the sync reads them
+                due = [g for g in await store.due_escrowed_users() if g not in planner.read]
+                if due:
+                    await planner.page(await fetch_users(graph, due, engine.select))
             if read == "full":
                 await planner.sweep()
             ops = planner.ops

@@ -290,10 +290,13 @@ class _Cycle:
                 "since): nothing was sent for them; make a new plan"
             )
             self.note = f"{self.note}; {held}" if self.note else held
-        if not counts["failed"] and not counts[HELD_BACK] and not await store.escrow_entries():
-            # Watermarks advance only over a clean cycle: failed users come back next time
-            # (escrowed ones too: a later delta round would not list them again), and so
-            # do the ones `bulkprov apply` held back.
+        if not counts[HELD_BACK] and not await store.failures_holding_watermark(run):
+            # Watermarks advance over a cycle whose failed users are all escrowed: each is
+            # read again by id when its retry is due (pages.py), as Entra's escrow retries
+            # on its own schedule, so one user that keeps failing does not make every later
+            # cycle a full read. They stay where they were over a failure no retry by id
+            # makes good (a staged disable, a group, an entry without id) and over what
+            # `bulkprov apply` held back: the next cycle reads those again.
             if run.delta_link:
                 await self.ls.put(USERS_DELTA, run.delta_link)
             if groups_link:
