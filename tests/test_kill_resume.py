@@ -121,3 +121,60 @@ def test_sigkill_three_times_then_resume(tmp_path):
         assert kills <= runs[0][1] <= all_kills
     finally:
         proc.stop()
+
+
+def test_resume_after_sigkill_lists_nothing_and_looks_up_only_the_creates_in_flight(tmp_path):
+    """Issue 20 item 15: a resume after SIGKILL does not list the target again; only the
+    users left in the in-flight file (POSTed, outcome not committed) are looked up by
+    filter before their POST, and writing starts at once. Every user ends exactly once."""
+    from bulkprov.checkpoint.inflight import InflightLog, inflight_path
+
+    users = 3000
+    env = dict(os.environ, BULKPROV_GRAPH_SECRET=SECRET, BULKPROV_SCIM_TOKEN=TOKEN)
+    args = ["--users", str(users), "--seed", str(SEED), "--scim-token", TOKEN]
+    proc = SimulatorProcess([*args, "--graph-secret", SECRET])
+    servers = proc.start()
+    try:
+        config = tmp_path / "bulkprov.toml"
+        state = tmp_path / "state.sqlite3"
+        write_demo_config(config, proc.info, state, concurrency=8, rate_limit=600, page_size=250)
+        control = servers.scim_control_url
+        assert control is not None
+
+        def counters() -> dict:
+            return httpx.get(f"{control}/_sim/counters", trust_env=False).json()
+
+        sync = subprocess.Popen(
+            sync_cmd(config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 60
+        while counters()["users"] < users // 3:
+            assert sync.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        sync.kill()
+        sync.communicate()
+        first = counters()
+        assert first["lists"].get("page", 0) >= 1  # the first attempt listed the target
+        leftover = InflightLog.leftover(inflight_path(state))
+        con = sqlite3.connect(state)
+        linked = {g for (g,) in con.execute("SELECT graph_id FROM users WHERE scim_id IS NOT NULL")}
+        con.close()
+        in_flight = leftover - linked
+        assert 0 < len(in_flight) <= 5000 + 8 * 8  # commit_every + the streams, not the tenant
+        httpx.post(f"{control}/_sim/reset_counters", trust_env=False)
+        done = subprocess.run(
+            sync_cmd(config), env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        after = counters()
+        assert after["lists"].get("page", 0) == 0, "the resume listed the target again"
+        assert after["lists"].get("filter", 0) <= len(in_flight)
+        assert after["duplicate_posts"] == {}
+        store = httpx.get(f"{control}/_sim/store", trust_env=False, timeout=60).json()
+        expected = expected_values(
+            load_config(config), (generate_user(i, SEED) for i in range(users))
+        )
+        assert store_problems(expected, store) == []
+        assert inflight_path(state).stat().st_size == 0  # completed: nothing in flight
+    finally:
+        proc.stop()

@@ -31,9 +31,9 @@ Tables (schema version 5; older databases are migrated in place when opened):
                   an incremental cycle reads only the groups that changed.
 
 Schema 5 adds ``users.source`` (the selected Graph attributes last read for the user: a
-``users/delta`` entry that carries only the changed properties is merged with them) and, per
-run, ``sent_page`` (creates may have been sent from pages up to this one) and
-``target_indexed`` (the target was listed completely into ``target_index``).
+``users/delta`` entry that carries only the changed properties is merged with them) and
+``runs.target_indexed`` (1: the run began listing the target into ``target_index``, 2: the
+listing is complete, so its resume matches against that index instead of listing again).
 
 Schema changes: v1 → v2 adds columns (``_ADDED_COLUMNS``) and tables (``_SCHEMA``, created if
 missing); from v3 on, numbered steps in ``_MIGRATIONS``, applied in place, in order, in the
@@ -141,11 +141,9 @@ _ADDED_COLUMNS = (
     ("runs", "kind", "TEXT NOT NULL DEFAULT 'full'"),
     ("runs", "delta_link", "TEXT"),
     # 5 (issue 20): the Graph attributes last read for each managed user, merged with delta
-    # entries that carry only the changed properties; the run's create frontier (the last
-    # page whose creates may have been sent) and whether its target index is complete, so a
-    # resume after a kill neither lists the target again nor POSTs twice
+    # entries that carry only the changed properties; whether the run's target index is
+    # complete, so a resume after a kill does not list the target again
     ("users", "source", "BLOB"),
-    ("runs", "sent_page", "INTEGER NOT NULL DEFAULT -1"),
     ("runs", "target_indexed", "INTEGER NOT NULL DEFAULT 0"),
 )
 
@@ -271,6 +269,8 @@ class Run:
     kind: str = "full"
     #: the deltaLink that ended this run's read, promoted to ``sync_state`` on completion
     delta_link: str | None = None
+    #: this run's target listing (``target_index``): 0 none, 1 begun, 2 complete
+    target_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,13 +434,22 @@ class StateStore:
         row = await (
             await self._conn.execute(
                 "SELECT id, status, cursor, cursor_page, resumes, counts, started_at, kind, "
-                "delta_link FROM runs ORDER BY id DESC LIMIT 1"
+                "delta_link, target_indexed FROM runs ORDER BY id DESC LIMIT 1"
             )
         ).fetchone()
         if row is None:
             return None
         return Run(
-            row[0], row[1], row[2], row[3], row[4], _json.loads(row[5]), row[6], row[7], row[8]
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            _json.loads(row[5]),
+            row[6],
+            row[7],
+            row[8],
+            int(row[9]),
         )
 
     async def runs(self, limit: int = 20, *, run_id: int | None = None) -> list[dict[str, Any]]:
@@ -885,8 +894,17 @@ class StateStore:
 
     # -- target index (matching) ---------------------------------------------------------
 
-    async def clear_target_index(self) -> None:
+    async def clear_target_index(self, run: Run | None = None) -> None:
+        """Empty the index before listing the target (for ``run``: its listing has begun)."""
+        if run is not None:
+            run.target_index = 1
+            await self._conn.execute("UPDATE runs SET target_indexed=1 WHERE id=?", (run.id,))
         await self._conn.execute("DELETE FROM target_index")
+
+    async def target_index_done(self, run: Run) -> None:
+        """The target was listed completely for ``run``: a resume matches against it."""
+        run.target_index = 2
+        await self._conn.execute("UPDATE runs SET target_indexed=2 WHERE id=?", (run.id,))
 
     async def add_target_index(self, rows: Sequence[tuple[str, str, bytes]]) -> None:
         if rows:

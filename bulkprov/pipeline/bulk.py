@@ -79,11 +79,11 @@ async def bulk_worker(
 
 def _operation(apply: Applier, item: WorkItem, bulk_id: str) -> bytes | None:
     d = item.decision
-    if d.kind == "create" and item.graph_id not in apply.escrow:
+    if d.kind == "create" and not apply.must_match_first(item.graph_id):
         assert item.mapped is not None
         return scim_bulk.post_operation(bulk_id, "/Users", item.mapped.body)
     if d.kind == "create":
-        return None  # escrowed: matched before it is POSTed again (see Applier.create)
+        return None  # escrowed or maybe created: matched before it is POSTed again
     # Disables and deletes never reach the workers: they are staged (deprovision.py).
     if d.kind not in ("update", "link") or d.scim_id is None or not d.changes:
         return None  # anything else goes the single-request way
@@ -99,6 +99,9 @@ async def _send(
     out_send: ObjectSendStream[Message],
 ) -> None:
     """Send one Bulk request and checkpoint each operation's user by its result."""
+    for item in sent.values():
+        if item.decision.kind == "create":
+            apply.mark_inflight(item.graph_id)
     try:
         results = scim_bulk.read_results(await apply.scim.send(batch.request()), batch.bulk_ids)
     except TargetAuthError:

@@ -24,12 +24,14 @@ from __future__ import annotations
 import signal
 import time
 from functools import partial
+from pathlib import Path
 
 import anyio
 import httpx
 from anyio.abc import ObjectSendStream
 
 from bulkprov.breaker import Breaker
+from bulkprov.checkpoint.inflight import InflightLog, inflight_path
 from bulkprov.checkpoint.lock import StateLock
 from bulkprov.checkpoint.staging import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
 from bulkprov.checkpoint.store import Run, StateStore
@@ -105,7 +107,13 @@ async def run_sync(
             for key, value in run.counts.items():
                 stats.counts[key] = value
             stats.processed = sum(stats.counts.values())
-            need_index = rematch or run.resumes > 0 or not await store.has_completed_run()
+            # Matching against a listing of the target: on a first sync (accounts may exist
+            # already) and with --rematch. A resumed run reuses its own complete listing:
+            # the accounts its killed attempt may have created since are those left in the
+            # in-flight file (checkpoint/inflight.py), each looked up before its POST.
+            need_index = rematch or run.target_index > 0 or not await store.has_completed_run()
+            list_target = rematch or (need_index and run.target_index != 2)
+            inflight, maybe_created = await _open_inflight(cfg, store)
             async with open_clients(
                 cfg,
                 secrets,
@@ -127,9 +135,14 @@ async def run_sync(
                     hold_staged=hold_staged,
                     full=full,
                 )
+                cycle.inflight, cycle.maybe_created = inflight, maybe_created
                 status, message = "completed", None
                 try:
-                    await cycle.run(need_index=need_index, handle_signals=handle_signals)
+                    await cycle.run(
+                        need_index=need_index,
+                        list_target=list_target,
+                        handle_signals=handle_signals,
+                    )
                     message = cycle.note
                 except BaseException as exc:
                     status = "running"  # stays resumable
@@ -142,6 +155,7 @@ async def run_sync(
                             status = "completed_with_failures"
                         with anyio.CancelScope(shield=True):
                             await store.finish_run(run, status, dict(stats.counts), message)
+                    inflight.close(completed=status != "running")
                     stats.phase = "done" if status != "running" else stats.phase
     return RunResult(
         run.id,
@@ -153,6 +167,19 @@ async def run_sync(
         stats.resumed,
         message,
     )
+
+
+async def _open_inflight(cfg: Config, store: StateStore) -> tuple[InflightLog, frozenset[str]]:
+    """This attempt's in-flight file, and the users an interrupted attempt may have
+    created without a record (its leftover ids not linked since): each is looked up by its
+    matching attributes before it is POSTed again."""
+    path = inflight_path(Path(cfg.state.path))
+    leftover = InflightLog.leftover(path)
+    if leftover:
+        states = await store.lookup_users(sorted(leftover))
+        leftover = {g for g in leftover if not (g in states and states[g].scim_id)}
+    slots = cfg.state.commit_every + 8 * cfg.target.concurrency
+    return InflightLog(path, slots, carried=sorted(leftover)), frozenset(leftover)
 
 
 def _first_message(exc: BaseException) -> str:
@@ -191,6 +218,10 @@ class _Cycle:
         self.hold_staged = hold_staged
         #: ``sync --full``: a full read even where a deltaLink would do
         self.force_full = full
+        #: the creates in flight (checkpoint/inflight.py), and the users an interrupted
+        #: attempt may have created without a record (looked up before their POST)
+        self.inflight: InflightLog | None = None
+        self.maybe_created: frozenset[str] = frozenset()
         #: a message for the run's summary (e.g. actions held by the deletion threshold)
         self.note: str | None = None
         #: set by the first SIGINT/SIGTERM (its name); workers then take no new item
@@ -202,11 +233,11 @@ class _Cycle:
     def stopping(self) -> bool:
         return self.stop_signal is not None
 
-    async def run(self, *, need_index: bool, handle_signals: bool) -> None:
+    async def run(self, *, need_index: bool, list_target: bool, handle_signals: bool) -> None:
         async with anyio.create_task_group() as outer:
             if handle_signals:
                 outer.start_soon(self._watch_signals)
-            await self._cycle(need_index)
+            await self._cycle(need_index, list_target)
             if self.stop_signal is not None:
                 raise RunAborted(
                     f"interrupted by {self.stop_signal}; in-flight requests were finished and "
@@ -215,7 +246,7 @@ class _Cycle:
             # The stages ended by themselves; only the signal watcher needs stopping.
             outer.cancel_scope.cancel()
 
-    async def _cycle(self, need_index: bool) -> None:
+    async def _cycle(self, need_index: bool, list_target: bool) -> None:
         cfg, run, store = self.cfg, self.run_, self.store
         self.stats.phase = "reading assignments"
         # Read completely before deciding anything: a failure here changes nothing.
@@ -227,7 +258,7 @@ class _Cycle:
             # A new run reads a delta round when the last cycle left a usable deltaLink.
             link = None if self.force_full else await choose_read(self.ls, cfg, sources)
             await self.ls.set_run_read(run, "full" if link is None else "incremental", link)
-        if need_index:
+        if list_target:
             self.stats.phase = "matching"
             # a signal while listing the target stops at once (nothing to finish)
             with self._phase(grace=0.0):
@@ -237,6 +268,7 @@ class _Cycle:
                     store,
                     page_size=cfg.target.list_page_size,
                     concurrency=cfg.target.concurrency,
+                    run=run,
                 )
         if self.stop_signal is not None:
             return
@@ -259,6 +291,7 @@ class _Cycle:
             next_page=run.cursor_page,
         )
         apply = Applier(self.engine, self.scim, store, claims, escrow)
+        apply.inflight, apply.maybe_created = self.inflight, self.maybe_created
         self.stats.phase = "provisioning"
         await self._provision(reader, apply, support)
         if self.stop_signal is not None:
@@ -323,6 +356,7 @@ class _Cycle:
             breaker=Breaker(self.cfg.quarantine.policy()),
             claims=apply.claims,
             cfg=self.cfg.state,
+            inflight=self.inflight,
         )
         filling = anyio.Lock()  # one Bulk worker fills its batch at a time
         with self._phase(grace=SHUTDOWN_GRACE):

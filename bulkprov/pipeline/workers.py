@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from bulkprov import _json
+from bulkprov.checkpoint.inflight import InflightLog
 from bulkprov.checkpoint.store import StateStore, UserWrite
 from bulkprov.checkpoint.store import disabled as disabled_write
 from bulkprov.errors import OutcomeUnknown, TargetAuthError, TargetError, TargetRejected
@@ -72,6 +73,19 @@ class Applier:
         self.redacted = engine.mapper.redacted_paths
         self.targets = engine.targets
         self.clearable = engine.clearable
+        #: the creates in flight: a user's Graph id is written there before its POST
+        self.inflight: InflightLog | None = None
+        #: users an interrupted attempt may have created without a record: matched first
+        self.maybe_created: frozenset[str] = frozenset()
+
+    def must_match_first(self, graph_id: str) -> bool:
+        """Whether a create of this user looks for its account before POSTing."""
+        return graph_id in self.escrow or graph_id in self.maybe_created
+
+    def mark_inflight(self, graph_id: str) -> None:
+        """Just before a POST that may create ``graph_id``'s account (see inflight.py)."""
+        if self.inflight is not None:
+            self.inflight.mark(graph_id)
 
     async def apply_one(self, item: WorkItem) -> UserWrite:
         """Apply one decision; a target error is this user's Failure (auth stops the run)."""
@@ -147,12 +161,19 @@ class Applier:
     async def create(self, item: WorkItem) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
-        if item.graph_id in self.escrow:
+        if self.must_match_first(item.graph_id):
             # It failed before, maybe after its create landed (a timeout, then a failed
-            # match): look before POSTing again, as Entra does before every create.
+            # match), or a killed attempt may have created it without recording it: look
+            # before POSTing again, as Entra does before every create.
             found = await self.find(mapped)
             if found is not None:
-                return await self.link_found(item, found, "matched on retry")
+                reason = (
+                    "matched on retry"
+                    if item.graph_id in self.escrow
+                    else "created before the restart (confirmed by matching)"
+                )
+                return await self.link_found(item, found, reason)
+        self.mark_inflight(item.graph_id)
         attempts = 0
         while True:
             attempts += 1

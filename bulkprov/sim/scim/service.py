@@ -183,6 +183,8 @@ class ScimService:
         self._ts_sec = -1
         self._ts_text = ""
         self.requests: Counter[str] = Counter()
+        #: GET /Users answered: "filter" (a lookup) or "page" (a page of the listing)
+        self.lists: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self.posts_by_username: Counter[str] = Counter()
         self._duplicates: list[str] = []  # keys of posts_by_username that reached 2
@@ -281,7 +283,8 @@ class ScimService:
         """What ``GET /_sim/counters`` returns (JSON-ready).
 
         ``by_method``: SCIM requests per HTTP method (every request that reached the SCIM
-        routes, 401s and 429s included); ``total``: their sum; ``statuses``: responses per
+        routes, 401s and 429s included); ``total``: their sum; ``lists``: ``GET /Users``
+        answered, as ``filter`` lookups and listing ``page``s; ``statuses``: responses per
         status; ``throttled``: 429s sent; ``users``: stored users; ``posts``: POSTs that passed
         auth and the rate limit; ``duplicate_posts``: lower-cased userNames that arrived in
         more than one such POST (the full per-user map stays in :attr:`posts_by_username`,
@@ -290,6 +293,7 @@ class ScimService:
         return {
             "by_method": dict(self.requests),
             "total": self.requests.total(),
+            "lists": dict(self.lists),
             "statuses": {str(k): v for k, v in self.statuses.items()},
             "throttled": self.throttled,
             "users": len(self._users),
@@ -308,6 +312,7 @@ class ScimService:
     def reset_counters(self) -> None:
         """Zero every counter (the store is kept)."""
         self.requests.clear()
+        self.lists.clear()
         self.statuses.clear()
         self.posts_by_username.clear()
         self._duplicates.clear()
@@ -600,6 +605,7 @@ class ScimService:
     def _list(self, req: SimRequest) -> SimResponse:
         q = req.query
         filt = q.get("filter")
+        self.lists["filter" if filt is not None else "page"] += 1
         if filt is not None:
             m = _FILTER.match(filt)
             if m is None:
