@@ -1,25 +1,31 @@
 """Creates in flight: the users whose POST may have landed without a durable outcome.
 
 A killed run loses the outcomes it had not committed: the requests in flight, and the
-answers the checkpoint writer held for its next batch (at most ``state.commit_every``, at
-most ``state.commit_seconds`` old). A user among them may have been created in the target
-without a link in the state, and a resumed run that POSTed it again would create a second
-account where the target does not refuse duplicates. Listing the whole target to find them
-(what a resume did before) costs ``users / list_page_size`` requests before the first write:
-at 1M users and Zoom's 60 requests/s, minutes.
+answers the checkpoint writer held for its next batch (up to ``state.commit_seconds`` of
+work: thousands of users at full speed). A user among them may have been created in the
+target without a link in the state, and a resumed run that POSTed it again would create a
+second account where the target does not refuse duplicates. Listing the whole target to
+find them (what a resume did before) costs ``users / list_page_size`` requests before the
+first write: at 1M users and Zoom's 60 requests/s, minutes.
 
-Instead, a SCIM worker writes the user's Graph id into a slot of a small file next to the
-state database (``<state>.inflight``) just before it POSTs, and the checkpoint writer frees
-the slot once the user's outcome is committed. The file holds only the ids whose outcome
-is not durable yet (at most ``commit_every`` + the streams' buffers, whatever the size of
-the tenant), and a slot is written with one ``pwrite``: the kernel keeps it across a
-SIGKILL of the process. A run starting after an interrupted one reads the ids left in the
-file (:meth:`InflightLog.leftover`): those users, and only those, are looked up by their
-matching attributes before a POST (``GET /Users?filter=…``, one request each), while every
-other user is written at once.
+Instead, each create leaves a trace in a small file next to the state database
+(``<state>.inflight``), one fixed-size slot per user whose outcome is not committed yet:
 
-The file holds Graph object ids only, no names or secrets; it is created 0600 like the
-state database. A run that completes empties it.
+* a SCIM worker writes the user's Graph id into a free slot just before its POST;
+* when the target answers with the new account, the worker adds the outcome to the slot
+  (SCIM id, userName, digest and values sent: what the checkpoint would record);
+* once the checkpoint writer has committed the outcome, the slot is free again.
+
+Each write is one ``pwrite``: the kernel keeps it across a SIGKILL of the process. The
+file holds only the users whose outcome is not durable (at most ``commit_every`` plus the
+streams' buffers, whatever the size of the tenant). A run starting after an interrupted
+one reads what is left (:meth:`InflightLog.leftover`): an answered create is recorded in
+the state as it would have been (no request), and only the POSTs that were still unanswered
+at the kill, at most ``target.concurrency`` (a Bulk request's operations with
+``target.bulk``), are looked up by their matching attributes before they are sent again.
+
+The file holds Graph ids and what the state holds for those users (no secrets); it is
+created 0600 like the state database. A run that completes empties it.
 """
 
 from __future__ import annotations
@@ -29,10 +35,15 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-#: bytes per slot: a 2-byte length, then the UTF-8 id (Graph ids are 36; at most 256 bytes
-#: pass :func:`bulkprov.pipeline.source_checks.check_source`), zero padded
-SLOT = 260
+#: bytes per slot: the id (2-byte length, then at most 256 UTF-8 bytes: what
+#: :func:`bulkprov.pipeline.source_checks.check_source` lets through), then the answered
+#: outcome (2-byte length, then JSON), zero padded. An outcome too large for its slot is
+#: not kept: that user is looked up after a kill instead.
+SLOT = 1024
+_ID = 258
 _LENGTH = struct.Struct("<H")
+_MAX_ID = _ID - _LENGTH.size
+_MAX_RECORD = SLOT - _ID - _LENGTH.size
 
 
 def inflight_path(state: Path) -> Path:
@@ -41,20 +52,18 @@ def inflight_path(state: Path) -> Path:
 
 
 class InflightLog:
-    """The slots file of one run's attempt (see the module docstring).
+    """The slots file of one attempt of a run (see the module docstring).
 
     Args:
         path: the file (:func:`inflight_path`).
         slots: slots to start with (the file grows when every slot is taken).
-        carried: ids left by the interrupted attempt before this one: written first and
-            kept until their own outcome is committed (this attempt may stop before it
-            reaches them).
+        carried: ids an interrupted attempt left unanswered: kept in the file until this
+            attempt commits their outcome (it may stop again before it reaches them).
     """
 
     def __init__(self, path: Path, slots: int, carried: Iterable[str] = ()) -> None:
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._fd = fd
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self._size = 0
         self._free: list[int] = []
         #: Graph id → its slot, for the ids whose outcome is not committed yet
@@ -64,18 +73,25 @@ class InflightLog:
             self.mark(graph_id)
 
     @staticmethod
-    def leftover(path: Path) -> set[str]:
-        """The ids a previous attempt left in ``path``: maybe created, never recorded."""
+    def leftover(path: Path) -> dict[str, bytes | None]:
+        """What an interrupted attempt left: Graph id → its answered outcome (JSON), or
+        ``None`` for a POST that may have landed, unanswered."""
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return set()
-        out: set[str] = set()
+            return {}
+        out: dict[str, bytes | None] = {}
         for start in range(0, len(data) - SLOT + 1, SLOT):
             (length,) = _LENGTH.unpack_from(data, start)
-            if 0 < length <= SLOT - _LENGTH.size:
-                raw = data[start + _LENGTH.size : start + _LENGTH.size + length]
-                out.add(raw.decode("utf-8", "replace"))
+            if not 0 < length <= _MAX_ID:
+                continue
+            graph_id = data[start + 2 : start + 2 + length].decode("utf-8", "replace")
+            (size,) = _LENGTH.unpack_from(data, start + _ID)
+            record = None
+            if 0 < size <= _MAX_RECORD:
+                record = data[start + _ID + 2 : start + _ID + 2 + size]
+            if record is not None or graph_id not in out:
+                out[graph_id] = record
         return out
 
     def _grow(self, slots: int) -> None:
@@ -85,22 +101,32 @@ class InflightLog:
         self._free.extend(range(self._size - 1, first - 1, -1))  # lowest slots first
 
     def mark(self, graph_id: str) -> None:
-        """Before a POST: ``graph_id`` may be created from now on."""
+        """Before a POST: ``graph_id``'s account may exist from now on."""
         if graph_id in self._slot:
             return
-        raw = graph_id.encode("utf-8")[: SLOT - _LENGTH.size]
+        raw = graph_id.encode("utf-8")
+        if len(raw) > _MAX_ID:
+            raw = raw[:_MAX_ID]
         if not self._free:
             self._grow(self._size)
         slot = self._free.pop()
-        os.pwrite(self._fd, _LENGTH.pack(len(raw)) + raw, slot * SLOT)
+        # the id, and an empty outcome (a reused slot's old one is cleared with it)
+        os.pwrite(
+            self._fd, _LENGTH.pack(len(raw)) + raw.ljust(_MAX_ID, b"\0") + b"\0\0", slot * SLOT
+        )
         self._slot[graph_id] = slot
+
+    def answered(self, graph_id: str, record: bytes) -> None:
+        """The POST was answered with a new account: keep what the checkpoint will record."""
+        slot = self._slot.get(graph_id)
+        if slot is not None and len(record) <= _MAX_RECORD:
+            os.pwrite(self._fd, _LENGTH.pack(len(record)) + record, slot * SLOT + _ID)
 
     def release(self, graph_ids: Iterable[str]) -> None:
         """After a commit: these users' outcomes are durable; their slots may be reused.
 
-        The slot is only freed in memory: its id stays in the file until overwritten, and
-        a user whose outcome is durable is linked (or logged failed), so a later read that
-        finds it again only costs that user one lookup if it is created again.
+        A slot is freed in memory only: what it held stays in the file until the slot is
+        reused, and a run that reads it later finds the user linked (nothing to do).
         """
         slots = self._slot
         if not slots:

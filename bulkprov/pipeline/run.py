@@ -49,7 +49,7 @@ from bulkprov.pipeline.messages import Message, UserGuard, WorkItem
 from bulkprov.pipeline.pages import Reader, produce
 from bulkprov.pipeline.sources import choose_read, config_fingerprint, read_cycle_sources
 from bulkprov.pipeline.stats import HELD_BACK, RunResult, RunStats
-from bulkprov.pipeline.workers import Applier, worker
+from bulkprov.pipeline.workers import Applier, recovered_create, worker
 from bulkprov.pipeline.writer import write_checkpoints
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim.bulk import BulkSupport
@@ -113,7 +113,8 @@ async def run_sync(
             # in-flight file (checkpoint/inflight.py), each looked up before its POST.
             need_index = rematch or run.target_index > 0 or not await store.has_completed_run()
             list_target = rematch or (need_index and run.target_index != 2)
-            inflight, maybe_created = await _open_inflight(cfg, store)
+            inflight, maybe_created = await _open_inflight(cfg, store, run, stats)
+            stats.processed = sum(stats.counts.values())
             async with open_clients(
                 cfg,
                 secrets,
@@ -169,17 +170,37 @@ async def run_sync(
     )
 
 
-async def _open_inflight(cfg: Config, store: StateStore) -> tuple[InflightLog, frozenset[str]]:
+async def _open_inflight(
+    cfg: Config, store: StateStore, run: Run, stats: RunStats
+) -> tuple[InflightLog, frozenset[str]]:
     """This attempt's in-flight file, and the users an interrupted attempt may have
-    created without a record (its leftover ids not linked since): each is looked up by its
-    matching attributes before it is POSTed again."""
+    created without a record.
+
+    Its creates that were answered are recorded now, as the killed attempt would have
+    (logged on the run's cursor page, so the resumed read skips them: no request); the
+    ones still unanswered at the kill are returned, to be looked up by their matching
+    attributes before they are POSTed again (Applier.create).
+    """
     path = inflight_path(Path(cfg.state.path))
     leftover = InflightLog.leftover(path)
+    unanswered: set[str] = set()
     if leftover:
         states = await store.lookup_users(sorted(leftover))
-        leftover = {g for g in leftover if not (g in states and states[g].scim_id)}
+        recovered = []
+        for graph_id, record in sorted(leftover.items()):
+            state = states.get(graph_id)
+            if state is not None and state.scim_id:
+                continue  # committed after all
+            write = recovered_create(graph_id, record) if record is not None else None
+            if write is None:
+                unanswered.add(graph_id)
+            else:
+                recovered.append((run.cursor_page, write))
+        if recovered:
+            stats.counts["created"] += len(recovered)
+            await store.write_batch(run, recovered, dict(stats.counts), None)
     slots = cfg.state.commit_every + 8 * cfg.target.concurrency
-    return InflightLog(path, slots, carried=sorted(leftover)), frozenset(leftover)
+    return InflightLog(path, slots, carried=sorted(unanswered)), frozenset(unanswered)
 
 
 def _first_message(exc: BaseException) -> str:

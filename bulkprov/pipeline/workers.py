@@ -212,7 +212,7 @@ class Applier:
         owner = self.claims.claim(scim_id, item.graph_id, {})
         if owner is not None:  # that user's 409 linked it while this POST was answered
             return duplicate_source(item.graph_id, mapped, scim_id, owner)
-        return UserWrite(
+        write = UserWrite(
             item.graph_id,
             mapped.user_name,
             "create",
@@ -225,6 +225,10 @@ class Applier:
             link=True,
             source=item.source,
         )
+        if self.inflight is not None:
+            # answered: after a kill before the commit, the resume records it unasked
+            self.inflight.answered(item.graph_id, created_record(write))
+        return write
 
     async def find(self, mapped: MappedUser) -> dict[str, Any] | None:
         """Query the target by the matching attributes in precedence order (Entra's way)."""
@@ -257,6 +261,50 @@ class Applier:
             await self.scim.send(rq.patch_user(scim_id, ops))
         action = "update" if changes else "link"
         return self.linked(item, scim_id, action, changes, reason, current)
+
+
+def created_record(w: UserWrite) -> bytes:
+    """What the in-flight file keeps of an answered create (see recovered_create)."""
+    return b"".join(
+        (
+            b'{"s":',
+            _json.dumps(w.scim_id),
+            b',"u":',
+            _json.dumps(w.user_name),
+            b',"d":',
+            _json.dumps(w.digest),
+            b',"v":',
+            b"false" if w.active is False else b"true",
+            b',"a":',
+            w.attrs or b"null",
+            b"}",
+        )
+    )
+
+
+def recovered_create(graph_id: str, record: bytes) -> UserWrite | None:
+    """The outcome an interrupted attempt had for an answered create, from its record."""
+    try:
+        doc = _json.loads(record)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("s"), str) or not doc["s"]:
+        return None
+    user_name = doc.get("u")
+    digest = doc.get("d")
+    attrs = doc.get("a")
+    return UserWrite(
+        graph_id,
+        user_name if isinstance(user_name, str) else None,
+        "create",
+        "success",
+        reason="created before the restart (recorded from the in-flight file)",
+        scim_id=doc["s"],
+        digest=digest if isinstance(digest, str) else None,
+        attrs=_json.dumps(attrs) if isinstance(attrs, dict) else None,
+        active=doc.get("v") is not False,
+        link=True,
+    )
 
 
 def held_after(
