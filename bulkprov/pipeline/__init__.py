@@ -50,12 +50,13 @@ package is a contract too (``[tool.importlinter]``, "The pipeline"): ``run`` ove
 stages, the stages over ``messages``, ``messages`` over ``decide``.
 
 Resume: an interrupted run restarts at its cursor. Users already done are skipped by their
-stored digest (0 requests). Users in flight at the kill were maybe created: their Graph ids
-are in the in-flight file (:mod:`bulkprov.checkpoint.inflight`, written before each POST,
-freed once the outcome is committed), and each of them, only, is looked up by its matching
-attributes before its POST, so it is linked, never POSTed twice. The target is listed once
-on a first run (accounts may exist before bulkprov) and with ``--rematch``; a resume
-reuses that listing.
+stored digest (0 requests). Creates whose outcome was not committed at the kill are in the
+in-flight file (:mod:`bulkprov.checkpoint.inflight`: the Graph id written before each POST,
+the new account when it is answered, the slot freed once committed): an answered one is
+recorded on restart with no request; one still unanswered (at most the concurrency) is
+looked up by its matching attributes before its POST, so it is linked, never POSTed twice.
+The target is listed once on a first run (accounts may exist before bulkprov) and with
+``--rematch``; a resume reuses that listing.
 """
 
 from bulkprov.pipeline.clients import open_clients as open_clients
