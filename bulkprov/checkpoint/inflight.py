@@ -16,7 +16,8 @@ Instead, each create leaves a trace in a small file next to the state database
   (SCIM id, userName, digest and values sent: what the checkpoint would record);
 * once the checkpoint writer has committed the outcome, the slot is free again.
 
-Each write is one ``pwrite``: the kernel keeps it across a SIGKILL of the process. The
+The file is mapped shared (``mmap``): a slot written is in the kernel's page cache at
+once, which a SIGKILL of the process does not lose, for the cost of a memory copy. The
 file holds only the users whose outcome is not durable (at most ``commit_every`` plus the
 streams' buffers, whatever the size of the tenant). A run starting after an interrupted
 one reads what is left (:meth:`InflightLog.leftover`): an answered create is recorded in
@@ -30,6 +31,7 @@ created 0600 like the state database. A run that completes empties it.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Iterable
@@ -64,6 +66,7 @@ class InflightLog:
     def __init__(self, path: Path, slots: int, carried: Iterable[str] = ()) -> None:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._map: mmap.mmap | None = None
         self._size = 0
         self._free: list[int] = []
         #: Graph id → its slot, for the ids whose outcome is not committed yet
@@ -98,6 +101,9 @@ class InflightLog:
         first = self._size
         self._size += slots
         os.ftruncate(self._fd, self._size * SLOT)
+        if self._map is not None:
+            self._map.close()
+        self._map = mmap.mmap(self._fd, self._size * SLOT)
         self._free.extend(range(self._size - 1, first - 1, -1))  # lowest slots first
 
     def mark(self, graph_id: str) -> None:
@@ -110,17 +116,21 @@ class InflightLog:
         if not self._free:
             self._grow(self._size)
         slot = self._free.pop()
-        # the id, and an empty outcome (a reused slot's old one is cleared with it)
-        os.pwrite(
-            self._fd, _LENGTH.pack(len(raw)) + raw.ljust(_MAX_ID, b"\0") + b"\0\0", slot * SLOT
-        )
+        at = slot * SLOT
+        assert self._map is not None
+        # an empty outcome first (a reused slot's old one goes), then the id, its length last
+        self._map[at + _ID : at + _ID + 2] = b"\0\0"
+        self._map[at + 2 : at + 2 + len(raw)] = raw
+        self._map[at : at + 2] = _LENGTH.pack(len(raw))
         self._slot[graph_id] = slot
 
     def answered(self, graph_id: str, record: bytes) -> None:
         """The POST was answered with a new account: keep what the checkpoint will record."""
         slot = self._slot.get(graph_id)
-        if slot is not None and len(record) <= _MAX_RECORD:
-            os.pwrite(self._fd, _LENGTH.pack(len(record)) + record, slot * SLOT + _ID)
+        if slot is not None and len(record) <= _MAX_RECORD and self._map is not None:
+            at = slot * SLOT + _ID
+            self._map[at + 2 : at + 2 + len(record)] = record
+            self._map[at : at + 2] = _LENGTH.pack(len(record))
 
     def release(self, graph_ids: Iterable[str]) -> None:
         """After a commit: these users' outcomes are durable; their slots may be reused.
@@ -141,6 +151,9 @@ class InflightLog:
 
     def close(self, *, completed: bool) -> None:
         """Close the file; a completed run leaves nothing in flight, so it is emptied."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if completed:
             os.ftruncate(self._fd, 0)
         os.close(self._fd)

@@ -161,10 +161,14 @@ def is_partial(user: Any, select: frozenset[str]) -> bool:
     return not user.keys() >= select
 
 
+#: OData annotations a Graph user entry may carry: not kept with its values
+_ANNOTATIONS = frozenset({"@odata.type", "@odata.id", "@odata.etag", "@odata.context"})
+
+
 def source_blob(user: dict[str, Any]) -> bytes:
     """The Graph attributes of a user as kept in the state (``users.source``)."""
-    if any(key[:1] == "@" for key in user):
-        user = {k: v for k, v in user.items() if k[:1] != "@"}
+    if user.keys() & _ANNOTATIONS:
+        user = {k: v for k, v in user.items() if k not in _ANNOTATIONS}
     return _json.dumps(user)
 
 
