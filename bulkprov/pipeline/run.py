@@ -92,9 +92,6 @@ async def run_sync(
         store = await StateStore.open(cfg.state.path)
         store.escrow_policy = cfg.escrow.policy()
         async with store:
-            if cfg.state.log_retention_days:
-                cutoff = time.time() - cfg.state.log_retention_days * 86400
-                stats.pruned = await store.prune_log(cutoff)
             if full:
                 last = await store.last_run()
                 if last is not None and last.status == "running":
@@ -103,6 +100,11 @@ async def run_sync(
                         "sent twice); then run `bulkprov sync --full`"
                     )
             run = await store.start_run()
+            if cfg.state.log_retention_days and not run.resumes:
+                # a new run prunes; a resume goes straight back to work (a scan of the
+                # whole log is time to the first write at a million users)
+                cutoff = time.time() - cfg.state.log_retention_days * 86400
+                stats.pruned = await store.prune_log(cutoff)
             stats.run_id, stats.resumed = run.id, run.resumes > 0
             for key, value in run.counts.items():
                 stats.counts[key] = value
