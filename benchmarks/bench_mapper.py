@@ -8,7 +8,9 @@ Prints µs per user (best of ``--repeat`` runs) for:
 * ``+ digest``: what every user costs (the pipeline compares digests to skip unchanged
   users);
 * ``+ body``: what a create costs (the SCIM resource assembled and serialised);
-* ``scope``: two scoping filters (three clauses) evaluated.
+* ``+ Replace regex``: the table plus one ``Replace`` row with a regular expression (each
+  match runs with the regex time limit);
+* ``scope``: two scoping filters (three clauses, one a REGEX MATCH) evaluated.
 
 CPU only: no I/O, no event loop.
 """
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bulkprov.config import ScopingClause, ScopingFilter
+from bulkprov.config import AttributeMapping, ScopingClause, ScopingFilter
 from bulkprov.mapping import (
     DEFAULT_ZOOM_MAPPINGS,
     MappingContext,
@@ -100,6 +102,17 @@ def main(argv: list[str] | None = None) -> None:
             _ = m.digest
             _ = m.body
 
+    with_regex = compile_mappings(
+        [
+            *DEFAULT_ZOOM_MAPPINGS,
+            AttributeMapping(target="nickName", expression='Replace([mail], , "@.*$", , "", , )'),
+        ]
+    ).map_user
+
+    def regex_row() -> None:
+        for user, ctx in pairs:
+            with_regex(user, ctx)
+
     scope = compile_scope(
         [
             ScopingFilter(
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  map_user          {best_of(args.repeat, n, values_only):6.2f} µs/user")
     print(f"  map_user + digest {best_of(args.repeat, n, with_digest):6.2f} µs/user")
     print(f"  + resource + body {best_of(args.repeat, n, with_body):6.2f} µs/user")
+    print(f"  + Replace regex   {best_of(args.repeat, n, regex_row):6.2f} µs/user (map_user)")
     print(f"  scope (2 filters) {best_of(args.repeat, n, scoping):6.2f} µs/user")
 
 

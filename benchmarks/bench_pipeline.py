@@ -6,9 +6,8 @@ a CPU with ``"pin": true``) and runs, against the same fresh SCIM store:
 * ``bulkprov``: ``bulkprov sync`` in a child process (``runs`` times: run 2 is a re-sync);
 * ``baseline``: :mod:`benchmarks.baseline_entra`, Entra's way: one user at a time, a filter
   GET then a POST (or a PATCH) — time-boxed to ``baseline_users``;
-* ``loadgen`` and ``loadgen-lean``: :mod:`bulkprov.sim.loadgen` (aiohttp, and bulkprov's own
-  lean sender), the simulator's raw POST capacity with the
-  cheapest client, as the ceiling bulkprov is compared against.
+* ``loadgen``: :mod:`bulkprov.sim.loadgen` (raw aiohttp), the simulator's raw POST capacity
+  with the cheapest client, as the ceiling bulkprov is compared against.
 
 Reported per side: users/s, SCIM requests per user (from the simulator's counters), the
 client process's CPU per user (µs, ``wait4`` rusage: user + system), its peak RSS, 429s, and
@@ -254,7 +253,7 @@ def scenario(case: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
                         lambda res: res.get("users", 0),
                     )
                 )
-            for side, client in (("loadgen", "aiohttp"), ("loadgen-lean", "lean")):
+            for side in ("loadgen",):
                 if side not in sides or not case.get("loadgen_users", 0):
                     continue
                 control(url, "reset", "POST")
@@ -269,11 +268,10 @@ def scenario(case: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
                     str(n),
                     "-c",
                     str(case.get("loadgen_concurrency", 32)),
-                    f"--client={client}",
                 ]
                 rows.append(
                     measure(
-                        f"{side} ({client} client: raw capacity)",
+                        f"{side} (aiohttp client: raw capacity)",
                         cmd,
                         env,
                         url,
@@ -319,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=None, help="override every case's user count")
     ap.add_argument(
         "--sides",
-        default="bulkprov,baseline,loadgen,loadgen-lean",
-        help="comma-separated: bulkprov, baseline, loadgen (aiohttp), loadgen-lean (Http1Pool)",
+        default="bulkprov,baseline,loadgen",
+        help="comma-separated: bulkprov, baseline, loadgen (raw aiohttp)",
     )
     ap.add_argument("--json", type=Path, default=None, help="also append rows to this JSONL file")
     args = ap.parse_args(argv)

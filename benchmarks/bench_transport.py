@@ -9,13 +9,12 @@ rounds alternate the candidates twice so a neighbour's load falls on all of them
 * ``httpx http2``: httpcore with ``http2=True``. Over cleartext ``http://`` httpx does not
   upgrade (no h2c), so on loopback it measures HTTP/1.1 through the HTTP/2-capable pool; the
   simulator (aiohttp) speaks no HTTP/2 either. Against Zoom (TLS + ALPN) it would be h2;
-* ``httpx-aiohttp``: httpx's API over aiohttp's connection pool (the package);
-* ``bulkprov transport``: :class:`bulkprov.transport.AiohttpTransport` (reads the whole answer
-  inside the transport), through ``client.post`` as before;
-* ``bulkprov transport, send()``: the same, with the ``httpx.Request`` built directly and
+* ``httpx-aiohttp``: httpx's API over aiohttp's connection pool (the package, as it comes);
+* ``bulkprov make_client``: :func:`bulkprov.transport.make_client`, what every bulkprov
+  request goes through (``httpx-aiohttp``'s transport, bulkprov's TLS context and limits),
+  through ``client.post`` as ``ScimClient`` sends;
+* ``bulkprov make_client, send()``: the same, with the ``httpx.Request`` built directly and
   passed to ``client.send`` (skips ``build_request``'s merging of client defaults);
-* ``bulkprov direct``: :class:`bulkprov.transport.Direct`, what ``ScimClient`` sends POSTs and
-  PATCHes with over such a client: no httpx ``Request``/``Response`` at all;
 * ``aiohttp (raw)``: no httpx at all: the floor, for reference only.
 
     python -m benchmarks.bench_transport -n 10000 -c 32
@@ -36,9 +35,8 @@ import httpx
 import httpx_aiohttp
 import orjson
 
-from bulkprov.http1 import Http1Pool
 from bulkprov.sim.server import SimulatorProcess
-from bulkprov.transport import direct, make_client
+from bulkprov.transport import Proxies, make_client
 
 
 def body(i: int, prefix: str) -> bytes:
@@ -103,31 +101,6 @@ async def with_httpx_send(
         return await drive(post, n, c)
 
 
-async def with_direct(client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int, c: int):
-    sender = direct(client)
-    assert sender is not None
-    async with client:
-
-        async def post(b: bytes) -> int:
-            status, _, _ = await sender.send("POST", url, headers, b)
-            return status
-
-        return await drive(post, n, c)
-
-
-async def with_http1(url: str, headers: dict[str, str], n: int, c: int):
-    pool = Http1Pool(c, read_timeout=30, connect_timeout=30)
-    try:
-
-        async def post(b: bytes) -> int:
-            status, _, _ = await pool.send("POST", url, headers, b)
-            return status
-
-        return await drive(post, n, c)
-    finally:
-        await pool.aclose()
-
-
 async def with_aiohttp(url: str, headers: dict[str, str], n: int, c: int):
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as s:
 
@@ -163,16 +136,12 @@ def candidates(c: int) -> dict[str, Callable[[str, dict[str, str], int], Awaitab
             n,
             c,
         ),
-        "bulkprov transport": lambda u, h, n: with_httpx(
-            make_client(timeout=30, max_connections=c), u, h, n, c
+        "bulkprov make_client": lambda u, h, n: with_httpx(
+            make_client(timeout=30, max_connections=c, proxies=Proxies()), u, h, n, c
         ),
-        "bulkprov transport, send()": lambda u, h, n: with_httpx_send(
-            make_client(timeout=30, max_connections=c), u, h, n, c
+        "bulkprov make_client, send()": lambda u, h, n: with_httpx_send(
+            make_client(timeout=30, max_connections=c, proxies=Proxies()), u, h, n, c
         ),
-        "bulkprov direct": lambda u, h, n: with_direct(
-            make_client(timeout=30, max_connections=c), u, h, n, c
-        ),
-        "bulkprov http1 pool (httptools)": lambda u, h, n: with_http1(u, h, n, c),
         "aiohttp (raw)": lambda u, h, n: with_aiohttp(u, h, n, c),
     }
 
@@ -185,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", default=[], help="run only this candidate")
     args = ap.parse_args(argv)
     token = secrets.token_urlsafe(16)
-    sim = SimulatorProcess(["--no-graph", "--scim-token", token, "--no-track-posts"])
+    sim = SimulatorProcess(["--no-graph", f"--scim-token={token}", "--no-track-posts"])
     sim.start()
     try:
         url = sim.info["scim_url"] + "/Users"

@@ -2,7 +2,7 @@
 
 For each concurrency, one unlimited scenario of :mod:`benchmarks.bench_pipeline` runs the
 sides against a fresh simulator; the chart shows users/s (bulkprov) and POSTs/s (the load
-generator over aiohttp, and over bulkprov's lean sender: the simulator's real ceiling).
+generator over raw aiohttp: a lower bound of the simulator's ceiling).
 
     python -m benchmarks.chart_concurrency --users 10000 --out benchmarks/concurrency.png
 """
@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     points: dict[str, list[tuple[int, float, float]]] = {
         "bulkprov": [],
         "loadgen": [],
-        "loadgen-lean": [],
     }
     for c in levels:
         case = {
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadgen_users": args.users,
             "loadgen_concurrency": c,
         }
-        for r in scenario(case, ["bulkprov", "loadgen", "loadgen-lean"]):
+        for r in scenario(case, ["bulkprov", "loadgen"]):
             print(fmt(r), flush=True)
             side = r["side"].split(" ", 1)[0]
             points[side].append((c, r["users_per_s"], r["cpu_us_per_user"]))
@@ -53,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for side, label in (
-        ("loadgen-lean", "simulator raw capacity (lean loadgen POSTs/s)"),
         ("loadgen", "aiohttp loadgen (POSTs/s)"),
         ("bulkprov", "bulkprov sync (users/s)"),
     ):

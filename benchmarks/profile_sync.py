@@ -4,6 +4,7 @@ Starts the simulators, runs the sync under ``py-spy record`` into collapsed stac
 prints the functions with the most samples: own time (leaf) and inclusive (on the stack).
 
     python -m benchmarks.profile_sync --users 20000 --concurrency 32 [--out prof.txt]
+    python -m benchmarks.profile_sync --users 3000 --concurrency 8 --rate-limit 60 --latency-ms 40
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rate-limit", type=float, default=0, help="target.rate_limit (and the sim's)")
+    ap.add_argument("--latency-ms", type=int, default=0, help="the SCIM simulator's latency")
     ap.add_argument("--out", type=Path, default=None, help="keep the collapsed stacks here")
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args(argv)
@@ -57,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
     token, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     env = dict(os.environ, **{GRAPH_SECRET_ENV: secret, SCIM_TOKEN_ENV: token})
-    case = {"users": args.users, "concurrency": args.concurrency, "rate_limit": 0}
+    case = {
+        "users": args.users,
+        "concurrency": args.concurrency,
+        "rate_limit": args.rate_limit,
+        "sim_rate_limit": args.rate_limit,
+        "latency_ms": args.latency_ms,
+    }
     with SimulatorProcess(sim_args(case, token, secret)) as _, tempfile.TemporaryDirectory() as tmp:
         cfg = write_config(case, _.as_json(), Path(tmp))
         out = args.out or Path(tmp) / "stacks.txt"

@@ -16,7 +16,7 @@ holds them with import-linter, see ``[tool.importlinter]`` in pyproject.toml)::
 
     cli → commands → observe → pipeline → checkpoint | graph | scope → mapping → scim
         → credentials → config → transport | retry | breaker | escrow
-        → http1 | redact | errors | _json
+        → redact | errors | _json
     sim/ (the simulators) imports nothing above scim/graph/mapping; only commands/demo and
     commands/sim import it.
 
@@ -35,6 +35,7 @@ if _typing.TYPE_CHECKING:
     from bulkprov.errors import (
         BulkProvError,
         ConfigError,
+        CutoverRefused,
         DeltaExpired,
         MappingError,
         OutcomeUnknown,
@@ -43,10 +44,13 @@ if _typing.TYPE_CHECKING:
         RunAborted,
         SourceAuthError,
         SourceError,
+        SourceTLSError,
         StateError,
         TargetAuthError,
         TargetError,
+        TargetProxyError,
         TargetRejected,
+        TargetStop,
         TargetThrottled,
         TargetTLSError,
         TargetUnavailable,
@@ -73,6 +77,7 @@ __all__ = [
     "BulkProvError",
     "Config",
     "ConfigError",
+    "CutoverRefused",
     "DeltaExpired",
     "Engine",
     "ExpressionSyntaxError",
@@ -86,10 +91,13 @@ __all__ = [
     "Secrets",
     "SourceAuthError",
     "SourceError",
+    "SourceTLSError",
     "StateError",
     "TargetAuthError",
     "TargetError",
+    "TargetProxyError",
     "TargetRejected",
+    "TargetStop",
     "TargetTLSError",
     "TargetThrottled",
     "TargetUnavailable",

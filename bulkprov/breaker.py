@@ -55,11 +55,22 @@ class BreakerPolicy:
 
 @dataclass(slots=True)
 class Breaker:
-    """Counts outcomes of one run and says when it must stop."""
+    """Counts outcomes of one run and says when it must stop.
+
+    ``acknowledged``: the (shaped) reasons of a quarantine already reported, while the
+    state stays in quarantine. The admin has read them and run the cycle again, so a
+    failure for one of them does not stop the run a second time (Entra's quarantine email
+    is "re-sent when the reason changes", and a job in quarantine keeps running its
+    cycles, facts.md §2.4): such failures still fail and are escrowed, and they count like
+    Entra's reference failures — toward the absolute limit only. A new reason stops the
+    run as before.
+    """
 
     policy: BreakerPolicy = field(default_factory=BreakerPolicy)
+    acknowledged: frozenset[str] = frozenset()
     successes: int = 0
     failures: int = 0
+    acknowledged_failures: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
     def record(self, ok: bool, reason: str | None = None) -> str | None:
@@ -67,16 +78,25 @@ class Breaker:
         if ok:
             self.successes += 1
             return None
-        self.failures += 1
-        self.reasons[_shape(reason)] += 1
-        return self.policy.verdict(self.successes, self.failures)
+        shaped = _shape(reason)
+        self.reasons[shaped] += 1
+        if shaped in self.acknowledged:
+            self.acknowledged_failures += 1
+        else:
+            self.failures += 1
+        return self.policy.verdict(self.successes, self.failures, self.acknowledged_failures)
+
+    def top_reasons(self, top: int = 5) -> list[str]:
+        """The commonest (shaped) reasons, as :meth:`report` lists them."""
+        return [reason for reason, _ in self.reasons.most_common(top)]
 
     def report(self, verdict: str, top: int = 5) -> str:
         """The message a quarantined run stops with: the verdict and the commonest reasons."""
         head = (
             f"quarantined: {verdict}. The run stopped instead of hammering the target; "
-            "fix the cause, then run `bulkprov sync` again (it resumes; failed users are "
-            "retried by `bulkprov retry-failed`)."
+            "fix the cause, then run `bulkprov sync` again (failed users wait in escrow and "
+            "are retried by `bulkprov retry-failed`; a failure for a reason below does not "
+            "stop a later run again)."
         )
         lines = [head, "most common failure reasons:"]
         lines += [f"  {n:>7,}  {reason}" for reason, n in self.reasons.most_common(top)]

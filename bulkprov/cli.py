@@ -1,7 +1,7 @@
 """The ``bulkprov`` command line: the click group and the commands registered on it.
 
 The commands live in :mod:`bulkprov.commands`, one module per family (sync, operate, plan,
-ondemand, mapping, init, demo, sim); this module holds only the group, its options and
+ondemand, mapping, migrate, init, demo, sim); this module holds only the group, its options and
 epilog, and the list of commands. ``bulkprov = "bulkprov.cli:main"`` in pyproject.toml
 and ``python -m bulkprov`` run :func:`main`.
 
@@ -10,13 +10,16 @@ Exit codes (also in ``bulkprov --help``):
 ==  ===========================================================
 0   done
 1   unexpected error
-2   configuration error (the message names the file and key)
+2   configuration error (the message names the file and key); ``bulkprov migrate``:
+    Entra's job cannot be taken over as it is (nothing written, paused or sent)
 3   authentication refused (Graph or the SCIM target)
 4   Microsoft Graph could not be read
 5   the SCIM target failed
 6   the state database cannot be used, or is in use
 7   ``bulkprov apply``: the plan is out of date (nothing was sent)
-8   quarantined: too many users failed (the report says why; resumable)
+8   quarantined: too many users failed (the report says why; the next sync goes on)
+9   the sync completed but held disables/deletes behind the accidental-deletion
+    threshold (see ``bulkprov staged``; ``bulkprov approve`` sends them)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``);
     ``bulkprov apply``: or some operations were held back (changed since the plan)
 130 interrupted (the state is saved; run the same command to resume)
@@ -31,6 +34,7 @@ from bulkprov.commands._shared import EPILOG
 from bulkprov.commands.demo import demo
 from bulkprov.commands.init import init
 from bulkprov.commands.mapping import mapping
+from bulkprov.commands.migrate import migrate
 from bulkprov.commands.ondemand import provision, test_connection
 from bulkprov.commands.operate import approve, logs, report, retry_failed, staged, state, status
 from bulkprov.commands.plan import apply, plan
@@ -68,6 +72,7 @@ for command in (
     provision,
     test_connection,
     mapping,
+    migrate,
     init,
     demo,
     sim,

@@ -6,10 +6,14 @@
     │       └── ExpressionSyntaxError   (defined in bulkprov.mapping; carries a caret)
     ├── SourceError                 Microsoft Graph could not be read
     │   ├── SourceAuthError         the Graph token request or a read was refused (401/403)
+    │   ├── SourceTLSError          TLS with the authority or Graph failed (certificate, handshake)
     │   └── DeltaExpired            a saved delta token expired (410 / syncStateNotFound)
     ├── TargetError                 the SCIM service answered something we cannot use
-    │   ├── TargetAuthError         401/403: stops the whole run at once, never per user
-    │   │   └── TargetTLSError      the target's certificate cannot be verified (stops too)
+    │   ├── TargetStop              the target cannot be used at all: stops the whole run at
+    │   │   │                       once, never a per-user failure
+    │   │   ├── TargetAuthError     401/403: the token is refused
+    │   │   ├── TargetTLSError      TLS: the certificate cannot be verified, the handshake fails
+    │   │   └── TargetProxyError    the proxy refused the tunnel or wants credentials
     │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
     │   │   └── OutcomeUnknown      a create (POST) met one of those: never re-sent blindly,
     │   │                           the caller looks for the account first (matching)
@@ -18,6 +22,7 @@
     ├── UserDataError               one source user cannot be scoped or mapped: Skipped/Failure
     ├── StateError                  the SQLite state cannot be used (corrupt, newer schema, locked)
     ├── PlanStale                   ``bulkprov apply``: the source, state or config moved on
+    ├── CutoverRefused              ``bulkprov migrate``: Entra's job cannot be taken over as it is
     └── RunAborted                  a safety stop (e.g. interrupted by a signal)
         └── Quarantined             too many users failed: the breaker stopped the run
 
@@ -79,6 +84,13 @@ class SourceAuthError(SourceError):
     exit_code = 3
 
 
+class SourceTLSError(SourceError):
+    """TLS with the Graph authority or Graph failed: a certificate that cannot be verified
+    (the fix is ``graph.ca_file``) or a failed handshake."""
+
+    exit_code = 11
+
+
 class DeltaExpired(SourceError):
     """The saved Graph deltaLink no longer works: the cycle falls back to a full read."""
 
@@ -107,15 +119,30 @@ class TargetError(BulkProvError):
         self.detail = detail
 
 
-class TargetAuthError(TargetError):
+class TargetStop(TargetError):
+    """The target cannot be used at all: no user can succeed, so the whole run stops at once
+    with one message (never a per-user failure)."""
+
+
+class TargetAuthError(TargetStop):
     """401/403 from the target: the token is wrong, expired, revoked or lacks a scope."""
 
     exit_code = 3
 
 
-class TargetTLSError(TargetAuthError):
-    """The target's TLS certificate cannot be verified: like a refused token, no user can
-    succeed, so the run stops at once (the fix is ``target.ca_file`` or the certificate)."""
+class TargetTLSError(TargetStop):
+    """TLS with the target failed: its certificate cannot be verified (the fix is
+    ``target.ca_file`` or the certificate), or the handshake itself failed. Not an
+    authentication failure: the request never reached the service."""
+
+    exit_code = 11
+
+
+class TargetProxyError(TargetStop):
+    """The proxy refused the tunnel to the target (``CONNECT`` answered 4xx) or wants
+    credentials it was not given (407)."""
+
+    exit_code = 3
 
 
 class TargetUnavailable(TargetError):
@@ -164,6 +191,14 @@ class PlanStale(BulkProvError):
     """A plan no longer describes what a sync would do; nothing was sent."""
 
     exit_code = 7
+
+
+class CutoverRefused(BulkProvError):
+    """``bulkprov migrate`` will not take over Entra's provisioning job as it stands (none on
+    the service principal, several, one in quarantine, a cut-over that is not safe, an Entra
+    job still running): nothing was written, paused or sent; the message says what to do."""
+
+    exit_code = 2
 
 
 class RunAborted(BulkProvError):

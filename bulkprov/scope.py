@@ -21,7 +21,10 @@ Operator semantics (SCOPING's list; [I] marks our reading where Microsoft is sil
   match is a *search*, not a whole-value match: the service is .NET, whose
   ``Regex.IsMatch`` is unanchored, so a pattern is anchored only by ``^``/``$`` as written.
   Microsoft's examples (``.*\\@domain.com``) give the documented result either way;
-  Microsoft does not state the anchoring (facts.md §8 lists it as unconfirmed) [I].
+  Microsoft does not state the anchoring (facts.md §8 lists it as unconfirmed) [I]. Each
+  match has ``limits.regex_timeout`` seconds (:mod:`bulkprov.mapping.regex`); one that
+  runs out fails that user with :class:`~bulkprov.errors.UserDataError` (never "out of
+  scope", which would disable the account).
 
 Not supported as scoping attributes (SCOPING, KNOWN): ``appRoleAssignments``,
 ``userType``, ``manager``, date-type and multi-valued attributes; they are rejected when
@@ -39,7 +42,7 @@ from typing import Any
 from bulkprov.config import ScopingFilter
 from bulkprov.errors import MappingError, UserDataError
 from bulkprov.mapping.attributes import is_valid_name, raw_reader, select_names
-from bulkprov.mapping.regex import compile_dotnet
+from bulkprov.mapping.regex import DEFAULT_REGEX_TIMEOUT, PatternError, compile_dotnet, timed_out
 
 _UNSUPPORTED = {
     "appRoleAssignments": "app role assignments are not supported in scoping filters",
@@ -123,6 +126,20 @@ class _Filter:
     matched: ScopeDecision
 
 
+def _int64(s: str) -> int | None:
+    """The integer ``s`` spells, when it is one within .NET's Int64; else None."""
+    if not _INTEGER.match(s):
+        return None
+    if len(s.strip().lstrip("+-").lstrip("0")) > 19:
+        return None
+    number = int(s)
+    return number if -(2**63) <= number < 2**63 else None
+
+
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 40 else repr(value[:18] + "…" + value[-18:])
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -150,7 +167,13 @@ def _as_text(value: Any, attribute: str) -> str | None:
 
 
 def _clause_test(
-    attribute: str, operator: str, value: str | None, fail: Callable[[str], MappingError]
+    attribute: str,
+    operator: str,
+    value: str | None,
+    fail: Callable[[str], MappingError],
+    *,
+    where: str,
+    regex_timeout: float,
 ) -> Test:
     read = raw_reader(attribute)
 
@@ -200,24 +223,30 @@ def _clause_test(
     if operator in ("REGEX MATCH", "NOT REGEX MATCH"):
         try:
             pattern = compile_dotnet(value)
-        except re.error as exc:
+        except PatternError as exc:
             at = f" at position {exc.pos}" if exc.pos is not None else ""
             caret = f"\n    {value}\n    {' ' * (exc.pos or 0)}^" if exc.pos is not None else ""
             raise fail(f"invalid regular expression{at}: {exc.msg}{caret}") from exc
         search = pattern.search
         negate = operator == "NOT REGEX MATCH"
+        timeout = regex_timeout
+        pattern_text = value
 
         def regex(user: Mapping[str, Any]) -> bool:
             s = get(user)
             if s is None:
                 return False
-            return (search(s) is None) == negate
+            try:
+                return (search(s, timeout=timeout) is None) == negate
+            except TimeoutError:
+                raise timed_out(where, pattern_text, timeout) from None
 
         return regex
     if operator in ("Greater_Than", "Greater_Than_OR_EQUALS"):
-        if not _INTEGER.match(value):
-            raise fail(f"{operator} needs an integer value, got {value!r}")
-        bound = int(value)
+        limit = _int64(value)
+        if limit is None:
+            raise fail(f"{operator} needs an integer value (a 64-bit integer), got {_short(value)}")
+        bound = limit
         inclusive = operator == "Greater_Than_OR_EQUALS"
 
         def greater(user: Mapping[str, Any]) -> bool:
@@ -225,12 +254,14 @@ def _clause_test(
             if isinstance(raw, bool):
                 return False
             if isinstance(raw, int):
-                number = raw
+                number: int | None = raw
             else:
                 s = _as_text(raw, attribute)
-                if s is None or not _INTEGER.match(s):
-                    return False
-                number = int(s)
+                # "the attribute on the user must be an integer": one that is not, or that
+                # is too long to be one .NET reads, makes the clause false [I].
+                number = None if s is None else _int64(s)
+            if number is None:
+                return False
             return number >= bound if inclusive else number > bound
 
         return greater
@@ -311,9 +342,14 @@ class ScopeEvaluator:
 
 
 def compile_scope(
-    filters: Sequence[ScopingFilter], config_path: str | None = None
+    filters: Sequence[ScopingFilter],
+    config_path: str | None = None,
+    *,
+    regex_timeout: float = DEFAULT_REGEX_TIMEOUT,
 ) -> ScopeEvaluator:
     """Compile scoping filters (clauses AND within a filter, filters OR across).
+
+    ``regex_timeout``: seconds one ``REGEX MATCH`` may take (``limits.regex_timeout``).
 
     Raises:
         MappingError: naming ``scope.filters[i].clauses[j]``: an unsupported attribute, a
@@ -354,8 +390,15 @@ def compile_scope(
                 value = None
             elif value is None:
                 raise fail(f"{operator} needs a value")
-            test = _clause_test(attribute, operator, value, fail)
             text = f"{attribute} {operator}" + (f" {_quote(value)}" if value is not None else "")
+            test = _clause_test(
+                attribute,
+                operator,
+                value,
+                fail,
+                where=f"scoping filter {label} clause {attribute} {operator}",
+                regex_timeout=regex_timeout,
+            )
             reason = f"filter {label} clause {text} is false"
             clauses.append(_Clause(test, text, reason, ScopeDecision(False, reason)))
             select |= select_names(attribute)

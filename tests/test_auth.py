@@ -60,6 +60,45 @@ def test_jwt_expiry_is_read_without_verification():
     assert jwt_expiry(jwt({"exp": 1234567890})) == 1234567890.0
 
 
+@pytest.mark.parametrize("alg", ["HS256", "RS256"])
+def test_jwt_expiry_of_tokens_made_by_pyjwt(alg):
+    """Real signed tokens (PyJWT's), read without their key; an expired one still has a date."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key: object = "k" * 32
+    if alg == "RS256":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for exp in (NOW + 10 * DAY, NOW - 400 * DAY, 1_700_000_000):
+        token = pyjwt.encode({"exp": exp, "sub": "scim"}, key, algorithm=alg)
+        assert jwt_expiry(token) == float(exp)
+    token = pyjwt.encode({"exp": NOW + 3 * DAY}, key, algorithm=alg)
+    warning = expiry_warning(SecretStr(token), now=NOW)
+    assert warning is not None and "in 3 day(s)" in warning and token not in warning
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "...",
+        "a.b",
+        "é.é.é",
+        "Zm9v.YmFy.YmF6",  # base64, not JSON
+        "e30.WzFd.c2ln",  # the payload is a JSON array
+        "e30.eyJleHAiOkluZmluaXR5fQ.c2ln",  # {"exp": Infinity}
+        "e30.eyJleHAiOk5hTn0.c2ln",  # {"exp": NaN}
+        jwt({"exp": 1e20}),  # a number no date can hold
+        jwt({"exp": -1e30}),
+        jwt({"exp": "1900000000"}),  # a string, not a NumericDate
+        "x" * 100_000,
+    ],
+)
+def test_jwt_expiry_of_hostile_tokens_is_none_never_an_exception(token):
+    assert jwt_expiry(token) is None
+    assert expiry_warning(SecretStr(token), now=NOW) is None
+
+
 def oauth_config(servers, tmp_path, secret_env="ZOOM_S2S_SECRET"):
     return make_config(
         servers,

@@ -79,3 +79,55 @@ def test_full_is_for_one_run_not_watch(tmp_path):
     result = CliRunner().invoke(main, ["sync", "-c", str(cfg), "--full", "--watch"])
     assert result.exit_code == 2
     assert "--full is for one run" in result.output
+
+
+def test_sim_writes_a_ready_config_and_calls_itself_bulkprov_sim(tmp_path, monkeypatch):
+    """`bulkprov sim --config-out FILE` writes a config that `bulkprov sync -c FILE` runs
+    against the simulators it started, with no secret in it; its --help says `bulkprov sim`
+    (issue 20 item 13)."""
+    import os
+    import signal
+    import time
+
+    helped = subprocess.run(
+        [sys.executable, "-m", "bulkprov", "sim", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("usage: bulkprov sim") and "--config-out" in helped.stdout
+    assert "python -m bulkprov.sim" not in helped.stdout
+
+    config = tmp_path / "sim.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkprov", "sim", "--users", "60", "--config-out", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not config.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert config.exists(), proc.stderr.read() if proc.poll() is not None else "no config"
+        text = config.read_text()
+        assert "sim-graph-secret" not in text and "sim-scim-token" not in text
+        assert (os.stat(f"{config}.scim-token").st_mode & 0o777) == 0o600
+        monkeypatch.delenv("BULKPROV_GRAPH_SECRET", raising=False)
+        monkeypatch.delenv("BULKPROV_SCIM_TOKEN", raising=False)
+        monkeypatch.chdir(tmp_path.parent)  # the state goes beside the config, not here
+        result = CliRunner().invoke(main, ["sync", "-c", str(config), "--quiet", "--no-report"])
+        assert result.exit_code == 0, result.output
+        assert "created" in result.output
+        assert (tmp_path / "sim.toml.state.sqlite3").exists()
+        again = subprocess.run(
+            [sys.executable, "-m", "bulkprov", "sim", "--config-out", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert again.returncode == 2 and "exists" in again.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)

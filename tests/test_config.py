@@ -76,6 +76,16 @@ def test_username_mapping_required(tmp_path):
         load_config(write(tmp_path, text))
 
 
+def test_regex_timeout_is_a_limit_with_a_default(tmp_path):
+    """limits.regex_timeout: 0.1 s by default, positive, at most 10 s."""
+    assert load_config(write(tmp_path, STARTER_TOML)).limits.regex_timeout == 0.1
+    for bad in ("0", "-1", "11", '"fast"'):
+        text = STARTER_TOML.replace("[state]", f"[limits]\nregex_timeout = {bad}\n\n[state]")
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text))
+        assert "limits.regex_timeout" in str(info.value)
+
+
 def test_secret_from_env_and_file(tmp_path, monkeypatch):
     cfg = load_config(write(tmp_path, STARTER_TOML))
     monkeypatch.setenv("BULKPROV_SCIM_TOKEN", "tok-123")
@@ -111,3 +121,31 @@ def test_a_secret_pasted_into_the_config_is_in_no_traceback(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text))
     assert secret not in "".join(traceback.format_exception(caught.value))
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch):
+    """A cron job run from another folder uses the state, secrets and CA beside the config
+    (issue 20, item 7): never a second state in the working directory."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "zoom.token").write_text("tok-from-file\n")
+    text = STARTER_TOML.replace(
+        'token = { env = "BULKPROV_SCIM_TOKEN" }',
+        'token = { file = "zoom.token" }\nca_file = "certs/ca.pem"',
+    ).replace('path = "bulkprov-state.sqlite3"', 'path = "state/bulkprov.sqlite3"')
+    config = folder / "zoom.toml"
+    config.write_text(text)
+    elsewhere = tmp_path / "cron-home"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("../etc/zoom.toml")
+    assert cfg.state.path == folder / "state" / "bulkprov.sqlite3"
+    assert cfg.target.ca_file == folder / "certs" / "ca.pem"
+    assert cfg.target.token.read("target.token", None).get_secret_value() == "tok-from-file"
+    from bulkprov.observe.report import reports_dir
+
+    assert reports_dir(cfg) == folder / "state" / "bulkprov.sqlite3.reports"
+    # absolute paths stay as they are
+    absolute = text.replace('path = "state/bulkprov.sqlite3"', f'path = "{tmp_path}/abs.db"')
+    config.write_text(absolute)
+    assert load_config(config).state.path == tmp_path / "abs.db"

@@ -6,13 +6,14 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bulkprov.cli import main
+from bulkprov.commands.sim import sim_parser
 from bulkprov.mapping.docgen import function_table
-from bulkprov.sim.__main__ import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +66,9 @@ def _sh_commands(path: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/zoom-from-entra.md", "docs/mappings.md"])
+@pytest.mark.parametrize(
+    "doc", ["README.md", "docs/zoom-from-entra.md", "docs/mappings.md", "docs/deploy.md"]
+)
 def test_documented_commands_exist(doc):
     """Every `bulkprov …` command a document shows is a real command with those options."""
     for line in _sh_commands(ROOT / doc):
@@ -82,7 +85,7 @@ def test_documented_commands_exist(doc):
                 cmd = cmd.commands[args.pop(0)]  # type: ignore[attr-defined]
             assert cmd is not main, line
             if cmd.name == "sim":  # its arguments are the simulators' own (argparse)
-                build_parser().parse_args(args)  # exits on an unknown option
+                sim_parser().parse_args(args)  # exits on an unknown option (`bulkprov sim`'s)
                 continue
             cmd.make_context("bulkprov", list(args), resilient_parsing=True)  # parses, or raises
             known = {o for p in cmd.params for o in getattr(p, "opts", [])}
@@ -98,7 +101,7 @@ def test_mapping_reference_lists_every_function():
 
 def test_docs_are_linked_from_the_readme():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for doc in ("docs/zoom-from-entra.md", "docs/mappings.md"):
+    for doc in ("docs/zoom-from-entra.md", "docs/mappings.md", "docs/deploy.md"):
         assert f"({doc})" in readme
         assert (ROOT / doc).exists()
 
@@ -118,3 +121,80 @@ def test_guide_answers_every_common_issue_of_the_admin_guide():
     section = guide.split("## Common issues", 1)[1]
     for issue in issues:
         assert f"**{issue}" in section or f'**"{issue}' in section, issue
+
+
+# -- docs/deploy.md (issue 15): its commands and examples, run or checked here -------------
+
+DEPLOY = ROOT / "docs" / "deploy.md"
+
+
+def test_the_completion_line_installs_a_completion(tmp_path):
+    """The one documented line, run in a fresh bash with this checkout's bulkprov."""
+    (line,) = [x for x in _sh_commands(DEPLOY) if "_BULKPROV_COMPLETE" in x]
+    assert line in _sh_commands(ROOT / "README.md")
+    rc = tmp_path / ".bashrc"
+    home = dict(
+        os.environ, HOME=str(tmp_path), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    )
+    subprocess.run(["bash", "-c", line], env=home, check=True, timeout=60)
+    out = subprocess.run(
+        ["bash", "-c", f"source {rc} && complete -p bulkprov"],
+        env=home, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert "_bulkprov_completion" in out.stdout
+
+
+def test_the_environment_table_names_real_keys(tmp_path, monkeypatch):
+    """Every BULKPROV_<SECTION>__<KEY> of the table sets the key it says (the starter config
+    loaded with it), and the documented precedence holds."""
+    from bulkprov.commands.starter import STARTER_TOML
+    from bulkprov.config import load_config
+
+    config = tmp_path / "bulkprov.toml"
+    config.write_text(STARTER_TOML)
+    text = DEPLOY.read_text(encoding="utf-8")
+    section = text.split("## Configuration from the environment", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(BULKPROV_\w+)=(.*?)` \| (.*?) \|$", section, flags=re.MULTILINE)
+    assert len(rows) >= 6
+    for name, value, _ in rows:
+        monkeypatch.setenv(name, value.strip("'"))
+    monkeypatch.setenv("CONTOSO_SECRET", "s")
+    cfg = load_config(config)
+    assert cfg.target.rate_limit == 30 and cfg.deprovision.threshold == 50
+    assert str(cfg.target.token.file) == "/run/secrets/scim-token"
+    assert cfg.graph.client_secret.env == "CONTOSO_SECRET"
+    assert cfg.escrow.delays_hours == [1, 6, 24] and cfg.network.proxy == "http://proxy:3128"
+    assert str(cfg.state.path) == "/var/lib/bulkprov/state.sqlite3"
+
+
+def test_the_podman_commands_use_the_images_paths():
+    """The documented `podman run` lines mount what the image expects (the container test,
+    tests/test_container.py, runs the same)."""
+    from bulkprov.config import Config
+    from bulkprov.envconfig import env_overrides
+
+    lines = [x for x in _sh_commands(DEPLOY) if x.startswith("podman run")]
+    assert len(lines) >= 3
+    for line in lines:
+        words = shlex.split(line)
+        assert "--read-only" in words
+        assert any(w.endswith(":/var/lib/bulkprov") for w in words), line
+        assert any(w.endswith(":/etc/bulkprov/bulkprov.toml:ro") for w in words), line
+        env = dict(w.split("=", 1) for w in words if w.startswith("BULKPROV_") and "__" in w)
+        env_overrides(Config, environ=env)  # real keys, or a ConfigError
+    containerfile = (ROOT / "deploy" / "container" / "Containerfile").read_text()
+    assert 'VOLUME ["/var/lib/bulkprov"]' in containerfile
+    assert "BULKPROV_CONFIG=/etc/bulkprov/bulkprov.toml" in containerfile
+
+
+def test_the_argo_example_queues_one_zoom_account():
+    """The CronWorkflow's semaphore names a key the ConfigMap gives a limit of one."""
+    import yaml
+
+    block = re.search(r"```yaml\n(.*?)```", DEPLOY.read_text(encoding="utf-8"), re.DOTALL)
+    assert block is not None
+    config_map, workflow = list(yaml.safe_load_all(block.group(1)))
+    ref = workflow["spec"]["workflowSpec"]["synchronization"]["semaphore"]["configMapKeyRef"]
+    assert ref["name"] == config_map["metadata"]["name"]
+    assert config_map["data"][ref["key"]] == "1"
+    assert workflow["spec"]["concurrencyPolicy"] == "Forbid"

@@ -191,3 +191,55 @@ async def test_token_endpoint_checks_the_assertion(keys):
         GraphTenant(user_count=1, client_certificate=bare), _assertion(key, rs256)
     )
     assert status == 200
+
+
+async def test_token_endpoint_takes_pyjwt_assertions_and_refuses_the_rest(keys):
+    """Assertions made by PyJWT (not by msal, not by hand) verify; each wrong claim, header or
+    algorithm gets the platform's code, and none of them is a 500."""
+    import jwt as pyjwt
+
+    key, cert, other = keys
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    tenant = GraphTenant(user_count=1, client_certificate=pem)
+    x5t = _b64(cert.fingerprint(hashes.SHA1()))
+    now = int(time.time())
+    good = {"aud": _URL, "iss": DEFAULT_CLIENT_ID, "sub": DEFAULT_CLIENT_ID, "exp": now + 600}
+
+    def made(claims: dict[str, Any], alg: str = "RS256", signer: Any = key, **head: Any) -> str:
+        return pyjwt.encode(claims, signer, algorithm=alg, headers={"x5t": x5t, **head})
+
+    for alg in ("RS256", "PS256"):
+        status, body = await _post(tenant, made({**good, "nbf": now, "iat": now}, alg))
+        assert status == 200 and body["access_token"], (alg, body)
+    # five minutes of clock skew either way
+    status, _ = await _post(tenant, made({**good, "exp": now - 100, "nbf": now + 100}))
+    assert status == 200
+
+    def without(claim: str) -> dict[str, Any]:
+        return {k: v for k, v in good.items() if k != claim}
+
+    cases = {
+        "not yet valid": (700024, made({**good, "nbf": now + 3600})),
+        "expired": (700024, made({**good, "exp": now - 3600})),
+        "no exp": (50027, made(without("exp"))),
+        "exp not a number": (50027, made({**good, "exp": "soon"})),
+        "nbf not a number": (50027, made({**good, "nbf": "soon"})),
+        "other sub": (700021, made({**good, "sub": "someone-else"})),
+        "no iss": (700021, made(without("iss"))),
+        "sub not a string": (700021, made({**good, "sub": 7})),
+        "no aud": (700212, made(without("aud"))),
+        "other key, same x5t": (700027, made(good, signer=other)),
+        "other x5t#S256": (700027, made(good, "PS256", **{"x5t#S256": _b64(b"\x02" * 32)})),
+        "x5t not base64": (700027, made(good, x5t="%%%")),
+        # the public certificate used as an HMAC secret: the classic algorithm confusion
+        "HS256": (5002738, made(good, "HS256", signer=b"k" * 32)),
+        "none": (5002738, made(good, "none", signer=None)),
+        "header not JSON": (50027, "bm90IGpzb24." + made(good).split(".", 1)[1]),
+        "payload an array": (50027, f"{_b64(b'{}')}.{_b64(b'[1]')}.c2ln"),
+        "two parts": (50027, "e30.e30"),
+    }
+    for name, (code, assertion) in cases.items():
+        status, body = await _post(tenant, assertion)
+        assert (status, body.get("error")) == (401, "invalid_client"), (name, status, body)
+        assert body["error_codes"] == [code], (name, body)
+        assert assertion not in body["error_description"], name  # never quoted

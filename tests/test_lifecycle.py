@@ -181,7 +181,8 @@ async def test_group_assignment_members_and_one_remove(servers, tenant, scim, tm
     group_patches = [s for s in spy.writes() if s[1].startswith("/scim2/Groups/")]
     assert len(group_patches) == 1
     ops = group_patches[0][2]["Operations"]
-    assert len(ops) == 1 and ops[0]["op"] == "remove" and len(ops[0]["value"]) == 1
+    gone_id = scim.find(users[3]["userPrincipalName"])["id"]
+    assert ops == [{"op": "remove", "path": f'members[value eq "{gone_id}"]'}]  # RFC 7644
     assert len(scim.groups.member_ids(scim_group["id"])) == 3
     # no longer assigned through the group: deactivated, data kept
     assert scim.find(users[3]["userPrincipalName"])["active"] is False
@@ -493,17 +494,79 @@ async def test_a_saved_page_link_gone_stale_restarts_the_read(servers, tenant, s
     assert scim.counters()["duplicate_posts"] == {}
 
 
-async def test_full_waits_for_an_interrupted_run_to_finish(servers, tenant, scim, tmp_path):
-    from bulkprov.errors import StateError
-
+async def test_full_after_an_interrupted_full_read_resumes_it(servers, tenant, scim, tmp_path):
+    """`sync --full` after an interrupted full read resumes that read (it is one) instead
+    of refusing (issue 20 item 2: "run 1 was interrupted", exit 6): nothing sent twice."""
     cfg = make_config(servers, tmp_path / "s.db", graph__page_size=50)
     tenant.fail_after = tenant.delta_pages + 2  # the first run stops on its 3rd page
     with pytest.raises(BaseException) as info:
         await sync(cfg)
     assert isinstance(_unwrap(info.value), SourceError)
     tenant.fail_after = None
-    with pytest.raises(StateError, match="was interrupted"):
-        await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
-    assert (await sync(cfg)).status == "completed"  # resumed, not started over
+    resumed = await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
+    assert resumed.status == "completed" and resumed.resumed  # resumed, not started over
+    assert sum(resumed.counts.values()) == tenant.user_count
+    assert scim.counters()["duplicate_posts"] == {}
     full = await run_sync(cfg, SECRETS, policy=FAST_RETRY, full=True)
     assert full.status == "completed" and sum(full.counts.values()) == tenant.user_count
+    assert full.counts["unchanged"] == len(enabled(tenant))
+
+
+async def test_two_approvals_add_to_the_run_counts(servers, tenant, scim, tmp_path):
+    """`approve` merges into the counts of the run that held the actions (issue 20 item 6):
+    two approvals left run 2's counts as ``{"disabled": 2}``, its own counts gone."""
+    cfg = make_config(servers, tmp_path / "s.db", deprovision__threshold=2)
+    await sync(cfg)
+    for u in enabled(tenant)[:5]:
+        tenant.delete_user(u["id"], soft=True)
+    cycle = await sync(cfg)
+    assert cycle.counts["held"] == 5
+    async with await StateStore.open(tmp_path / "s.db") as store:
+        ids = [s.id for s in await LifecycleStore(store).staged()]
+        async with open_clients(cfg, SECRETS, policy=FAST_RETRY) as (_, client):
+            first = await approve(store, client, cfg, ids[:2])
+            second = await approve(store, client, cfg, ids[2:])
+        stored = await LifecycleStore(store).run_by_id(cycle.run_id)
+    assert first == {"disabled": 2} and second == {"disabled": 3}
+    assert stored is not None
+    expected = {k: v for k, v in cycle.counts.items() if v}
+    expected["disabled"] = expected.get("disabled", 0) + 5
+    assert {k: v for k, v in stored.counts.items() if v} == expected
+
+
+async def test_watch_goes_on_after_a_quarantined_cycle(servers, tenant, scim, tmp_path):
+    """A quarantined cycle under `sync --watch` is reported and the next cycle goes on
+    past its reason (issue 20 item 2), instead of the loop stopping."""
+    from bulkprov.commands.sync_watch import watch
+    from bulkprov.errors import Quarantined
+    from bulkprov.sim.scim.service import scim_error
+
+    cfg = make_config(servers, tmp_path / "s.db")
+    await sync(cfg)
+    users = enabled(tenant)
+    for u in users[:60]:
+        tenant.update_user(u["id"], department="Moved")
+    gone = users[60]
+    tenant.delete_user(gone["id"], soft=True)
+
+    class RejectDepartment(NoFaults):
+        async def before(self, req: SimRequest) -> SimResponse | None:
+            if req.method == "PATCH" and b"department" in req.body:
+                return scim_error(400, "department is read-only", "mutability")
+            return None
+
+    scim.faults = RejectDepartment()
+    errors: list[Any] = []
+    results: list[Any] = []
+    await watch(
+        cfg,
+        SECRETS,
+        0.05,
+        on_result=results.append,
+        on_error=errors.append,
+        cycles=2,
+        policy=FAST_RETRY,
+    )
+    assert [type(e) for e in errors] == [Quarantined]
+    assert [r.status for r in results] == ["completed_with_failures"]
+    assert scim.find(gone["userPrincipalName"])["active"] is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from bulkprov.credentials import Secrets
@@ -90,3 +91,60 @@ async def test_test_connection_names_each_cause(servers, scim, tmp_path):
     steps = await check_connection(cfg, bad_graph)
     assert steps[0].ok is False and "client secret" in steps[0].detail
     assert "wrong-secret" not in str([s.detail for s in steps])
+
+
+async def test_a_wrong_service_principal_is_named_with_the_setting(servers, tenant, tmp_path):
+    """Assigned scope with a service principal id Graph does not know: the sync's error and
+    test-connection name servicePrincipals/{id} and scope.service_principal_id (issue 20
+    item 12); test-connection reads the assignments as a sync does."""
+    from bulkprov.errors import SourceError
+    from bulkprov.pipeline.run import run_sync
+
+    wrong = "11111111-2222-3333-4444-555555555555"
+    cfg = make_config(
+        servers, tmp_path / "s.db", scope__mode="assigned", scope__service_principal_id=wrong
+    )
+    with pytest.raises(BaseException) as info:
+        await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    err: BaseException = info.value
+    while isinstance(err, BaseExceptionGroup):
+        err = err.exceptions[0]
+    assert isinstance(err, SourceError) and err.status == 404
+    assert f"GET {servers.graph_api_url}/servicePrincipals/{wrong}" in str(err)
+    assert f"scope.service_principal_id = '{wrong}'" in str(err)
+    assert "enterprise application" in str(err)
+    steps = await check_connection(cfg, SECRETS)
+    assert steps[1].title == "Graph read" and not steps[1].ok
+    assert steps[1].exit_code == 4 and "servicePrincipals" in steps[1].detail
+
+    right = make_config(
+        servers,
+        tmp_path / "s.db",
+        scope__mode="assigned",
+        scope__service_principal_id=tenant.directory.service_principal_id,
+    )
+    steps = await check_connection(right, SECRETS)
+    assert all(s.ok for s in steps), steps
+    assert "the app's assignments (servicePrincipals/{id})" in steps[1].detail
+
+
+async def test_a_tls_failure_is_named_tls_not_a_refused_token(tmp_path, ca):
+    """A target whose certificate cannot be verified: test-connection says TLS and names
+    target.ca_file, never "the token was refused" (issue 20 item 12)."""
+    from bulkprov.sim import GraphTenant, ScimService
+    from bulkprov.sim.server import serve_simulators
+
+    from .conftest import GRAPH_SECRET, SCIM_TOKEN
+
+    ctx, ca_file = ca
+    tenant = GraphTenant(user_count=5, seed=2, client_secret=GRAPH_SECRET)
+    async with serve_simulators(tenant, ScimService(SCIM_TOKEN), scim_ssl=ctx) as servers:
+        cfg = make_config(servers, tmp_path / "s.db")  # no target.ca_file
+        steps = await check_connection(cfg, SECRETS)
+        last = steps[-1]
+        assert last.title == "SCIM target" and not last.ok
+        assert last.detail.startswith("TLS: the certificate of")
+        assert "target.ca_file" in last.detail and "CERTIFICATE_VERIFY_FAILED" in last.detail
+        assert "token" not in last.detail
+        cfg = make_config(servers, tmp_path / "s.db", target__ca_file=str(ca_file))
+        assert all(s.ok for s in await check_connection(cfg, SECRETS))

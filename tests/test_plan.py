@@ -186,20 +186,27 @@ def test_plan_lists_group_operations_and_apply_sends_exactly_them(pcli: Cli, tmp
             ("DELETE", f"/scim2/Groups/{legacy_id}"),
             ("POST", "/scim2/Groups"),
             ("PATCH", f"/scim2/Groups/{support_id}"),
-            ("PATCH", f"/scim2/Groups/{sales_id}"),
-            ("PATCH", f"/scim2/Groups/{sales_id}"),
+            ("PATCH", f"/scim2/Groups/{sales_id}"),  # its add and its remove: one PATCH
         ]
     )
     member_ops = sorted(
-        (p, body["Operations"][0]["op"], sorted(v["value"] for v in body["Operations"][0]["value"]))
+        (p, [(op["op"], op["path"], op.get("value")) for op in body["Operations"]])
         for m, p, body in spy.writes()
         if m == "PATCH"
     )
     assert member_ops == sorted(
         [
-            (f"/scim2/Groups/{support_id}", "add", sorted([sid(a), new_id])),
-            (f"/scim2/Groups/{sales_id}", "add", [sid(e)]),
-            (f"/scim2/Groups/{sales_id}", "remove", [sid(b)]),
+            (
+                f"/scim2/Groups/{support_id}",
+                [("add", "members", [{"value": v} for v in sorted([sid(a), new_id])])],
+            ),
+            (
+                f"/scim2/Groups/{sales_id}",
+                [
+                    ("add", "members", [{"value": sid(e)}]),
+                    ("remove", f'members[value eq "{sid(b)}"]', None),
+                ],
+            ),
         ]
     )
     assert pcli.scim.groups.find("Legacy") is None
@@ -652,3 +659,27 @@ async def test_fetch_users_answers_in_id_order(servers, tenant, tmp_path):
     async with open_clients(cfg, SECRETS, policy=FAST_RETRY) as (graph, _):
         users = await fetch_users(graph, [*reversed(ids), "gone-user"], Engine(cfg).select)
     assert [u["id"] for u in users] == sorted(ids)
+
+
+async def test_plan_shows_a_group_name_clash_as_failed_and_apply_sends_no_merge(
+    servers, tenant, scim, tmp_path
+):
+    """Issue 19: the plan decides groups as the sync does: "Ops" and "OPS" are one create
+    and one failure naming both Entra groups; apply creates one target group, merges none."""
+    d = tenant.directory
+    a, b = enabled(tenant)[:2]
+    ops = d.add_group("Ops", [a["id"]])
+    upper = d.add_group("OPS", [b["id"]])
+    cfg = make_config(servers, tmp_path / "s.db")
+    plan = await make_plan(cfg, SECRETS, policy=FAST_RETRY)
+    by_id = {op["graph_id"]: op for op in plan["group_operations"]}
+    assert by_id[ops["id"]]["action"] == "create"
+    assert by_id[upper["id"]]["action"] == "failed"
+    assert ops["id"] in by_id[upper["id"]]["reason"]
+    assert plan["group_counts"]["failed"] == 1
+    result = await run_sync(cfg, SECRETS, policy=FAST_RETRY, **apply_options(plan))
+    assert result.counts["failed"] == 1 and result.counts["held back"] == 0
+    assert [g["externalId"] for g in scim.groups.groups.values()] == [ops["id"]]
+    assert scim.groups.member_ids(scim.groups.find("Ops")["id"]) == [
+        scim.find(a["userPrincipalName"])["id"]
+    ]

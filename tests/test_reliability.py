@@ -50,6 +50,20 @@ def test_breaker_scales_for_small_runs():
     assert "25  409" in b.report(verdicts[-1])  # reasons grouped without the user names
 
 
+def test_a_reported_quarantine_reason_does_not_stop_a_run_again():
+    """Reasons already reported (the state in quarantine) no longer trip the breaker; they
+    count toward the absolute limit only, and a new reason trips it as before (issue 20
+    item 2: every rerun quarantined again, 25 failures at a time)."""
+    policy = BreakerPolicy(absolute_failures=500)
+    b = Breaker(policy, frozenset({"409"}))
+    assert all(b.record(False, f"409 'user{i}@x' exists") is None for i in range(400))
+    assert b.top_reasons() == ["409"]
+    verdicts = [b.record(False, "400 invalid department") for _ in range(25)]
+    assert verdicts[-1] is not None and "25 of 25" in verdicts[-1]
+    flood = Breaker(policy, frozenset({"409"}))
+    assert [flood.record(False, "409") for _ in range(501)][-1] is not None  # absolute
+
+
 def test_escrow_schedule_is_entras():
     p = EscrowPolicy()
     t0 = 1_000_000.0

@@ -9,12 +9,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
+import orjson
 import pytest
 
+from bulkprov.checkpoint.store import StateStore
 from bulkprov.commands.demo import GRAPH_SECRET_ENV, SCIM_TOKEN_ENV, write_demo_config
 from bulkprov.config import load_config
 from bulkprov.pipeline.run import run_sync
@@ -206,3 +211,366 @@ async def test_changed_only_cycle_into_scim2_server(scim2_server, tmp_path):
     gained = after[change["changed"][0]["userPrincipalName"].lower()]
     assert gained["emails"] == [{"type": "work", "primary": True, "value": "gained.0@corp.example"}]
     assert all(len(r.get("emails") or []) <= 1 for r in store)
+
+
+# -- groups on scim2-server (issue 19) ----------------------------------------------------------
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """Forwards to the network and records (method, path, JSON body, status) of each request."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.seen: list[tuple[str, str, Any, int]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = orjson.loads(request.content) if request.content else None
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        self.seen.append((request.method, request.url.path, body, response.status_code))
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def group_writes(self) -> list[tuple[str, str, Any, int]]:
+        return [s for s in self.seen if s[0] != "GET" and s[1].startswith("/Groups")]
+
+
+def get_json(url: str, path: str, **params: Any) -> Any:
+    return httpx.get(
+        f"{url}{path}",
+        params=params,
+        headers={"Authorization": f"Bearer {SCIM_TOKEN}"},
+        trust_env=False,
+        timeout=60,
+    ).json()
+
+
+def target_groups(url: str) -> dict[str, tuple[str, set[str]]]:
+    """externalId → (displayName, member SCIM ids) of every group scim2-server holds."""
+    out: dict[str, tuple[str, set[str]]] = {}
+    start = 1
+    while True:
+        doc = get_json(url, "/Groups", startIndex=start, count=100)
+        for g in doc.get("Resources", []):
+            members = {m["value"] for m in g.get("members") or []}
+            assert g["externalId"] not in out, f"two target groups for {g['externalId']}"
+            out[g["externalId"]] = (g["displayName"], members)
+        start += len(doc.get("Resources", []))
+        if not doc.get("Resources") or start > doc["totalResults"]:
+            return out
+
+
+def expected_groups(
+    tenant: GraphTenant, user_ids: dict[str, str], group_ids: list[str], flatten: bool
+) -> dict[str, tuple[str, set[str]]]:
+    """Graph group id → (displayName, SCIM ids of its enabled member users)."""
+    d = tenant.directory
+    enabled = {u["id"] for u in tenant.iter_users() if u.get("accountEnabled") is not False}
+
+    def users_of(gid: str, seen: set[str]) -> set[str]:
+        out: set[str] = set()
+        for mid in d.group(gid)["members"]:
+            if mid in d.groups:
+                if flatten and mid not in seen:
+                    seen.add(mid)
+                    out |= users_of(mid, seen)
+            elif mid in enabled:
+                out.add(user_ids[mid])
+        return out
+
+    return {gid: (d.group(gid)["displayName"], users_of(gid, {gid})) for gid in group_ids}
+
+
+def scim_ids(url: str, tenant: GraphTenant) -> dict[str, str]:
+    """Graph user id → SCIM id, by userName."""
+    by_name = {r["userName"].lower(): r["id"] for r in list_all(url)}
+    return {
+        u["id"]: by_name[u["userPrincipalName"].lower()]
+        for u in tenant.iter_users()
+        if u["userPrincipalName"].lower() in by_name
+    }
+
+
+@asynccontextmanager
+async def group_syncs(tenant: GraphTenant, url: str, tmp_path: Path, **overrides: Any):
+    """``sync(recording=None)`` runs one cycle of ``tenant`` into scim2-server at ``url``."""
+    async with serve_simulators(tenant, None) as graph:
+        servers = graph.__class__(
+            graph_url=graph.graph_url,
+            scim_url=url,
+            tenant_id=graph.tenant_id,
+            client_id=graph.client_id,
+        )
+        cfg = make_config(servers, tmp_path / "s.db", target__concurrency=4, **overrides)
+
+        async def sync(recording: Recording | None = None) -> Any:
+            return await run_sync(cfg, SECRETS, policy=FAST_RETRY, scim_transport=recording)
+
+        yield sync
+
+
+async def test_group_members_added_removed_and_both_on_scim2_server(scim2_server, tmp_path):
+    """rfc dialect: adds, removals (filtered paths, RFC 7644 §3.5.2.2), and both in one
+    cycle, each one PATCH per group; scim2-server ends with exactly Entra's members."""
+    tenant = GraphTenant(user_count=30, seed=11, client_secret=GRAPH_SECRET)
+    d = tenant.directory
+    users = [u["id"] for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+    groups = [d.add_group(f"G{i}", users[i * 5 : i * 5 + 5])["id"] for i in range(3)]
+    cycles = [
+        [("add", groups[0], users[20])],  # an add
+        [("remove", groups[1], users[5]), ("remove", groups[1], users[6])],  # removals
+        [("add", groups[2], users[21]), ("remove", groups[2], users[10])],  # both at once
+    ]
+    async with group_syncs(tenant, scim2_server, tmp_path) as sync:
+        first = await sync()
+        assert first.counts["failed"] == 0, first
+        ids = scim_ids(scim2_server, tenant)
+        held = target_groups(scim2_server)
+        assert {g: held[g] for g in groups} == expected_groups(tenant, ids, groups, False)
+        for changes in cycles:
+            for kind, gid, uid in changes:
+                (d.add_member if kind == "add" else d.remove_member)(gid, uid)
+            recording = Recording()
+            result = await sync(recording)
+            assert result.counts["failed"] == 0, result
+            (gid,) = {g for _, g, _ in changes}
+            # one PATCH, to the changed group, accepted
+            assert [(m, p, status) for m, p, _, status in recording.group_writes()] == [
+                ("PATCH", f"/Groups/{_group_id(scim2_server, gid)}", 204)
+            ]
+            ids = scim_ids(scim2_server, tenant)
+            held = target_groups(scim2_server)
+            assert {g: held[g] for g in groups} == expected_groups(tenant, ids, groups, False)
+    # the last PATCH: the add, and the removal the RFC way (a filtered path, no value)
+    assert recording.group_writes()[0][2]["Operations"] == [
+        {"op": "add", "path": "members", "value": [{"value": ids[users[21]]}]},
+        {"op": "remove", "path": f'members[value eq "{ids[users[10]]}"]'},
+    ]
+
+
+def _delete_group(url: str, scim_id: str) -> int:
+    """DELETE a group in scim2-server behind bulkprov's back; returns the status."""
+    return httpx.delete(
+        f"{url}/Groups/{scim_id}",
+        headers={"Authorization": f"Bearer {SCIM_TOKEN}"},
+        trust_env=False,
+    ).status_code
+
+
+def _group_id(url: str, external_id: str) -> str:
+    doc = get_json(url, "/Groups", filter=f'externalId eq "{external_id}"')
+    (group,) = doc["Resources"]
+    return str(group["id"])
+
+
+async def test_entra_removal_refused_by_scim2_server_is_sent_the_rfc_way_once(
+    scim2_server, tmp_path
+):
+    """Entra's removal (a value list) is refused with a named reason: the same change goes
+    once the RFC way, which is then kept: no halving into more refused requests, and the
+    next cycles send the accepted form straight away."""
+    tenant = GraphTenant(user_count=40, seed=12, client_secret=GRAPH_SECRET)
+    d = tenant.directory
+    users = [u["id"] for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+    groups = [d.add_group(f"Team {i}", users[i * 12 : i * 12 + 12])["id"] for i in range(3)]
+    async with group_syncs(
+        tenant, scim2_server, tmp_path, target__patch_dialect="entra", groups__member_chunk=4
+    ) as sync:
+        assert (await sync()).counts["failed"] == 0
+        for gid in groups:  # 9 removals each: three chunks of at most 4 members
+            for uid in d.group(gid)["members"][:9]:
+                d.remove_member(gid, uid)
+        recording = Recording()
+        result = await sync(recording)
+        assert result.counts["failed"] == 0 and result.counts["members removed"] == 27
+        refused = [s for s in recording.group_writes() if s[3] != 204]
+        assert len(refused) == 1, refused  # once, for the whole target
+        assert refused[0][2]["Operations"][0]["op"] == "Remove"
+        assert len(recording.group_writes()) == 1 + 9  # then 3 chunks per group, accepted
+        ids = scim_ids(scim2_server, tenant)
+        held = target_groups(scim2_server)
+        assert {g: held[g] for g in groups} == expected_groups(tenant, ids, groups, False)
+
+        d.remove_member(groups[0], d.group(groups[0])["members"][0])
+        d.add_member(groups[1], users[-1])
+        recording = Recording()
+        result = await sync(recording)
+        assert result.counts["failed"] == 0
+        assert all(status == 204 for *_, status in recording.group_writes())
+        ops = [op for _, _, body, _ in recording.group_writes() for op in body["Operations"]]
+        assert sorted(op["op"] for op in ops) == ["Add", "remove"]  # Entra's add, RFC's remove
+        held = target_groups(scim2_server)
+        ids = scim_ids(scim2_server, tenant)
+        assert {g: held[g] for g in groups} == expected_groups(tenant, ids, groups, False)
+
+
+async def test_groups_whose_names_differ_only_in_case_never_share_a_target_group(
+    scim2_server, tmp_path
+):
+    """ "Marketing", "marketing" and a second "Marketing": scim2-server matches displayName
+    case-insensitively and allows duplicates. One target group, for the first; the others
+    fail, naming both Entra groups; deleting one of them sends no DELETE; deleting the
+    owner deletes its target group, and the next one gets a target group of its own."""
+    tenant = GraphTenant(user_count=20, seed=13, client_secret=GRAPH_SECRET)
+    d = tenant.directory
+    users = [u["id"] for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+    first = d.add_group("Marketing", users[:3])
+    lower = d.add_group("marketing", users[3:6])
+    again = d.add_group("Marketing", users[6:9])
+    async with group_syncs(tenant, scim2_server, tmp_path) as sync:
+        result = await sync()
+        assert result.counts["failed"] == 2
+        held = target_groups(scim2_server)
+        assert list(held) == [first["id"]]  # one target group, with the first's members only
+        ids = scim_ids(scim2_server, tenant)
+        assert held == expected_groups(tenant, ids, [first["id"]], False)
+        async with await StateStore.open(tmp_path / "s.db") as store:
+            failures = await store.log_entries(status="failure")
+        reasons = {f["graph_id"]: f["reason"] for f in failures}
+        assert set(reasons) == {lower["id"], again["id"]}
+        for gid in (lower["id"], again["id"]):
+            assert reasons[gid].startswith("DuplicateSourceEntries")
+            assert first["id"] in reasons[gid] and gid in reasons[gid]
+
+        # a second cycle merges nothing either
+        recording = Recording()
+        result = await sync(recording)
+        assert result.counts["failed"] == 2 and recording.group_writes() == []
+
+        d.delete_group(again["id"])  # owns nothing: nothing is deleted
+        recording = Recording()
+        await sync(recording)
+        assert recording.group_writes() == []
+        assert list(target_groups(scim2_server)) == [first["id"]]
+
+        d.delete_group(first["id"])  # the owner: its target group goes, "marketing" gets one
+        recording = Recording()
+        result = await sync(recording)
+        assert result.counts["failed"] == 0, result
+        assert [m for m, *_ in recording.group_writes()] == ["DELETE", "POST", "PATCH"]
+        ids = scim_ids(scim2_server, tenant)
+        assert target_groups(scim2_server) == expected_groups(tenant, ids, [lower["id"]], False)
+        # nothing left waiting: the group failures do not hold the cycle's watermarks back
+        async with await StateStore.open(tmp_path / "s.db") as store:
+            assert await store.escrow_entries() == {}
+
+
+async def test_group_scenario_ends_exact_with_one_patch_per_changed_group(scim2_server, tmp_path):
+    """Many groups, nesting (flattened), a 1,500-member group; then one incremental cycle
+    with adds, removals, both, renames and a change inside a nested group: scim2-server ends
+    with exactly Entra's groups, and each changed group cost one PATCH (others none)."""
+    rng = random.Random(19)
+    tenant = GraphTenant(user_count=1600, seed=19, client_secret=GRAPH_SECRET)
+    d = tenant.directory
+    users = [u["id"] for u in tenant.iter_users()]
+    depts = [
+        d.add_group(f"Dept {i:02}", rng.sample(users, rng.randint(5, 30)))["id"] for i in range(40)
+    ]
+    big = d.add_group("Everyone", users[:1500])["id"]
+    parent = d.add_group("Parent", [depts[1], depts[2], *users[1500:1503]])["id"]
+    grand = d.add_group("Grand", [parent, *users[1503:1505]])["id"]
+    groups = [*depts, big, parent, grand]
+    async with group_syncs(tenant, scim2_server, tmp_path, groups__flatten_nested=True) as sync:
+        first = await sync()
+        assert first.counts["failed"] == 0, first
+        ids = scim_ids(scim2_server, tenant)
+        before = expected_groups(tenant, ids, groups, True)
+        assert target_groups(scim2_server) == before
+        assert len(before[big][1]) > 1000 and len(before[grand][1]) > len(before[depts[1]][1])
+
+        live = {u["id"] for u in tenant.iter_users() if u.get("accountEnabled") is not False}
+
+        def outsider(gid: str) -> str:
+            return next(u for u in rng.sample(users, 50) if u in live and u not in members(gid))
+
+        def members(gid: str) -> list[str]:
+            return [m for m in d.group(gid)["members"] if m in live]
+
+        for gid in depts[3:8]:  # adds
+            d.add_member(gid, outsider(gid))
+        for gid in depts[8:13]:  # removals
+            for uid in members(gid)[:2]:
+                d.remove_member(gid, uid)
+        for gid in depts[13:16]:  # both
+            d.add_member(gid, outsider(gid))
+            d.remove_member(gid, members(gid)[0])
+        d.update_group(depts[16], displayName="Dept 16 (renamed)")  # a rename with an add
+        d.add_member(depts[16], outsider(depts[16]))
+        d.update_group(depts[17], displayName="dept 17")  # a rename alone
+        for uid in [u for u in users[1500:] if u in live][:2]:
+            d.add_member(big, uid)
+        for uid in members(big)[:3]:
+            d.remove_member(big, uid)
+        d.add_member(depts[1], outsider(depts[1]))  # inside Parent and Grand too
+
+        recording = Recording()
+        result = await sync(recording)
+        assert result.counts["failed"] == 0, result
+        ids = scim_ids(scim2_server, tenant)
+        after = expected_groups(tenant, ids, groups, True)
+        assert target_groups(scim2_server) == after
+    changed = {gid for gid in groups if before[gid] != after[gid]}
+    assert changed == {*depts[3:18], big, depts[1], parent, grand}
+    patched = Counter(p for m, p, _, status in recording.group_writes() if status == 204)
+    assert [m for m, *_ in recording.group_writes()] == ["PATCH"] * len(changed)
+    assert patched == Counter(f"/Groups/{_group_id(scim2_server, gid)}" for gid in changed)
+
+
+class RefusingRemovals(Recording):
+    """scim2-server behind a gateway that refuses every member removal (400 invalidValue)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = orjson.loads(request.content) if request.content else {}
+        ops = body.get("Operations", []) if isinstance(body, dict) else []
+        if any(str(op.get("op")).lower() == "remove" for op in ops):
+            self.seen.append((request.method, request.url.path, body, 400))
+            error = {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": "400",
+                "scimType": "invalidValue",
+                "detail": "member removal is disabled",
+            }
+            return httpx.Response(400, content=orjson.dumps(error), request=request)
+        return await super().handle_async_request(request)
+
+
+async def test_adds_logged_when_removals_fail_and_a_vanished_group_comes_back(
+    scim2_server, tmp_path
+):
+    """The adds of a group reach scim2-server and are logged though its removals fail in the
+    same cycle; a target group deleted in scim2-server is created again with its members."""
+    tenant = GraphTenant(user_count=20, seed=14, client_secret=GRAPH_SECRET)
+    d = tenant.directory
+    users = [u["id"] for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+    g = d.add_group("Project", users[:5])["id"]
+    async with group_syncs(tenant, scim2_server, tmp_path) as sync:
+        assert (await sync()).counts["failed"] == 0
+        d.remove_member(g, users[0])
+        d.add_member(g, users[10])
+        result = await sync(RefusingRemovals())
+        assert result.counts["failed"] == 1 and result.counts["members added"] == 1
+        ids = scim_ids(scim2_server, tenant)
+        assert target_groups(scim2_server)[g][1] == {ids[u] for u in [*users[:5], users[10]]}
+        async with await StateStore.open(tmp_path / "s.db") as store:
+            entries = await store.log_entries(run_id=result.run_id, action="group")
+        assert [(e["status"], e["reason"].split(":")[0]) for e in entries] == [
+            ("success", "1 member(s) added"),
+            ("failure", "1 member(s) not removed"),
+        ]
+        result = await sync()  # the gateway is gone: the removal goes now
+        assert result.counts["failed"] == 0 and result.counts["members removed"] == 1
+
+        assert _delete_group(scim2_server, _group_id(scim2_server, g)) == 204
+        d.add_member(g, users[11])
+        recording = Recording()
+        result = await sync(recording)
+        assert result.counts["failed"] == 0 and result.counts["groups created"] == 1
+        assert [(m, status) for m, _, _, status in recording.group_writes()] == [
+            ("PATCH", 404),
+            ("POST", 201),
+            ("PATCH", 204),
+        ]
+        ids = scim_ids(scim2_server, tenant)
+        assert target_groups(scim2_server) == expected_groups(tenant, ids, [g], False)

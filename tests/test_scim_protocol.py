@@ -12,6 +12,7 @@ from bulkprov.errors import (
     TargetUnavailable,
 )
 from bulkprov.retry import parse_retry_after
+from bulkprov.scim import groups as rg
 from bulkprov.scim import requests as rq
 from bulkprov.scim.paths import get_value, parse_path, remove_value, set_value
 from bulkprov.scim.responses import classify, is_uniqueness_conflict, list_resources
@@ -261,3 +262,53 @@ def test_cleared_paths_are_removed_and_a_whole_element_when_nothing_is_left():
     }
     assert rq.diff_values({"displayName": "A"}, {"displayName": "A"}, ["title"]) == {}
     assert rq.after_patch({"a": 1, "b": 2}, {"a": None, "c": 3}) == {"b": 2, "c": 3}
+
+
+# -- /Groups (issue 19) --------------------------------------------------------------------------
+
+
+def test_rfc_removes_group_members_with_filtered_paths():
+    """RFC 7644 §3.5.2.2: a remove carries no value; several operations in one PATCH."""
+    req = rg.change_members("g&1", "remove", ["u1", 'a"b'], "rfc")
+    assert (req.method, req.path) == ("PATCH", "/Groups/g%261")
+    assert orjson.loads(req.body) == {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [
+            {"op": "remove", "path": 'members[value eq "u1"]'},
+            {"op": "remove", "path": 'members[value eq "a\\"b"]'},  # the id cannot break out
+        ],
+    }
+
+
+def test_entra_removes_group_members_with_a_value_list():
+    """Entra's default form (facts.md §2.3, SCIMCOMPAT), kept under patch_dialect = "entra"."""
+    ops = rg.member_operations("remove", ["u1", "u2"], "entra")
+    assert ops == [{"op": "Remove", "path": "members", "value": [{"value": "u1"}, {"value": "u2"}]}]
+
+
+@pytest.mark.parametrize(("dialect", "op"), [("rfc", "add"), ("entra", "Add")])
+def test_adding_group_members_is_one_operation_with_a_value_list(dialect, op):
+    assert rg.member_operations("add", ["u1", "u2"], dialect) == [
+        {"op": op, "path": "members", "value": [{"value": "u1"}, {"value": "u2"}]}
+    ]
+
+
+def test_one_group_patch_carries_a_rename_adds_and_removals_in_order():
+    ops = [
+        *rg.rename_operations("Sales EMEA"),
+        *rg.member_operations("add", ["u3"]),
+        *rg.member_operations("remove", ["u1"]),
+    ]
+    body = orjson.loads(rg.patch_group("g1", ops).body)
+    assert body["Operations"] == [
+        {"op": "replace", "path": "displayName", "value": "Sales EMEA"},
+        {"op": "add", "path": "members", "value": [{"value": "u3"}]},
+        {"op": "remove", "path": 'members[value eq "u1"]'},
+    ]
+
+
+def test_no_target_means_the_member_is_not_there():
+    """RFC 7644 §3.12 ``noTarget``: the filtered path selected nothing."""
+    assert rg.member_absent(TargetRejected("no match", status=400, scim_type="noTarget"))
+    assert not rg.member_absent(TargetRejected("bad", status=400, scim_type="invalidValue"))
+    assert not rg.member_absent(TargetRejected("gone", status=404))

@@ -256,3 +256,48 @@ def test_source_attributes() -> None:
         ]
     )
     assert scope.source_attributes == {"department", "onPremisesExtensionAttributes", "id"}
+
+
+class TestHugeIntegers:
+    def test_greater_than_value_beyond_int64_is_rejected_at_load(self) -> None:
+        """int() of 4,301+ digits raised ValueError from compile_scope; now a MappingError."""
+        for value in ("9" * 5000, "9223372036854775808"):
+            with pytest.raises(MappingError, match="64-bit integer"):
+                compile_scope(
+                    [ScopingFilter(clauses=[clause("employeeId", "Greater_Than", value)])]
+                )
+
+    def test_user_value_beyond_int64_makes_the_clause_false(self) -> None:
+        """A user's value that no 64-bit integer holds is not an integer: the clause is false."""
+        greater = clause("employeeId", "Greater_Than", "5")
+        assert decide(greater, user={**USER, "employeeId": "9223372036854775807"})
+        assert not decide(greater, user={**USER, "employeeId": "9" * 5000})
+        assert not decide(greater, user={**USER, "employeeId": "9223372036854775808"})
+
+
+class TestRegexTimeLimit:
+    @pytest.mark.parametrize("operator", ["REGEX MATCH", "NOT REGEX MATCH"])
+    def test_a_backtracking_match_fails_that_user_never_puts_them_out_of_scope(
+        self, operator: str
+    ) -> None:
+        """A match that runs out of time is a UserDataError naming the clause: an error, not
+        "out of scope" (which would disable the account) nor "in scope"."""
+        import time
+
+        scope = compile_scope(
+            [ScopingFilter(name="Sales", clauses=[clause("jobTitle", operator, "(a|aa)+$")])],
+            regex_timeout=0.05,
+        )
+        start = time.perf_counter()
+        with pytest.raises(UserDataError) as info:
+            scope.evaluate({**USER, "jobTitle": "a" * 60 + "!"})
+        assert time.perf_counter() - start < 2.0
+        assert str(info.value).startswith(f'scoping filter "Sales" clause jobTitle {operator}: ')
+        assert "took longer than 0.05 s" in str(info.value)
+        decision = scope.evaluate({**USER, "jobTitle": "aaa"})
+        assert decision.in_scope == (operator == "REGEX MATCH")
+
+    def test_dotnet_classes_the_regex_package_knows(self) -> None:
+        """Unicode property classes (.NET's \\p{Lu}) work, as they do in Entra."""
+        assert decide(clause("department", "REGEX MATCH", r"^\p{Lu}\p{Ll}+$"))
+        assert not decide(clause("jobTitle", "REGEX MATCH", r"^\p{Lu}+$"))

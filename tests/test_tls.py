@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bulkprov.errors import ConfigError, SourceError, TargetTLSError
+from bulkprov.errors import (
+    ConfigError,
+    SourceTLSError,
+    TargetAuthError,
+    TargetStop,
+    TargetTLSError,
+)
 from bulkprov.pipeline.run import run_sync
 from bulkprov.sim import GraphTenant, NoFaults, ScimService, SimRequest, SimResponse
 from bulkprov.sim.server import serve_simulators
@@ -36,13 +42,17 @@ async def test_custom_ca_file_verifies_both_services(tmp_path, ca):
             err = err.exceptions[0]
         assert isinstance(err, TargetTLSError) and "target.ca_file" in str(err)
         assert "CERTIFICATE_VERIFY_FAILED" in str(err)
+        # TLS is not authentication: its own place in the tree and its own exit code
+        assert not isinstance(err, TargetAuthError) and err.exit_code == 11
+        assert isinstance(err, TargetStop)
         cfg = make_config(servers, tmp_path / "u.db", target__ca_file=str(ca_file))
         with pytest.raises(BaseException) as info:
             await run_sync(cfg, SECRETS, policy=FAST_RETRY)
         err = info.value
         while isinstance(err, BaseExceptionGroup):
             err = err.exceptions[0]
-        assert isinstance(err, SourceError) and "graph.ca_file" in str(err)
+        assert isinstance(err, SourceTLSError) and "graph.ca_file" in str(err)
+        assert err.exit_code == 11
     assert len(scim) == 60 - sum(1 for u in tenant.iter_users() if u["accountEnabled"] is False)
 
 
@@ -61,17 +71,17 @@ async def test_graph_tokens_come_from_msal_and_are_refreshed(tmp_path, ca):
     revoked = False
 
     class RevokeGraphTokens(NoFaults):
-        posts = 0
+        reads = 0
 
         async def before(self, req: SimRequest) -> SimResponse | None:
             nonlocal revoked
-            self.posts += 1
-            if self.posts == 60:
+            self.reads += 1
+            if self.reads == 6:  # mid-run on Graph's side, whatever the machine's speed
                 tenant.revoke_tokens()  # Graph now answers 401 to the cached token
                 revoked = True
             return None
 
-    scim.faults = RevokeGraphTokens()
+    tenant.faults = RevokeGraphTokens()
     async with serve_simulators(tenant, scim, graph_ssl=ctx) as servers:
         assert servers.authority_url.startswith("https://")
         cfg = make_config(

@@ -26,7 +26,7 @@ at the kill, at most ``target.concurrency`` (a Bulk request's operations with
 ``target.bulk``), are looked up by their matching attributes before they are sent again.
 
 The file holds Graph ids and what the state holds for those users (no secrets); it is
-created 0600 like the state database. A run that completes empties it.
+created 0600 like the state database (checkpoint/files.py). A run that completes empties it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
+
+from bulkprov.checkpoint.files import PRIVATE_FILE
 
 #: bytes per slot: the id (2-byte length, then at most 256 UTF-8 bytes: what
 #: :func:`bulkprov.pipeline.source_checks.check_source` lets through), then the answered
@@ -65,7 +67,12 @@ class InflightLog:
 
     def __init__(self, path: Path, slots: int, carried: Iterable[str] = ()) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        try:  # whatever the umask, and a file left looser (a copy, an older bulkprov)
+            os.fchmod(self._fd, PRIVATE_FILE)
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._map: mmap.mmap | None = None
         self._size = 0
         self._free: list[int] = []

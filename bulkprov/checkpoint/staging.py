@@ -19,6 +19,12 @@ from bulkprov.checkpoint.store import Run, StateStore, UserWrite, _chunks
 USERS_DELTA = "users_delta"
 GROUPS_DELTA = "groups_delta"
 FINGERPRINT = "fingerprint"
+#: the form of each kind of group PATCH operation the target was seen to accept
+#: (bulkprov.pipeline.groups: learned when it refuses the configured dialect's form)
+GROUP_FORMS = "group_forms"
+#: the (shaped) failure reasons of the quarantines reported since the state was last out
+#: of quarantine, a JSON list (bulkprov.breaker.Breaker.acknowledged)
+QUARANTINE = "quarantine"
 
 #: ``staged.action`` of a provisioned group that left scope (DELETE /Groups/{id})
 DELETE_GROUP = "delete-group"
@@ -204,7 +210,11 @@ class LifecycleStore:
         cur = await self._c.execute("SELECT group_id, member_scim_id FROM group_members")
         for gid, mid in await cur.fetchall():
             members.setdefault(gid, set()).add(mid)
-        cur = await self._c.execute("SELECT graph_id, scim_id, display_name FROM groups")
+        # in the order they were linked: the first of two Entra groups an older version linked
+        # to one target group keeps it (bulkprov.pipeline.groups.release_shared)
+        cur = await self._c.execute(
+            "SELECT graph_id, scim_id, display_name FROM groups ORDER BY rowid"
+        )
         return {
             r[0]: GroupState(r[0], r[1], r[2], frozenset(members.get(r[0], ())))
             for r in await cur.fetchall()
@@ -240,6 +250,27 @@ class LifecycleStore:
     async def forget_group(self, graph_id: str) -> None:
         await self._c.execute("DELETE FROM groups WHERE graph_id=?", (graph_id,))
         await self._c.execute("DELETE FROM group_members WHERE group_id=?", (graph_id,))
+
+    async def release_group(self, graph_id: str, keeper: str) -> None:
+        """Drop ``graph_id``'s link to a target group ``keeper`` also holds: the members sent
+        for it are now the keeper's (its next diff removes those that do not belong)."""
+        c = self._c
+        async with c.transaction():
+            await c.execute(
+                "INSERT OR IGNORE INTO group_members(group_id, member_scim_id) "
+                "SELECT ?, member_scim_id FROM group_members WHERE group_id=?",
+                (keeper, graph_id),
+            )
+            await c.execute("DELETE FROM groups WHERE graph_id=?", (graph_id,))
+            await c.execute("DELETE FROM group_members WHERE group_id=?", (graph_id,))
+
+    async def drop_group_escrow(self) -> None:
+        """Forget escrow entries an older version made for failed groups (never retried
+        through escrow, they held every later cycle's watermarks back)."""
+        await self._c.execute(
+            "DELETE FROM escrow WHERE EXISTS (SELECT 1 FROM log WHERE "
+            "log.graph_id = escrow.graph_id AND log.action = 'group')"
+        )
 
     async def change_members(
         self, graph_id: str, added: Iterable[str], removed: Iterable[str]

@@ -14,6 +14,8 @@ operate         ``status``, ``logs``, ``report``, ``staged``, ``approve``,
 plan            ``plan``, ``apply``
 ondemand        ``provision``, ``test-connection``
 mapping         ``mapping test``, ``mapping import``, ``mapping export``
+migrate         ``migrate`` (the cut-over from Entra's provisioning job; what it makes of
+                the job, without I/O, is in :mod:`.cutover`)
 init            ``init`` (the text it writes is :mod:`.starter`, which the demo uses too)
 demo            ``demo`` (the simulators, a sync interrupted and resumed, the check)
 sim             ``sim`` (the simulators alone)

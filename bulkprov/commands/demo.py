@@ -8,6 +8,12 @@
 4. read the SCIM store back and compare it with the mapping's output for every in-scope
    user: each exactly once, attributes equal, no userName POSTed twice.
 
+``--cutover`` runs the cut-over instead (:func:`run_cutover_demo`): the tenant has a Zoom
+app whose Entra provisioning job runs, and Zoom holds what that job left (stale, failed and
+unmanaged accounts among the provisioned ones); ``bulkprov migrate`` writes the config from
+the job and shows the plan, ``bulkprov migrate --pause-entra`` pauses the job and runs the
+first sync, and the check compares the store with the plan: only the drift was sent.
+
 :func:`write_demo_config` and :func:`verify_store` serve the benchmarks and the end-to-end
 tests as well. httpx, the mapping compiler and the simulators are imported inside the
 functions that use them, so that ``bulkprov --help`` does not load them. With :mod:`.sim`,
@@ -46,25 +52,46 @@ SCIM_TOKEN_ENV = "BULKPROV_SCIM_TOKEN"
 )
 @click.option("--concurrency", type=int, default=32, show_default=True)
 @click.option("--no-interrupt", is_flag=True, help="Do not interrupt and resume mid-run.")
-def demo(users: int, seed: int, workdir: Path | None, concurrency: int, no_interrupt: bool) -> None:
+@click.option(
+    "--cutover",
+    is_flag=True,
+    help="Take over from a running Entra provisioning job instead (bulkprov migrate).",
+)
+def demo(
+    users: int,
+    seed: int,
+    workdir: Path | None,
+    concurrency: int,
+    no_interrupt: bool,
+    cutover: bool,
+) -> None:
     """Sync a simulated tenant into a simulated Zoom, interrupt it once, resume, and check.
 
     Starts both simulators on free loopback ports, seeds USERS users, runs the initial sync
     with a progress bar, interrupts it (SIGINT) mid-run and resumes it, then checks the SCIM
     store against the mapping's output for every in-scope user.
 
+    With --cutover, the tenant has an Entra provisioning job for Zoom and Zoom holds what it
+    provisioned: `bulkprov migrate` reads the job, writes the config and shows the
+    cut-over, `bulkprov migrate --pause-entra` pauses the job and runs the first sync, and
+    the check confirms that only the drift was sent.
+
     \b
-    Example:
+    Examples:
       bulkprov demo --users 5000
+      bulkprov demo --cutover --users 5000
     """
     try:
-        ok = run_demo(
-            users=users,
-            seed=seed,
-            workdir=workdir,
-            concurrency=concurrency,
-            interrupt=not no_interrupt,
-        )
+        if cutover:
+            ok = run_cutover_demo(users=users, seed=seed, workdir=workdir)
+        else:
+            ok = run_demo(
+                users=users,
+                seed=seed,
+                workdir=workdir,
+                concurrency=concurrency,
+                interrupt=not no_interrupt,
+            )
     except BulkProvError as exc:
         _fail(exc)
     sys.exit(0 if ok else 1)
@@ -243,6 +270,164 @@ def run_demo(
             click.echo(f"  {line}")
         verdict = "PASSED" if ok else "FAILED"
         click.secho(f"demo {verdict} in {elapsed:.1f} s", fg="green" if ok else "red", bold=True)
+        return ok
+    finally:
+        sim.stop()
+
+
+def verify_cutover(
+    config_path: Path, plan: dict[str, Any], users: int, seed: int, scim_url: str
+) -> tuple[bool, list[str]]:
+    """After ``migrate --pause-entra``: every user the plan linked or created holds the
+    mapping's values, exactly the plan's drift and creates were sent, no account twice, and
+    the accounts nobody manages are as they were."""
+    import httpx
+
+    from bulkprov.config import load_config
+    from bulkprov.mapping import MappingContext, compile_mappings
+    from bulkprov.scim.paths import get_value
+    from bulkprov.sim.users import generate_user
+
+    cfg = load_config(config_path)
+    mapper = compile_mappings(cfg.mappings)
+    expected: dict[str, dict[str, Any]] = {}
+    for i in range(users):
+        mapped = mapper.map_user(generate_user(i, seed), MappingContext(is_soft_deleted=False))
+        expected[str(mapped.user_name).lower()] = mapped.values
+    base = scim_url.rsplit("/scim2", 1)[0]
+    store = httpx.get(f"{base}/_sim/store", timeout=60, trust_env=False).json()
+    counters = httpx.get(f"{base}/_sim/counters", timeout=60, trust_env=False).json()
+    resources = store["Resources"] if isinstance(store, dict) else store
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for res in resources:
+        by_name.setdefault(str(res.get("userName", "")).lower(), []).append(res)
+    ops = [op for op in plan["operations"] if op["action"] in ("link", "create")]
+    wrong = [
+        op["user_name"]
+        for op in ops
+        if len(found := by_name.get(str(op["user_name"]).lower(), [])) != 1
+        or any(get_value(found[0], p) != v for p, v in expected[op["user_name"].lower()].items())
+    ]
+    creates = sum(op["action"] == "create" for op in ops)
+    drift = sum(op["action"] == "link" and bool(op["changes"]) for op in ops)
+    sent = counters.get("by_method", {})
+    left = [
+        a["user_name"]
+        for a in plan.get("unmanaged", [])
+        if [r.get("active") for r in by_name.get(str(a["user_name"]).lower(), [])] != [a["active"]]
+    ]
+    duplicates = sum(len(v) - 1 for v in by_name.values() if len(v) > 1)
+    lines = [
+        (
+            f"in scope: {len(ops):,} ({len(ops) - creates - drift:,} in sync, {drift:,} drifted, "
+            f"{creates:,} absent)   accounts nobody manages: {len(plan.get('unmanaged', [])):,}"
+        ),
+        (
+            f"sent: POST {sent.get('POST', 0):,} (plan: {creates:,})   PATCH "
+            f"{sent.get('PATCH', 0):,} (plan: {drift:,})   PUT {sent.get('PUT', 0)}   DELETE "
+            f"{sent.get('DELETE', 0)}"
+        ),
+        (
+            f"wrong or missing: {len(wrong)}   duplicates: {duplicates}   unmanaged changed: "
+            f"{len(left)}"
+        ),
+        *(f"wrong: {name}" for name in wrong[:5]),
+    ]
+    ok = (
+        not wrong
+        and not left
+        and duplicates == 0
+        and sent.get("POST", 0) == creates
+        and sent.get("PATCH", 0) == drift
+        and not sent.get("PUT")
+        and not sent.get("DELETE")
+    )
+    return ok, lines
+
+
+def run_cutover_demo(*, users: int, seed: int, workdir: Path | None) -> bool:
+    """``bulkprov demo --cutover``: the cut-over from a running Entra job, checked."""
+    import httpx
+
+    from bulkprov import _json
+    from bulkprov.sim.server import SimulatorProcess
+
+    work = workdir or Path(tempfile.mkdtemp(prefix="bulkprov-cutover-"))
+    work.mkdir(parents=True, exist_ok=True)
+    token, graph_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    env = dict(os.environ, **{GRAPH_SECRET_ENV: graph_secret, SCIM_TOKEN_ENV: token})
+    click.secho(f"bulkprov demo --cutover: {users:,} users, workdir {work}", bold=True)
+    config_path = work / "bulkprov.toml"
+    for stale in (
+        config_path,
+        work / "cutover-plan.json",
+        work / "bulkprov-state.sqlite3",
+        work / "bulkprov-state.sqlite3-wal",
+        work / "bulkprov-state.sqlite3-shm",
+    ):
+        stale.unlink(missing_ok=True)
+    sim = SimulatorProcess(
+        [
+            "--users",
+            str(users),
+            "--seed",
+            str(seed),
+            "--entra-cutover",
+            f"--scim-token={token}",
+            f"--graph-secret={graph_secret}",
+        ],
+        timeout=120.0,
+    )
+    sim.start()
+    try:
+        info = sim.info
+        sp = info["service_principal_id"]
+        click.echo(f"simulators: Graph {info['graph_api_url']}   SCIM {info['scim_url']}")
+        click.echo(f"Entra's Zoom app: service principal {sp}, provisioning job {info['job_id']}")
+        migrate = [
+            sys.executable,
+            "-m",
+            "bulkprov",
+            "migrate",
+            "-c",
+            str(config_path),
+            "--service-principal",
+            sp,
+        ]
+        connect = [
+            "--tenant-id",
+            info["tenant_id"],
+            "--client-id",
+            info["client_id"],
+            "--authority",
+            info["authority_url"],
+            "--graph-url",
+            info["graph_api_url"],
+        ]
+        click.secho("-- bulkprov migrate: read the job, write the config, plan --", fg="yellow")
+        started = time.monotonic()
+        if subprocess.call([*migrate, *connect], env=env) != 0:
+            click.secho("migrate failed", fg="red")
+            return False
+        click.secho("-- bulkprov migrate --pause-entra: switch --", fg="yellow")
+        if subprocess.call([*migrate, "--pause-entra"], env=env) not in (0,):
+            click.secho("the switch failed", fg="red")
+            return False
+        elapsed = time.monotonic() - started
+        plan = _json.loads((work / "cutover-plan.json").read_bytes())
+        ok, lines = verify_cutover(config_path, plan, users, seed, info["scim_url"])
+        jobs = httpx.get(
+            f"{info['graph_url']}/_sim/synchronization", timeout=30, trust_env=False
+        ).json()
+        codes = [j["status"]["code"] for j in jobs["jobs"].get(sp, [])]
+        ok = ok and codes == ["Paused"]
+        click.echo("check against the SCIM store and Entra's job:")
+        for line in [*lines, f"Entra's job: {', '.join(codes) or 'none'}"]:
+            click.echo(f"  {line}")
+        verdict = "PASSED" if ok else "FAILED"
+        click.secho(
+            f"cut-over demo {verdict} in {elapsed:.1f} s", fg="green" if ok else "red", bold=True
+        )
         return ok
     finally:
         sim.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from bulkprov.commands._shared import EPILOG
+from bulkprov.commands._shared import EPILOG, echo
 
 
 @click.command(epilog=EPILOG)
@@ -29,10 +29,13 @@ def init(path: Path, force: bool) -> None:
     Example:
       bulkprov init --path zoom.toml
     """
+    from bulkprov.checkpoint.files import write_private
     from bulkprov.commands.starter import STARTER_TOML
 
     if path.exists() and not force:
-        click.secho(f"error: {path} exists (use --force to overwrite)", fg="red", err=True)
+        echo(f"error: {path} exists (use --force to overwrite)", fg="red", err=True)
         sys.exit(2)
-    path.write_text(STARTER_TOML, encoding="utf-8")
-    click.echo(f"wrote {path}: fill in graph.tenant_id, graph.client_id and target.base_url")
+    # 0600: the ids of the tenant and the app, the scoping filters' values (and a secret's
+    # place): nobody else's business
+    write_private(path, STARTER_TOML)
+    echo(f"wrote {path}: fill in graph.tenant_id, graph.client_id and target.base_url")

@@ -2,20 +2,27 @@
 
 ``test`` evaluates the config's mappings (or one expression) for one Graph user, read from
 a file or fetched from Graph (:func:`_fetch_user`); ``export`` and ``import`` convert
-between the config's TOML and Graph's attributeMapping JSON. The work is in
-:mod:`bulkprov.mapping.exchange`, imported inside each command.
+between the config's TOML and Entra's JSON (a synchronizationSchema, an objectMapping or
+attributeMapping objects). The work is in :mod:`bulkprov.mapping.exchange`, imported
+inside each command; what import prints is validated as a config load validates it
+(:func:`_validate`), so it loads.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from bulkprov import _json
-from bulkprov.commands._shared import EPILOG, _fail, _load, _run, config_option
+from bulkprov.commands._shared import EPILOG, _fail, _load, _run, config_option, echo, echo_json
 from bulkprov.errors import BulkProvError, ConfigError
+
+if TYPE_CHECKING:
+    from bulkprov.mapping.exchange import Imported
 
 
 @click.group(epilog=EPILOG)
@@ -65,19 +72,21 @@ def mapping_test(
     if not isinstance(user, dict):
         raise click.BadParameter("the user must be a JSON object", param_hint="--user-json")
     try:
-        result = evaluate_user(list(cfg.mappings), user, expression)
+        result = evaluate_user(
+            list(cfg.mappings), user, expression, regex_timeout=cfg.limits.regex_timeout
+        )
     except BulkProvError as exc:
         _fail(exc)
     if as_json:
-        click.echo(_json.dumps(result).decode())
+        echo_json(result)
         return
     if expression is not None:
-        click.echo(_json.dumps(result["value"]).decode())
+        echo_json(result["value"])
         return
     for path, value in result["values"].items():
         flag = "" if path in result["on_update"] else "   (creation only / default)"
-        click.echo(f"{path} = {_json.dumps(value).decode()}{flag}")
-    click.echo(f"matching on: {', '.join(result['matching'])}")
+        echo(f"{path} = {_json.dumps(value).decode()}{flag}")
+    echo(f"matching on: {', '.join(result['matching'])}")
 
 
 async def _fetch_user(cfg: Any, key: str) -> Any:
@@ -95,10 +104,12 @@ async def _fetch_user(cfg: Any, key: str) -> Any:
         else cfg.graph.client_secret.read("graph.client_secret", cfg.source_path)
     )
     select = Engine(cfg).select
+    network = credentials.proxies(cfg)
     async with make_client(
         timeout=cfg.graph.timeout,
         max_connections=2,
         verify=credentials.verify(cfg.graph.ca_file),
+        proxies=network,
     ) as http:
         graph = GraphClient(
             authority=cfg.graph.authority,
@@ -107,7 +118,8 @@ async def _fetch_user(cfg: Any, key: str) -> Any:
             client_secret=secret,
             base_url=cfg.graph.base_url,
             http=http,
-            token_source=credentials.graph_tokens(cfg, secret),
+            token_source=credentials.graph_tokens(cfg, secret, network=network),
+            bounds=credentials.bounds(cfg),
         )
         query = urlencode({"$select": ",".join(select)}, safe="$,")
         return await graph.get_json(f"{graph.base_url}/users/{quote(key, safe='@')}?{query}")
@@ -118,25 +130,32 @@ async def _fetch_user(cfg: Any, key: str) -> Any:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["graph-json", "toml"]),
+    type=click.Choice(["graph-json", "graph-schema", "toml"]),
     default="graph-json",
     show_default=True,
+    help="graph-json: the user objectMapping (attributeMappings and scope); graph-schema: a "
+    "synchronizationSchema with the user and group mappings; toml: [[mappings]] and "
+    "[[scope.filters]] tables.",
 )
 def mapping_export(config_path: Path, fmt: str) -> None:
-    """Print the config's mappings as Graph attributeMapping JSON or as TOML.
+    """Print the config's mappings and scoping filters as Entra's JSON or as TOML.
 
     \b
     Examples:
-      bulkprov mapping export > mappings.json
+      bulkprov mapping export > mapping.json
+      bulkprov mapping export --format graph-schema > schema.json
       bulkprov mapping export --format toml
     """
-    from bulkprov.mapping.exchange import to_graph, to_toml
+    from bulkprov.mapping.exchange import to_object_mapping, to_schema, to_toml
 
     cfg = _load(config_path)
+    mappings, filters = list(cfg.mappings), list(cfg.scope.filters)
     if fmt == "toml":
-        click.echo(to_toml(list(cfg.mappings)), nl=False)
+        click.echo(to_toml(mappings, filters), nl=False)
+    elif fmt == "graph-schema":
+        echo_json(to_schema(mappings, filters, groups=cfg.groups.enabled))
     else:
-        click.echo(_json.dumps(to_graph(list(cfg.mappings))).decode())
+        echo_json(to_object_mapping(mappings, filters))
 
 
 @mapping.command("import", epilog=EPILOG)
@@ -147,19 +166,39 @@ def mapping_export(config_path: Path, fmt: str) -> None:
     type=click.Choice(["auto", "graph-json", "toml"]),
     default="auto",
     show_default=True,
+    help="graph-json reads a synchronizationSchema, an objectMapping or attributeMapping objects.",
 )
-def mapping_import(source: Path, fmt: str) -> None:
-    """Read mappings (Graph attributeMapping JSON or TOML), check them, print [[mappings]].
+@click.option(
+    "--object-mapping",
+    "object_mapping",
+    default=None,
+    metavar="NAME",
+    help="The schema's user objectMapping to take (default: the first enabled one of Users).",
+)
+@click.option(
+    "--groups/--no-groups",
+    "groups",
+    default=None,
+    help="Take the schema's group mapping, or leave it out (default: as it is enabled).",
+)
+def mapping_import(source: Path, fmt: str, object_mapping: str | None, groups: bool | None) -> None:
+    """Read Entra's JSON (or TOML), check it, print [[mappings]] and [[scope.filters]].
 
-    Paste the output into bulkprov.toml in place of its [[mappings]] tables. The mappings
-    are compiled first, so an error names the row and points at the column.
+    Entra's JSON is the synchronizationSchema that Graph's
+    GET /servicePrincipals/{id}/synchronization/jobs/{jobId}/schema returns (or the file
+    the portal's "Review your schema" downloads), one objectMapping, or attributeMapping
+    objects. What was taken and what was left is said on stderr. The result is checked
+    as loading a config checks it, so an error names the row and points at the column;
+    paste the output into bulkprov.toml in place of its [[mappings]] and
+    [[scope.filters]] tables.
 
     \b
     Examples:
-      bulkprov mapping import entra-mappings.json >> new-config.toml
+      bulkprov mapping import schema.json >> new-config.toml
+      bulkprov mapping import schema.json --no-groups
       bulkprov mapping import old.toml
     """
-    from bulkprov.mapping.exchange import check, from_graph, from_toml, to_toml
+    from bulkprov.mapping.exchange import from_graph, from_toml, to_toml
 
     text = source.read_text(encoding="utf-8")
     if fmt == "auto":  # by suffix; else JSON if it parses (TOML's [[mappings]] starts with "[")
@@ -177,11 +216,56 @@ def mapping_import(source: Path, fmt: str) -> None:
                 doc = _json.loads(text)
             except _json.JSONDecodeError as exc:
                 raise ConfigError(f"not JSON: {exc}", path=str(source)) from exc
-            rows = from_graph(doc)
+            imported = from_graph(doc, object_mapping=object_mapping, groups=groups)
         else:
-            rows = from_toml(text)
-        check(rows)
+            imported = from_toml(text)
     except BulkProvError as exc:
+        if isinstance(exc, ConfigError) and exc.path is None:
+            exc = ConfigError(str(exc), path=str(source))
         _fail(exc)
-    click.echo(to_toml(rows), nl=False)
-    click.echo(f"{len(rows)} mappings checked", err=True)
+    for note in imported.notes:
+        echo(note, err=True)
+    for warning in imported.warnings:
+        echo(f"warning: {warning}", fg="yellow", err=True)
+    _validate(imported, source)
+    click.echo(to_toml(imported.mappings, imported.filters), nl=False)
+    filters = len(imported.filters)
+    echo(
+        f"{len(imported.mappings)} mappings"
+        + (f" and {filters} scoping filter{'' if filters == 1 else 's'}" if filters else "")
+        + " checked",
+        err=True,
+    )
+
+
+_ROW = re.compile(r"mappings\[(\d+)\]")
+
+
+def _validate(imported: Imported, source: Path) -> None:
+    """Check the import as loading a config does: the config model's rules (a userName
+    mapping, a matching attribute, no target twice), then the mapping table and the
+    scoping filters compiled as a run compiles them (:class:`~bulkprov.pipeline.Engine`)."""
+    from bulkprov.config import parse_config
+    from bulkprov.pipeline import Engine
+
+    data: dict[str, Any] = {
+        "graph": {"tenant_id": "-", "client_id": "-"},
+        "target": {"base_url": "https://scim.invalid"},
+        "mappings": imported.mappings,
+        "scope": {"filters": imported.filters},
+    }
+    try:
+        Engine(parse_config(data, path=str(source)))
+    except BulkProvError as exc:
+        _fail_on_row(exc, imported)
+
+
+def _fail_on_row(exc: BulkProvError, imported: Imported) -> NoReturn:
+    """Fail; when the error names a row (``mappings[3]``), say which target that is."""
+    row = _ROW.match(getattr(exc, "key", None) or "")
+    if row is None or int(row.group(1)) >= len(imported.mappings):
+        _fail(exc)
+    echo(f"error: {exc}", fg="red", err=True)
+    target = imported.mappings[int(row.group(1))].target
+    echo(f"(mappings[{row.group(1)}] is the mapping of {target!r})", err=True)
+    sys.exit(exc.exit_code)

@@ -14,61 +14,211 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bulkprov import _json
-from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
+from bulkprov.commands._shared import (
+    EPILOG,
+    EXIT_FAILURES,
+    _load,
+    _run,
+    _secrets,
+    config_option,
+    echo,
+    echo_json,
+    result_exit,
+)
 from bulkprov.config import Config
+
+if TYPE_CHECKING:
+    from bulkprov.checkpoint.health import StateHealth
 from bulkprov.errors import StateError
+from bulkprov.observe.logexport import LOG_ACTIONS, LOG_STATUSES
 
 
 @click.command(epilog=EPILOG)
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(config_path: Path, as_json: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit non-zero when the job is unhealthy: 8 last run quarantined, 12 last run "
+    "stopped and no sync running, 9 actions wait for approval, 13 no cycle completed "
+    "within --max-age (the first that applies).",
+)
+@click.option(
+    "--max-age",
+    default=None,
+    help="With --check: unhealthy when the last completed cycle ended longer ago (2h, 90m).",
+)
+@click.option(
+    "--metrics",
+    "as_metrics",
+    is_flag=True,
+    help="Print the health gauges in Prometheus' text format (a textfile collector, a "
+    "Pushgateway).",
+)
+def status(
+    config_path: Path, as_json: bool, check: bool, max_age: str | None, as_metrics: bool
+) -> None:
     """Show the recent runs, their counts and whether one can resume.
 
+    With ``--check``, say whether the job is healthy and exit with a code that says why
+    not (what a container HEALTHCHECK, a Kubernetes probe or a cron wrapper calls).
+
     \b
-    Example:
+    Examples:
       bulkprov status -c zoom.toml
+      bulkprov status --check --max-age 2h     # exit 0 healthy, 8/9/12/13 why not
+      bulkprov status --metrics > /var/lib/node_exporter/textfile/bulkprov.prom
     """
-    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.checkpoint.lock import StateLock
 
+    if max_age is not None and not check:
+        raise click.UsageError("--max-age goes with --check")
+    max_seconds: float | None = None
+    if max_age is not None:
+        from bulkprov.commands.sync_watch import parse_interval
+
+        try:
+            max_seconds = parse_interval(max_age)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--max-age") from exc
     cfg = _load(config_path)
+    if check or as_metrics:
+        _health(cfg, as_json=as_json, check=check, max_age=max_seconds, as_metrics=as_metrics)
+        return
 
-    async def read() -> tuple[list[dict[str, Any]], int]:
-        if not cfg.state.path.exists():
-            return [], 0
-        async with await StateStore.open(cfg.state.path) as store:
-            return await store.runs(10), await store.user_count()
-
-    runs, users = _run(read)
+    runs, users, quarantine = _run(_read_status, cfg)
+    # a sync holding the state now: its run is in progress, not interrupted
+    live = bool(runs) and runs[0]["status"] == "running" and StateLock.held(cfg.state.path)
     if as_json:
-        click.echo(_json.dumps({"managed_users": users, "runs": runs}).decode())
+        doc = {"managed_users": users, "runs": runs, "live": live, "quarantine": quarantine}
+        echo_json(doc)
         return
     if not runs:
-        click.echo(f"no runs yet in {cfg.state.path}")
+        echo(f"no runs yet in {cfg.state.path}")
         return
-    click.echo(f"state: {cfg.state.path}   managed users: {users}")
-    for r in runs:
+    echo(f"state: {cfg.state.path}   managed users: {users}")
+    if quarantine:
+        echo(
+            "in quarantine (until a cycle ends with no failure and nothing in escrow); "
+            "reported reasons, which no longer stop a run: " + "; ".join(quarantine)
+        )
+    for i, r in enumerate(runs):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
         counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
-        note = "  (interrupted: `bulkprov sync` resumes it)" if r["status"] == "running" else ""
-        click.echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
+        note = _run_note(r, live=live and i == 0, last=i == 0)
+        echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
+
+
+async def _read_status(cfg: Config) -> tuple[list[dict[str, Any]], int, list[str]]:
+    from bulkprov.checkpoint.staging import QUARANTINE, LifecycleStore
+    from bulkprov.checkpoint.store import StateStore
+
+    if not cfg.state.path.exists():
+        return [], 0, []
+    async with await StateStore.open(cfg.state.path, verify=True) as store:
+        saved = await LifecycleStore(store).get(QUARANTINE)
+        reasons = [str(r) for r in _json.loads(saved)] if saved else []
+        return await store.runs(10), await store.user_count(), reasons
+
+
+async def _read_health(cfg: Config) -> StateHealth | None:
+    from bulkprov.checkpoint.health import read_health
+    from bulkprov.checkpoint.store import StateStore
+
+    if not cfg.state.path.exists():  # never created by a check
+        return None
+    async with await StateStore.open(cfg.state.path, verify=True) as store:
+        return await read_health(store)
+
+
+def _health(
+    cfg: Config, *, as_json: bool, check: bool, max_age: float | None, as_metrics: bool
+) -> None:
+    """``status --check`` / ``--metrics``: the verdict, one line per problem, the exit code."""
+    from bulkprov.checkpoint.lock import StateLock
+    from bulkprov.observe.health import check as judge
+    from bulkprov.observe.health import render_metrics, summary
+
+    health = _run(_read_health, cfg)
+    live = StateLock.held(cfg.state.path)
+    now = time.time()
+    problems = judge(health, now=now, max_age=max_age, live=live) if check else []
+    code = problems[0].exit_code if problems else 0
+    if as_metrics:
+        for line in render_metrics(health):
+            echo(line)
+    elif as_json:
+        echo_json(
+            {
+                "healthy": not problems,
+                "exit_code": code,
+                "problems": [
+                    {"kind": p.kind, "exit_code": p.exit_code, "text": p.text} for p in problems
+                ],
+                "live": live,
+                "last_success": health.last_success if health else None,
+                "held": health.held if health else 0,
+                "escrowed": health.escrowed if health else 0,
+                "quarantine": list(health.quarantine) if health else [],
+            }
+        )
+    else:
+        echo(("unhealthy: " if problems else "healthy: ") + summary(health, now=now, live=live))
+        for p in problems:
+            # a run's message comes from the state: printed through echo, terminal-safe
+            echo(f"  {p.kind} (exit {p.exit_code}): {p.text}")
+    sys.exit(code)
+
+
+def _run_note(run: dict[str, Any], *, live: bool, last: bool) -> str:
+    """What an unfinished run is, and what the next sync does with it."""
+    status = run["status"]
+    resumes = run.get("kind") in ("full", "new")
+    if status == "running" and live:
+        return "  (in progress)"
+    if status == "running" and last:
+        return (
+            "  (interrupted: `bulkprov sync` resumes it)"
+            if resumes
+            else "  (stopped: the next `bulkprov sync` reads its changes again)"
+        )
+    if status == "quarantined" and last:
+        nxt = "resumes it" if resumes else "reads its changes again"
+        return f"  (see `bulkprov report {run['id']}`; the next `bulkprov sync` {nxt})"
+    return ""
 
 
 @click.command(epilog=EPILOG)
 @config_option
 @click.option("--run", "run_id", type=int, default=None, help="Only this run.")
 @click.option(
-    "--status", "status_", type=click.Choice(["success", "skipped", "failure"]), default=None
+    "--status",
+    "status_",
+    type=click.Choice(LOG_STATUSES, case_sensitive=False),
+    default=None,
+    help="Only entries with this status.",
 )
-@click.option("--action", default=None, help="create, update, disable, delete, link, group, other.")
+@click.option(
+    "--action",
+    type=click.Choice(LOG_ACTIONS, case_sensitive=False),
+    default=None,
+    help="Only entries with this action.",
+)
 @click.option("--user", default=None, help="A Graph object id or a userName.")
 @click.option("--since", default=None, help="Only entries since: 90m, 24h, 7d or 2026-11-28.")
-@click.option("--limit", type=int, default=100, show_default=True, help="0 for all.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="How many entries: the newest ones (0 for all).",
+)
+@click.option("--oldest", is_flag=True, help="The oldest entries instead of the newest.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @click.option(
     "--csv",
@@ -85,12 +235,14 @@ def logs(
     user: str | None,
     since: str | None,
     limit: int,
+    oldest: bool,
     as_json: bool,
     csv_dir: Path | None,
 ) -> None:
     """Show or export the provisioning log (one entry per user per run).
 
-    Entries older than ``state.log_retention_days`` (default 30) are deleted when a run
+    Shows the newest ``--limit`` entries that match (100 by default), oldest first; entries
+    older than ``state.log_retention_days`` (default 30) are deleted when a run
     starts.
 
     \b
@@ -109,13 +261,11 @@ def logs(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     if not cfg.state.path.exists():
-        click.secho(
-            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
-        )
+        echo(f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True)
         sys.exit(6)
 
     async def read() -> list[dict[str, Any]]:
-        async with await StateStore.open(cfg.state.path) as store:
+        async with await StateStore.open(cfg.state.path, verify=True) as store:
             return await store.log_entries(
                 run_id=run_id,
                 status=status_,
@@ -123,21 +273,22 @@ def logs(
                 user=user,
                 since=since_ts,
                 limit=limit or None,
+                newest=not oldest,
             )
 
     entries = _run(read)
     if csv_dir is not None:
         for path in write_entra_csv(entries, csv_dir):
-            click.echo(str(path))
-        click.echo(f"{len(entries)} entries", err=True)
+            echo(str(path))
+        echo(f"{len(entries)} entries", err=True)
         return
     for e in entries:
         if as_json:
-            click.echo(_json.dumps(e).decode())
+            echo_json(e)
         else:
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
             reason = f"  {e['reason']}" if e["reason"] else ""
-            click.echo(
+            echo(
                 f"{at} run {e['run_id']} {e['status']:<8} {e['action']:<8} "
                 f"{e['user_name'] or e['graph_id']}{reason}"
             )
@@ -163,17 +314,13 @@ def report(config_path: Path, run_id: int | None, open_: bool) -> None:
 
     cfg = _load(config_path)
     if not cfg.state.path.exists():
-        click.secho(
-            f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True
-        )
+        echo(f"error: no state database at {cfg.state.path} (no run yet)", fg="red", err=True)
         sys.exit(6)
     path = _run(write_report, cfg, run_id)
     if path is None:
-        click.secho(
-            f"error: no run {run_id if run_id else ''} in {cfg.state.path}", fg="red", err=True
-        )
+        echo(f"error: no run {run_id if run_id else ''} in {cfg.state.path}", fg="red", err=True)
         sys.exit(6)
-    click.echo(str(path))
+    echo(str(path))
     if open_:
         import webbrowser  # only here: it costs every other command's start-up
 
@@ -208,17 +355,15 @@ def staged(config_path: Path, show_all: bool, as_json: bool) -> None:
     items = _run(read)
     for s in items:
         if as_json:
-            click.echo(_json.dumps(dataclasses.asdict(s)).decode())
+            echo_json(dataclasses.asdict(s))
         else:
-            click.echo(
+            echo(
                 f"{s.id:>6}  run {s.run_id:<5} {s.status:<10} {s.action:<8} "
                 f"{s.user_name or s.graph_id}  {(s.reason or '').removeprefix('staged: ')}"
             )
     if not as_json:
         held = sum(1 for s in items if s.status == "held")
-        click.echo(
-            f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else "")
-        )
+        echo(f"{held} held action(s)" + ("; run `bulkprov approve` to send them" if held else ""))
 
 
 @click.command(epilog=EPILOG)
@@ -249,7 +394,7 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
 
     n = _run(count)
     if not n:
-        click.echo("nothing held")
+        echo("nothing held")
         return
     if not yes:
         click.confirm(
@@ -259,12 +404,12 @@ def approve(config_path: Path, ids: tuple[int, ...], yes: bool) -> None:
 
     async def go() -> dict[str, int]:
         with StateLock(cfg.state.path):
-            store = await StateStore.open(cfg.state.path)
+            store = await StateStore.open(cfg.state.path, verify=True)
             async with store, open_clients(cfg, secrets) as (_, scim):
                 return await run_approve(store, scim, cfg, list(ids) or None)
 
     counts = _run(go)
-    click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
+    echo(", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing to do")
     sys.exit(EXIT_FAILURES if counts.get("failed") else 0)
 
 
@@ -284,9 +429,9 @@ def retry_failed(config_path: Path, as_json: bool, quiet: bool) -> None:
     cfg = _load(config_path)
     released = _run(release_escrow, cfg)
     if not quiet and not as_json:
-        click.echo(f"{released} escrowed user(s) retried now", err=True)
+        echo(f"{released} escrowed user(s) retried now", err=True)
     result = _run(run_with_progress, cfg, False, as_json, quiet, None)
-    sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+    sys.exit(result_exit(result))
 
 
 @click.group(epilog=EPILOG)
@@ -311,7 +456,7 @@ def state_export(config_path: Path, dest: Path) -> None:
     """
     cfg = _load(config_path)
     _run(export_state, cfg, dest)
-    click.echo(f"wrote {dest}")
+    echo(f"wrote {dest}")
 
 
 async def release_escrow(cfg: Config) -> int:
@@ -322,7 +467,7 @@ async def release_escrow(cfg: Config) -> int:
     if not cfg.state.path.exists():
         return 0
     with StateLock(cfg.state.path):
-        async with await StateStore.open(cfg.state.path) as store:
+        async with await StateStore.open(cfg.state.path, verify=True) as store:
             return await store.release_escrow()
 
 

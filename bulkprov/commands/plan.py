@@ -16,7 +16,17 @@ from typing import Any
 import click
 
 from bulkprov import _json
-from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
+from bulkprov.commands._shared import (
+    EPILOG,
+    EXIT_FAILURES,
+    _load,
+    _run,
+    _secrets,
+    config_option,
+    echo,
+    echo_json,
+    result_exit,
+)
 
 
 @click.command(epilog=EPILOG)
@@ -43,7 +53,7 @@ def plan(config_path: Path, out: Path, rematch: bool, full: bool, show: int) -> 
     update, disable, delete for a hard delete with deprovision.delete_hard_deleted), and
     every group's (create `new-group:N`, link, rename, members added and removed, delete),
     with fingerprints so that `bulkprov apply` can refuse when anything moved on. It
-    holds no secret.
+    holds no secret, but the tenant's names: the file is written mode 0600.
 
     \b
     Examples:
@@ -51,38 +61,39 @@ def plan(config_path: Path, out: Path, rematch: bool, full: bool, show: int) -> 
       bulkprov plan --full --out plan.json   # as `sync --full`: everyone read again
       bulkprov apply plan.json
     """
+    from bulkprov.checkpoint.files import write_private
     from bulkprov.pipeline import make_plan, summary
 
     cfg = _load(config_path)
     secrets = _secrets(cfg)
     result: dict[str, Any] = _run(partial(make_plan, rematch=rematch, full=full), cfg, secrets)
-    text = _json.dumps_sorted(result).decode()
     if str(out) == "-":
-        click.echo(text)
+        echo_json(result, sort_keys=True)
         return
-    out.write_text(text + "\n", encoding="utf-8")
-    click.echo(f"plan ({result['read']} read): {summary(result)}")
+    text = _json.dumps_sorted(result).decode()
+    write_private(out, text + "\n")  # the whole tenant's names: mode 0600
+    echo(f"plan ({result['read']} read): {summary(result)}")
     if result.get("note"):
-        click.secho(f"note: {result['note']}", fg="yellow")
+        echo(f"note: {result['note']}", fg="yellow")
     for op in result["operations"][:show]:
-        click.echo(
+        echo(
             f"  {op['action']:<8} {op.get('user_name') or op['graph_id']}  "
             f"{op.get('scim_id') or ''}  {op.get('reason') or ''}"
         )
     if len(result["operations"]) > show:
-        click.echo(f"  … {len(result['operations']) - show:,} more in {out}")
+        echo(f"  … {len(result['operations']) - show:,} more in {out}")
     for op in result["group_operations"][:show]:
         members = op.get("members") or {}
         changes = [f"+{len(members.get('add', ()))} -{len(members.get('remove', ()))} members"]
         if op.get("renamed_from") is not None:
             changes.insert(0, f"renamed from {op['renamed_from']!r}")
-        click.echo(
+        echo(
             f"  group {op['action']:<6} {op['display_name']}  {op.get('scim_id') or ''}  "
             + ("" if op["action"] == "delete" else ", ".join(changes))
         )
     if len(result["group_operations"]) > show:
-        click.echo(f"  … {len(result['group_operations']) - show:,} more groups in {out}")
-    click.echo(f"wrote {out}: `bulkprov apply {out}` runs exactly this")
+        echo(f"  … {len(result['group_operations']) - show:,} more groups in {out}")
+    echo(f"wrote {out}: `bulkprov apply {out}` runs exactly this")
 
 
 @click.command(epilog=EPILOG)
@@ -111,13 +122,13 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     try:
         planned = _json.loads(plan_file.read_bytes())
     except (OSError, _json.JSONDecodeError) as exc:
-        click.secho(f"error: {plan_file}: not a readable plan ({exc})", fg="red", err=True)
+        echo(f"error: {plan_file}: not a readable plan ({exc})", fg="red", err=True)
         sys.exit(2)
     secrets = _secrets(cfg)
     engine = Engine(cfg)
     _run(partial(verify_plan, engine=engine), cfg, secrets, planned)
     if not as_json and not quiet:
-        click.echo("the plan still holds: applying it")
+        echo("the plan still holds: applying it")
     result = _run(
         partial(run_with_progress, **apply_options(planned)),
         cfg,
@@ -128,6 +139,6 @@ def apply(config_path: Path, plan_file: Path, as_json: bool, quiet: bool) -> Non
     )
     held = held_back_message(result.counts)
     if held is not None:
-        click.secho(f"warning: {held}", fg="yellow", err=True)
-    problems = result.status == "completed_with_failures" or held is not None
-    sys.exit(EXIT_FAILURES if problems else 0)
+        echo(f"warning: {held}", fg="yellow", err=True)
+    code = result_exit(result)
+    sys.exit(EXIT_FAILURES if code == 0 and held is not None else code)

@@ -31,14 +31,15 @@ concurrency = 16
 # Requests per second across all workers. Zoom's limits are per account and shared with
 # every app on it (Business+: Light 80/s, Medium 60/s); 0 means unlimited.
 rate_limit = 60
-# "rfc": lowercase ops and JSON booleans; "entra": Entra's `Replace` and "False" strings.
+# "rfc": lowercase ops, JSON booleans, group members removed by a filtered path
+# (members[value eq "id"]); "entra": Entra's `Replace`, "False" strings, `Remove` with values.
 patch_dialect = "rfc"
 # A source attribute cleared in Entra: the target keeps its old value (Entra never
 # provisions nulls); true sends a `remove` for it instead.
 # clear_on_null = false
 
 [state]
-path = "bulkprov-state.sqlite3"
+path = "bulkprov-state.sqlite3"    # relative paths here resolve against this file's folder
 
 [scope]
 # "all": every user in the tenant; "assigned": only users assigned to the app.
@@ -57,10 +58,22 @@ delete_hard_deleted = false
 # accounts sends none; review with `bulkprov staged`, send with `bulkprov approve`.
 threshold = 500
 
+# Proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment are honoured (msal's
+# token requests included). To set them here instead:
+# [network]
+# proxy = "http://proxy.corp.example:3128"      # "none": ignore the environment's proxy
+# no_proxy = [".corp.example", "10.0.0.0/8"]
+# proxy_username = "svc-bulkprov"                # with the password from a secret source:
+# proxy_password = { env = "BULKPROV_PROXY_PASSWORD" }
+# Bounds on one answer: seconds from first byte sent to last byte read, and bytes.
+# deadline = 120
+# max_page_bytes = 16777216     # a list page (Graph users, a SCIM ListResponse)
+# max_answer_bytes = 1048576    # one resource, a token, an error
+
 [groups]
 # Provision assigned groups (all groups in mode "all") and their direct members.
 enabled = true
-member_chunk = 100            # members per add/remove PATCH
+member_chunk = 100            # members per PATCH (a group's adds and removals together)
 
 # Attribute mappings (the admin guide's table). `source` = Direct (a Graph attribute),
 # `expression` = Entra's expression language, `constant` = a fixed string.

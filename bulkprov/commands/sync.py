@@ -11,11 +11,19 @@ from __future__ import annotations
 import sys
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
-from bulkprov.commands._shared import EPILOG, EXIT_FAILURES, _load, _run, _secrets, config_option
+from bulkprov.commands._shared import (
+    EPILOG,
+    _load,
+    _run,
+    _secrets,
+    config_option,
+    echo,
+    result_exit,
+)
 from bulkprov.config import Config
 from bulkprov.errors import BulkProvError
 
@@ -85,7 +93,20 @@ def sync(
     if watch:
         if full:
             raise click.UsageError("--full is for one run: run `sync --full`, then `--watch`")
-        _watch(cfg, interval, as_json)
+        if expect is not None:
+            raise click.UsageError(
+                "--expect sizes one run's progress bar; --watch prints a line per cycle instead"
+            )
+        _watch(
+            cfg,
+            interval,
+            as_json=as_json,
+            quiet=quiet,
+            rematch=rematch,
+            report=not no_report,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+        )
     result = _run(
         partial(
             run_with_progress,
@@ -100,13 +121,28 @@ def sync(
         quiet,
         expect,
     )
-    sys.exit(EXIT_FAILURES if result.status == "completed_with_failures" else 0)
+    sys.exit(result_exit(result))
 
 
-def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:
-    from bulkprov.commands.sync_watch import parse_interval, watch
+def _watch(
+    cfg: Config,
+    interval: str,
+    *,
+    as_json: bool,
+    quiet: bool,
+    rematch: bool,
+    report: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> NoReturn:
+    """The ``--watch`` loop with ``sync``'s options: ``--metrics-port`` serves one endpoint
+    for every cycle, ``--rematch`` applies to the first cycle, each cycle that did something
+    writes its report unless ``--no-report``, and ``--quiet`` prints only those cycles
+    (and failures)."""
+    from bulkprov.commands.sync_watch import did_something, parse_interval, watch
+    from bulkprov.observe.metrics import MetricsServer
     from bulkprov.observe.progress import event, summary_line
-    from bulkprov.pipeline import RunResult
+    from bulkprov.pipeline import RunResult, RunStats
 
     try:
         seconds = parse_interval(interval)
@@ -115,17 +151,49 @@ def _watch(cfg: Config, interval: str, as_json: bool) -> NoReturn:
 
     def on_result(result: RunResult) -> None:
         if as_json:
-            event("cycle", run_id=result.run_id, status=result.status, counts=result.counts)
-        else:
-            click.echo(summary_line(result) + (f"\n  {result.message}" if result.message else ""))
+            event(
+                "cycle",
+                run_id=result.run_id,
+                status=result.status,
+                counts=result.counts,
+                message=result.message,
+            )
+        elif not quiet or did_something(result):
+            echo(summary_line(result))
+            if result.message:
+                echo(f"  {result.message}")
+
+    def on_report(path: str) -> None:
+        if as_json:
+            event("report", path=path)
+        elif not quiet:
+            echo(f"  report: {path}")
 
     def on_error(exc: BulkProvError) -> None:
-        click.secho(f"cycle failed (retried in {interval}): {exc}", fg="yellow", err=True)
+        echo(f"cycle failed (retried in {interval}): {exc}", fg="yellow", err=True)
 
     secrets = _secrets(cfg)
-    _run(
-        lambda: watch(
-            cfg, secrets, seconds, on_result=on_result, on_error=on_error, handle_signals=True
-        )
-    )
+
+    async def loop() -> None:
+        options: dict[str, Any] = {
+            "on_result": on_result,
+            "on_error": on_error,
+            "on_report": on_report,
+            "report": report,
+            "rematch": rematch,
+            "handle_signals": True,
+        }
+        if metrics_port is None:
+            await watch(cfg, secrets, seconds, **options)
+            return
+        async with MetricsServer(
+            RunStats(), lambda: 0.0, host=metrics_host, port=metrics_port
+        ) as server:
+            if as_json:
+                event("metrics", url=server.url)
+            elif not quiet:
+                echo(f"metrics: {server.url} (every cycle)")
+            await watch(cfg, secrets, seconds, metrics=server, **options)
+
+    _run(loop)
     sys.exit(0)

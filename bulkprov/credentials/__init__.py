@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from bulkprov.credentials.graph import MsalToken
 from bulkprov.credentials.target import TokenSource, ZoomOAuth
 from bulkprov.errors import ConfigError
+from bulkprov.transport import Bounds, Proxies
 
 if TYPE_CHECKING:
     from bulkprov.config import Config
@@ -30,6 +31,8 @@ class Secrets:
     graph_client_secret: SecretStr
     #: the static SCIM token, or with ``target.oauth`` the OAuth client secret
     scim_token: SecretStr
+    #: ``[network] proxy_password``, when the config names one
+    proxy_password: SecretStr | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> Secrets:
@@ -43,7 +46,36 @@ class Secrets:
             oauth.client_secret.read("target.oauth.client_secret", path)
             if oauth
             else cfg.target.token.read("target.token", path),
+            net.proxy_password.read("network.proxy_password", path)
+            if (net := cfg.network).proxy_password
+            else None,
         )
+
+
+def proxies(cfg: Config, secrets: Secrets | None = None) -> Proxies:
+    """The proxies every client of a command uses: ``[network]``, else the environment's.
+
+    ``proxy``/``no_proxy`` in the config each replace their environment variables; proxy
+    credentials come in an environment proxy URL, or as ``proxy_username`` with
+    ``proxy_password`` (a secret source, read into ``secrets``).
+    """
+    net = cfg.network
+    env = Proxies.from_environment()
+    if net.proxy == "none":
+        https = http = None
+    elif net.proxy is not None:
+        https = http = net.proxy
+    else:
+        https, http = env.https, env.http
+    no_proxy = tuple(p.strip() for p in net.no_proxy) if net.no_proxy is not None else env.no_proxy
+    auth = None
+    if net.proxy_username is not None:
+        password = secrets.proxy_password if secrets is not None else None
+        if password is None:
+            assert net.proxy_password is not None  # the config checks they come together
+            password = net.proxy_password.read("network.proxy_password", cfg.source_path)
+        auth = (net.proxy_username, password.get_secret_value())
+    return Proxies(https=https, http=http, no_proxy=no_proxy, auth=auth)
 
 
 def verify(path: Path | None) -> str | bool:
@@ -55,8 +87,20 @@ def verify(path: Path | None) -> str | bool:
     return str(path)
 
 
+def bounds(cfg: Config) -> Bounds:
+    """``[network]``'s bounds on one answer: bytes of a page or a resource, and seconds."""
+    net = cfg.network
+    return Bounds(
+        page_bytes=net.max_page_bytes, resource_bytes=net.max_answer_bytes, deadline=net.deadline
+    )
+
+
 def graph_tokens(
-    cfg: Config, secret: SecretStr, transport: httpx.AsyncBaseTransport | None = None
+    cfg: Config,
+    secret: SecretStr,
+    transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    network: Proxies | None = None,
 ) -> MsalToken | None:
     """msal for an https authority; ``None`` keeps the plain POST (http loopback only).
 
@@ -75,6 +119,7 @@ def graph_tokens(
         thumbprint=g.certificate.thumbprint if g.certificate else None,
         ca_file=g.ca_file,
         timeout=g.timeout,
+        proxies=network if network is not None else proxies(cfg),
     )
 
 
@@ -86,4 +131,11 @@ def scim_credential(
     oauth = cfg.target.oauth
     if oauth is None:
         return secrets.scim_token
-    return ZoomOAuth(oauth.token_url, oauth.account_id, oauth.client_id, secrets.scim_token, http)
+    return ZoomOAuth(
+        oauth.token_url,
+        oauth.account_id,
+        oauth.client_id,
+        secrets.scim_token,
+        http,
+        bounds=bounds(cfg),
+    )

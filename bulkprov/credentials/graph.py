@@ -11,9 +11,12 @@ msal accepts only an ``https`` authority (facts.md §9). Decision: an ``https`` 
 the small hand-written client-credentials POST of :class:`~bulkprov.graph.client.GraphClient`.
 ``graph.certificate`` needs msal, hence https.
 
-msal talks through ``requests``: the session is given ``trust_env = False`` (these machines
-export ``REQUESTS_CA_BUNDLE``, which would silently override ``verify``) and verifies against
-``graph.ca_file`` when one is configured, else the system's CAs.
+msal's ``http_client`` is a synchronous ``httpx.Client`` from
+:func:`bulkprov.transport.make_sync_client` (msal documents its interface as "a subset of
+requests, aiohttp and httpx": ``get``/``post`` returning ``status_code``, ``text``,
+``headers``, ``raise_for_status``), so the token requests share the other clients' TLS and
+proxy rules: ``graph.ca_file`` (else the system's CAs, never ``REQUESTS_CA_BUNDLE``, facts.md
+§9) and the proxy of ``[network]`` or the environment.
 """
 
 from __future__ import annotations
@@ -23,12 +26,47 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 from pydantic import SecretStr
 
 from bulkprov import redact
-from bulkprov.errors import SourceAuthError, SourceError
+from bulkprov.errors import SourceAuthError, SourceError, SourceTLSError
+from bulkprov.transport import Proxies, describe, make_sync_client
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+class _MsalHttp:
+    """msal's ``http_client`` over an ``httpx.Client``.
+
+    msal hands some form values as ``bytes`` (the signed client assertion of a certificate
+    credential): ``requests`` sends those as text, httpx as ``"b'…'"``; and a ``str`` body is
+    raw content to httpx. Both are passed the way msal means them.
+    """
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+
+    def post(
+        self,
+        url: str,
+        params: Any = None,
+        data: Any = None,
+        headers: Any = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        if isinstance(data, dict):
+            form = {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}
+            return self._client.post(url, params=params, data=form, headers=headers, **kwargs)
+        return self._client.post(url, params=params, content=data, headers=headers, **kwargs)
+
+    def get(
+        self, url: str, params: Any = None, headers: Any = None, **kwargs: Any
+    ) -> httpx.Response:
+        return self._client.get(url, params=params, headers=headers, **kwargs)
+
+    def close(self) -> None:
+        self._client.close()
 
 
 class MsalToken:
@@ -47,18 +85,19 @@ class MsalToken:
         thumbprint: str | None = None,
         ca_file: Path | None = None,
         timeout: float = 60.0,
+        proxies: Proxies | None = None,
     ) -> None:
         import msal
-        import requests
 
         if (secret is None) == (private_key is None):
             raise ValueError("give a client secret or a certificate, not both")
-        session = requests.Session()
-        session.trust_env = False
-        session.verify = str(ca_file) if ca_file else True
         # A token an hour needs no pooled connection, and none is left open for the
         # callers to close (sync, plan and provision all make one of these).
-        session.headers["Connection"] = "close"
+        session = _MsalHttp(
+            make_sync_client(
+                timeout=timeout, verify=str(ca_file) if ca_file else True, proxies=proxies
+            )
+        )
         self._session = session
         credential: Any
         if secret is not None:
@@ -115,20 +154,20 @@ class MsalToken:
             return token
 
     def _acquire(self, force: bool) -> dict[str, Any]:
-        import requests
-
         try:
             if self._app is None:
                 self._app = self._make_app()
             elif force:
                 self._app.remove_tokens_for_client()  # a 401: the cached token is bad
             result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
-        except requests.exceptions.SSLError as exc:
-            raise SourceError(
-                f"cannot verify the authority's certificate ({redact.scrub(str(exc))[-160:]}); "
-                "give its CA in graph.ca_file"
+        except httpx.TransportError as exc:
+            failure = describe(exc)
+            hint = "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
+            kind = SourceTLSError if failure.cause in ("certificate", "tls") else SourceError
+            raise kind(
+                f"cannot get a Graph token from the authority: {redact.scrub(failure.text)}{hint}"
             ) from exc
-        except (requests.RequestException, ValueError, OSError) as exc:  # never the secret
+        except (httpx.HTTPError, ValueError, OSError) as exc:  # never the secret
             # from None, on purpose: msal's and the key loader's texts are trusted only
             # scrubbed (above); as __cause__ they would reach a traceback as they are
             raise SourceError(

@@ -1,7 +1,7 @@
 """Target credentials: a static bearer token (with a JWT expiry warning) or Zoom's
 server-to-server OAuth, refreshed automatically.
 
-* A static token that is a JWT carries its expiry in the payload's ``exp``; it is decoded
+* A static token that is a JWT carries its expiry in the payload's ``exp``; PyJWT decodes it
   *without* verification (we only want the date) and a warning is given 30 days ahead — the
   admin guide's worst story is a token that expires and "the sync will silently stop working".
 * Zoom server-to-server OAuth (facts.md §6.1): ``POST https://zoom.us/oauth/token`` with
@@ -24,9 +24,10 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
-from bulkprov import _json, redact
+from bulkprov import redact
 from bulkprov.credentials.oauth import read_token
-from bulkprov.errors import TargetAuthError
+from bulkprov.errors import TargetAuthError, TargetProxyError, TargetTLSError
+from bulkprov.transport import AnswerTooLarge, Bounds, describe, fetch
 
 WARN_DAYS = 30
 #: fetch a new OAuth token this long before the old one expires (at most a tenth of its life)
@@ -34,17 +35,25 @@ REFRESH_MARGIN = 300.0
 
 
 def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` (Unix seconds) of a JWT, unverified; ``None`` if it is not a JWT."""
-    parts = token.split(".")
-    if len(parts) != 3:
+    """The ``exp`` (Unix seconds) of a JWT, unverified; ``None`` if it is not a JWT or its
+    ``exp`` is not a date (absent, not a number, or out of range, like JSON's ``Infinity``).
+    """
+    import jwt  # here, not at the top: PyJWT loads cryptography (~35 ms of start-up)
+
+    try:
+        # PyJWT parses it; verify_signature=False also turns off the exp/nbf/aud checks, so an
+        # expired token still gives its date (https://pyjwt.readthedocs.io/en/stable/usage.html)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
         return None
     try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = _json.loads(payload)
-    except (ValueError, _json.JSONDecodeError):
+        time.gmtime(exp)  # the date the warning names
+    except (OverflowError, OSError, ValueError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    return float(exp)
 
 
 def expiry_warning(
@@ -110,8 +119,10 @@ class ZoomOAuth:
         client_id: str,
         client_secret: SecretStr,
         http: httpx.AsyncClient,
+        bounds: Bounds | None = None,
     ) -> None:
         self.token_url = token_url
+        self.bounds = bounds or Bounds()
         self._account_id = account_id
         self._basic = base64.b64encode(
             f"{client_id}:{client_secret.get_secret_value()}".encode()
@@ -137,18 +148,28 @@ class ZoomOAuth:
 
     async def _fetch(self) -> str:
         try:
-            response = await self._http.post(
-                self.token_url,
-                params={"grant_type": "account_credentials", "account_id": self._account_id},
-                headers={"Authorization": f"Basic {self._basic}"},
+            status, _, content = await fetch(
+                self._http,
+                self._http.build_request(
+                    "POST",
+                    self.token_url,
+                    params={"grant_type": "account_credentials", "account_id": self._account_id},
+                    headers={"Authorization": f"Basic {self._basic}"},
+                ),
+                limit=self.bounds.resource_bytes,
+                deadline=self.bounds.deadline,
             )
+        except AnswerTooLarge as exc:
+            raise TargetAuthError(f"the OAuth token endpoint {self.token_url}: {exc}") from exc
         except httpx.HTTPError as exc:
-            raise TargetAuthError(
-                f"cannot reach the OAuth token endpoint {self.token_url}: {type(exc).__name__}"
-            ) from exc
-        token, lifetime = read_token(
-            response.status_code, response.content, default_lifetime=3600.0, refused=_refused
-        )
+            failure = describe(exc, self.token_url)
+            text = f"cannot reach the OAuth token endpoint {self.token_url}: {failure.text}"
+            if failure.cause in ("proxy-auth", "proxy-refused"):
+                raise TargetProxyError(text) from exc
+            if failure.cause in ("certificate", "tls"):
+                raise TargetTLSError(text + "; give its CA in target.ca_file") from exc
+            raise TargetAuthError(text) from exc
+        token, lifetime = read_token(status, content, default_lifetime=3600.0, refused=_refused)
         self._expires = time.monotonic() + lifetime - min(REFRESH_MARGIN, lifetime / 10)
         self.fetched += 1
         return token

@@ -27,9 +27,10 @@ from urllib.parse import quote, urlencode
 import httpx
 from pydantic import SecretStr
 
+from bulkprov.config import Config
 from bulkprov.credentials.oauth import read_token
 from bulkprov.credentials.target import TokenSource
-from bulkprov.errors import BulkProvError, SourceError
+from bulkprov.errors import BulkProvError, SourceError, SourceTLSError
 from bulkprov.graph.responses import (
     Retry,
     StaleToken,
@@ -39,9 +40,68 @@ from bulkprov.graph.responses import (
     user_count,
 )
 from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
-from bulkprov.transport import tls_failure
+from bulkprov.transport import AnswerTooLarge, Bounds, describe, fetch
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+def endpoint(url: str, base_url: str) -> str | None:
+    """Which of bulkprov's Graph reads ``url`` is: ``users``, ``groups/delta``,
+    ``groups/{id}``, ``servicePrincipals/{id}``, or Entra's provisioning job
+    (``synchronization``; ``synchronization/write`` to pause or start it) (``None`` for
+    another URL)."""
+    path = url.split("?", 1)[0]
+    base = base_url.rstrip("/") + "/"
+    if not path.startswith(base):
+        return None
+    path = path[len(base) :]
+    if path == "groups/delta":
+        return "groups/delta"
+    if path.startswith("servicePrincipals/") and "/synchronization/" in path:
+        return "synchronization/write" if path.endswith(("/pause", "/start")) else "synchronization"
+    for prefix in ("users", "groups", "servicePrincipals"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix if prefix == "users" else prefix + "/{id}"
+    return None
+
+
+def read_purposes(cfg: Config | None = None) -> dict[str, str]:
+    """Why each Graph endpoint is read (with ``cfg``: the setting that asks for it) and
+    the application permission it needs (facts.md §7: User.Read.All for users and
+    ``users/delta``; GroupMember.Read.All or Group.Read.All for groups and members;
+    ``appRoleAssignedTo`` is likely Application.Read.All — Microsoft's page includes its
+    table from elsewhere, facts.md §7.4)."""
+    groups = "groups/delta is read"
+    if cfg is None:
+        groups += ' for groups.enabled = true or scope.mode = "assigned"'
+    elif cfg.groups.enabled:
+        groups += (
+            " because groups.enabled = true (groups and their members are provisioned; "
+            "false provisions users only)"
+        )
+    elif cfg.scope.mode == "assigned":
+        groups += ' because scope.mode = "assigned" (members of assigned groups are in scope)'
+    sp = 'servicePrincipals/{id} is read because scope.mode = "assigned"'
+    if cfg is not None and cfg.scope.service_principal_id:
+        sp += f" (scope.service_principal_id = {cfg.scope.service_principal_id!r})"
+    owned = "or Application.ReadWrite.OwnedBy when this app owns the enterprise application"
+    return {
+        "users": "users are read to provision them: the permission is User.Read.All",
+        "groups/delta": f"{groups}: the permission is GroupMember.Read.All (or Group.Read.All)",
+        "groups/{id}": "groups/{id} is read for the groups assigned to the app (scope.mode = "
+        '"assigned"): the permission is GroupMember.Read.All (or Group.Read.All)',
+        "servicePrincipals/{id}": f"{sp}: it must be the object id of the enterprise "
+        "application (Enterprise applications → the app → Properties → Object ID), not of "
+        "the app registration; the permission is Application.Read.All",
+        # GRAPH api/synchronization-synchronizationjob-list.md, -get.md, -pause.md, -start.md
+        "synchronization": "Entra's provisioning job is read to migrate from it (bulkprov "
+        "migrate --service-principal: the object id of the enterprise application, Enterprise "
+        "applications → the app → Properties → Object ID): the permission is "
+        f"Synchronization.Read.All (Synchronization.ReadWrite.All to pause or start it), {owned}",
+        "synchronization/write": "Entra's provisioning job is paused or started (bulkprov "
+        "migrate --pause-entra / --resume-entra): the permission is "
+        f"Synchronization.ReadWrite.All, {owned}",
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +129,7 @@ class GraphClient:
         policy: RetryPolicy | None = None,
         token_source: TokenSource | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        bounds: Bounds | None = None,
     ) -> None:
         #: msal for https authorities (bulkprov.credentials.graph); else the POST below
         self._source = token_source
@@ -78,15 +139,25 @@ class GraphClient:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self.policy = policy or RetryPolicy()
+        #: the most an answer may take: bytes (a page, or a token) and seconds
+        self.bounds = bounds or Bounds()
         self.clock = clock
         self.gate = PauseGate(clock)
         self._token: SecretStr | None = None
         self._token_expires = 0.0
         self.requests = 0
         self.throttled = 0
+        #: why each endpoint is read and the permission it needs, for error texts
+        #: (:func:`read_purposes`; the pipeline gives the config's, naming its settings)
+        self.purposes = read_purposes()
 
     def __repr__(self) -> str:
         return f"GraphClient({self.base_url!r})"
+
+    def purpose_of(self, url: str) -> str | None:
+        """Why bulkprov reads ``url``, for an error text (``None``: not one of its reads)."""
+        kind = endpoint(url, self.base_url)
+        return self.purposes.get(kind) if kind else None
 
     async def token(self, *, force: bool = False) -> SecretStr:
         """A bearer token, refreshed five minutes before it expires."""
@@ -101,18 +172,22 @@ class GraphClient:
             "grant_type": "client_credentials",
         }
         try:
-            response = await self._http.post(self._token_url, data=form)
+            status, _, content = await fetch(
+                self._http,
+                self._http.build_request("POST", self._token_url, data=form),
+                limit=self.bounds.resource_bytes,
+                deadline=self.bounds.deadline,
+            )
+        except AnswerTooLarge as exc:
+            raise SourceError(f"the token endpoint {self._token_url}: {exc}") from exc
         except httpx.HTTPError as exc:
-            if (tls := tls_failure(exc)) is not None:
-                raise SourceError(
-                    f"cannot verify the certificate of {self._token_url} ({tls}); give its CA "
-                    "in graph.ca_file"
-                ) from exc
-            raise SourceError(
-                f"cannot reach the token endpoint {self._token_url}: {type(exc).__name__}"
+            failure = describe(exc, self._token_url)
+            hint = "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
+            raise (SourceTLSError if failure.cause in ("certificate", "tls") else SourceError)(
+                f"cannot reach the token endpoint {self._token_url}: {failure.text}{hint}"
             ) from exc
         token, lifetime = read_token(
-            response.status_code, response.content, default_lifetime=3599.0, refused=token_refused
+            status, content, default_lifetime=3599.0, refused=token_refused
         )
         self._token = SecretStr(token)
         self._token_expires = self.clock.now() + max(60.0, lifetime - 300.0)
@@ -120,6 +195,18 @@ class GraphClient:
 
     async def get_json(self, url: str, *, headers: dict[str, str] | None = None) -> Any:
         """GET a Graph URL with auth and the retry policy; return the parsed JSON."""
+        return await self.send("GET", url, headers=headers)
+
+    async def post(self, url: str) -> Any:
+        """POST an action without a body (a synchronization job's ``pause`` or ``start``):
+        ``None`` for Graph's ``204 No Content`` (or 202), else the JSON of a 200. The same
+        auth and retry policy as a read: both actions may be sent twice (pausing a paused
+        job, or starting a running one, changes nothing)."""
+        return await self.send("POST", url)
+
+    async def send(self, method: str, url: str, *, headers: dict[str, str] | None = None) -> Any:
+        """Send ``method`` to a Graph URL with auth and the retry policy; the parsed JSON
+        (``None`` for a 202 or 204 to anything but a GET)."""
         started = self.clock.now()
         attempt = 0
         refreshed = False
@@ -132,10 +219,25 @@ class GraphClient:
                 hdrs.update(headers)
             retry_after: float | None = None
             self.requests += 1
+            cause: BaseException | None = None
             try:
-                response = await self._http.get(url, headers=hdrs)
+                status, rheaders, content = await fetch(
+                    self._http,
+                    self._http.build_request(method, url, headers=hdrs),
+                    limit=self.bounds.page_bytes,
+                    deadline=self.bounds.deadline,
+                )
+                if status == 200 or status == 429 or status >= 500:  # the hot path: no text
+                    return classify(status, rheaders, content, refreshed=refreshed)
+                if method != "GET" and status in (202, 204):
+                    return None
                 return classify(
-                    response.status_code, response.headers, response.content, refreshed=refreshed
+                    status,
+                    rheaders,
+                    content,
+                    refreshed=refreshed,
+                    request=f"{method} {url.split('?', 1)[0]}",
+                    purpose=self.purpose_of(url),
                 )
             except StaleToken:
                 refreshed = True  # revoked or expired early: one new token, one more read
@@ -148,13 +250,26 @@ class GraphClient:
                 if retry_after is not None:
                     self.gate.pause(retry_after)  # every reader waits, not just this one
                 error = str(exc)
-            except httpx.TimeoutException:
-                error = "timed out"
-            except httpx.TransportError as exc:
-                error = f"connection failed ({type(exc).__name__})"
+            except AnswerTooLarge as exc:
+                raise SourceError(
+                    f"Graph read failed: {method} {url.split('?', 1)[0]}: {exc}"
+                ) from exc
+            except httpx.TransportError as exc:  # timeouts included
+                failure = describe(exc, url)
+                cause, error = exc, failure.text
+                if not failure.retryable:  # TLS, or the proxy refused: no retry can help
+                    hint = (
+                        "; give its CA in graph.ca_file" if failure.cause == "certificate" else ""
+                    )
+                    kind = (
+                        SourceTLSError if failure.cause in ("certificate", "tls") else SourceError
+                    )
+                    raise kind(f"Graph read failed: {error}{hint}") from exc
             wait = self.policy.backoff(attempt, retry_after)
             if self.policy.gives_up(attempt, started, wait, self.clock):
-                raise SourceError(f"Graph read failed after {attempt} attempt(s): {error}")
+                raise SourceError(
+                    f"Graph read failed after {attempt} attempt(s): {error}"
+                ) from cause
             if retry_after is None:
                 await self.clock.sleep(wait)
 
@@ -170,17 +285,23 @@ class GraphClient:
             await self.gate.wait()
             token = await self.token()
             self.requests += 1
-            response = await self._http.get(
-                f"{self.base_url}/users/$count",
-                headers={
-                    "Authorization": f"Bearer {token.get_secret_value()}",
-                    "ConsistencyLevel": "eventual",
-                },
+            status, rheaders, content = await fetch(
+                self._http,
+                self._http.build_request(
+                    "GET",
+                    f"{self.base_url}/users/$count",
+                    headers={
+                        "Authorization": f"Bearer {token.get_secret_value()}",
+                        "ConsistencyLevel": "eventual",
+                    },
+                ),
+                limit=self.bounds.resource_bytes,
+                deadline=self.bounds.deadline,
             )
-        except (BulkProvError, httpx.HTTPError):
+        except (BulkProvError, httpx.HTTPError, AnswerTooLarge):
             return None
         try:
-            return user_count(response.status_code, response.headers, response.content)
+            return user_count(status, rheaders, content)
         except Retry as exc:  # 429
             self.throttled += 1
             if exc.retry_after is not None:

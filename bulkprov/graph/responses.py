@@ -29,6 +29,7 @@ from typing import Any
 
 from bulkprov import _json
 from bulkprov.errors import DeltaExpired, SourceAuthError, SourceError
+from bulkprov.redact import clip
 from bulkprov.retry import parse_retry_after
 
 _MAX_DETAIL = 200
@@ -60,16 +61,31 @@ def graph_error(body: bytes) -> str:
     try:
         doc = _json.loads(body)
     except _json.JSONDecodeError:
-        return body[:_MAX_DETAIL].decode("utf-8", "replace")
+        # cut after scrubbing (clip): a cut through an echoed token would show its start
+        return clip(body[: _MAX_DETAIL * 8].decode("utf-8", "replace"), _MAX_DETAIL)
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         err = doc["error"]
-        return f"{err.get('code', '')}: {str(err.get('message', ''))[:_MAX_DETAIL]}"
-    return str(doc)[:_MAX_DETAIL]
+        return f"{err.get('code', '')}: {clip(str(err.get('message', '')), _MAX_DETAIL)}"
+    return clip(str(doc), _MAX_DETAIL)
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes, *, refreshed: bool) -> Any:
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    refreshed: bool,
+    request: str | None = None,
+    purpose: str | None = None,
+) -> Any:
     """The JSON document of a successful read, else raise what decides the next step (the
-    table above). ``refreshed``: the token was already renewed once for this read."""
+    table above). ``refreshed``: the token was already renewed once for this read.
+
+    ``request`` (``GET`` and the URL without its query) and ``purpose`` (why bulkprov
+    reads it, and the permission it needs: :func:`bulkprov.graph.client.read_purposes`)
+    go into the text of a refusal or a final 4xx, so that a 404 on ``groups/delta`` says
+    which read failed and which setting asked for it.
+    """
     if status == 200:
         try:
             return _json.loads(body)
@@ -78,10 +94,13 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, refreshed:
     if status == 401 and not refreshed:
         raise StaleToken
     if status in (401, 403):
-        raise SourceAuthError(
-            f"Graph refused the read ({status}): {graph_error(body)} — "
+        what = "the read" if request is None else request
+        hint = (
             "check the app's permissions (User.Read.All) and admin consent"
+            if purpose is None
+            else f"{purpose}; check that permission and admin consent"
         )
+        raise SourceAuthError(f"Graph refused {what} ({status}): {graph_error(body)} — {hint}")
     if status == 429:
         raise Retry(
             "429 Too Many Requests",
@@ -93,7 +112,9 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, refreshed:
     if status == 410 or b"syncStateNotFound" in body:
         # An expired delta token (seven days for directory objects, facts.md §7.3)
         raise DeltaExpired(f"Graph answered {status}: {graph_error(body)}", status=status)
-    raise SourceError(f"Graph answered {status}: {graph_error(body)}", status=status)
+    to = "" if request is None else f" to {request}"
+    why = "" if purpose is None else f" — {purpose}"
+    raise SourceError(f"Graph answered {status}{to}: {graph_error(body)}{why}", status=status)
 
 
 def user_count(status: int, headers: Mapping[str, str], body: bytes) -> int | None:
@@ -134,7 +155,7 @@ def token_refused(status: int, doc: Mapping[str, Any]) -> SourceAuthError:
     the secret."""
     code = doc.get("error", "")
     desc = doc.get("error_description", "")
-    desc = str(desc).splitlines()[0][:_MAX_DETAIL] if desc else ""
+    desc = clip(str(desc).splitlines()[0], _MAX_DETAIL) if desc else ""
     return SourceAuthError(
         f"Graph token request refused ({status} {code}): {desc} — "
         "check tenant_id, client_id and the client secret"

@@ -36,6 +36,7 @@ from bulkprov.mapping.functions import (
     null_evaluator,
 )
 from bulkprov.mapping.parser import parse, suggest
+from bulkprov.mapping.regex import DEFAULT_REGEX_TIMEOUT
 from bulkprov.mapping.values import bool_text
 from bulkprov.scim.paths import CORE_USER, ENTERPRISE_USER, ScimPath, parse_path, set_value
 
@@ -83,9 +84,10 @@ class CompiledExpression:
 
 
 class _Compiler:
-    def __init__(self, text: str, target: str) -> None:
+    def __init__(self, text: str, target: str, regex_timeout: float) -> None:
         self.text = text
         self.target = target
+        self.regex_timeout = regex_timeout
         self.attributes: set[str] = set()
         self.functions: set[str] = set()
 
@@ -195,6 +197,7 @@ class _Compiler:
             expression=self.text,
             target=self.target,
             top_level=top_level,
+            regex_timeout=self.regex_timeout,
         )
         ev = spec.build(call)
         if spec.pure and all(a.const for a in args):
@@ -212,6 +215,7 @@ def compile_expression(
     target: str = "",
     config_path: str | None = None,
     key: str | None = None,
+    regex_timeout: float = DEFAULT_REGEX_TIMEOUT,
 ) -> CompiledExpression:
     """Parse and compile one expression.
 
@@ -220,13 +224,17 @@ def compile_expression(
         target: the target attribute path it feeds (``SelectUniqueValue`` checks
             uniqueness there).
         config_path / key: where the expression came from, for error messages.
+        regex_timeout: seconds one regular-expression match may take
+            (``limits.regex_timeout``).
 
     Raises:
-        ExpressionSyntaxError: a syntax, arity or argument-kind problem, with a caret.
+        ExpressionSyntaxError: a syntax, arity or argument-kind problem, with a caret; also
+            a constant call that cannot be evaluated (a folded pattern that runs out of
+            time included).
     """
     try:
         node = parse(text)
-        compiler = _Compiler(text, target)
+        compiler = _Compiler(text, target, regex_timeout)
         arg = compiler.compile(node)
     except ExpressionSyntaxError as exc:
         if config_path is None and key is None:
@@ -575,6 +583,8 @@ def compile_mappings(
     mappings: Sequence[AttributeMapping],
     resource_schemas: Iterable[Mapping[str, Any]] | None = None,
     config_path: str | None = None,
+    *,
+    regex_timeout: float = DEFAULT_REGEX_TIMEOUT,
 ) -> UserMapper:
     """Compile an attribute-mapping table into a :class:`UserMapper`.
 
@@ -584,6 +594,8 @@ def compile_mappings(
             ``boolean``/``integer``/``decimal`` attributes are converted from the language's
             strings. Without them only ``active`` is (to a JSON boolean).
         config_path: the config file, for error messages.
+        regex_timeout: seconds one regular-expression match may take
+            (``limits.regex_timeout``).
 
     Raises:
         MappingError: naming the row (``mappings[3].expression``); expression problems are
@@ -643,7 +655,11 @@ def compile_mappings(
         elif m.type == "expression":
             assert m.expression is not None
             compiled = compile_expression(
-                m.expression, target=path, config_path=config_path, key=f"{where}.expression"
+                m.expression,
+                target=path,
+                config_path=config_path,
+                key=f"{where}.expression",
+                regex_timeout=regex_timeout,
             )
             select |= compiled.source_attributes
             if compiled.redacted:

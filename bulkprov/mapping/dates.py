@@ -18,9 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal, Self
+from typing import Any, Literal, Self
+
+import regex
 
 from bulkprov.errors import UserDataError
+from bulkprov.mapping.values import shown
 
 Kind = Literal["Unspecified", "Utc", "Local"]
 
@@ -51,6 +54,9 @@ class DateTimeStr(str):
 
 
 # --- parsing free-form date strings (CDate, DateAdd/DateDiff inputs, NumFromDate) ---------
+
+#: the longest string parse_datetime reads (the longest form it knows is under 60)
+_MAX_DATE_LENGTH = 256
 
 _ISO = re.compile(
     r"""\s*(?P<y>\d{4})-(?P<mo>\d{1,2})-(?P<d>\d{1,2})
@@ -120,6 +126,9 @@ def parse_datetime(value: str) -> datetime:
     """
     if isinstance(value, DateTimeStr):
         return value.dt
+    if len(value) > _MAX_DATE_LENGTH:
+        # The patterns below have adjacent \s* runs: quadratic on long runs of spaces.
+        raise ValueError(f"{len(value):,} characters is too long for a date/time")
     m = _ISO.match(value) or _US.match(value)
     if m:
         g = m.groupdict()
@@ -150,7 +159,7 @@ def parse_datetime(value: str) -> datetime:
         g = m.groupdict()
         month = _month_number(g["mon1"] or g["mon2"])
         if month is None:
-            raise ValueError(f"unknown month name in {value!r}")
+            raise ValueError(f"unknown month name in {shown(value)}")
         dt = datetime(
             int(g["y1"] or g["y2"]),
             month,
@@ -160,7 +169,7 @@ def parse_datetime(value: str) -> datetime:
             int(g["s"] or 0),
         )
         return dt - _offset(g["tz"])
-    raise ValueError(f"not a recognised date/time: {value!r}")
+    raise ValueError(f"not a recognised date/time: {shown(value)}")
 
 
 def to_datetime(value: str, func: str) -> datetime:
@@ -168,7 +177,7 @@ def to_datetime(value: str, func: str) -> datetime:
     try:
         return parse_datetime(value)
     except (ValueError, OverflowError) as exc:
-        raise UserDataError(f"{func}: cannot read {value!r} as a date/time ({exc})") from exc
+        raise UserDataError(f"{func}: cannot read {shown(value)} as a date/time ({exc})") from exc
 
 
 def now(fixed: datetime | None) -> datetime:
@@ -225,7 +234,7 @@ def date_add(interval: str, amount: int, dt: datetime) -> datetime:
         return dt + timedelta(minutes=amount)
     if interval == "s":
         return dt + timedelta(seconds=amount)
-    raise ValueError(f"unknown interval {interval!r}")
+    raise ValueError(f"unknown interval {shown(interval)}")
 
 
 def _week_start(dt: datetime) -> int:
@@ -258,7 +267,7 @@ def date_diff(interval: str, d1: datetime, d2: datetime) -> int:
         return ((days * 24 + d2.hour - d1.hour) * 60 + d2.minute - d1.minute) * 60 + (
             d2.second - d1.second
         )
-    raise ValueError(f"unknown interval {interval!r}")
+    raise ValueError(f"unknown interval {shown(interval)}")
 
 
 # --- .NET custom date and time format strings (FormatDateTime) ----------------------------
@@ -310,19 +319,19 @@ def tokenize_format(fmt: str) -> tuple[FormatToken, ...]:
                 j += 1
             count = j - i
             if ch in "fF" and count > 7:
-                raise ValueError(f"more than 7 '{ch}' in {fmt!r}")
+                raise ValueError(f"more than 7 '{ch}' in {shown(fmt)}")
             flush()
             tokens.append((ch, count if ch == "y" else min(count, _MAX_COUNT[ch])))
             i = j
         elif ch in "'\"":
             end = fmt.find(ch, i + 1)
             if end < 0:
-                raise ValueError(f"unterminated quote in {fmt!r}")
+                raise ValueError(f"unterminated quote in {shown(fmt)}")
             literal.append(fmt[i + 1 : end])
             i = end + 1
         elif ch == "\\":
             if i + 1 >= n:
-                raise ValueError(f"trailing backslash in {fmt!r}")
+                raise ValueError(f"trailing backslash in {shown(fmt)}")
             literal.append(fmt[i + 1])
             i += 2
         elif ch == "%":
@@ -410,7 +419,9 @@ class ExactParser:
     """A compiled ``DateTime.ParseExact`` for one format."""
 
     fmt: str
-    regex: re.Pattern[str]
+    #: a ``regex``-package pattern (matched with a time limit: adjacent ``\d{1,2}`` groups
+    #: of a hostile format backtrack exponentially)
+    regex: Any
     groups: tuple[tuple[str, int, str], ...]  # (spec, count, group name)
 
 
@@ -461,8 +472,11 @@ def compile_exact(fmt: str) -> ExactParser:
             body = r"A\.D\.|AD"
         groups.append((spec, count, name))
         parts.append(f"(?P<{name}>{body})")
-    regex = re.compile("".join(parts) + r"\Z", re.IGNORECASE)
-    return ExactParser(fmt, regex, tuple(groups))
+    try:
+        pattern = regex.compile("".join(parts) + r"\Z", regex.IGNORECASE)
+    except (regex.error, RecursionError, OverflowError, MemoryError) as exc:
+        raise ValueError(f"the format {shown(fmt)} is too complex ({exc})") from None
+    return ExactParser(fmt, pattern, tuple(groups))
 
 
 # DateTimeStyles (System.Globalization) names FormatDateTime accepts
@@ -496,7 +510,7 @@ def parse_styles(text: str) -> frozenset[str]:
         if not name:
             continue
         if name not in STYLE_NAMES:
-            raise ValueError(f"unknown DateTimeStyles value {part.strip()!r}")
+            raise ValueError(f"unknown DateTimeStyles value {shown(part.strip())}")
         names.add(name)
     if "AllowWhiteSpaces" in names:
         names |= {"AllowLeadingWhite", "AllowTrailingWhite", "AllowInnerWhite"}
@@ -504,12 +518,17 @@ def parse_styles(text: str) -> frozenset[str]:
 
 
 def parse_exact(
-    value: str, parser: ExactParser, styles: frozenset[str], today: Callable[[], datetime]
+    value: str,
+    parser: ExactParser,
+    styles: frozenset[str],
+    today: Callable[[], datetime],
+    timeout: float | None = None,
 ) -> tuple[datetime, Kind]:
     """``DateTime.ParseExact(value, format, invariant, styles)`` → (UTC-or-unspecified, kind).
 
     Raises:
         ValueError: the value does not fit the format.
+        TimeoutError: matching took longer than ``timeout`` seconds.
     """
     s = value
     if "AllowLeadingWhite" in styles:
@@ -518,9 +537,9 @@ def parse_exact(
         s = s.rstrip()
     if "AllowInnerWhite" in styles:
         s = re.sub(r"\s+", " ", s)
-    m = parser.regex.match(s)
+    m = parser.regex.match(s, timeout=timeout)
     if not m:
-        raise ValueError(f"{value!r} does not match the format {parser.fmt!r}")
+        raise ValueError(f"{shown(value)} does not match the format {shown(parser.fmt)}")
     year: int | None = None
     month: int | None = None
     day: int | None = None
@@ -562,7 +581,7 @@ def parse_exact(
             offset, utc_designator = timedelta(0), True
     if half is not None:
         if not 1 <= hour <= 12:
-            raise ValueError(f"hour {hour} with AM/PM in {value!r}")
+            raise ValueError(f"hour {hour} with AM/PM in {shown(value)}")
         hour = hour % 12 + (12 if half == "P" else 0)
     if year is None and month is None and day is None and "NoCurrentDateDefault" not in styles:
         base = today()

@@ -39,15 +39,25 @@ from bulkprov.errors import UserDataError
 from bulkprov.mapping import ast, dates, text
 from bulkprov.mapping.context import MappingContext
 from bulkprov.mapping.errors import ExpressionSyntaxError
-from bulkprov.mapping.regex import check_replacement, compile_dotnet
+from bulkprov.mapping.regex import (
+    DEFAULT_REGEX_TIMEOUT,
+    Pattern,
+    PatternError,
+    check_replacement,
+    compile_dotnet,
+    timed_out,
+)
 from bulkprov.mapping.values import (
     FALSE,
+    MAX_TEXT_LENGTH,
     TRUE,
     as_number,
     bool_text,
+    check_length,
     is_null_or_empty,
     is_truthy,
     opt_text,
+    shown,
     to_int,
 )
 from bulkprov.mapping.values import text as as_text
@@ -89,6 +99,7 @@ class Call:
         expression: str,
         target: str,
         top_level: bool,
+        regex_timeout: float = DEFAULT_REGEX_TIMEOUT,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -98,6 +109,8 @@ class Call:
         self.expression = expression
         self.target = target
         self.top_level = top_level
+        #: seconds one regular-expression match may take (``limits.regex_timeout``)
+        self.regex_timeout = regex_timeout
 
     def present(self, i: int) -> bool:
         """The argument exists and is not an empty slot."""
@@ -305,7 +318,7 @@ def _interval(call: Call, i: int) -> Callable[[U, C], str]:
     def dynamic(u: U, c: C) -> str:
         value = opt_text(ev(u, c), name, "interval")
         if value not in dates.INTERVALS:
-            raise UserDataError(f"{name}: unknown interval {value!r}")
+            raise UserDataError(f"{name}: unknown interval {shown(value or '')}")
         return value
 
     return dynamic
@@ -327,7 +340,11 @@ def _append(call: Call) -> Evaluator:
         x = suffix(u, c)
         if x is None:
             return str(s)
-        return s + (x if x.__class__ is str else as_text(x, "Append", "suffix"))
+        if x.__class__ is not str:
+            x = as_text(x, "Append", "suffix")
+        if len(s) + len(x) > MAX_TEXT_LENGTH:
+            check_length(len(s) + len(x), "Append")
+        return s + x
 
     return append
 
@@ -451,17 +468,35 @@ def _coalesce(call: Call) -> Evaluator:
     return coalesce
 
 
+def _encode(s: str, encoding: str, func: str, growth: int) -> bytes:
+    """``s`` in ``encoding``; a lone surrogate (no character: half of a UTF-16 pair) fails
+    the user instead of raising ``UnicodeEncodeError``. ``growth``: at most how many
+    output characters one input character makes (checked against the length limit)."""
+    if len(s) * growth > MAX_TEXT_LENGTH:
+        check_length(len(s) * growth, func)
+    try:
+        return s.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise UserDataError(
+            f"{func}: the source holds an invalid character ({exc.reason}: "
+            f"U+{ord(s[exc.start]):04X} at position {exc.start + 1})"
+        ) from None
+
+
 @function("ConvertToBase64", "source")
 def _base64(call: Call) -> Evaluator:
     return _transform(
         "ConvertToBase64",
-        lambda s: base64.b64encode(s.encode("utf-16-le")).decode("ascii"),
+        # UTF-16: up to 4 bytes a character; base64: 4 characters per 3 bytes
+        lambda s: base64.b64encode(_encode(s, "utf-16-le", "ConvertToBase64", 6)).decode("ascii"),
     )(call)
 
 
 @function("ConvertToUTF8Hex", "source")
 def _utf8_hex(call: Call) -> Evaluator:
-    return _transform("ConvertToUTF8Hex", lambda s: s.encode("utf-8").hex().upper())(call)
+    return _transform(
+        "ConvertToUTF8Hex", lambda s: _encode(s, "utf-8", "ConvertToUTF8Hex", 8).hex().upper()
+    )(call)
 
 
 @function("Count", "attribute")
@@ -598,6 +633,7 @@ def _format_date_time(call: Call) -> Evaluator:
 
     src = call.ev(0)
     parser, formatter = parser_of(in_i), formatter_of(out_i)
+    timeout = call.regex_timeout
 
     def format_date_time(u: U, c: C) -> Any:
         v = src(u, c)
@@ -606,10 +642,15 @@ def _format_date_time(call: Call) -> Evaluator:
         s = as_text(v, name, "source")
         exact = parser(u, c)
         try:
-            dt, kind = dates.parse_exact(s, exact, styles, lambda: dates.now(c.now))
+            dt, kind = dates.parse_exact(s, exact, styles, lambda: dates.now(c.now), timeout)
         except (ValueError, OverflowError) as exc:
             raise UserDataError(f"{name}: {exc}") from exc
-        return dates.format_custom(dt, kind, formatter(u, c))
+        except TimeoutError:
+            raise timed_out(name, exact.fmt, timeout, "the inputFormat") from None
+        out = dates.format_custom(dt, kind, formatter(u, c))
+        if len(out) > MAX_TEXT_LENGTH:
+            check_length(len(out), name)
+        return out
 
     return format_date_time
 
@@ -764,6 +805,9 @@ def _join(call: Call) -> Evaluator:
             # Nothing to join: null, so the target is not sent [I].
             return None
         sep = const_sep if const_sep is not None else opt_text(sep_ev(u, c), "Join") or ""
+        length = sum(map(len, parts)) + len(sep) * (len(parts) - 1)
+        if length > MAX_TEXT_LENGTH:
+            check_length(length, "Join")
         return sep.join(parts)
 
     return join
@@ -804,7 +848,13 @@ def _mid(call: Call) -> Evaluator:
 
 @function("NormalizeDiacritics", "source")
 def _normalize_diacritics(call: Call) -> Evaluator:
-    return _transform("NormalizeDiacritics", text.normalize_diacritics)(call)
+    def normalize(s: str) -> str:
+        out = text.normalize_diacritics(s)
+        if len(out) > MAX_TEXT_LENGTH:
+            check_length(len(out), "NormalizeDiacritics")
+        return out
+
+    return _transform("NormalizeDiacritics", normalize)(call)
 
 
 @function("Not", "source")
@@ -945,11 +995,20 @@ def _remove_duplicates(call: Call) -> Evaluator:
         v = src(u, c)
         if not isinstance(v, list):
             return v
-        seen: list[Any] = []
+        out: list[Any] = []
+        hashable: set[Any] = set()
+        others: list[Any] = []  # dicts and lists: compared one by one (rare, and short)
         for x in v:
-            if x not in seen:
-                seen.append(x)
-        return seen
+            try:
+                if x in hashable:
+                    continue
+                hashable.add(x)
+            except TypeError:
+                if x in others:
+                    continue
+                others.append(x)
+            out.append(x)
+        return out
 
     return remove_duplicates
 
@@ -1002,7 +1061,12 @@ def _replace_value(call: Call) -> Evaluator:
         old = opt_text(old_ev(u, c), "Replace", "oldValue")
         if not old:
             return s
-        return s.replace(old, opt_text(new_ev(u, c), "Replace", "replacementValue") or "")
+        new = opt_text(new_ev(u, c), "Replace", "replacementValue") or ""
+        if len(new) > len(old) and len(s) + len(s) // len(old) * (len(new) - len(old)) > (
+            MAX_TEXT_LENGTH
+        ):
+            check_length(len(s) + s.count(old) * (len(new) - len(old)), "Replace")
+        return s.replace(old, new)
 
     return replace_value
 
@@ -1021,28 +1085,33 @@ def _replace_template(call: Call) -> Evaluator:
         old = opt_text(old_ev(u, c), "Replace", "oldValue")
         if template is None:
             return None
-        return template.replace(old, s) if old else template
+        if not old:
+            return template
+        if len(s) > len(old) and len(template) // len(old) * len(s) > MAX_TEXT_LENGTH:
+            check_length(len(template) + template.count(old) * (len(s) - len(old)), "Replace")
+        return template.replace(old, s)
 
     return replace_template
 
 
-def _regex_of(
-    call: Call, i: int
-) -> tuple[Callable[[U, C], re.Pattern[str]], re.Pattern[str] | None]:
-    """The pattern's evaluator, and the compiled pattern itself when it is a constant."""
+def _regex_of(call: Call, i: int) -> tuple[Callable[[U, C], tuple[Pattern, str]], Pattern | None]:
+    """The pattern's evaluator (compiled pattern, pattern text), and the compiled pattern
+    itself when it is a constant."""
     const = call.const_text(i)
     if const is not None:
         try:
             compiled = compile_dotnet(const)
-        except re.error as exc:
+        except PatternError as exc:
             call.fail(i, f"invalid regular expression: {exc}")
-        return (lambda u, c: compiled), compiled
+        fixed = (compiled, const)
+        return (lambda u, c: fixed), compiled
     ev = call.ev(i)
 
-    def dynamic(u: U, c: C) -> re.Pattern[str]:
+    def dynamic(u: U, c: C) -> tuple[Pattern, str]:
+        text = as_text(ev(u, c) or "", "Replace", "regexPattern")
         try:
-            return compile_dotnet(as_text(ev(u, c) or "", "Replace", "regexPattern"))
-        except re.error as exc:
+            return compile_dotnet(text), text
+        except PatternError as exc:
             raise UserDataError(f"Replace: invalid regular expression: {exc}") from exc
 
     return dynamic, None
@@ -1059,13 +1128,14 @@ def _replace_regex(call: Call) -> Evaluator:
         except ValueError as exc:
             call.fail(4, f"replacementValue: {exc}")
     repl_ev = call.ev(4)
+    timeout = call.regex_timeout
 
     def replace_regex(u: U, c: C) -> Any:
         v = src(u, c)
         if v is None:
             return None
         s = as_text(v, "Replace", "source")
-        rx = pattern(u, c)
+        rx, text = pattern(u, c)
         tpl = template
         if tpl is None:
             raw = opt_text(repl_ev(u, c), "Replace", "replacementValue") or ""
@@ -1073,12 +1143,36 @@ def _replace_regex(call: Call) -> Evaluator:
                 tpl = check_replacement(rx, raw)
             except ValueError as exc:
                 raise UserDataError(f"Replace: replacementValue: {exc}") from exc
-        return rx.sub(tpl, s)
+        try:
+            # Every match (at most one per position) adds at most the template, each of
+            # its group references at most the whole source: when that cannot pass the
+            # length limit, the fast path; else each expansion is counted.
+            refs = tpl.count("\\g<")
+            if len(s) + (len(s) + 1) * (len(tpl) + refs * len(s)) <= MAX_TEXT_LENGTH:
+                return rx.sub(tpl, s, timeout=timeout)
+            return _bounded_sub(rx, tpl, s, timeout)
+        except TimeoutError:
+            raise timed_out("Replace", text, timeout) from None
 
     return replace_regex
 
 
-def _group_name(call: Call, pattern: re.Pattern[str] | None) -> str:
+def _bounded_sub(rx: Pattern, template: str, s: str, timeout: float) -> str:
+    """``rx.sub(template, s)`` that stops as soon as the result passes the length limit."""
+    budget = [MAX_TEXT_LENGTH - len(s)]
+
+    def expand(m: Any) -> str:
+        piece: str = m.expand(template)
+        budget[0] -= len(piece) - (m.end() - m.start())
+        if budget[0] < 0:
+            check_length(MAX_TEXT_LENGTH - budget[0], "Replace")
+        return piece
+
+    result: str = rx.sub(expand, s, timeout=timeout)
+    return result
+
+
+def _group_name(call: Call, pattern: Pattern | None) -> str:
     name = call.const_text(3)
     if name is None:
         call.fail(3, "regexGroupName must be a constant string")
@@ -1092,26 +1186,35 @@ def _replace_group(call: Call) -> Evaluator:
     pattern, const_pattern = _regex_of(call, 2)
     group = _group_name(call, const_pattern)
     repl_ev = call.ev(4)
+    timeout = call.regex_timeout
 
     def replace_group(u: U, c: C) -> Any:
         v = src(u, c)
         if v is None:
             return None
         s = as_text(v, "Replace", "source")
-        rx = pattern(u, c)
+        rx, text = pattern(u, c)
         if group not in rx.groupindex:
             raise UserDataError(f"Replace: the pattern has no group named {group!r}")
         new = opt_text(repl_ev(u, c), "Replace", "replacementValue") or ""
         out: list[str] = []
         last = 0
-        for m in rx.finditer(s):
-            start, end = m.span(group)
-            # Only a group that matched some text is replaced (an empty or skipped group
-            # is not "a value matching regexGroupName") [I].
-            if start < end:
-                out.append(s[last:start])
-                out.append(new)
-                last = end
+        try:
+            # One time limit for the whole scan: the package times the iterator's state.
+            length = len(s)
+            for m in rx.finditer(s, timeout=timeout):
+                start, end = m.span(group)
+                # Only a group that matched some text is replaced (an empty or skipped
+                # group is not "a value matching regexGroupName") [I].
+                if start < end:
+                    out.append(s[last:start])
+                    out.append(new)
+                    last = end
+                    length += len(new) - (end - start)
+                    if length > MAX_TEXT_LENGTH:
+                        check_length(length, "Replace")
+        except TimeoutError:
+            raise timed_out("Replace", text, timeout) from None
         out.append(s[last:])
         return "".join(out)
 
@@ -1123,6 +1226,7 @@ def _replace_fallback(call: Call) -> Evaluator:
     pattern, const_pattern = _regex_of(call, 2)
     group = _group_name(call, const_pattern)
     other_ev = call.ev(5)
+    timeout = call.regex_timeout
 
     def replace_fallback(u: U, c: C) -> Any:
         v = src(u, c)
@@ -1131,7 +1235,13 @@ def _replace_fallback(call: Call) -> Evaluator:
         other = other_ev(u, c)
         if other is None:
             return None
-        m = pattern(u, c).search(as_text(other, "Replace", "replacementAttributeName"))
+        rx, text = pattern(u, c)
+        if group not in rx.groupindex:
+            raise UserDataError(f"Replace: the pattern has no group named {group!r}")
+        try:
+            m = rx.search(as_text(other, "Replace", "replacementAttributeName"), timeout=timeout)
+        except TimeoutError:
+            raise timed_out("Replace", text, timeout) from None
         return m.group(group) if m else None
 
     return replace_fallback

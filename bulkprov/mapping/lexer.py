@@ -13,6 +13,11 @@ The language (Microsoft's "Reference for writing expressions for attribute mappi
 Any other backslash sequence in a string is kept as written (``"\\d"`` stays ``\\d``),
 which is what regex patterns written without doubling expect; Microsoft documents only
 the two escapes, so this leniency is ours.
+
+Numbers are ASCII digits, and a literal's integer part must fit .NET's ``Int64`` (VB's
+``Long``, the widest integer the service can hold): a longer literal is a syntax error at
+its position, not a number Python would carry through (and fail to print past 4,300
+digits).
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ from bulkprov.mapping.errors import ExpressionSyntaxError
 
 #: Entra's documented limit (KNOWN: "a maximum of 10,000 characters")
 MAX_EXPRESSION_LENGTH = 10_000
+
+#: .NET ``Int64`` (``Long``): the range of a number literal's integer part
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_DIGITS = frozenset("0123456789")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 TokenKind = Literal[
     "NAME", "LPAREN", "RPAREN", "COMMA", "ATTR", "STRING", "NUMBER", "HEX", "OP", "EOF"
@@ -101,32 +112,42 @@ def tokenize(text: str) -> list[Token]:
             i = close + 1
         elif ch == "]":
             raise ExpressionSyntaxError("']' without a matching '['", text, i)
-        elif ch.isdigit() or (ch == "-" and i + 1 < n and text[i + 1].isdigit()):
+        elif ch in _DIGITS or (ch == "-" and i + 1 < n and text[i + 1] in _DIGITS):
             j = i + 1
-            while j < n and text[j].isdigit():
+            while j < n and text[j] in _DIGITS:
                 j += 1
-            if j + 1 < n and text[j] == "." and text[j + 1].isdigit():
+            whole = j
+            if j + 1 < n and text[j] == "." and text[j + 1] in _DIGITS:
                 j += 1
-                while j < n and text[j].isdigit():
+                while j < n and text[j] in _DIGITS:
                     j += 1
-            if j < n and (text[j].isalpha() or text[j] == "_"):
+            if j < n and (text[j].isalnum() or text[j] == "_"):
                 raise ExpressionSyntaxError(
                     f"invalid number {text[i : j + 1]!r}: names cannot start with a digit",
                     text,
                     i,
                 )
+            _check_int64(text, i, text[i:whole])
             append(Token("NUMBER", text[i:j], i, j))
             i = j
         elif ch == "&":
             if i + 1 < n and text[i + 1] in "hH":
                 j = i + 2
-                while j < n and text[j] in "0123456789abcdefABCDEF":
+                while j < n and text[j] in _HEX_DIGITS:
                     j += 1
                 if j == i + 2:
                     raise ExpressionSyntaxError(
                         "hex literal needs digits after '&H' (e.g. &HF7)", text, i
                     )
-                append(Token("HEX", str(int(text[i + 2 : j], 16)), i, j))
+                digits = text[i + 2 : j].lstrip("0")
+                if len(digits) > 16 or (digits and int(digits, 16) > INT64_MAX):
+                    raise ExpressionSyntaxError(
+                        f"hex literal {_excerpt(text[i:j])} is larger than .NET's Int64 "
+                        f"allows (at most &H{INT64_MAX:X})",
+                        text,
+                        i,
+                    )
+                append(Token("HEX", str(int(digits or "0", 16)), i, j))
                 i = j
             else:
                 raise ExpressionSyntaxError(
@@ -169,6 +190,26 @@ def tokenize(text: str) -> list[Token]:
             raise ExpressionSyntaxError(f"unexpected character {ch!r}", text, i)
     append(Token("EOF", "", n, n))
     return tokens
+
+
+def _excerpt(literal: str) -> str:
+    """A literal as an error message shows it: long ones cut in the middle."""
+    return literal if len(literal) <= 24 else f"{literal[:10]}…{literal[-10:]}"
+
+
+def _check_int64(text: str, start: int, whole: str) -> None:
+    """Raise when a number literal's integer part lies outside .NET's Int64."""
+    digits = whole.lstrip("-").lstrip("0")
+    if len(digits) < 19:
+        return
+    value = int(whole) if len(digits) <= 20 else None
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        raise ExpressionSyntaxError(
+            f"number {_excerpt(whole)} is outside the range of .NET's Int64 "
+            f"({INT64_MIN} to {INT64_MAX})",
+            text,
+            start,
+        )
 
 
 def _string(text: str, start: int, append: Callable[[Token], None]) -> int:

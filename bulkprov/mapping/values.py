@@ -31,8 +31,18 @@ _HEX = re.compile(r"\s*&[Hh]([0-9A-Fa-f]+)\s*\Z")
 _NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*\Z")
 
 
-def normalize(value: Any) -> Any:
-    """Graph JSON → language value (see the module docstring)."""
+#: how deep lists may nest in a user's value (Graph's are flat; JSON allows 1,024 levels,
+#: more than Python's recursion limit)
+MAX_LIST_DEPTH = 32
+
+
+def normalize(value: Any, _depth: int = 0) -> Any:
+    """Graph JSON → language value (see the module docstring).
+
+    Raises:
+        UserDataError: lists nested more than :data:`MAX_LIST_DEPTH` deep, or an integer
+            too long to print (Python refuses past 4,300 digits).
+    """
     if value is None or value.__class__ is str:
         return value
     if value is True:
@@ -42,11 +52,16 @@ def normalize(value: Any) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:
+            raise UserDataError("a number is too long to read") from None
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, list | tuple):
-        items = [normalize(v) for v in value if v is not None]
+        if _depth >= MAX_LIST_DEPTH:
+            raise UserDataError(f"a value holds lists nested more than {MAX_LIST_DEPTH} deep")
+        items = [normalize(v, _depth + 1) for v in value if v is not None]
         return items or None
     return value
 
@@ -63,12 +78,14 @@ def text(value: Any, func: str, what: str = "argument") -> str:
     """
     if value.__class__ is str or isinstance(value, str):
         return value
-    if isinstance(value, list):
-        if len(value) == 1:
-            return text(value[0], func, what)
-        raise UserDataError(
-            f"{func}: {what} is multi-valued ({len(value)} values); expected one value"
-        )
+    while isinstance(value, list):  # a loop, not recursion: [[[…]]] can nest 1,000 deep
+        if len(value) != 1:
+            raise UserDataError(
+                f"{func}: {what} is multi-valued ({len(value)} values); expected one value"
+            )
+        value = value[0]
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return bool_text(value)
     if isinstance(value, int | float):
@@ -81,21 +98,63 @@ def opt_text(value: Any, func: str, what: str = "argument") -> str | None:
     return None if value is None else text(value, func, what)
 
 
+#: .NET ``Int64``: the widest integer an argument can be
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+#: the longest string a function may build. Nothing legitimate comes near it (Graph's
+#: string properties hold a few thousand characters); without it a few nested calls
+#: that grow their input (ConvertToBase64 ×2.7, Replace by a longer string) exhaust memory.
+MAX_TEXT_LENGTH = 1_000_000
+
+
+def check_length(length: int, func: str) -> None:
+    """Raise when a result of ``length`` characters would be longer than allowed.
+
+    Raises:
+        UserDataError: naming the function and the limit.
+    """
+    if length > MAX_TEXT_LENGTH:
+        raise UserDataError(
+            f"{func}: the result would be {length:,} characters long; a value may be at "
+            f"most {MAX_TEXT_LENGTH:,}"
+        )
+
+
+def shown(s: str, limit: int = 60) -> str:
+    """``repr(s)`` for an error message, cut in the middle when longer than ``limit``: a
+    user's value can be a megabyte, and messages end up in the provisioning log."""
+    if len(s) <= limit:
+        return repr(s)
+    half = (limit - 1) // 2
+    return repr(s[:half] + "…" + s[-half:]) + f" ({len(s):,} characters)"
+
+
 def to_int(value: Any, func: str, what: str) -> int:
     """An integer argument (``"7"``, ``"-10"``, ``"&HF"``); VB accepts surrounding spaces.
 
     Raises:
-        UserDataError: null, or not an integer.
+        UserDataError: null, not an integer, or outside .NET's Int64 (Python would carry
+            any size, and fail to convert one past 4,300 digits).
     """
     if value is None:
         raise UserDataError(f"{func}: {what} is null; expected an integer")
     s = text(value, func, what)
     if _INT.match(s):
-        return int(s)
-    hex_match = _HEX.match(s)
-    if hex_match:
-        return int(hex_match.group(1), 16)
-    raise UserDataError(f"{func}: {what} {s!r} is not an integer")
+        digits = s.strip().lstrip("+-").lstrip("0")
+        number = int(s) if len(digits) <= 20 else None
+    else:
+        hex_match = _HEX.match(s)
+        if not hex_match:
+            raise UserDataError(f"{func}: {what} {shown(s)} is not an integer")
+        digits = hex_match.group(1).lstrip("0")
+        number = int(digits or "0", 16) if len(digits) <= 16 else None
+    if number is None or not INT64_MIN <= number <= INT64_MAX:
+        raise UserDataError(
+            f"{func}: {what} {shown(s.strip())} is outside the range of a 64-bit integer"
+        )
+    return number
 
 
 def as_number(value: str) -> float | None:
@@ -128,7 +187,7 @@ def is_truthy(value: Any, func: str) -> bool:
     num = as_number(s)
     if num is not None:
         return num != 0
-    raise UserDataError(f'{func}: {s!r} is not a boolean (expected "True" or "False")')
+    raise UserDataError(f'{func}: {shown(s)} is not a boolean (expected "True" or "False")')
 
 
 def is_null_or_empty(value: Any) -> bool:

@@ -11,6 +11,10 @@ the cycle ID the run's id.
 Steps are derived from each entry the way Entra lays them out (import, scoping,
 matching, export); bulkprov logs the new value of each modified property, not the old
 one, so ``Old Value`` is empty.
+
+A cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
+single quote (OWASP's rule against CSV injection): a spreadsheet shows it as text instead of
+running it as a formula. The files are mode 0600.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bulkprov import _json
+from bulkprov.checkpoint.files import open_private, private_dir
+from bulkprov.redact import csv_cell
 
 #: bulkprov log action → Entra's provisioningAction (Create, Update, Delete, Disable,
 #: StagedDelete, Other; facts.md §5.1). A link is "Other" (an existing account matched).
@@ -36,6 +42,10 @@ ENTRA_ACTION = {
     "other": "Other",
 }
 ENTRA_STATUS = {"success": "Success", "failure": "Failure", "skipped": "Skipped"}
+#: every action a log entry can have (``group``: a group's create, update or delete)
+LOG_ACTIONS = ("create", "update", "link", "disable", "delete", "group", "other")
+#: every status a log entry can have
+LOG_STATUSES = tuple(ENTRA_STATUS)
 
 LOG_COLUMNS = (
     "Change ID",
@@ -111,20 +121,34 @@ def steps(entry: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+class _Writer:
+    """A CSV writer whose text cells are :func:`~bulkprov.redact.csv_cell`: a user's
+    ``=HYPERLINK(…)`` or ``@SUM(…)`` is written ``'=HYPERLINK(…)``, text to a spreadsheet."""
+
+    def __init__(self, f: IO[str]) -> None:
+        self._w = csv.writer(f)
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self._w.writerow([csv_cell(v) if isinstance(v, str) else v for v in row])
+
+
 def write_entra_csv(entries: Iterable[dict[str, Any]], directory: Path) -> list[Path]:
-    """Write the three CSV files into ``directory``; return their paths."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the three CSV files into ``directory``; return their paths.
+
+    The files are mode 0600 (a folder created for them 0700): they hold the tenant's names.
+    """
+    private_dir(directory)
     paths = [
         directory / "ProvisioningLogs.csv",
         directory / "ProvisioningLogs_ProvisioningSteps.csv",
         directory / "ProvisioningLogs_ModifiedProperties.csv",
     ]
     with (
-        paths[0].open("w", newline="", encoding="utf-8") as f_log,
-        paths[1].open("w", newline="", encoding="utf-8") as f_steps,
-        paths[2].open("w", newline="", encoding="utf-8") as f_props,
+        open_private(paths[0], newline="") as f_log,
+        open_private(paths[1], newline="") as f_steps,
+        open_private(paths[2], newline="") as f_props,
     ):
-        log, st, props = csv.writer(f_log), csv.writer(f_steps), csv.writer(f_props)
+        log, st, props = _Writer(f_log), _Writer(f_steps), _Writer(f_props)
         log.writerow(LOG_COLUMNS)
         st.writerow(STEP_COLUMNS)
         props.writerow(PROPERTY_COLUMNS)

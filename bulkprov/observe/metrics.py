@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from bulkprov.errors import ConfigError
+from bulkprov.observe.health import render_metrics
 from bulkprov.pipeline import RunStats
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ def render(stats: RunStats, current_rate: float) -> str:
         [("", float(stats.pages))],
     )
     metric("bulkprov_run_id", "gauge", "Id of the current run.", [("", float(stats.run_id))])
+    # the state's health (read when the run starts and when it ends): what the alerts of
+    # deploy/prometheus/alerts.yaml watch
+    lines.extend(render_metrics(stats.health))
     metric(
         "bulkprov_run_phase",
         "gauge",

@@ -23,6 +23,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from bulkprov import _json
 from bulkprov.config import Config
@@ -31,6 +32,7 @@ from bulkprov.credentials.target import expiry_warning
 from bulkprov.observe.metrics import MetricsServer
 from bulkprov.observe.report import RunSampler, write_report
 from bulkprov.pipeline import Engine, RunResult, RunStats, run_sync
+from bulkprov.redact import shown, shown_json
 
 TICK = 0.25
 #: seconds between JSON ``progress`` events
@@ -52,8 +54,16 @@ def summary_line(result: RunResult) -> str:
     )
 
 
+def _print(console: Console, line: str) -> None:
+    """One line on the console: scrubbed, control characters escaped, no rich markup (a
+    ``[…]`` in a user's name or a target's answer is text)."""
+    console.print(shown(line), markup=False, highlight=False)
+
+
 def event(kind: str, **fields: Any) -> None:
-    sys.stdout.write(_json.dumps({"event": kind, "at": time.time(), **fields}).decode() + "\n")
+    """One JSON-lines event on standard output (scrubbed, control characters escaped)."""
+    line = _json.dumps({"event": kind, "at": time.time(), **fields}).decode()
+    sys.stdout.write(shown_json(line) + "\n")
     sys.stdout.flush()
 
 
@@ -81,7 +91,9 @@ async def run_with_progress(
     if warning and as_json:
         event("warning", message=warning)
     elif warning:
-        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
+        Console(stderr=True).print(
+            Text("warning: ", style="yellow") + Text(shown(warning)), highlight=False
+        )
     sampler = RunSampler(cfg, stats)
     result: RunResult | None = None
     sync_options.setdefault("handle_signals", True)
@@ -101,7 +113,7 @@ async def run_with_progress(
                     if server is not None and as_json:
                         event("metrics", url=server.url)
                     elif server is not None and not quiet:
-                        console.print(f"metrics: {server.url}", highlight=False)
+                        _print(console, f"metrics: {server.url}")
                     result = await run_sync(
                         cfg, secrets, stats=stats, rematch=rematch, engine=engine, **sync_options
                     )
@@ -113,7 +125,7 @@ async def run_with_progress(
             with anyio.CancelScope(shield=True):
                 path = await write_report(cfg, stats.run_id)
             if path is not None and result is None and not as_json:
-                console.print(f"report (run stopped): {path}", highlight=False)
+                _print(console, f"report (run stopped): {path}")
             report_file = path
         else:
             report_file = None
@@ -129,11 +141,14 @@ async def run_with_progress(
             throttled=result.throttled,
             resumed=result.resumed,
             report=str(report_file) if report_file else None,
+            message=result.message,
         )
     else:
-        console.print(summary_line(result), highlight=False)
+        _print(console, summary_line(result))
+        if result.message:  # e.g. the disables held by the threshold: --quiet shows it too
+            _print(console, f"  {result.message}")
         if report_file is not None and not quiet:
-            console.print(f"report: {report_file}", highlight=False)
+            _print(console, f"report: {report_file}")
     return result
 
 

@@ -7,7 +7,8 @@ beside the state database::
     bulkprov-state.sqlite3.reports/run-7.samples.jsonl    (appended to across resumes)
     bulkprov-state.sqlite3.reports/run-7.html             (rewritten after each attempt)
 
-A sidecar rather than the state database: sampling must never queue behind the
+Both hold the tenant's names: the folder is 0700, the files 0600 (whatever the umask,
+:mod:`bulkprov.checkpoint.files`). A sidecar rather than the state database: sampling must never queue behind the
 checkpoint writer's transactions, and a killed process loses at most one second of samples.
 
 :func:`write_report` builds the page from the state database (run row, counts, failures
@@ -30,9 +31,11 @@ from typing import IO, Any
 import anyio
 
 from bulkprov import _json
+from bulkprov.checkpoint.files import open_private, private_dir, write_private
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.config import Config
 from bulkprov.pipeline import COUNT_KEYS, RunStats
+from bulkprov.redact import inert
 
 #: seconds between two samples
 SAMPLE_SECONDS = 1.0
@@ -79,11 +82,16 @@ class Sample:
 class RunSampler:
     """Samples a live run into memory (for the current rate) and into the sidecar."""
 
-    def __init__(self, cfg: Config, stats: RunStats, every: float = SAMPLE_SECONDS) -> None:
+    def __init__(
+        self, cfg: Config, stats: RunStats, every: float = SAMPLE_SECONDS, *, sidecar: bool = True
+    ) -> None:
         self.cfg = cfg
         self.stats = stats
         self.every = every
         self.samples: list[Sample] = []
+        #: append the samples to the run's sidecar file (``sync --watch``: only in memory,
+        #: for the current rate, rather than a file per 30-second cycle)
+        self.sidecar = sidecar
         self._file: IO[str] | None = None
 
     def take(self) -> Sample | None:
@@ -102,10 +110,12 @@ class RunSampler:
         self.samples.append(sample)
         if len(self.samples) > 600:  # the rate needs only the recent past in memory
             del self.samples[:300]
+        if not self.sidecar:
+            return sample
         if self._file is None:
             path = samples_path(self.cfg, stats.run_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+            private_dir(path.parent, own=True)
+            self._file = open_private(path, "a")
         self._file.write(_json.dumps(sample.as_json()).decode() + "\n")
         self._file.flush()
         return sample
@@ -246,10 +256,8 @@ async def write_report(cfg: Config, run_id: int | None = None) -> Path | None:
     if data is None:
         return None
     path = report_path(cfg, data.run["id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_html(data), encoding="utf-8")
-    tmp.replace(path)
+    private_dir(path.parent, own=True)
+    write_private(path, render_html(data))
     return path
 
 
@@ -268,7 +276,10 @@ border:1px solid #d0d7de}.muted{color:#57606a}code{font-size:.95em}
 
 
 def _esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Text for the page: HTML-escaped, its control characters shown escaped (a user's name
+    with a right-to-left override or an ESC reads as ``\u202e``/``\x1b``, as on a
+    terminal: :func:`bulkprov.redact.inert`)."""
+    return html.escape(inert("" if value is None else str(value)), quote=True)
 
 
 def _when(ts: float | None) -> str:

@@ -18,7 +18,7 @@ from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bulkprov.checkpoint.store import UserWrite
-from bulkprov.errors import TargetAuthError, TargetError, TargetRejected
+from bulkprov.errors import TargetError, TargetRejected, TargetStop
 from bulkprov.pipeline.messages import Message, WorkItem
 from bulkprov.pipeline.workers import Applier
 from bulkprov.scim import bulk as scim_bulk
@@ -104,7 +104,7 @@ async def _send(
             apply.mark_inflight(item.graph_id)
     try:
         results = scim_bulk.read_results(await apply.scim.send(batch.request()), batch.bulk_ids)
-    except TargetAuthError:
+    except TargetStop:
         raise
     except TargetError:
         # Unknown outcome (5xx, timeout), 413 or an unreadable answer: each user goes the

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from bulkprov import credentials
-from bulkprov.graph.client import GraphClient
+from bulkprov.graph.client import GraphClient, read_purposes
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim.client import ScimClient
 from bulkprov.transport import make_client
@@ -45,17 +45,20 @@ async def open_clients(
     ``policy`` is Graph's retry policy (and the target's, when given: tests); the target's
     defaults to ``scim_policy``, else ``[target]``'s ``max_attempts``/``max_retry_seconds``.
     """
+    network = credentials.proxies(cfg, secrets)
     graph_http = make_client(
         timeout=cfg.graph.timeout,
         max_connections=4,
         transport=graph_transport,
         verify=credentials.verify(cfg.graph.ca_file),
+        proxies=network,
     )
     scim_http = make_client(
         timeout=cfg.target.timeout,
         max_connections=scim_connections,
         transport=scim_transport,
         verify=credentials.verify(cfg.target.ca_file),
+        proxies=network,
     )
     async with graph_http, scim_http:
         graph = GraphClient(
@@ -67,13 +70,16 @@ async def open_clients(
             http=graph_http,
             policy=policy,
             token_source=credentials.graph_tokens(
-                cfg, secrets.graph_client_secret, graph_transport
+                cfg, secrets.graph_client_secret, graph_transport, network=network
             ),
+            bounds=credentials.bounds(cfg),
         )
+        graph.purposes = read_purposes(cfg)  # a failed read names the setting behind it
         scim = ScimClient(
             cfg.target.base_url,
             credentials.scim_credential(cfg, secrets, scim_http),
             scim_http,
+            bounds=credentials.bounds(cfg),
             rate_limit=cfg.target.rate_limit,
             adaptive=cfg.target.adaptive,
             policy=policy

@@ -192,8 +192,13 @@ class Engine:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.mapper: UserMapper = compile_mappings(cfg.mappings, config_path=cfg.source_path)
-        self.scope: ScopeEvaluator = compile_scope(cfg.scope.filters, config_path=cfg.source_path)
+        timeout = cfg.limits.regex_timeout
+        self.mapper: UserMapper = compile_mappings(
+            cfg.mappings, config_path=cfg.source_path, regex_timeout=timeout
+        )
+        self.scope: ScopeEvaluator = compile_scope(
+            cfg.scope.filters, config_path=cfg.source_path, regex_timeout=timeout
+        )
         self.select = sorted(
             self.mapper.source_attributes
             | self.scope.source_attributes

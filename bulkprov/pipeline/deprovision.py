@@ -10,7 +10,9 @@ them. When — and only when — the source read completed, this module's
    groups that left scope (unassigned, or deleted in Entra) are staged for ``DELETE
    /Groups/{id}`` — Entra's group delete (facts.md §2.3 "Groups") — and, as Entra's "Groups
    evaluated for deletion count towards the deletion threshold" (ACCDEL, facts.md §2.5),
-   they count with the users' disables and deletes;
+   they count with the users' disables and deletes. A target group is never deleted while
+   another Entra group owns it: Entra groups an older bulkprov linked to one target group
+   are first released to one owner (:func:`~bulkprov.pipeline.groups.release_shared`);
 2. counts the cycle's staged actions: more than ``deprovision.threshold`` (Entra's "Anything
    above the threshold", facts.md §2.5) executes none of them — they become ``held``,
    ``bulkprov staged`` lists them and ``bulkprov approve`` runs them; otherwise they run now
@@ -41,10 +43,10 @@ import anyio
 from bulkprov.checkpoint.staging import DELETE_GROUP, LifecycleStore, Staged
 from bulkprov.checkpoint.store import Run, StateStore, UserWrite, disabled
 from bulkprov.config import Config
-from bulkprov.errors import TargetAuthError, TargetError, TargetRejected
+from bulkprov.errors import TargetError, TargetRejected, TargetStop
 from bulkprov.graph.directory import ScopeSources
 from bulkprov.pipeline.decide import Decision
-from bulkprov.pipeline.groups import GroupGuard, GroupOp
+from bulkprov.pipeline.groups import GroupGuard, GroupOp, release_shared
 from bulkprov.pipeline.messages import UserGuard
 from bulkprov.pipeline.stats import HELD_BACK, bump
 from bulkprov.scim import bulk
@@ -99,9 +101,11 @@ class Deprovisioner:
         ``sources`` is the cycle's complete group read (``None`` when groups are not
         provisioned: then no group is ever deleted).
         """
+        await self.ls.drop_group_escrow()
         if sources is not None:
-            leaving = await self.ls.groups_leaving(run, (g.graph_id for g in sources.groups))
-            group_writes = []
+            in_scope = {g.graph_id for g in sources.groups}
+            group_writes = await self._release_shared(in_scope)
+            leaving = await self.ls.groups_leaving(run, in_scope)
             for gid, sid, name in leaving:
                 held: str | None = None
                 if self.group_guard is not None:
@@ -193,13 +197,28 @@ class Deprovisioner:
         success: a DELETE of what is already gone is what was wanted."""
         try:
             await self.scim.send(request)
-        except TargetAuthError:
+        except TargetStop:
             raise
         except TargetRejected as exc:
             return None if gone_ok and exc.status == 404 else exc
         except TargetError as exc:
             return exc
         return None
+
+    async def _release_shared(self, in_scope: set[str]) -> list[UserWrite]:
+        """Release the Entra groups that share a target group with another (an older
+        version linked them by displayName); logged, nothing sent."""
+        known = await self.ls.groups()
+        writes = []
+        for gid, keeper in release_shared(known, in_scope)[1].items():
+            await self.ls.release_group(gid, keeper)
+            sid, owner = known[gid].scim_id, known[keeper].display_name
+            reason = (
+                f"link to target group {sid} dropped: it belongs to Entra group {owner!r} "
+                f"({keeper}) (one target group per Entra group); the target group is kept"
+            )
+            writes.append(UserWrite(gid, known[gid].display_name, "group", "success", reason, sid))
+        return writes
 
     async def execute(self, run: Run, items: Sequence[Staged]) -> None:
         """Send staged disables/deletes (concurrently, or in Bulk requests when the target
@@ -215,6 +234,7 @@ class Deprovisioner:
         failed: list[int] = []
         forget: list[str] = []
         forget_groups: list[str] = []
+        release: list[tuple[str, str]] = []  # (group, the one keeping its target group)
 
         def fail(item: Staged, action: str, error: TargetError) -> None:
             failed.append(item.id)
@@ -229,6 +249,23 @@ class Deprovisioner:
             known = groups.get(item.graph_id)
             if known is None or known.scim_id != item.scim_id:
                 done.append(item.id)  # deleted or relinked since: nothing to do
+                return
+            owner = next(
+                (g for g in groups.values() if g.scim_id == item.scim_id and g is not known), None
+            )
+            if owner is not None:
+                # another Entra group owns this target group too: never delete it under it
+                done.append(item.id)
+                release.append((item.graph_id, owner.graph_id))
+                reason = (
+                    f"not deleted: target group {item.scim_id} belongs to Entra group "
+                    f"{owner.display_name!r} ({owner.graph_id}) too"
+                )
+                writes.append(
+                    UserWrite(
+                        item.graph_id, item.user_name, "group", "success", reason, item.scim_id
+                    )
+                )
                 return
             async with limiter:
                 error = await self._send_staged(rg.delete_group(item.scim_id), gone_ok=True)
@@ -310,7 +347,7 @@ class Deprovisioner:
                 async with bulk_limiter:
                     doc = await self.scim.send(batch.request())
                 results = bulk.read_results(doc, batch.bulk_ids)
-            except TargetAuthError:
+            except TargetStop:
                 raise
             except TargetError:
                 results = {}
@@ -377,6 +414,8 @@ class Deprovisioner:
                     await self.ls.forget_user(gid)
                 for gid in forget_groups:
                     await self.ls.forget_group(gid)
+                for gid, keeper in release:  # after the tasks: one transaction at a time
+                    await self.ls.release_group(gid, keeper)
                 await self.ls.set_staged_status(done, "done")
                 await self.ls.set_staged_status(failed, "failed")
 
@@ -384,20 +423,29 @@ class Deprovisioner:
 async def approve(
     store: StateStore, scim: ScimClient, cfg: Config, ids: Sequence[int] | None = None
 ) -> dict[str, int]:
-    """Run held actions (all, or these ids), logged under the run that staged them."""
+    """Run held actions (all, or these ids), logged under the run that staged them.
+
+    Each run's stored counts are added to, never replaced: after two approvals of run 3's
+    held actions its counts still hold what the run did plus both approvals. Returns what
+    this approval did (summed over the runs).
+    """
     ls = LifecycleStore(store)
     held = await ls.staged(status=("held",))
     if ids is not None:
         wanted = set(ids)
         held = [s for s in held if s.id in wanted]
-    counts: dict[str, int] = {}
+    done: dict[str, int] = {}
     by_run: dict[int, list[Staged]] = {}
     for s in held:
         by_run.setdefault(s.run_id, []).append(s)
     support = await scim.bulk_support() if held and cfg.target.bulk else None
-    life = Deprovisioner(cfg, store, scim, counts, bulk_limits=support)
     for run_id, items in by_run.items():
         run = await ls.run_by_id(run_id)
         assert run is not None
-        await life.execute(run, items)
-    return counts
+        counts = dict(run.counts)  # saved with the outcomes: the run's own, added to
+        before = dict(counts)
+        await Deprovisioner(cfg, store, scim, counts, bulk_limits=support).execute(run, items)
+        for key, value in counts.items():
+            if value != before.get(key, 0):
+                done[key] = done.get(key, 0) + value - before.get(key, 0)
+    return done

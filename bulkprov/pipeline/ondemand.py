@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from bulkprov import _json
+from bulkprov import _json, credentials
 from bulkprov.checkpoint.lock import StateLock
 from bulkprov.checkpoint.store import Run, StateStore
 from bulkprov.config import Config
@@ -32,7 +32,10 @@ from bulkprov.errors import (
     SourceError,
     TargetAuthError,
     TargetError,
+    TargetProxyError,
     TargetRejected,
+    TargetStop,
+    TargetTLSError,
 )
 from bulkprov.graph.directory import read_sources
 from bulkprov.pipeline.clients import QUICK, open_clients
@@ -40,11 +43,20 @@ from bulkprov.pipeline.decide import Engine, user_name_of
 from bulkprov.pipeline.matching import Claims
 from bulkprov.pipeline.messages import WorkItem
 from bulkprov.pipeline.workers import Applier
+from bulkprov.redact import clip
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim import requests as rq
+from bulkprov.scim.client import ScimClient
+from bulkprov.transport import show_proxy, tls_failure
 
 #: the on-demand actions' log entries carry this run id
 ON_DEMAND_RUN = 0
+
+#: ``bulkprov provision`` of a user Entra ID does not have: a bad argument (as click's 2)
+USER_UNKNOWN = 2
+#: ``bulkprov provision``: the target refused this user's operation (as a sync whose users
+#: failed)
+USER_FAILED = 10
 
 
 @dataclass(slots=True)
@@ -53,6 +65,9 @@ class Step:
     ok: bool
     detail: str
     data: dict[str, Any] = field(default_factory=dict)
+    #: a failed step: the exit code of README's table it stands for (3 refused credentials,
+    #: 4 Graph, 5 the target, 2 a user Entra ID does not have, 10 the user failed)
+    exit_code: int = 0
 
 
 async def provision_user(
@@ -68,7 +83,7 @@ async def provision_user(
     engine = Engine(cfg)
     steps: list[Step] = []
     with StateLock(cfg.state.path):
-        store = await StateStore.open(cfg.state.path)
+        store = await StateStore.open(cfg.state.path, verify=True)
         async with (
             store,
             open_clients(
@@ -91,7 +106,14 @@ async def provision_user(
             except SourceError as exc:
                 if exc.status != 404:
                     raise
-                steps.append(Step("Import user", False, f"no user {key!r} in Entra ID"))
+                steps.append(
+                    Step(
+                        "Import user",
+                        False,
+                        f"no user {key!r} in Entra ID (give a userPrincipalName or an object id)",
+                        exit_code=USER_UNKNOWN,
+                    )
+                )
                 return steps
             user.pop("@odata.context", None)
             steps.append(
@@ -138,10 +160,17 @@ async def provision_user(
             item = WorkItem(0, graph_id, user_name, decision, mapped, state)
             try:
                 write = await apply.apply(item)
-            except TargetAuthError:
+            except TargetStop:
                 raise
             except TargetError as exc:
-                steps.append(Step("Perform action", False, f"{decision.kind} failed: {exc}"))
+                steps.append(
+                    Step(
+                        "Perform action",
+                        False,
+                        f"{decision.kind} failed: {exc}",
+                        exit_code=USER_FAILED,
+                    )
+                )
                 return steps
             await store.write_batch(run, [(None, write)], {}, None)
             steps.append(
@@ -159,6 +188,34 @@ async def provision_user(
     return steps
 
 
+def graph_probes(cfg: Config, base_url: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(what, URL, headers) of one page of every Graph read a sync of ``cfg`` makes:
+    ``users/delta``, ``groups/delta`` when groups are provisioned or the scope is the
+    assigned users, and the service principal with its assignments in scope mode
+    "assigned". Each asks for one item: a probe, not a read."""
+    one = {"Prefer": "odata.maxpagesize=1"}
+    probes = [("users (users/delta)", f"{base_url}/users/delta?$select=id", one)]
+    if cfg.scope.mode == "assigned" or cfg.groups.enabled:
+        probes.append(
+            (
+                "groups and members (groups/delta)",
+                f"{base_url}/groups/delta?$select=displayName&$expand=members",
+                one,
+            )
+        )
+    if cfg.scope.mode == "assigned":
+        sp = quote(str(cfg.scope.service_principal_id), safe="")
+        probes.append(
+            (
+                "the app's assignments (servicePrincipals/{id})",
+                f"{base_url}/servicePrincipals/{sp}?$select=id,appRoles",
+                {},
+            )
+        )
+        probes.append(("", f"{base_url}/servicePrincipals/{sp}/appRoleAssignedTo?$top=1", {}))
+    return probes
+
+
 async def check_connection(
     cfg: Config,
     secrets: Secrets,
@@ -167,8 +224,20 @@ async def check_connection(
     scim_transport: httpx.AsyncBaseTransport | None = None,
     policy: RetryPolicy | None = None,
 ) -> list[Step]:
-    """Check Graph (token, a read) and the SCIM target (a query for a random userName)."""
+    """Check Graph (a token, then one page of every read a sync makes with this config)
+    and the SCIM target (a query for a random userName).
+
+    A failed step names its cause and carries the exit code of README's table: refused
+    credentials 3, Graph 4, the target 5; a certificate that cannot be verified is named
+    as TLS (:func:`bulkprov.transport.tls_failure`), never as a refused token.
+    """
     steps: list[Step] = []
+    network = credentials.proxies(cfg, secrets)
+
+    def via(url: str) -> str:
+        proxy = network.for_url(url)
+        return f" (through the proxy {show_proxy(proxy)})" if proxy else ""
+
     quick = policy or RetryPolicy(max_attempts=2, max_seconds=10.0)
     async with open_clients(
         cfg,
@@ -180,42 +249,64 @@ async def check_connection(
     ) as (graph, scim):
         try:
             await graph.token()
-            steps.append(Step("Graph token", True, f"issued for tenant {cfg.graph.tenant_id}"))
-        except SourceAuthError as exc:
-            steps.append(Step("Graph token", False, f"{exc}"))
-        except SourceError as exc:
-            steps.append(
-                Step("Graph token", False, f"{exc} — check graph.authority and the network")
-            )
-        if steps[-1].ok:
-            try:
-                await graph.get_json(f"{graph.base_url}/users?$top=1&$select=id")
-                if cfg.scope.mode == "assigned":
-                    sp = quote(str(cfg.scope.service_principal_id), safe="")
-                    await graph.get_json(f"{graph.base_url}/servicePrincipals/{sp}?$select=id")
-                steps.append(Step("Graph read", True, "users (and assignments) can be read"))
-            except SourceError as exc:
-                hint = (
-                    " — check scope.service_principal_id (the enterprise app's object id)"
-                    if exc.status == 404
-                    else ""
-                )
-                steps.append(Step("Graph read", False, f"{exc}{hint}"))
-        probe = str(uuid.uuid4())
-        url = cfg.target.base_url
-        try:
-            doc = await scim.send(rq.find_users("userName", probe))
-        except TargetAuthError as exc:
             steps.append(
                 Step(
-                    "SCIM target",
-                    False,
-                    f"the token was refused ({exc.status}): it is wrong, expired or revoked — "
-                    "generate a new token (Zoom: a SCIM2 app's token) and set it again",
+                    "Graph token",
+                    True,
+                    f"issued for tenant {cfg.graph.tenant_id}{via(cfg.graph.authority)}",
                 )
             )
-            return steps
-        except TargetRejected as exc:
+        except SourceAuthError as exc:
+            steps.append(Step("Graph token", False, f"{exc}", exit_code=exc.exit_code))
+        except SourceError as exc:
+            hint = "" if tls_failure(exc) else " — check graph.authority and the network"
+            steps.append(Step("Graph token", False, f"{exc}{hint}", exit_code=exc.exit_code))
+        if steps[-1].ok:
+            read = []
+            try:
+                for what, url, headers in graph_probes(cfg, graph.base_url):
+                    await graph.get_json(url, headers=headers)
+                    read += [what] if what else []
+                steps.append(Step("Graph read", True, f"{', '.join(read)} can be read"))
+            except SourceError as exc:
+                steps.append(Step("Graph read", False, f"{exc}", exit_code=exc.exit_code))
+        steps.append(await _check_target(cfg, scim, via(cfg.target.base_url)))
+    return steps
+
+
+async def _check_target(cfg: Config, scim: ScimClient, via: str = "") -> Step:
+    """Entra's probe of the target: a query for a random userName, an empty ListResponse.
+
+    ``via`` says which proxy the request goes through (empty: none)."""
+    probe = str(uuid.uuid4())
+    url = cfg.target.base_url
+    try:
+        doc = await scim.send(rq.find_users("userName", probe))
+    except TargetError as exc:
+        if isinstance(exc, TargetProxyError):  # before TargetAuthError: it is not the token
+            return Step(
+                "SCIM target",
+                False,
+                f"{exc} — check [network] or HTTPS_PROXY",
+                exit_code=exc.exit_code,
+            )
+        if (tls := tls_failure(exc)) is not None or isinstance(exc, TargetTLSError):
+            return Step(
+                "SCIM target",
+                False,
+                f"TLS: the certificate of {url} cannot be verified ({tls or exc}) — give its "
+                "CA in target.ca_file (TLS verification is never turned off)",
+                exit_code=exc.exit_code,
+            )
+        if isinstance(exc, TargetAuthError):
+            return Step(
+                "SCIM target",
+                False,
+                f"the token was refused ({exc.status}): it is wrong, expired or revoked — "
+                "generate a new token (Zoom: a SCIM2 app's token) and set it again",
+                exit_code=exc.exit_code,
+            )
+        if isinstance(exc, TargetRejected):
             cause = (
                 f"no SCIM endpoint at {url}/Users — check target.base_url (the Tenant URL, "
                 "e.g. https://api.zoom.us/scim2)"
@@ -223,41 +314,33 @@ async def check_connection(
                 else f"the target rejected a userName query ({exc}); it must support "
                 '`filter=userName eq "…"`'
             )
-            steps.append(Step("SCIM target", False, cause))
-            return steps
-        except TargetError as exc:
-            steps.append(
-                Step(
-                    "SCIM target",
-                    False,
-                    f"cannot reach {url} ({exc}) — check target.base_url and the network",
-                )
-            )
-            return steps
-        ok = (
-            isinstance(doc, dict)
-            and isinstance(doc.get("schemas"), list)
-            and "urn:ietf:params:scim:api:messages:2.0:ListResponse" in doc["schemas"]
-            and str(doc.get("totalResults")) == "0"
+            return Step("SCIM target", False, cause, exit_code=exc.exit_code)
+        return Step(
+            "SCIM target",
+            False,
+            f"cannot reach {url} ({exc}) — check target.base_url and the network",
+            exit_code=exc.exit_code,
         )
-        if not ok:
-            steps.append(
-                Step(
-                    "SCIM target",
-                    False,
-                    "the answer to a query for a random userName is not an empty SCIM "
-                    'ListResponse (Entra reports this as "Request is unparsable, '
-                    'syntactically incorrect, or violates schema") — the endpoint at '
-                    f"{url} is not SCIM 2.0 compatible, or the URL points elsewhere",
-                    {"answer": str(doc)[:200]},
-                )
-            )
-            return steps
-        steps.append(
-            Step(
-                "SCIM target",
-                True,
-                f'GET /Users?filter=userName eq "{probe}" → 200, empty ListResponse',
-            )
+    ok = (
+        isinstance(doc, dict)
+        and isinstance(doc.get("schemas"), list)
+        and "urn:ietf:params:scim:api:messages:2.0:ListResponse" in doc["schemas"]
+        and str(doc.get("totalResults")) == "0"
+    )
+    if not ok:
+        return Step(
+            "SCIM target",
+            False,
+            "the answer to a query for a random userName is not an empty SCIM "
+            'ListResponse (Entra reports this as "Request is unparsable, '
+            'syntactically incorrect, or violates schema") — the endpoint at '
+            f"{url} is not SCIM 2.0 compatible, or the URL points elsewhere",
+            # scrubbed before the cut: a cut through an echoed token would show its start
+            {"answer": clip(str(doc), 200)},
+            exit_code=TargetError.exit_code,
         )
-    return steps
+    return Step(
+        "SCIM target",
+        True,
+        f'GET /Users?filter=userName eq "{probe}" → 200, empty ListResponse{via}',
+    )

@@ -42,6 +42,9 @@ The plan file (JSON) holds:
   placeholder ``new-group:N``, ``link`` to a target group of the same displayName,
   ``update``, ``delete`` for a provisioned group that left scope), a rename, and the
   members to add and to remove (Graph id and SCIM id or placeholder of each);
+* ``unmanaged`` (only with ``make_plan(unmanaged=True)``: ``bulkprov migrate``): the target
+  accounts the listing found that no operation links and the state does not manage — the
+  accounts a sync leaves alone — each with its id, userName, emails, externalId, active;
 * ``held`` and ``note``: set when the disables, deletes and group deletes exceed the
   accidental-deletion threshold (a sync would stage and hold them for ``bulkprov approve``,
   and so does ``apply``);
@@ -78,13 +81,13 @@ import httpx
 
 from bulkprov import _json
 from bulkprov.checkpoint.staging import GroupState, LifecycleStore
-from bulkprov.checkpoint.store import StateStore
+from bulkprov.checkpoint.store import UNFINISHED, StateStore
 from bulkprov.config import Config
 from bulkprov.credentials import Secrets
-from bulkprov.errors import DeltaExpired, PlanStale, StateError, UserDataError
+from bulkprov.errors import DeltaExpired, PlanStale, UserDataError
 from bulkprov.escrow import EscrowEntry
 from bulkprov.graph.client import GraphClient, latest_per_id
-from bulkprov.graph.directory import ScopeSources
+from bulkprov.graph.directory import ScopeSources, SourceGroup
 from bulkprov.mapping import MappedUser
 from bulkprov.mapping.compiler import REDACTED
 from bulkprov.pipeline.clients import open_clients
@@ -97,7 +100,15 @@ from bulkprov.pipeline.decide import (
     user_name_of,
 )
 from bulkprov.pipeline.deprovision import GONE_REASON, GROUP_LEAVING_REASON
-from bulkprov.pipeline.groups import GroupGuard, GroupOp, leaving_members, plan_group
+from bulkprov.pipeline.groups import (
+    GroupGuard,
+    GroupOp,
+    leaving_members,
+    name_clashes,
+    pick_match,
+    plan_group,
+    release_shared,
+)
 from bulkprov.pipeline.messages import UserGuard
 from bulkprov.pipeline.sources import (
     assignment_changes,
@@ -331,9 +342,13 @@ class _Planner:
 
 
 async def _target_index(
-    engine: Engine, scim: ScimClient, page_size: int
+    engine: Engine,
+    scim: ScimClient,
+    page_size: int,
+    accounts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The target's accounts by matching key (in memory: a plan writes no state)."""
+    """The target's accounts by matching key (in memory: a plan writes no state); every
+    account by its id into ``accounts`` when given."""
     index: dict[str, tuple[str, dict[str, Any]]] = {}
     start = 1
     while True:
@@ -342,6 +357,8 @@ async def _target_index(
             scim_id = res.get("id")
             if not isinstance(scim_id, str):
                 continue
+            if accounts is not None:
+                accounts[scim_id] = res
             for key in engine.resource_keys(res):
                 index[key] = (scim_id, res)
         start += len(resources)
@@ -387,12 +404,33 @@ async def _plan_groups(
     members = sorted({m for g in sources.groups for m in g.members})
     linked = await LifecycleStore(store).scim_ids(members)
     new = itertools.count(1)
-    for group in sources.groups:
+    clashes = name_clashes(sources.groups, known)
+    owners = {s.scim_id: gid for gid, s in known.items()}
+    names = {gid: s.display_name for gid, s in known.items()}
+    # target groups a provisioned group is renamed away from: a sync renames them first
+    renamed_away = {
+        s.scim_id
+        for g in sources.groups
+        if (s := known.get(g.graph_id)) is not None
+        and g.graph_id not in clashes
+        and s.display_name.lower() != g.display_name.lower()
+    }
+    for group in sorted(sources.groups, key=lambda g: g.graph_id not in known):
         state = known.get(group.graph_id)
+        clash = clashes.get(group.graph_id)
         found = None
         if state is None:
+            if clash is not None:
+                out.append(_group_failure(group, clash))
+                continue
             matched, _ = list_resources(await scim.send(rg.find_group(group.display_name)))
-            found = str(matched[0]["id"]) if matched else None
+            matched = [r for r in matched if str(r.get("id")) not in renamed_away]
+            found, taken = pick_match(group, matched, owners, names)
+            if taken is not None:
+                out.append(_group_failure(group, taken))
+                continue
+        elif clash is not None and state.display_name != group.display_name:
+            out.append(_group_failure(group, clash))
         current = state.members - forgotten if state is not None else frozenset()
         wanted = {}
         for m in group.members:
@@ -400,8 +438,14 @@ async def _plan_groups(
             if sid:
                 wanted[m] = sid
         leaving = leaving_members(wanted, current)
-        owners = await store.owners(leaving) if leaving else {}
-        op, add, remove = plan_group(group, state, found, wanted, current, owners)
+        member_owners = await store.owners(leaving) if leaving else {}
+        op, add, remove = plan_group(
+            group, state, found, wanted, current, member_owners, rename=clash is None
+        )
+        if op.action in ("create", "link"):
+            owned = found or f"new-group:{next(new)}"
+            owners[owned] = group.graph_id
+            names[group.graph_id] = group.display_name
         if op.action == "skip":
             continue
         reason = {
@@ -411,9 +455,21 @@ async def _plan_groups(
         }[op.action]
         entry = _group_entry(op, reason, add, remove)
         if op.action == "create":
-            entry["scim_id"] = f"new-group:{next(new)}"
+            entry["scim_id"] = owned
         out.append(entry)
     return out
+
+
+def _group_failure(group: SourceGroup, reason: str) -> dict[str, Any]:
+    """A group the sync would fail without sending anything for it (its name clashes)."""
+    return {
+        "graph_id": group.graph_id,
+        "display_name": group.display_name,
+        "action": "failed",
+        "reason": reason,
+        "scim_id": None,
+        "fingerprint": _digest(group.graph_id, "failed", reason),
+    }
 
 
 def _group_entry(
@@ -449,19 +505,25 @@ async def make_plan(
     graph_transport: httpx.AsyncBaseTransport | None = None,
     scim_transport: httpx.AsyncBaseTransport | None = None,
     policy: RetryPolicy | None = None,
+    unmanaged: bool = False,
 ) -> dict[str, Any]:
-    """Compute what a sync would do now (reads only); ``full`` as ``sync --full`` reads."""
+    """Compute what a sync would do now (reads only); ``full`` as ``sync --full`` reads.
+
+    ``unmanaged`` (``bulkprov migrate``): when the plan lists the target to match, it also
+    lists, under ``"unmanaged"``, every target account that no operation links and the
+    state does not manage: the accounts a sync leaves alone (:func:`account_summary`).
+    """
     engine = engine or Engine(cfg)
     async with await StateStore.open(cfg.state.path) as store:
         last = await store.last_run()
-        if last is not None and last.status == "running":
-            raise StateError(
-                f"run {last.id} is in progress or was interrupted: finish it with "
-                "`bulkprov sync` (it resumes), then make the plan"
-            )
+        # As the sync would: an unfinished full read is resumed (so it reads everyone), any
+        # other unfinished run is closed and the changes are read again; either way what
+        # was in flight when it stopped is matched (StateStore.start_run).
+        unfinished = last is not None and last.status in UNFINISHED
+        resumes = last is not None and last.resumable and last.kind == "full"
         users, updated_at = await store.users_fingerprint()
         escrow = await store.escrow_entries()
-        matching = rematch or not await store.has_completed_run()
+        matching = rematch or unfinished or not await store.has_completed_run()
         ls = LifecycleStore(store)
         known = await ls.groups()
         async with open_clients(
@@ -472,10 +534,11 @@ async def make_plan(
             policy=policy,
         ) as (graph, scim):
             sources, _ = await read_cycle_sources(graph, ls, cfg, dry_run=True)
-            link = None if full else await choose_read(ls, cfg, sources)
+            link = None if full or resumes else await choose_read(ls, cfg, sources)
             index = None
+            accounts: dict[str, dict[str, Any]] | None = {} if unmanaged else None
             if matching:
-                index = await _target_index(engine, scim, cfg.target.list_page_size)
+                index = await _target_index(engine, scim, cfg.target.list_page_size, accounts)
             planner = _Planner(engine, store, index, sources, escrow)
             full_round = engine.delta_url(graph.base_url)
             read = "full" if link is None else "incremental"
@@ -511,12 +574,20 @@ async def make_plan(
                     op["scim_id"] = f"new:{next(new)}"
             dp = cfg.deprovision
             in_scope = {g.graph_id for g in sources.groups}
-            leaving = sum(1 for g in known if g not in in_scope) if cfg.groups.enabled else 0
+            # Entra groups sharing a target group are released first (the sync's deprovision)
+            owned = release_shared(known, in_scope)[0]
+            leaving = sum(1 for g in owned if g not in in_scope) if cfg.groups.enabled else 0
             staged = counts["disable"] + counts["delete"] + leaving
             held = dp.prevent_accidental_deletion and staged > dp.threshold
             group_ops: list[dict[str, Any]] = []
             if cfg.groups.enabled:
-                group_ops = await _plan_groups(store, scim, sources, known, planner, held)
+                group_ops = await _plan_groups(store, scim, sources, owned, planner, held)
+            left_alone = None
+            if accounts is not None and index is not None:
+                linked = {op["scim_id"] for op in ops if op["action"] == "link"}
+                rest = [sid for sid in accounts if sid not in linked]
+                managed = await store.owners(rest) if rest else {}
+                left_alone = [account_summary(accounts[s]) for s in rest if s not in managed]
     group_counts = Counter(dict.fromkeys(GROUP_ACTIONS, 0))
     group_counts.update(op["action"] for op in group_ops)
     group_counts["members_added"] = sum(
@@ -525,7 +596,7 @@ async def make_plan(
     group_counts["members_removed"] = sum(
         len(op.get("members", {}).get("remove", ())) for op in group_ops
     )
-    return {
+    plan: dict[str, Any] = {
         "format": PLAN_FORMAT,
         "held": held,
         "note": (
@@ -555,6 +626,26 @@ async def make_plan(
         },
         "operations": ops,
         "group_operations": group_ops,
+    }
+    if left_alone is not None:
+        plan["unmanaged"] = left_alone
+    return plan
+
+
+def account_summary(res: dict[str, Any]) -> dict[str, Any]:
+    """What a plan says of a target account nobody manages: its id, userName, whether it
+    is active, its email addresses and externalId (what tells whose account it may be)."""
+    emails = res.get("emails")
+    return {
+        "scim_id": res.get("id"),
+        "user_name": res.get("userName"),
+        "active": res.get("active") not in (False, "false", "False"),
+        "emails": [
+            e["value"]
+            for e in (emails if isinstance(emails, list) else ())
+            if isinstance(e, dict) and isinstance(e.get("value"), str)
+        ],
+        "external_id": res.get("externalId"),
     }
 
 
@@ -619,7 +710,9 @@ def plan_guard(plan: dict[str, Any]) -> UserGuard:
 def plan_group_guard(plan: dict[str, Any]) -> GroupGuard:
     """A guard for ``run_sync`` that lets through only the plan's own group operations."""
     expected = {
-        op["graph_id"]: (op["action"], op["fingerprint"]) for op in plan["group_operations"]
+        op["graph_id"]: (op["action"], op["fingerprint"])
+        for op in plan["group_operations"]
+        if op["action"] != "failed"  # nothing is sent for those
     }
 
     def guard(op: GroupOp) -> str | None:
@@ -688,7 +781,7 @@ def summary(plan: dict[str, Any]) -> str:
     text = ", ".join(f"{k} {c.get(k, 0):,}" for k in ACTIONS)
     g = plan.get("group_counts") or {}
     if any(g.values()):
-        text += "; groups: " + ", ".join(
-            f"{k} {g.get(k, 0):,}" for k in (*GROUP_ACTIONS, "members_added", "members_removed")
-        ).replace("_", " ")
+        failed = ("failed",) if g.get("failed") else ()
+        keys = (*GROUP_ACTIONS, *failed, "members_added", "members_removed")
+        text += "; groups: " + ", ".join(f"{k} {g.get(k, 0):,}" for k in keys).replace("_", " ")
     return text

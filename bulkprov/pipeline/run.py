@@ -4,7 +4,9 @@ This is the only module that starts the pipeline's tasks (the drawing of the sta
 naming its file, is in :mod:`bulkprov.pipeline`). A cycle, in order:
 
 1. read the cycle's sources completely (:mod:`~bulkprov.pipeline.sources`) and choose its
-   user read (full, incremental, or resuming the interrupted run at its cursor);
+   user read (full, incremental, or resuming an unfinished full read at its cursor; an
+   unfinished incremental cycle is closed and its changes read again:
+   :attr:`~bulkprov.checkpoint.store.Run.resumable`);
 2. list the target for matching when needed (:mod:`~bulkprov.pipeline.matching`);
 3. provision: one task group runs the producer (:mod:`~bulkprov.pipeline.pages`), the SCIM
    workers (:mod:`~bulkprov.pipeline.workers`, or :mod:`~bulkprov.pipeline.bulk`) and the
@@ -14,13 +16,16 @@ naming its file, is in :mod:`bulkprov.pipeline`). A cycle, in order:
    watermarks (deltaLinks, the config's fingerprint, the assignments) the next cycle reads
    from.
 
-A 401/403 from the target raises :class:`~bulkprov.errors.TargetAuthError` in a worker,
+A run the quarantine breaker stops is marked ``quarantined`` and the reasons it reported
+are kept (``sync_state``), so that later runs go on past failures for them until a cycle
+ends with no failure (:class:`~bulkprov.breaker.Breaker`). A 401/403 from the target raises :class:`~bulkprov.errors.TargetAuthError` in a worker,
 which cancels the group: the run stops at once with one message. SIGINT/SIGTERM stop the
 reading, let the workers finish what they sent, and flush within :data:`SHUTDOWN_GRACE`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from functools import partial
@@ -30,14 +35,22 @@ import anyio
 import httpx
 from anyio.abc import ObjectSendStream
 
+from bulkprov import _json
 from bulkprov.breaker import Breaker
+from bulkprov.checkpoint.health import read_health
 from bulkprov.checkpoint.inflight import InflightLog, inflight_path
 from bulkprov.checkpoint.lock import StateLock
-from bulkprov.checkpoint.staging import FINGERPRINT, GROUPS_DELTA, USERS_DELTA, LifecycleStore
-from bulkprov.checkpoint.store import Run, StateStore
-from bulkprov.config import Config
+from bulkprov.checkpoint.staging import (
+    FINGERPRINT,
+    GROUPS_DELTA,
+    QUARANTINE,
+    USERS_DELTA,
+    LifecycleStore,
+)
+from bulkprov.checkpoint.store import NEW_RUN, UNFINISHED, Run, StateStore
+from bulkprov.config import Config, check_state_filesystem
 from bulkprov.credentials import Secrets
-from bulkprov.errors import RunAborted, StateError
+from bulkprov.errors import Quarantined, RunAborted, StateError
 from bulkprov.graph.client import GraphClient
 from bulkprov.pipeline.bulk import BULK_WORKERS, bulk_worker
 from bulkprov.pipeline.clients import open_clients
@@ -88,31 +101,31 @@ async def run_sync(
     """
     engine = engine or Engine(cfg)
     stats = stats or RunStats()
+    check_state_filesystem(cfg)  # load_config checked it; a Config built in code too
     with StateLock(cfg.state.path):
-        store = await StateStore.open(cfg.state.path)
+        store = await StateStore.open(cfg.state.path, verify=True)
         store.escrow_policy = cfg.escrow.policy()
         async with store:
-            if full:
-                last = await store.last_run()
-                if last is not None and last.status == "running":
-                    raise StateError(
-                        f"run {last.id} was interrupted: `bulkprov sync` resumes it (nothing is "
-                        "sent twice); then run `bulkprov sync --full`"
-                    )
+            # An unfinished full read resumes at its cursor (``--full`` too: it is one); any
+            # other unfinished run is closed, and this one reads from the last completed
+            # cycle's watermarks (StateStore.start_run, Run.resumable).
             run = await store.start_run()
             if cfg.state.log_retention_days and not run.resumes:
                 # a new run prunes; a resume goes straight back to work (a scan of the
                 # whole log is time to the first write at a million users)
                 cutoff = time.time() - cfg.state.log_retention_days * 86400
                 stats.pruned = await store.prune_log(cutoff)
+            stats.health = await read_health(store)
             stats.run_id, stats.resumed = run.id, run.resumes > 0
             for key, value in run.counts.items():
                 stats.counts[key] = value
             stats.processed = sum(stats.counts.values())
             # Matching against a listing of the target: on a first sync (accounts may exist
-            # already) and with --rematch. A resumed run reuses its own complete listing:
-            # the accounts its killed attempt may have created since are those left in the
-            # in-flight file (checkpoint/inflight.py), each looked up before its POST.
+            # already) and with --rematch. A resumed run reuses its own complete listing.
+            # The accounts an interrupted attempt (resumed, or closed by this run: its
+            # ``follows_unfinished``) may have created without a record are those left in
+            # the in-flight file (checkpoint/inflight.py), each looked up before its POST:
+            # no listing of the whole target for them.
             need_index = rematch or run.target_index > 0 or not await store.has_completed_run()
             list_target = rematch or (need_index and run.target_index != 2)
             inflight, maybe_created = await _open_inflight(cfg, store, run, stats)
@@ -148,18 +161,26 @@ async def run_sync(
                     )
                     message = cycle.note
                 except BaseException as exc:
-                    status = "running"  # stays resumable
+                    # unfinished: resumed (a full read) or closed by the next run
+                    status = "quarantined" if _quarantined(exc) else "running"
                     message = _first_message(exc)
                     stats.phase = "stopped"
                     raise
                 finally:
-                    if status != "running":
-                        if stats.counts["failed"]:
-                            status = "completed_with_failures"
-                        with anyio.CancelScope(shield=True):
+                    with anyio.CancelScope(shield=True):
+                        if status in UNFINISHED:
+                            await store.mark_unfinished(run, status, dict(stats.counts), message)
+                            if status == "quarantined":
+                                await cycle.enter_quarantine()
+                        else:
+                            if stats.counts["failed"]:
+                                status = "completed_with_failures"
                             await store.finish_run(run, status, dict(stats.counts), message)
-                    inflight.close(completed=status != "running")
-                    stats.phase = "done" if status != "running" else stats.phase
+                            await cycle.leave_quarantine()
+                        with contextlib.suppress(StateError):  # figures only: never masks
+                            stats.health = await read_health(store)
+                    inflight.close(completed=status not in UNFINISHED)
+                    stats.phase = "done" if status not in UNFINISHED else stats.phase
     return RunResult(
         run.id,
         status,
@@ -203,6 +224,12 @@ async def _open_inflight(
             await store.write_batch(run, recovered, dict(stats.counts), None)
     slots = cfg.state.commit_every + 8 * cfg.target.concurrency
     return InflightLog(path, slots, carried=sorted(unanswered)), frozenset(unanswered)
+
+
+def _quarantined(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(Quarantined) is not None
+    return isinstance(exc, Quarantined)
 
 
 def _first_message(exc: BaseException) -> str:
@@ -252,6 +279,33 @@ class _Cycle:
         self._stages = anyio.CancelScope()
         self._grace = 0.0
         self._producer_scope = anyio.CancelScope()
+        #: the quarantine breaker of this cycle (made when it provisions)
+        self.breaker: Breaker | None = None
+
+    async def enter_quarantine(self) -> None:
+        """The breaker stopped the cycle: keep the reasons it reported, so that a later run
+        goes on past failures for them (:class:`~bulkprov.breaker.Breaker`)."""
+        if self.breaker is None:
+            return
+        known = await self._acknowledged()
+        reasons = sorted(known | set(self.breaker.top_reasons()))
+        await self.ls.put(QUARANTINE, _json.dumps(reasons).decode())
+
+    async def leave_quarantine(self) -> None:
+        """A cycle that completed with no failure and nothing left in escrow ends the
+        quarantine ("removed from quarantine after all errors are fixed", facts.md §2.4)."""
+        if not self.stats.counts["failed"] and not await self.store.escrow_entries():
+            await self.ls.put(QUARANTINE, None)
+
+    async def _acknowledged(self) -> frozenset[str]:
+        saved = await self.ls.get(QUARANTINE)
+        if not saved:
+            return frozenset()
+        try:
+            reasons = _json.loads(saved)
+        except _json.JSONDecodeError:
+            return frozenset()
+        return frozenset(str(r) for r in reasons) if isinstance(reasons, list) else frozenset()
 
     def stopping(self) -> bool:
         return self.stop_signal is not None
@@ -275,7 +329,7 @@ class _Cycle:
         # Read completely before deciding anything: a failure here changes nothing.
         sources, groups_link = await read_cycle_sources(self.graph, self.ls, cfg)
         already_done: set[str] = set()
-        if run.resumes:
+        if run.resumes and run.kind != NEW_RUN:
             already_done = await store.logged_since_page(run)
         else:
             # A new run reads a delta round when the last cycle left a usable deltaLink.
@@ -371,12 +425,13 @@ class _Cycle:
         work_send, work_recv = anyio.create_memory_object_stream[WorkItem](buffered)
         self.stats.work = work_send
         out_send, out_recv = anyio.create_memory_object_stream[Message](concurrency * 4)
+        self.breaker = Breaker(self.cfg.quarantine.policy(), await self._acknowledged())
         writer = partial(
             write_checkpoints,
             store=self.store,
             run=self.run_,
             stats=self.stats,
-            breaker=Breaker(self.cfg.quarantine.policy()),
+            breaker=self.breaker,
             claims=apply.claims,
             cfg=self.cfg.state,
             inflight=self.inflight,

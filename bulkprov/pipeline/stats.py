@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from anyio.streams.memory import MemoryObjectSendStream
 
+from bulkprov.checkpoint.health import StateHealth
 from bulkprov.checkpoint.store import UserWrite
 from bulkprov.pipeline.messages import WorkItem
 from bulkprov.scim.client import ScimClient
@@ -55,6 +56,9 @@ class RunStats:
     pruned: int = 0
     #: users a full read will go through (Graph ``users/$count``); None when unknown
     total: int | None = None
+    #: the state's health figures (last completed cycle, held actions, escrow), read when
+    #: the run starts and again when it ends, for the metrics
+    health: StateHealth | None = None
 
     @property
     def queue_depth(self) -> int:

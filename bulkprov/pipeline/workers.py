@@ -20,7 +20,7 @@ from bulkprov import _json
 from bulkprov.checkpoint.inflight import InflightLog
 from bulkprov.checkpoint.store import StateStore, UserWrite
 from bulkprov.checkpoint.store import disabled as disabled_write
-from bulkprov.errors import OutcomeUnknown, TargetAuthError, TargetError, TargetRejected
+from bulkprov.errors import OutcomeUnknown, TargetError, TargetRejected, TargetStop
 from bulkprov.escrow import EscrowEntry
 from bulkprov.mapping import MappedUser
 from bulkprov.pipeline.decide import Engine, target_values
@@ -91,7 +91,7 @@ class Applier:
         """Apply one decision; a target error is this user's Failure (auth stops the run)."""
         try:
             return await self.apply(item)
-        except TargetAuthError:
+        except TargetStop:
             raise  # stops the whole run (the client's message says what to do)
         except TargetError as exc:
             return self.failed(item, exc)

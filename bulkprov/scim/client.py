@@ -25,17 +25,22 @@ given (:class:`bulkprov.retry.Clock`; the system's by default), so tests run the
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import httpx
 from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
+from bulkprov import redact
 from bulkprov.credentials.target import TokenSource
 from bulkprov.errors import (
     OutcomeUnknown,
     TargetAuthError,
     TargetError,
+    TargetProxyError,
+    TargetRejected,
+    TargetStop,
     TargetThrottled,
     TargetTLSError,
     TargetUnavailable,
@@ -45,7 +50,7 @@ from bulkprov.scim.bulk import MAX_OPERATIONS, BulkSupport, bulk_support, servic
 from bulkprov.scim.rate import RatePacer
 from bulkprov.scim.requests import ScimRequest
 from bulkprov.scim.responses import classify
-from bulkprov.transport import direct, tls_failure
+from bulkprov.transport import USER_AGENT, AnswerTooLarge, Bounds, describe, fetch
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 
@@ -64,6 +69,13 @@ class RequestStats:
         self.by_method: dict[str, int] = {}
 
 
+@functools.lru_cache(maxsize=64)
+def _url(url: str) -> httpx.URL:
+    """``url`` parsed once: every create POSTs to the same ``…/Users`` (httpx parses and
+    validates a URL string on every request; an ``httpx.URL`` is immutable)."""
+    return httpx.URL(url)
+
+
 class ScimClient:
     """A SCIM service at ``base_url`` (e.g. ``https://api.zoom.us/scim2``)."""
 
@@ -78,16 +90,20 @@ class ScimClient:
         policy: RetryPolicy | None = None,
         gate: PauseGate | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        bounds: Bounds | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
-        # POSTs and PATCHes (one per user: the hot path) skip httpx's request model when the
-        # client has a direct sender (bulkprov.transport.make_client: bulkprov.http1.Http1Pool)
-        self._direct = direct(http)
+        #: the most an answer may take: bytes (a list page, or one resource) and seconds
+        self.bounds = bounds or Bounds()
         #: an OAuth source is asked before each request (it refreshes before expiry)
         self._auth = token if not isinstance(token, SecretStr) else None
         self._bearer = token.get_secret_value() if isinstance(token, SecretStr) else ""
+        redact.register(self._bearer)  # whatever the target echoes back is masked
+        #: the client's timeouts, as httpx's build_request would attach them
+        self._extensions = {"timeout": http.timeout.as_dict()}
         self._headers = {
+            "User-Agent": http.headers.get("User-Agent", USER_AGENT),
             "Authorization": f"Bearer {self._bearer}",
             "Accept": SCIM_MEDIA_TYPE,
             "Content-Type": SCIM_MEDIA_TYPE,
@@ -109,6 +125,7 @@ class ScimClient:
 
     def _use(self, token: str) -> None:
         if token != self._bearer:
+            redact.register(token)
             self._bearer = token
             self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
 
@@ -120,7 +137,7 @@ class ScimClient:
         """
         try:
             support = bulk_support(await self.send(service_provider_config()))
-        except TargetAuthError:
+        except TargetStop:
             raise
         except TargetError:
             return None
@@ -156,26 +173,33 @@ class ScimClient:
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
             retry_after: float | None = None
             try:
-                if self._direct is not None and not request.params:
-                    status, headers, content = await self._direct.send(
-                        request.method, url, self._headers, request.body
-                    )
-                else:
-                    response = await self._http.request(
+                # a Request built here and sent as it is (httpx's client.send): the client's
+                # defaults need no merging per request (benchmarks/RESULTS.md, "Issue 14")
+                bounds = self.bounds
+                status, headers, content = await fetch(
+                    self._http,
+                    httpx.Request(
                         request.method,
-                        url,
+                        _url(url),
                         params=request.params or None,
                         content=request.body,
                         headers=self._headers,
-                    )
-                    status, headers, content = (
-                        response.status_code,
-                        response.headers,
-                        response.content,
-                    )
+                        extensions=self._extensions,
+                    ),
+                    # a list or a Bulk answer is a page; anything else one resource
+                    limit=bounds.page_bytes
+                    if request.params or request.path == "/Bulk"
+                    else bounds.resource_bytes,
+                    deadline=bounds.deadline,
+                )
                 if status != 429:
                     pacer.on_success()
                 return classify(status, headers, content)
+            except AnswerTooLarge as exc:
+                text = f"{request.method} {request.path}: {exc}"
+                if request.creates:  # it may have been created: look before re-sending
+                    raise OutcomeUnknown(text) from exc
+                raise TargetRejected(text) from exc
             except TargetAuthError as exc:
                 if self._auth is not None and self._auth.refreshable and not refreshed:
                     refreshed = True  # revoked or expired early: one new token, one retry
@@ -197,19 +221,18 @@ class ScimClient:
             except TargetUnavailable as exc:
                 error = exc
             except httpx.TransportError as exc:  # timeouts included
-                # a refused certificate arrives as a connect error (bulkprov.transport) or, from
-                # other transports, as a timeout: retrying cannot help either way
-                if (tls := tls_failure(exc)) is not None:
+                failure = describe(exc, url)
+                if failure.cause == "certificate":
                     raise TargetTLSError(
-                        f"cannot verify the target's certificate ({tls}); give its CA in "
-                        "target.ca_file — TLS verification is never turned off"
+                        f"{failure.text}; give its CA in target.ca_file — TLS verification "
+                        "is never turned off"
                     ) from exc
-                if isinstance(exc, httpx.TimeoutException):
-                    error = TargetUnavailable(f"{request.method} {request.path}: timed out")
-                else:
-                    error = TargetUnavailable(
-                        f"{request.method} {request.path}: connection failed ({type(exc).__name__})"
-                    )
+                if failure.cause == "tls":
+                    raise TargetTLSError(failure.text) from exc
+                if not failure.retryable:  # the proxy refused: no retry can help
+                    raise TargetProxyError(failure.text) from exc
+                error = TargetUnavailable(f"{request.method} {request.path}: {failure.text}")
+                error.__cause__ = exc
             if request.creates and not isinstance(error, TargetThrottled):
                 # The service may have created it: let the caller look before re-sending.
                 raise OutcomeUnknown(error.detail, status=error.status) from error

@@ -1,19 +1,32 @@
 """Build SCIM ``/Groups`` requests the way Entra sends them (facts.md §2.3 "Groups"), no I/O.
 
 Groups are created with no members and matched by ``displayName`` with
-``excludedAttributes=members`` (a group of 50,000 members is not sent back to us); members are
-added and removed by PATCH on ``members`` with a list of ``{"value": id}``; a rename is a
-``replace`` of ``displayName``. The dialect switch is the users' one: ``rfc`` sends lowercase
-ops, ``entra`` Entra's ``Add``/``Remove``/``Replace``.
+``excludedAttributes=members`` (a group of 50,000 members is not sent back to us). One PATCH
+carries every change of a group that fits in it (RFC 7644 §3.5.2: the operations of a
+PATCH are applied in order, all or none): a rename (``replace`` of ``displayName``), the
+members added (``add`` on ``members`` with a list of ``{"value": id}``), the members removed.
+
+Removal is where the dialects differ (facts.md §2.3, "Quirks and the aadOptscim062020
+flag"): ``rfc`` removes each member with a filtered path,
+``{"op": "remove", "path": "members[value eq \\"id\\"]"}`` (RFC 7644 §3.5.2.2: a remove
+carries no value; what Entra sends with the flag); ``entra`` sends Entra's default
+``{"op": "Remove", "path": "members", "value": [{"value": id}]}``, which RFC servers such as
+scim2-server refuse (400 ``invalidValue``). Otherwise ``rfc`` sends lowercase ops and
+``entra`` Entra's ``Add``/``Replace``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from bulkprov import _json
+from bulkprov.errors import TargetRejected
 from bulkprov.scim.paths import CORE_GROUP, PATCH_OP
 from bulkprov.scim.requests import PatchDialect, ScimRequest, _resource_path, filter_eq
+
+#: what one group PATCH may change: its name, or its members
+RENAME, ADD, REMOVE = "rename", "add", "remove"
 
 
 def _path(scim_id: str) -> str:
@@ -37,25 +50,54 @@ def find_group(display_name: str) -> ScimRequest:
     )
 
 
-def rename_group(scim_id: str, display_name: str, dialect: PatchDialect = "rfc") -> ScimRequest:
-    op = {"op": _op("replace", dialect), "path": "displayName", "value": display_name}
-    body = {"schemas": [PATCH_OP], "Operations": [op]}
+def rename_operations(display_name: str, dialect: PatchDialect = "rfc") -> list[dict[str, Any]]:
+    return [{"op": _op("replace", dialect), "path": "displayName", "value": display_name}]
+
+
+def member_path(member_id: str) -> str:
+    """``members[value eq "id"]``: the one member a ``remove`` selects (RFC 7644 §3.5.2.2)."""
+    return f"members[{filter_eq('value', member_id)}]"
+
+
+def member_operations(
+    kind: str, member_ids: Sequence[str], dialect: PatchDialect = "rfc"
+) -> list[dict[str, Any]]:
+    """The operations adding (``kind="add"``) or removing (``"remove"``) these member ids.
+
+    Adding is one operation with a value list in both dialects. Removing is one operation
+    per member with a filtered path under ``rfc``, one with a value list under ``entra``.
+    """
+    assert kind in (ADD, REMOVE)
+    if kind == REMOVE and dialect == "rfc":
+        return [{"op": "remove", "path": member_path(m)} for m in member_ids]
+    return [
+        {"op": _op(kind, dialect), "path": "members", "value": [{"value": m} for m in member_ids]}
+    ]
+
+
+def patch_group(scim_id: str, operations: Iterable[dict[str, Any]]) -> ScimRequest:
+    """One PATCH with these operations, applied by the target in order, all or none."""
+    body = {"schemas": [PATCH_OP], "Operations": list(operations)}
     return ScimRequest("PATCH", _path(scim_id), body=_json.dumps(body))
+
+
+def rename_group(scim_id: str, display_name: str, dialect: PatchDialect = "rfc") -> ScimRequest:
+    return patch_group(scim_id, rename_operations(display_name, dialect))
 
 
 def change_members(
     scim_id: str, kind: str, member_ids: Sequence[str], dialect: PatchDialect = "rfc"
 ) -> ScimRequest:
     """One PATCH adding (``kind="add"``) or removing (``"remove"``) these member ids."""
-    assert kind in ("add", "remove")
-    op = {
-        "op": _op(kind, dialect),
-        "path": "members",
-        "value": [{"value": m} for m in member_ids],
-    }
-    body = {"schemas": [PATCH_OP], "Operations": [op]}
-    return ScimRequest("PATCH", _path(scim_id), body=_json.dumps(body))
+    return patch_group(scim_id, member_operations(kind, member_ids, dialect))
 
 
 def delete_group(scim_id: str) -> ScimRequest:
     return ScimRequest("DELETE", _path(scim_id))
+
+
+def member_absent(exc: TargetRejected) -> bool:
+    """A 400 ``noTarget``: the filtered path selected no member (RFC 7644 §3.12: "the
+    specified path did not yield an attribute or attribute value that could be operated
+    on"). For the removal of one member, it means the member is not in the group."""
+    return exc.status == 400 and (exc.scim_type or "").lower() == "notarget"

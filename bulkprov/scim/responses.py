@@ -16,10 +16,12 @@ other 4xx      TargetRejected          this user is a Failure with the reason
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from bulkprov import _json
+from bulkprov import _json, redact
 from bulkprov.errors import (
     TargetAuthError,
     TargetError,
@@ -27,6 +29,7 @@ from bulkprov.errors import (
     TargetThrottled,
     TargetUnavailable,
 )
+from bulkprov.redact import clip
 from bulkprov.retry import parse_retry_after
 
 #: RFC 7644 §3.3: a created resource answers 201 (some services answer 200).
@@ -41,7 +44,7 @@ def _error_detail(body: bytes) -> tuple[str, str | None]:
     try:
         doc = _json.loads(body)
     except _json.JSONDecodeError:
-        text = body[:_MAX_DETAIL].decode("utf-8", "replace").strip()
+        text = _short(body[: _MAX_DETAIL * 8].decode("utf-8", "replace").strip())
         return text, None
     if isinstance(doc, dict):
         detail = doc.get("detail") or doc.get("message") or ""
@@ -49,8 +52,18 @@ def _error_detail(body: bytes) -> tuple[str, str | None]:
         if not detail and isinstance(err, dict):
             detail = err.get("message") or ""
         scim_type = doc.get("scimType")
-        return str(detail)[:_MAX_DETAIL], (str(scim_type) if scim_type else None)
-    return str(doc)[:_MAX_DETAIL], None
+        return _short(str(detail)), (str(scim_type) if scim_type else None)
+    return _short(str(doc)), None
+
+
+#: credentials a target may echo back in an error (a debugging proxy's habit): never kept
+_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+
+
+def _short(detail: str) -> str:
+    """An error text with every registered secret and any echoed credential masked, then
+    cut to :data:`_MAX_DETAIL` (masked first: a cut secret would no longer match)."""
+    return clip(_CREDENTIALS.sub(lambda m: f"{m.group(1)} {redact.MASK}", detail), _MAX_DETAIL)
 
 
 def classify(status: int, headers: Mapping[str, str], body: bytes) -> Any:
@@ -75,6 +88,15 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Any:
         raise TargetUnavailable(detail or "server error", status=status)
     if 400 <= status < 500:
         raise TargetRejected(detail or "request rejected", status=status, scim_type=scim_type)
+    if 300 <= status < 400:
+        # never followed (bulkprov.transport: follow_redirects=False): a redirect could carry
+        # the bearer token to another host
+        where = urlsplit(headers.get("location") or "").hostname or "an unnamed place"
+        raise TargetRejected(
+            f"the target redirected to {where} ({status}); redirects are never followed: "
+            "point target.base_url at the service itself",
+            status=status,
+        )
     raise TargetError(f"unexpected HTTP status {status}", status=status)
 
 

@@ -14,7 +14,8 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from bulkprov.sim.faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
 from bulkprov.sim.graph.tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
@@ -22,10 +23,11 @@ from bulkprov.sim.scim.service import ScimService
 from bulkprov.sim.server import serve_simulators, write_port_file
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line (also documents every knob of both simulators)."""
+def build_parser(prog: str = "python -m bulkprov.sim") -> argparse.ArgumentParser:
+    """The command line (also documents every knob of both simulators); ``bulkprov sim``
+    builds it with its own name and adds its options."""
     p = argparse.ArgumentParser(
-        prog="python -m bulkprov.sim",
+        prog=prog,
         description="Serve a simulated Microsoft Graph tenant and a Zoom-like SCIM service on "
         "127.0.0.1 until SIGTERM/SIGINT.",
     )
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--token-lifetime", type=int, default=3599, metavar="SECONDS")
     g.add_argument("--no-graph", action="store_true", help="don't start the Graph tenant")
+    g.add_argument(
+        "--entra-cutover",
+        action="store_true",
+        help="give the tenant a Zoom app with a running Entra provisioning job, and fill the "
+        "SCIM service as that job left it (bulkprov.sim.cutover; `bulkprov demo --cutover`)",
+    )
     g.add_argument(
         "--graph-tls-cert",
         default=None,
@@ -140,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Start the servers, announce them, wait for a signal, shut down cleanly."""
+async def serve(
+    args: argparse.Namespace, on_ready: Callable[[dict[str, Any]], None] | None = None
+) -> None:
+    """Start the servers, announce them, wait for a signal, shut down cleanly.
+
+    ``on_ready`` is called with the announced JSON once the servers listen (``bulkprov sim
+    --config-out`` writes its config there).
+    """
     graph = None
     if not args.no_graph:
         graph = GraphTenant(
@@ -189,6 +203,14 @@ async def serve(args: argparse.Namespace) -> None:
             args.fault_seed + 1,
             timeout_seconds=args.fault_timeout,
         )
+    cutover = None
+    if args.entra_cutover:
+        if graph is None or scim is None:
+            raise SystemExit("--entra-cutover needs both simulators")
+        from bulkprov.sim.cutover import seed_cutover
+
+        cutover = seed_cutover(graph, scim)
+        scim.reset_counters()
     graph_ssl = None
     if args.graph_tls_cert:
         graph_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -206,16 +228,29 @@ async def serve(args: argparse.Namespace) -> None:
         graph_ssl=graph_ssl,
     ) as sims:
         info = {**sims.as_json(), "pid": os.getpid()}
+        if cutover is not None and graph is not None:
+            # Entra's Tenant URL for the app is this SCIM service, known once it listens
+            graph.synchronization.set_secrets(
+                cutover.service_principal_id, sync_all=False, base_address=str(sims.scim_url)
+            )
+            info["service_principal_id"] = cutover.service_principal_id
+            info["job_id"] = cutover.job_id
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
         if args.port_file:
             write_port_file(args.port_file, info)
+        if on_ready is not None:
+            on_ready(info)
         await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace, on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Serve what ``args`` (from :func:`build_parser`) describe until a signal; exit code."""
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     if not args.no_uvloop:
@@ -224,9 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:
             pass
         else:
-            uvloop.run(serve(args))
+            uvloop.run(serve(args, on_ready))
             return 0
-    asyncio.run(serve(args))
+    asyncio.run(serve(args, on_ready))
     return 0
 
 

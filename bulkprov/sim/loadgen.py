@@ -1,20 +1,15 @@
 """A minimal SCIM load generator: how many POSTs per second can a SCIM server take?
 
-Two clients, so that the number reflects the server and not the client (run the server in
-another process, :class:`~bulkprov.sim.server.SimulatorProcess`, on another core):
-
-* ``aiohttp`` (default): raw aiohttp, the cheapest general-purpose Python HTTP client
-  (facts.md §9): ≈ 90 µs of CPU per POST, so on these machines it is the client, not the
-  simulator, that runs out of CPU first;
-* ``lean``: :class:`~bulkprov.http1.Http1Pool`, bulkprov's own hot-path sender (≈ 33 µs per
-  POST): the simulator's core is then the limit, which makes this the simulator's real
-  ceiling.
+The client is raw aiohttp, the cheapest general-purpose Python HTTP client (facts.md §9:
+≈ 70-90 µs of CPU per POST); run the server in another process
+(:class:`~bulkprov.sim.server.SimulatorProcess`, on another core). On these 2-core machines
+the client can run out of CPU before the simulator does, so the figure is a lower bound of
+the simulator's ceiling.
 
 Benchmarks reuse :func:`measure_capacity` to know the ceiling a provisioning run is compared
 against.
 
-    python -m bulkprov.sim.loadgen http://127.0.0.1:PORT/scim2 --token T -n 20000 -c 32 \
-        [--client lean]
+    python -m bulkprov.sim.loadgen http://127.0.0.1:PORT/scim2 --token T -n 20000 -c 32
 """
 
 from __future__ import annotations
@@ -32,8 +27,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-
-from bulkprov.http1 import Http1Pool
 
 __all__ = ["LoadResult", "measure_capacity", "run_load"]
 
@@ -82,7 +75,6 @@ async def run_load(
     *,
     prefix: str | None = None,
     allow_remote: bool = False,
-    client: str = "aiohttp",
 ) -> LoadResult:
     """POST ``n`` distinct users to ``{scim_url}/Users`` over ``concurrency`` connections.
 
@@ -100,25 +92,6 @@ async def run_load(
     }
     counter = itertools.count()
     statuses: Counter[int] = Counter()
-    if client == "lean":
-        pool = Http1Pool(concurrency, connect_timeout=60, read_timeout=60)
-
-        async def lean_worker() -> None:
-            for i in counter:
-                if i >= n:
-                    return
-                status, _, _ = await pool.send("POST", url, headers, _user(i, prefix))
-                statuses[status] += 1
-
-        try:
-            start = time.perf_counter()
-            await asyncio.gather(*(lean_worker() for _ in range(concurrency)))
-            elapsed = time.perf_counter() - start
-        finally:
-            await pool.aclose()
-        return LoadResult(sum(statuses.values()), elapsed, statuses)
-    if client != "aiohttp":
-        raise ValueError(f"unknown client {client!r}: aiohttp or lean")
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -149,13 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--token", required=True)
     p.add_argument("-n", type=int, default=10_000)
     p.add_argument("-c", "--concurrency", type=int, default=32)
-    p.add_argument("--client", choices=("aiohttp", "lean"), default="aiohttp")
     args = p.parse_args(argv)
 
     async def go() -> LoadResult:
-        return await run_load(
-            args.scim_url, args.token, args.n, args.concurrency, client=args.client
-        )
+        return await run_load(args.scim_url, args.token, args.n, args.concurrency)
 
     try:
         import uvloop

@@ -3,11 +3,13 @@ certificate credential (what msal sends for ``graph.certificate``).
 
 The simulator's token endpoint uses this so certificate sign-in is exercised end to end:
 msal signs a JWT with the private key, and only the certificate registered with the
-simulated app registration verifies it. Checked, in the order the platform reports them:
-the JWT is well formed; ``RS256`` (a SHA-1 ``x5t`` thumbprint, what msal sends with a
-configured thumbprint) or ``PS256`` (``x5t#S256``); a thumbprint header, when present, names
-the registered certificate; the signature verifies with its public key; ``iss`` and ``sub``
-are the client id; ``aud`` is the token endpoint; ``exp`` (and ``nbf``) hold now.
+simulated app registration verifies it. PyJWT parses the assertion and verifies it (the
+signature with the certificate's public key, ``RS256`` or ``PS256``; ``iss`` and ``sub`` are
+the client id; ``aud`` is the token endpoint, RFC 7523 §3; ``exp``, ``nbf`` and ``iat`` hold
+now, with five minutes of clock skew). Checked here only: ``alg`` is one of the two (a SHA-1
+``x5t`` thumbprint goes with ``RS256``, what msal sends with a configured thumbprint, and
+``x5t#S256`` with ``PS256``), and a thumbprint header, when present, names the registered
+certificate (PyJWT knows no certificates).
 
 Errors are ``(AADSTS code, text)`` pairs modelled on the platform's (AADSTS700027 for a key
 or signature that does not match, AADSTS700024 for the time range, AADSTS700021 for the
@@ -16,20 +18,19 @@ issuer); they never quote the assertion itself.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
-import time
 from typing import Any
 
-import orjson
+import jwt
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.exceptions import InvalidSubjectError
+from jwt.utils import base64url_decode
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-#: seconds of clock skew tolerated on ``exp`` and ``nbf``
+#: seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``
 _SKEW = 300
 
 
@@ -56,8 +57,11 @@ class RegisteredCertificate:
         self.key: rsa.RSAPublicKey = key
 
 
-def _b64(part: str) -> bytes:
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+def _thumbprint(sent: object) -> bytes | None:
+    try:
+        return base64url_decode(str(sent))
+    except (ValueError, binascii.Error):
+        return None
 
 
 def verify(
@@ -66,57 +70,65 @@ def verify(
     *,
     client_id: str,
     audiences: tuple[str, ...],
-    now: float | None = None,
 ) -> tuple[int, str] | None:
     """``None`` when the assertion is valid, else the ``(AADSTS code, text)`` to answer."""
     try:
-        head_b64, body_b64, sig_b64 = assertion.split(".")
-        header = orjson.loads(_b64(head_b64))
-        claims = orjson.loads(_b64(body_b64))
-        signature = _b64(sig_b64)
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise TypeError
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        # parsed first, unverified: a malformed JWT is answered before anything is checked
+        parsed = jwt.decode_complete(assertion, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
         return 50027, "JWT token is invalid or malformed."
+    header, claims = parsed["header"], parsed["payload"]
     alg = header.get("alg")
-    pad: padding.AsymmetricPadding
-    if alg == "RS256":
-        pad = padding.PKCS1v15()
-    elif alg == "PS256":
-        pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-    else:
+    if alg not in ("RS256", "PS256"):
         return 5002738, f"Invalid JWT token. '{alg}' is not a supported signature algorithm."
     for name, expected in (("x5t", cert.sha1), ("x5t#S256", cert.sha256)):
         sent = header.get(name)
         if sent is None or expected is None:
             continue
-        try:
-            ok = hmac.compare_digest(_b64(str(sent)), expected)
-        except (ValueError, binascii.Error):
-            ok = False
-        if not ok:
+        got = _thumbprint(sent)
+        if got is None or not hmac.compare_digest(got, expected):
             return 700027, (
                 "Client assertion contains an invalid signature. [Reason - The key was not "
                 f"found., Thumbprint of key used by client: '{str(sent)[:64]}']"
             )
     try:
-        signed = f"{head_b64}.{body_b64}".encode()
-        cert.key.verify(signature, signed, pad, hashes.SHA256())
-    except InvalidSignature:
+        jwt.decode(
+            assertion,
+            cert.key,
+            algorithms=[alg],
+            audience=audiences,
+            issuer=client_id,
+            subject=client_id,
+            leeway=_SKEW,
+            options={"require": ["exp", "iss", "sub", "aud"]},
+        )
+    except jwt.InvalidSignatureError:
         return 700027, (
             "Client assertion contains an invalid signature. [Reason - The key used to sign "
             "the assertion does not match the certificate registered for the application.]"
         )
-    if claims.get("iss") != client_id or claims.get("sub") != client_id:
-        return 700021, "Client assertion application identifier doesn't match 'client_id'."
-    if claims.get("aud") not in audiences:
-        return 700212, (
-            f"Client assertion audience '{str(claims.get('aud'))[:200]}' is not the token endpoint."
-        )
-    now = time.time() if now is None else now
-    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-    if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
-        return 50027, "JWT token is invalid or malformed: 'exp' and 'nbf' must be numbers."
-    if exp + _SKEW < now or nbf - _SKEW > now:
+    except (jwt.InvalidIssuerError, InvalidSubjectError):
+        return 700021, _WRONG_CLIENT
+    except jwt.InvalidAudienceError:
+        return 700212, _wrong_audience(claims)
+    except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
         return 700024, "Client assertion is not within its valid time range."
+    except jwt.MissingRequiredClaimError as exc:
+        if exc.claim in ("iss", "sub"):
+            return 700021, _WRONG_CLIENT
+        if exc.claim == "aud":
+            return 700212, _wrong_audience(claims)
+        return 50027, _NOT_NUMBERS
+    except jwt.DecodeError:  # the assertion parsed above: only a non-numeric exp or nbf is left
+        return 50027, _NOT_NUMBERS
+    except jwt.InvalidTokenError:  # iat or jti of the wrong type
+        return 50027, "JWT token is invalid or malformed."
     return None
+
+
+_WRONG_CLIENT = "Client assertion application identifier doesn't match 'client_id'."
+_NOT_NUMBERS = "JWT token is invalid or malformed: 'exp' and 'nbf' must be numbers."
+
+
+def _wrong_audience(claims: dict[str, Any]) -> str:
+    return f"Client assertion audience '{str(claims.get('aud'))[:200]}' is not the token endpoint."

@@ -45,6 +45,7 @@ from bulkprov.sim.graph.client_assertion import JWT_BEARER, RegisteredCertificat
 from bulkprov.sim.graph.client_assertion import verify as verify_assertion
 from bulkprov.sim.graph.directory import Directory
 from bulkprov.sim.graph.odata import GRAPH_JSON, graph_error, now_iso, parse_select, project
+from bulkprov.sim.graph.synchronization import Synchronization
 from bulkprov.sim.http import SimRequest, SimResponse, json_response
 from bulkprov.sim.users import (
     DEFAULT_SELECT,
@@ -152,6 +153,9 @@ class GraphTenant:
         self._reset_counters()
         #: groups, app role assignments and delta tracking (directory.py)
         self.directory = Directory(self)
+        #: Entra's provisioning jobs (synchronization.py): ``bulkprov migrate`` reads them
+        self.synchronization = Synchronization(self)
+        self.synchronization.add_service_principal(self.directory.service_principal_id)
 
     # ------------------------------------------------------------------ Python test API
 
@@ -358,16 +362,17 @@ class GraphTenant:
     async def handle(self, req: SimRequest) -> SimResponse:
         """Serve one request (the single entry point for every adapter)."""
         path = req.path
-        if path.startswith("/v1.0/"):
+        if path.startswith(("/v1.0/", "/beta/")):
             if self.latency_ms:
                 await asyncio.sleep(self.latency_ms / 1000)
+            rest, beta = path[6:], path.startswith("/beta/")
             faults = self.faults
             if faults is None:
-                return self._graph(req, path[6:])
+                return self._graph(req, rest, beta)
             injected = await faults.before(req)
             if injected is not None:
                 return injected
-            return await faults.after(req, self._graph(req, path[6:]))
+            return await faults.after(req, self._graph(req, rest, beta))
         if path.startswith("/_sim/"):
             return self._control(req, path[6:])
         parts = path.strip("/").split("/")
@@ -545,7 +550,7 @@ class GraphTenant:
 
     # Graph ------------------------------------------------------------------------
 
-    def _graph(self, req: SimRequest, rest: str) -> SimResponse:
+    def _graph(self, req: SimRequest, rest: str, beta: bool = False) -> SimResponse:
         c = self.counters
         c["api_requests"] += 1
         auth = req.headers.get("authorization")
@@ -571,6 +576,12 @@ class GraphTenant:
         ):
             c["throttled"] += 1
             return self._throttled()
+        # Entra's provisioning jobs: GETs, the pause/start POSTs, the beta secrets read
+        synced = self.synchronization.route(req, rest, beta=beta)
+        if synced is not None:
+            return synced
+        if beta:
+            return graph_error(400, "BadRequest", f"'/beta/{rest}' is not served by the simulator.")
         if req.method != "GET":
             return graph_error(
                 405,
@@ -780,6 +791,10 @@ class GraphTenant:
             if rest == "reset_counters" and m == "POST":
                 self._reset_counters()
                 return SimResponse(204)
+            if rest == "synchronization" and m == "GET":
+                sync = self.synchronization
+                jobs = {sp: [j["job"] for j in js.values()] for sp, js in sync.jobs.items()}
+                return json_response(200, {"jobs": jobs, "calls": sync.calls})
             if rest == "users" and m == "POST":
                 return json_response(201, self.add_user(body))
             if rest.startswith("directory/"):

@@ -6,9 +6,16 @@
   honouring ``excludedAttributes=members``; plain listing with ``startIndex``/``count``.
 * ``PATCH /Groups/{id}``: ``add``/``remove`` of ``members`` with a value list, ``remove`` with
   the ``members[value eq "…"]`` path form, ``replace`` of ``displayName`` (with a path or a
-  path-less value object); 204 No Content as Entra expects. A member that is not a stored
-  user is a 400 ``invalidValue``. ``max_patch_members`` caps the members one request may
-  carry (a 413, as a real gateway would) so a client's chunk splitting can be tested.
+  path-less value object); 204 No Content as Entra expects; all operations or none. A member
+  that is not a stored user is a 400 ``invalidValue``. ``max_patch_members`` caps the members
+  one request may carry (a 413, as a real gateway would) so a client's chunk splitting can
+  be tested.
+* Strict modes (``member_remove``): ``"rfc"`` refuses a ``remove`` that carries a value, as
+  RFC 7644 §3.5.2.2 servers do (scim2-server: 400 ``invalidValue`` "a remove operation
+  carries no value, a filter in the path selects what to remove"); ``"entra"`` refuses the
+  filtered path, as a service built only for Entra's default requests would (400
+  ``invalidPath``); ``"any"`` (the default) takes both. ``no_target`` answers a filtered
+  remove that selects no member with 400 ``noTarget`` (RFC 7644 §3.12 allows it).
 * ``DELETE /Groups/{id}``: 204.
 """
 
@@ -41,6 +48,9 @@ class GroupStore:
         self._new_id = new_id
         self.groups: dict[str, dict[str, Any]] = {}
         self.max_patch_members: int | None = None
+        #: "any", "rfc" or "entra": which member-removal forms are accepted (module docstring)
+        self.member_remove = "any"
+        self.no_target = False
         self.counters: Counter[str] = Counter()
 
     def find(self, display_name: str) -> dict[str, Any] | None:
@@ -149,8 +159,10 @@ class GroupStore:
             return error(400, "PATCH needs a non-empty 'Operations' list.", "invalidSyntax")
         carried = sum(
             len(op.get("value") or [])
+            if isinstance(op.get("value"), list)
+            else int(isinstance(op.get("path"), str) and bool(_MEMBER_PATH.match(op["path"])))
             for op in ops
-            if isinstance(op, dict) and isinstance(op.get("value"), list)
+            if isinstance(op, dict)
         )
         if self.max_patch_members is not None and carried > self.max_patch_members:
             self.counters["patches too large"] += 1
@@ -163,6 +175,14 @@ class GroupStore:
             path = op.get("path")
             value = op.get("value")
             if kind in ("add", "remove") and isinstance(path, str) and path.lower() == "members":
+                if kind == "remove" and self.member_remove == "rfc":
+                    self.counters["refused removes"] += 1
+                    return error(
+                        400,
+                        "a remove operation carries no value, a filter in the path selects "
+                        "what to remove",
+                        "invalidValue",
+                    )
                 if not isinstance(value, list):
                     return error(400, "members needs a list value.", "invalidValue")
                 ids = [v.get("value") for v in value if isinstance(v, dict)]
@@ -179,9 +199,15 @@ class GroupStore:
                     self.counters["members removed"] += before - len(new["members"])
                 continue
             if kind == "remove" and isinstance(path, str) and _MEMBER_PATH.match(path):
-                mid = _MEMBER_PATH.match(path).group(1)  # type: ignore[union-attr]
+                if self.member_remove == "entra":
+                    self.counters["refused removes"] += 1
+                    return error(400, f"Unsupported path {path!r}.", "invalidPath")
+                quoted = _MEMBER_PATH.match(path).group(1)  # type: ignore[union-attr]
+                mid = orjson.loads(f'"{quoted}"')  # the filter's value is a JSON string
                 before = len(new["members"])
                 new["members"] = [m for m in new["members"] if m["value"] != mid]
+                if self.no_target and len(new["members"]) == before:
+                    return error(400, f"No member matches {path!r}.", "noTarget")
                 self.counters["members removed"] += before - len(new["members"])
                 continue
             if kind == "replace":
