@@ -140,6 +140,10 @@ def sim_args(case: dict[str, Any], token: str, secret: str) -> list[str]:
         args += ["--bulk-max-operations", str(case["sim_bulk"])]
     if case.get("no_track_posts"):
         args.append("--no-track-posts")
+    if case.get("zoom"):  # the strict Zoom mode, its per-label buckets at the case's limits
+        args += ["--zoom", f"--zoom-light={case['light']}", f"--zoom-medium={case['medium']}"]
+        if case.get("zoom_pending"):
+            args.append(f"--zoom-pending={case['zoom_pending']}")
     if case.get("pin"):
         args += ["--cpu", "1"]
     return args
@@ -147,6 +151,17 @@ def sim_args(case: dict[str, Any], token: str, secret: str) -> list[str]:
 
 def write_config(case: dict[str, Any], info: dict[str, Any], tmp: Path) -> Path:
     cfg = tmp / "bench.toml"
+    if case.get("zoom"):  # the Zoom profile, paced at the same limits as the simulator
+        write_demo_config(
+            cfg,
+            info,
+            tmp / "state.sqlite3",
+            case["concurrency"],
+            profile="zoom",
+            light=case["light"],
+            medium=case["medium"],
+        )
+        return cfg
     write_demo_config(
         cfg, info, tmp / "state.sqlite3", case["concurrency"], case.get("rate_limit", 0)
     )

@@ -1,8 +1,8 @@
 """The ``bulkprov`` command line: the click group and the commands registered on it.
 
 The commands live in :mod:`bulkprov.commands`, one module per family (sync, operate, plan,
-ondemand, mapping, migrate, init, demo, sim); this module holds only the group, its options and
-epilog, and the list of commands. ``bulkprov = "bulkprov.cli:main"`` in pyproject.toml
+ondemand, mapping, duplicates, migrate, init, demo, sim); this module holds only the group,
+its options and epilog, and the list of commands. ``bulkprov = "bulkprov.cli:main"`` in pyproject.toml
 and ``python -m bulkprov`` run :func:`main`.
 
 Exit codes (also in ``bulkprov --help``):
@@ -22,6 +22,9 @@ Exit codes (also in ``bulkprov --help``):
     threshold (see ``bulkprov staged``; ``bulkprov approve`` sends them)
 10  the sync completed but some users failed (see ``bulkprov logs --status failure``);
     ``bulkprov apply``: or some operations were held back (changed since the plan)
+11  TLS with Microsoft Graph or the SCIM target failed (a certificate that cannot be
+    verified: ``graph.ca_file`` / ``target.ca_file``; or a failed handshake)
+12  the SCIM target's daily request limit is spent (resumable after its reset)
 130 interrupted (the state is saved; run the same command to resume)
 ==  ===========================================================
 """
@@ -32,6 +35,7 @@ import click
 
 from bulkprov.commands._shared import EPILOG
 from bulkprov.commands.demo import demo
+from bulkprov.commands.duplicates import duplicates
 from bulkprov.commands.init import init
 from bulkprov.commands.mapping import mapping
 from bulkprov.commands.migrate import migrate
@@ -67,6 +71,7 @@ for command in (
     approve,
     retry_failed,
     state,
+    duplicates,
     plan,
     apply,
     provision,

@@ -200,22 +200,57 @@ class OAuthConfig(_Model):
     _url = field_validator("token_url")(classmethod(lambda cls, v: _check_url(v)))
 
 
+class ZoomConfig(_Model):
+    """``[target.zoom]``: what the Zoom profile (``target.profile = "zoom"``) paces and guards.
+
+    Zoom counts requests per account and per *rate-limit label*, shared by every app on the
+    account (facts.md §6.6): Light (GET, PUT, PATCH, DELETE of one user; Business+ 80/s) and
+    Medium (list and filter; 60/s). The label of POST (create) is not documented: Medium,
+    the safer guess, unless ``post_label`` says otherwise.
+    """
+
+    #: Light requests per second (lower it when other apps share the account's limit;
+    #: 0: not paced, for simulators)
+    light_per_second: Annotated[float, Strict(), Field(ge=0)] = 80.0
+    #: Medium requests per second (lists and filters; POST by default)
+    medium_per_second: Annotated[float, Strict(), Field(ge=0)] = 60.0
+    #: the label POST /Users is counted under (undocumented by Zoom, facts.md §6.2)
+    post_label: Literal["light", "medium"] = "medium"
+    #: Licensed seats bulkprov may fill (None: not guarded); see docs/zoom-from-entra.md
+    licensed_seats: Annotated[int, Strict(), Field(ge=0)] | None = None
+    #: Zoom's cap on Basic users per account (Entra's Zoom tutorial: 9,999)
+    basic_cap: Annotated[int, Strict(), Field(ge=0)] = 9_999
+    #: warn when this fraction of a seat pool is used
+    seat_warning: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.90
+    #: the largest group PATCH body Zoom accepts, in characters (facts.md §6.8); member
+    #: PATCHes are chunked by size as well as by ``[groups] member_chunk``
+    group_patch_chars: Annotated[int, Strict(), Field(ge=200)] = 100_000
+
+
 class TargetConfig(_Model):
     """The SCIM 2.0 service provider (Zoom: ``https://api.zoom.us/scim2``)."""
+
+    #: "rfc": an RFC 7644 service; "zoom": Zoom as it behaves (updates by PUT, PATCH only
+    #: for ``active``, pending invitations, no discovery endpoints, per-label rate limits:
+    #: docs/zoom-from-entra.md, "What Zoom does differently")
+    profile: Literal["rfc", "zoom"] = "rfc"
+    zoom: ZoomConfig = ZoomConfig()
 
     base_url: str
     token: SecretSource = SecretSource(env="BULKPROV_SCIM_TOKEN")
     #: instead of a static token: fetch (and refresh) one with Zoom server-to-server OAuth
     oauth: OAuthConfig | None = None
     concurrency: Annotated[int, Strict(), Field(ge=1, le=512)] = 16
-    #: requests per second across all workers: the ceiling (0: none, start unbounded)
+    #: requests per second across all workers: the ceiling (0: none, start unbounded).
+    #: Profile "zoom" paces each label on its own ([target.zoom]); there, a rate_limit given
+    #: (with the labels' own limits) caps all labels together, none given: no such cap
     rate_limit: Annotated[float, Strict(), Field(ge=0)] = 60.0
     #: AIMD: on a 429 without Retry-After slow down (×0.85), then climb back (+1 req/s per
     #: second) up to ``rate_limit``; finds an unannounced or shared limit (bulkprov.scim.rate)
     adaptive: Flag = True
     #: read /ServiceProviderConfig and send creates, updates, disables and deletes in SCIM
     #: Bulk requests when it advertises bulk (RFC 7644 §3.7). Zoom offers neither (facts.md
-    #: §6.2): off by default
+    #: §6.2): off by default, and always off under profile "zoom" (nothing is asked)
     bulk: Flag = False
     timeout: Annotated[float, Strict(), Field(gt=0)] = 30.0
     #: "rfc": lowercase ops and JSON booleans; "entra": Entra's ``Replace`` and ``"False"``
@@ -234,6 +269,43 @@ class TargetConfig(_Model):
     ca_file: Path | None = None
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v)))
+
+    @model_validator(mode="after")
+    def _profile_sanity(self) -> TargetConfig:
+        labels = {"light_per_second", "medium_per_second"}
+        if (
+            self.profile == "zoom"
+            and "rate_limit" in self.model_fields_set
+            and not labels <= self.zoom.model_fields_set
+        ):
+            # an RFC target's rate_limit alone would look like it paces Zoom's labels
+            raise ValueError(
+                'profile = "zoom" paces each Zoom rate-limit label on its own: give '
+                "[target.zoom] light_per_second and medium_per_second (rate_limit beside "
+                "them caps all labels together)"
+            )
+        if self.profile == "zoom" and self.clear_on_null:
+            # Zoom's "Update a user" is a PUT of only the fields that change (facts.md §6.8);
+            # it documents no way to clear one (null, "", a PATCH remove), so a clear could
+            # only be a guess: refused rather than silently not done
+            raise ValueError(
+                'clear_on_null is not available with profile = "zoom": Zoom documents no way '
+                "to clear an attribute (its updates are PUTs of the fields that change); a "
+                "value cleared in Entra stays in Zoom, as Entra leaves it"
+            )
+        return self
+
+    @property
+    def zoom_profile(self) -> bool:
+        return self.profile == "zoom"
+
+    @property
+    def zoom_ceiling(self) -> float:
+        """Profile "zoom": the cap on all labels together, in requests per second (the
+        ``rate_limit`` given; 0 when none is: each label is paced by its own limit only)."""
+        if self.profile != "zoom" or "rate_limit" not in self.model_fields_set:
+            return 0.0
+        return self.rate_limit
 
 
 class NetworkConfig(_Model):

@@ -13,12 +13,15 @@
     │   │   │                       once, never a per-user failure
     │   │   ├── TargetAuthError     401/403: the token is refused
     │   │   ├── TargetTLSError      TLS: the certificate cannot be verified, the handshake fails
-    │   │   └── TargetProxyError    the proxy refused the tunnel or wants credentials
+    │   │   ├── TargetProxyError    the proxy refused the tunnel or wants credentials
+    │   │   └── TargetDailyLimit    the target's daily request limit is spent (Zoom: resume
+    │   │                           at 00:00 GMT): stops cleanly, resumable, exit code 12
     │   ├── TargetUnavailable       5xx, timeouts, resets: retried, then a per-user Failure
     │   │   └── OutcomeUnknown      a create (POST) met one of those: never re-sent blindly,
     │   │                           the caller looks for the account first (matching)
     │   ├── TargetThrottled         429 beyond the retry budget
     │   └── TargetRejected          any other 4xx for one user: a per-user Failure
+    │       └── PendingInvitation   Zoom: a pending invitation holds the userName (Skipped)
     ├── UserDataError               one source user cannot be scoped or mapped: Skipped/Failure
     ├── StateError                  the SQLite state cannot be used (corrupt, newer schema, locked)
     ├── PlanStale                   ``bulkprov apply``: the source, state or config moved on
@@ -145,6 +148,18 @@ class TargetProxyError(TargetStop):
     exit_code = 3
 
 
+class TargetDailyLimit(TargetStop):
+    """The target's *daily* request limit is spent (Zoom: a 429 whose body says to resume
+    at 00:00 GMT, facts.md §6.8): retrying would only fail until then, so the run stops at
+    once, like every :class:`TargetStop`, and stays resumable. ``resume_at``: when (Unix time)."""
+
+    exit_code = 12
+
+    def __init__(self, detail: str, *, resume_at: float) -> None:
+        super().__init__(detail, status=429)
+        self.resume_at = resume_at
+
+
 class TargetUnavailable(TargetError):
     """5xx, a timeout, or a dropped connection."""
 
@@ -172,6 +187,13 @@ class TargetThrottled(TargetError):
 
 class TargetRejected(TargetError):
     """Any other 4xx for one resource: that user ends as a Failure with this reason."""
+
+
+class PendingInvitation(TargetRejected):
+    """Zoom answered a lookup of the userName with 400 "User … not exist or not belong to
+    this account.": an invited user has not accepted (or the invitation expired), and such
+    users are neither listed nor creatable (facts.md §6.3, §6.8). The user is Skipped with
+    this reason, never POSTed blindly, and looked at again in the next cycles."""
 
 
 class UserDataError(BulkProvError):

@@ -53,6 +53,8 @@ def make_config(
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         sections[section][name] = value
+    if target.get("profile") == "zoom" and "target__rate_limit" not in overrides:
+        del target["rate_limit"]  # the Zoom profile paces by label ([target.zoom])
     data = {
         "escrow": sections["escrow"],
         "quarantine": sections["quarantine"],

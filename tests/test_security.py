@@ -417,6 +417,8 @@ def test_a_secret_file_others_can_read_is_warned_about(cli: Cli, tmp_path):
         ("rate_limit = 60", 'rate_limit = "60"', "target.rate_limit"),
         ("# clear_on_null = false", 'clear_on_null = "false"', "target.clear_on_null"),
         ("# clear_on_null = false", "clear_on_null = 1", "target.clear_on_null"),
+        ("light_per_second = 80", 'light_per_second = "80"', "target.zoom.light_per_second"),
+        ("medium_per_second = 60", "medium_per_second = true", "target.zoom.medium_per_second"),
     ],
 )
 def test_safety_settings_take_strict_types(tmp_path, old, new, key):
@@ -435,6 +437,8 @@ def test_numbers_still_read_as_toml_writes_them(tmp_path):
     )
     cfg = load_config(starter(tmp_path, text))
     assert cfg.target.rate_limit == 12.5 and cfg.deprovision.threshold == 7
+    zoom = STARTER_TOML.replace("light_per_second = 80", "light_per_second = 12.5")
+    assert load_config(starter(tmp_path, zoom)).target.zoom.light_per_second == 12.5
 
 
 @pytest.mark.parametrize(

@@ -316,21 +316,24 @@ async def test_plan_and_apply_over_changed_only_entries(servers, minimal_tenant,
     assert get_value(scim.find(a["userPrincipalName"]), DEPARTMENT) == "Planned"
 
 
-async def test_a_state_from_schema_4_is_migrated_and_keeps_working(
-    servers, minimal_tenant, scim, tmp_path
+@pytest.mark.parametrize("schema", [4, 5])
+async def test_a_state_from_schema_4_or_5_is_migrated_and_keeps_working(
+    servers, minimal_tenant, scim, tmp_path, schema
 ):
-    """Schema 5 (issue 20) on a database written before it: migrated in place, its users
-    keep their links, and their first changed-only entries are read by id (no values kept
-    yet), after which they are merged."""
+    """Schema 6 (issue 20) on a database written before it, by bulkprov before issue 18
+    (schema 4) or with issue 18's ``waiting`` table (schema 5): migrated in place (4 → 5 →
+    6, or 5 → 6), its users keep their links, and their first changed-only entries are
+    read by id (no values kept yet), after which they are merged."""
     tenant = minimal_tenant
     a = next(u for u in enabled(tenant) if u.get("surname"))
     cfg = make_config(servers, tmp_path / "s.db")
     await sync(cfg)
-    con = sqlite3.connect(cfg.state.path)  # back to the shape schema 4 had
+    con = sqlite3.connect(cfg.state.path)  # back to the shape that schema had
     con.executescript(
         "ALTER TABLE users DROP COLUMN source; ALTER TABLE runs DROP COLUMN target_indexed;"
         "DROP INDEX log_run_page; CREATE INDEX log_run ON log(run_id);"
-        "UPDATE meta SET value='4' WHERE key='schema_version';"
+        + ("DROP TABLE waiting;" if schema == 4 else "")
+        + f"UPDATE meta SET value='{schema}' WHERE key='schema_version';"
     )
     con.close()
     tenant.update_user(a["id"], department="After the upgrade")
@@ -340,9 +343,10 @@ async def test_a_state_from_schema_4_is_migrated_and_keeps_working(
     assert tenant.counters["user_reads"] == 1  # no values kept for it yet: read by id
     assert get_value(scim.find(a["userPrincipalName"]), DEPARTMENT) == "After the upgrade"
     con = sqlite3.connect(cfg.state.path)
-    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("6",)
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "log_run_page" in indexes and "log_run" not in indexes
+    assert con.execute("SELECT count(*) FROM waiting").fetchone() == (0,)  # step 5's table
     assert con.execute("SELECT source FROM users WHERE graph_id=?", (a["id"],)).fetchone()[0]
     con.close()
     tenant.update_user(a["id"], surname="Merged")

@@ -5,7 +5,7 @@ writer's batched UPSERTs and the producer's per-page lookups queue on it in orde
 lookup sees every outcome written before it, committed or not. Every write is an idempotent
 UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
 
-Tables (schema version 5; older databases are migrated in place when opened):
+Tables (schema version 6; older databases are migrated in place when opened):
 
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
@@ -33,8 +33,12 @@ Tables (schema version 5; older databases are migrated in place when opened):
 ``source_groups`` (schema 4) the Entra groups and their direct members
                   (``source_group_members``) as Graph ``groups/delta`` last reported them, so
                   an incremental cycle reads only the groups that changed.
+``waiting``       (schema 5) users the target holds back for a reason of its own: a pending
+                  Zoom invitation holds their userName (``pending``), or no seat of their
+                  licence is left (``license``). Skipped, never failed; every cycle reads
+                  them again until the reason is gone.
 
-Schema 5 adds ``users.source`` (the selected Graph attributes last read for the user: a
+Schema 6 adds ``users.source`` (the selected Graph attributes last read for the user: a
 ``users/delta`` entry that carries only the changed properties is merged with them) and
 ``runs.target_indexed`` (1: the run began listing the target into ``target_index``, 2: the
 listing is complete, so its resume matches against that index instead of listing again).
@@ -65,7 +69,7 @@ from bulkprov.errors import StateError
 from bulkprov.escrow import EscrowEntry, EscrowPolicy
 from bulkprov.redact import scrub_optional
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -142,11 +146,11 @@ CREATE TABLE IF NOT EXISTS group_members (
 );
 """
 
-#: columns added to older tables, each when missing (idempotent): v1 → v2, then schema 5
+#: columns added to older tables, each when missing (idempotent): v1 → v2, then schema 6
 _ADDED_COLUMNS = (
     ("runs", "kind", "TEXT NOT NULL DEFAULT 'full'"),
     ("runs", "delta_link", "TEXT"),
-    # 5 (issue 20): the Graph attributes last read for each managed user, merged with delta
+    # 6 (issue 20): the Graph attributes last read for each managed user, merged with delta
     # entries that carry only the changed properties; whether the run's target index is
     # complete, so a resume after a kill does not list the target again
     ("users", "source", "BLOB"),
@@ -179,10 +183,21 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (group_id, member_id)
         )""",
     ),
-    # 5 (issue 20): the columns of _ADDED_COLUMNS marked 5; the log's run index covers the
+    # 5: users the target holds back (issue 18): pending Zoom invitations, seats exhausted
+    5: (
+        """CREATE TABLE IF NOT EXISTS waiting (
+            graph_id  TEXT PRIMARY KEY,
+            user_name TEXT,
+            kind      TEXT NOT NULL,
+            since     REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            detail    TEXT
+        )""",
+    ),
+    # 6 (issue 20): the columns of _ADDED_COLUMNS marked 6; the log's run index covers the
     # page too (log_run_page, in _SCHEMA: a resume's "logged since the cursor page" at 1M
     # users reads only those rows), so the run-only one goes
-    5: ("DROP INDEX IF EXISTS log_run",),
+    6: ("DROP INDEX IF EXISTS log_run",),
 }
 
 
@@ -362,6 +377,22 @@ class UserWrite:
     held_back: bool = False
     #: the user's Graph attributes as read (JSON), kept for merging partial delta entries
     source: bytes | None = None
+    #: the target holds the user back (``waiting``): "pending" (a pending Zoom invitation
+    #: holds its userName) or "license" (no seat left) records it; "" clears it
+    wait: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A user the target holds back (table ``waiting``)."""
+
+    graph_id: str
+    user_name: str | None
+    #: "pending" (a pending Zoom invitation holds its userName) or "license" (no seat)
+    kind: str
+    since: float
+    last_seen: float
+    detail: str | None
 
 
 def disabled(
@@ -494,7 +525,7 @@ class StateStore:
         async with c.transaction():
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 await c.execute(stmt)
-            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2, schema 5
+            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2, schema 6
                 cols = {
                     r[1] for r in await (await c.execute(f"PRAGMA table_info({table})")).fetchall()
                 }
@@ -681,7 +712,14 @@ class StateStore:
         state_rows = []
         log_rows = []
         stage_rows = []
+        wait_rows: list[tuple[Any, ...]] = []
+        unwait_rows: list[tuple[str]] = []
         for page, w in writes:
+            if w.wait is not None:
+                if w.wait:
+                    wait_rows.append((w.graph_id, w.user_name, w.wait, now, now, w.reason))
+                else:
+                    unwait_rows.append((w.graph_id,))
             if w.stage is not None and w.scim_id:
                 stage_rows.append(
                     (run.id, w.graph_id, w.scim_id, w.user_name, w.stage, w.reason, now)
@@ -757,6 +795,17 @@ class StateStore:
                     "reason, scim_id, modified) VALUES(?,?,?,?,?,?,?,?,?,?)",
                     log_rows,
                 )
+            if wait_rows:
+                await c.executemany(
+                    "INSERT INTO waiting(graph_id, user_name, kind, since, last_seen, detail) "
+                    "VALUES(?,?,?,?,?,?) ON CONFLICT(graph_id) DO UPDATE SET "
+                    "user_name=excluded.user_name, last_seen=excluded.last_seen, "
+                    "detail=excluded.detail, since=CASE WHEN waiting.kind=excluded.kind "
+                    "THEN waiting.since ELSE excluded.since END, kind=excluded.kind",
+                    wait_rows,
+                )
+            if unwait_rows:
+                await c.executemany("DELETE FROM waiting WHERE graph_id=?", unwait_rows)
             if stage_rows:
                 await c.executemany(
                     "INSERT INTO staged(run_id, graph_id, scim_id, user_name, action, reason, "
@@ -891,6 +940,15 @@ class StateStore:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    async def waiting(self, kind: str | None = None) -> dict[str, Waiting]:
+        """Users the target holds back (all, or of one ``kind``), by Graph id."""
+        cur = await self._conn.execute(
+            "SELECT graph_id, user_name, kind, since, last_seen, detail FROM waiting "
+            "WHERE ? IS NULL OR kind = ? ORDER BY since",
+            (kind, kind),
+        )
+        return {r[0]: Waiting(*r) for r in await cur.fetchall()}
+
     async def release_escrow(self) -> int:
         """Make every escrowed user due now (``bulkprov retry-failed``); returns how many."""
         row = await (await self._conn.execute("SELECT count(*) FROM escrow")).fetchone()
@@ -1005,6 +1063,19 @@ class StateStore:
             "SELECT graph_id, scim_id, user_name FROM users WHERE scim_id IS NOT NULL AND active=1"
         )
         return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    async def active_attrs(self) -> list[dict[str, Any]]:
+        """The last values sent of every linked account bulkprov keeps active (the seat
+        guard counts licence types in them)."""
+        cur = await self._conn.execute(
+            "SELECT attrs FROM users WHERE scim_id IS NOT NULL AND active=1 AND attrs IS NOT NULL"
+        )
+        out = []
+        for (raw,) in await cur.fetchall():
+            attrs = _json.loads(raw)
+            if isinstance(attrs, dict):
+                out.append(attrs)
+        return out
 
     async def users_fingerprint(self) -> tuple[int, float]:
         """(managed users, last update time): changes whenever a user row is written."""

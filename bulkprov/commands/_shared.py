@@ -54,6 +54,8 @@ Exit codes: 0 done, 1 unexpected error, 2 config error, 3 auth refused,
 4 Graph unreadable, 5 SCIM target failed, 6 state unusable or in use,
 7 plan out of date, 8 quarantined, 9 completed but disables/deletes held by the threshold
 (bulkprov approve), 10 completed with failed users (apply: or held back),
+11 TLS with Graph or the target failed, 12 the target's daily request limit is spent
+(resumable),
 130 interrupted (resumable).
 Environment: BULKPROV_CONFIG (--config), and the secrets the config names
 (default BULKPROV_GRAPH_SECRET, BULKPROV_SCIM_TOKEN).

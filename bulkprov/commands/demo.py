@@ -1,12 +1,18 @@
 """``bulkprov demo``: the whole product on the embedded simulators, checked at the end.
 
-1. start the Graph tenant and the Zoom-like SCIM service in a subprocess on loopback
-   (so they run on the other core), seeded with N users;
-2. write a config pointing at them (secrets passed through the environment only);
+1. start the Graph tenant and the SCIM service in its strict Zoom mode (``sim --zoom``) in a
+   subprocess on loopback (so they run on the other core), seeded with N users, some of
+   whose userNames pending Zoom invitations hold;
+2. write a config with the Zoom profile pointing at them (secrets passed through the
+   environment only; Zoom's rate limits scaled by ``--rate-scale`` for both sides);
 3. run ``bulkprov sync`` as a subprocess, interrupt it with SIGINT mid-run, run it again
    to resume;
-4. read the SCIM store back and compare it with the mapping's output for every in-scope
-   user: each exactly once, attributes equal, no userName POSTed twice.
+4. change users in Graph (department, surname, mail; a tenth of the mails outside Zoom's
+   managed domains) and disable others, and run an incremental cycle;
+5. read the SCIM store and the provisioning log back and check the end state exactly:
+   each change applied or a Warning naming the value Zoom kept, disabled users inactive,
+   pending users Skipped and never created, no duplicate, no quarantine; print the
+   requests per user.
 
 ``--cutover`` runs the cut-over instead (:func:`run_cutover_demo`): the tenant has a Zoom
 app whose Entra provisioning job runs, and Zoom holds what that job left (stale, failed and
@@ -34,7 +40,7 @@ from typing import Any
 
 import click
 
-from bulkprov.commands._shared import EPILOG, _fail
+from bulkprov.commands._shared import EPILOG, _fail, echo
 from bulkprov.errors import BulkProvError
 
 GRAPH_SECRET_ENV = "BULKPROV_GRAPH_SECRET"
@@ -53,6 +59,23 @@ SCIM_TOKEN_ENV = "BULKPROV_SCIM_TOKEN"
 @click.option("--concurrency", type=int, default=32, show_default=True)
 @click.option("--no-interrupt", is_flag=True, help="Do not interrupt and resume mid-run.")
 @click.option(
+    "--rate-scale",
+    type=float,
+    default=50.0,
+    show_default=True,
+    help="Zoom's Business+ limits (Light 80/s, Medium 60/s) times this, for the simulated "
+    "Zoom and for bulkprov alike; 1 paces at Zoom's real limits (slow: 60 creates/s).",
+)
+@click.option(
+    "--pending",
+    type=int,
+    default=25,
+    show_default=True,
+    help="Users whose userName a pending Zoom invitation holds.",
+)
+@click.option("--changed", type=int, default=100, show_default=True)
+@click.option("--disabled", type=int, default=30, show_default=True)
+@click.option(
     "--cutover",
     is_flag=True,
     help="Take over from a running Entra provisioning job instead (bulkprov migrate).",
@@ -63,13 +86,23 @@ def demo(
     workdir: Path | None,
     concurrency: int,
     no_interrupt: bool,
+    rate_scale: float,
+    pending: int,
+    changed: int,
+    disabled: int,
     cutover: bool,
 ) -> None:
-    """Sync a simulated tenant into a simulated Zoom, interrupt it once, resume, and check.
+    """Sync a simulated tenant into a strict simulated Zoom, interrupt, resume, change, check.
 
-    Starts both simulators on free loopback ports, seeds USERS users, runs the initial sync
-    with a progress bar, interrupts it (SIGINT) mid-run and resumes it, then checks the SCIM
-    store against the mapping's output for every in-scope user.
+    Starts the Graph tenant and the SCIM simulator in its strict Zoom mode (`bulkprov sim
+    --zoom`: PATCH only for active, partial PUTs that may be ignored, pending invitations,
+    per-label rate limits) on free loopback ports, seeds USERS users (PENDING of them held by
+    pending invitations), and runs the initial sync with the Zoom profile, interrupting it
+    (SIGINT) mid-run and resuming it. Then CHANGED users get a new department, surname and
+    mail (a tenth of the mails outside Zoom's managed domains) and DISABLED users are
+    disabled in Graph, and an incremental cycle runs. The end state is checked exactly:
+    every change applied or reported as a Warning with Zoom's reason, pending users Skipped
+    and never created, no quarantine; requests per user are printed.
 
     With --cutover, the tenant has an Entra provisioning job for Zoom and Zoom holds what it
     provisioned: `bulkprov migrate` reads the job, writes the config and shows the
@@ -91,6 +124,10 @@ def demo(
                 workdir=workdir,
                 concurrency=concurrency,
                 interrupt=not no_interrupt,
+                rate_scale=rate_scale,
+                pending=pending,
+                changed=changed,
+                disabled=disabled,
             )
     except BulkProvError as exc:
         _fail(exc)
@@ -104,8 +141,18 @@ def write_demo_config(
     concurrency: int,
     rate_limit: float = 0,
     page_size: int = 999,
+    *,
+    profile: str = "rfc",
+    light: float = 0,
+    medium: float = 0,
 ) -> None:
-    """The starter config, pointed at the simulators (the demo, benchmarks and tests use it)."""
+    """The starter config, pointed at the simulators (the demo, benchmarks and tests use it).
+
+    ``profile="rfc"`` (the default: the simulator's RFC 7644 mode) paces at ``rate_limit``
+    (0: unlimited); ``profile="zoom"`` (the strict Zoom mode, ``sim --zoom``) paces Light
+    and Medium at ``light`` and ``medium`` requests/s (0: unpaced), both together under
+    ``rate_limit`` (0: no such cap).
+    """
     from bulkprov.commands.starter import STARTER_TOML
 
     text = STARTER_TOML
@@ -128,6 +175,11 @@ def write_demo_config(
     text = text.replace("# page_size = 999 ", f"page_size = {page_size} ")
     text = text.replace("concurrency = 16", f"concurrency = {concurrency}")
     text = text.replace("rate_limit = 60", f"rate_limit = {rate_limit}")
+    if profile == "zoom":
+        text = text.replace("light_per_second = 80", f"light_per_second = {light}")
+        text = text.replace("medium_per_second = 60", f"medium_per_second = {medium}")
+    else:
+        text = text.replace('profile = "zoom"', 'profile = "rfc"')
     text = text.replace('path = "bulkprov-state.sqlite3"', f'path = "{state}"')
     path.write_text(text, encoding="utf-8")
 
@@ -190,8 +242,179 @@ def verify_store(
     return ok, lines + problems
 
 
+#: the email domains the demo's simulated Zoom manages (the generated tenant's own)
+MANAGED_DOMAINS = ("corp.example", "eu.corp.example", "example.com")
+
+
+def plan_changes(
+    users: int, seed: int, pending: set[str], changed: int, disabled: int
+) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """The demo's Graph changes: index → new department/surname/mail (one mail in ten
+    outside the managed domains), and the indexes to disable; pending users are left out."""
+    from bulkprov.sim.users import generate_user
+
+    changes: dict[int, dict[str, Any]] = {}
+    to_disable: list[int] = []
+    for i in range(users):
+        if len(changes) >= changed and len(to_disable) >= disabled:
+            break
+        user = generate_user(i, seed)
+        if user.get("accountEnabled") is False or user["userPrincipalName"].lower() in pending:
+            continue
+        if len(changes) < changed:
+            local = user["userPrincipalName"].split("@", 1)[0]
+            domain = "personal.example" if len(changes) % 10 == 9 else "example.com"
+            changes[i] = {
+                "department": f"Demo Dept {len(changes) % 7}",
+                "surname": f"{user.get('surname') or 'Demo'}-Changed",
+                "mail": f"{local}.moved@{domain}",
+            }
+        else:
+            to_disable.append(i)
+    return changes, to_disable
+
+
+def verify_zoom_demo(
+    config_path: Path,
+    users: int,
+    seed: int,
+    scim_url: str,
+    pending: set[str],
+    changes: dict[int, dict[str, Any]],
+    disabled: list[int],
+) -> tuple[bool, list[str]]:
+    """The end state, exactly: every in-scope user's account holds the mapping's values for
+    its changed Graph user, except what the last run logged as a Warning naming the value
+    Zoom kept; disabled users inactive; pending users absent and Skipped with the reason."""
+    import anyio
+    import httpx
+
+    from bulkprov.checkpoint.store import StateStore
+    from bulkprov.config import load_config
+    from bulkprov.mapping import MappingContext, compile_mappings
+    from bulkprov.scim.paths import get_value
+    from bulkprov.sim.users import generate_user
+
+    cfg = load_config(config_path)
+    mapper = compile_mappings(cfg.mappings)
+    base = scim_url.rsplit("/scim2", 1)[0]
+    store = httpx.get(f"{base}/_sim/store", timeout=60, trust_env=False).json()
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for res in store:
+        by_name.setdefault(str(res.get("userName", "")).lower(), []).append(res)
+
+    async def log() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with await StateStore.open(cfg.state.path) as db:
+            run = await db.last_run()
+            entries = await db.log_entries(run_id=run.id if run else None, limit=None)
+            return entries, await db.runs(10)
+
+    entries, runs = anyio.run(log)
+    last: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        last[str(e["graph_id"])] = e
+    problems: list[str] = []
+    off = set(disabled)
+    expected = applied = warned = missing = wrong = skipped_pending = 0
+    in_scope: set[str] = set()
+    for i in range(users):
+        user = generate_user(i, seed)
+        if user.get("accountEnabled") is False:
+            continue
+        name = user["userPrincipalName"].lower()
+        if name in pending:
+            entry = last.get(user["id"])
+            if name in by_name:
+                problems.append(f"pending user created: {name}")
+            elif entry is None or "PendingInvitation" not in str(entry.get("reason")):
+                problems.append(f"pending user not reported as PendingInvitation: {name}")
+            else:
+                skipped_pending += 1
+            continue
+        expected += 1
+        in_scope.add(name)
+        before = mapper.map_user(user, MappingContext())
+        after = mapper.map_user({**user, **changes.get(i, {})}, MappingContext())
+        found = by_name.get(name, [])
+        if len(found) != 1:
+            missing += 1
+            problems.append(f"{name}: {len(found)} accounts")
+            continue
+        account = found[0]
+        if i in off:
+            if account.get("active") is not False:
+                wrong += 1
+                problems.append(f"{name}: still active after being disabled in Graph")
+            continue
+        entry = last.get(user["id"], {})
+        reason = str(entry.get("reason") or "")
+        for path, value in after.values.items():
+            have = get_value(account, path)
+            if have == value:
+                continue
+            if (
+                i in changes
+                and entry.get("status") == "warning"
+                and f"{path}: Zoom kept {have!r}" in reason
+                and have == before.values.get(path)
+            ):
+                warned += 1
+                continue
+            wrong += 1
+            if wrong <= 5:
+                problems.append(f"{name}: {path} is {have!r}, expected {value!r}")
+        if i in changes:
+            applied += 1
+    duplicates = sum(len(v) - 1 for v in by_name.values() if len(v) > 1)
+    extra = sum(len(v) for name, v in by_name.items() if name not in in_scope)
+    statuses = [r["status"] for r in runs]
+    quarantined = [r for r in runs if "quarantined" in str(r.get("message") or "")]
+    lines = [
+        (
+            f"in-scope users: {expected:,}   accounts in Zoom: {len(store):,}   "
+            f"pending invitations: {len(pending):,} (Skipped: {skipped_pending:,}, created: 0)"
+        ),
+        (
+            f"changed in Graph: {len(changes):,} (checked: {applied:,}; values Zoom kept, each "
+            f"a Warning with its reason: {warned:,})   disabled in Graph: {len(off):,}"
+        ),
+        (
+            f"missing: {missing}   duplicates: {duplicates}   extra: {extra}   wrong "
+            f"attributes: {wrong}   quarantined runs: {len(quarantined)}   run statuses: "
+            f"{', '.join(statuses)}"
+        ),
+    ]
+    ok = (
+        not problems
+        and missing == 0
+        and duplicates == 0
+        and extra == 0
+        and wrong == 0
+        and not quarantined
+        and all(s == "completed" for s in statuses)
+        and skipped_pending == len(pending)
+    )
+    return ok, lines + problems[:10]
+
+
+def _counters(base: str) -> dict[str, Any]:
+    import httpx
+
+    doc: dict[str, Any] = httpx.get(f"{base}/_sim/counters", timeout=30, trust_env=False).json()
+    return doc
+
+
 def run_demo(
-    *, users: int, seed: int, workdir: Path | None, concurrency: int, interrupt: bool
+    *,
+    users: int,
+    seed: int,
+    workdir: Path | None,
+    concurrency: int,
+    interrupt: bool,
+    rate_scale: float = 50.0,
+    pending: int = 25,
+    changed: int = 100,
+    disabled: int = 30,
 ) -> bool:
     import httpx
 
@@ -201,7 +424,12 @@ def run_demo(
     work.mkdir(parents=True, exist_ok=True)
     token, graph_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     env = dict(os.environ, **{GRAPH_SECRET_ENV: graph_secret, SCIM_TOKEN_ENV: token})
+    light, medium = 80 * rate_scale, 60 * rate_scale
     click.secho(f"bulkprov demo: {users:,} users, workdir {work}", bold=True)
+    click.echo(
+        f"simulated Zoom, strict mode: Light {light:g}/s, Medium {medium:g}/s (Zoom's Business+ "
+        f"limits x{rate_scale:g}), {pending} pending invitations"
+    )
     sim = SimulatorProcess(
         [
             "--users",
@@ -212,12 +440,19 @@ def run_demo(
             # option; the demo then failed about once in 30 runs)
             f"--scim-token={token}",
             f"--graph-secret={graph_secret}",
+            "--zoom",
+            f"--zoom-light={light:g}",
+            f"--zoom-medium={medium:g}",
+            f"--zoom-pending={pending}",
+            f"--zoom-managed-domains={','.join(MANAGED_DOMAINS)}",
         ]
     )
     sim.start()
     try:
         info = sim.info
         click.echo(f"simulators: Graph {info['graph_api_url']}   SCIM {info['scim_url']}")
+        base = info["scim_url"].rsplit("/scim2", 1)[0]
+        graph_base = info["graph_api_url"].rsplit("/v1.0", 1)[0]
         config_path = work / "bulkprov.toml"
         state = work / "state.sqlite3"
         for stale in (
@@ -226,7 +461,9 @@ def run_demo(
             state.with_name(state.name + "-shm"),
         ):
             stale.unlink(missing_ok=True)
-        write_demo_config(config_path, info, state, concurrency)
+        write_demo_config(
+            config_path, info, state, concurrency, profile="zoom", light=light, medium=medium
+        )
         cmd = [
             sys.executable,
             "-m",
@@ -237,14 +474,14 @@ def run_demo(
             "--expect",
             str(users),
         ]
+        click.secho("-- 1. the initial sync --", fg="yellow")
         started = time.monotonic()
         if interrupt:
             proc = subprocess.Popen(cmd, env=env)
-            base = info["scim_url"].rsplit("/scim2", 1)[0]
             while proc.poll() is None:
                 time.sleep(0.05)
                 try:
-                    posts = httpx.get(f"{base}/_sim/counters", timeout=5, trust_env=False).json()
+                    posts = _counters(base)
                 except httpx.HTTPError:
                     continue
                 if posts.get("by_method", {}).get("POST", 0) >= users * 0.4:
@@ -257,22 +494,70 @@ def run_demo(
                 return False
             click.secho("-- resuming: the same command again --", fg="yellow")
         code = subprocess.call(cmd, env=env)
-        elapsed = time.monotonic() - started
+        initial = time.monotonic() - started
         if code != 0:
             click.secho(f"the sync failed (exit {code})", fg="red")
             return False
+        first = _counters(base)
+        held = {
+            n.lower() for n in httpx.get(f"{base}/_sim/pending", timeout=30, trust_env=False).json()
+        }
+        changes, to_disable = plan_changes(users, seed, held, changed, disabled)
+        from bulkprov.sim.users import generate_user
+
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            for i, change in changes.items():
+                http.patch(
+                    f"{graph_base}/_sim/users/{generate_user(i, seed)['id']}", json=change
+                ).raise_for_status()
+            for i in to_disable:
+                http.patch(
+                    f"{graph_base}/_sim/users/{generate_user(i, seed)['id']}",
+                    json={"accountEnabled": False},
+                ).raise_for_status()
+            http.post(f"{base}/_sim/reset_counters").raise_for_status()
+        click.secho(
+            f"-- 2. in Graph: {len(changes)} users' department, surname and mail changed, "
+            f"{len(to_disable)} disabled; an incremental cycle --",
+            fg="yellow",
+        )
+        started = time.monotonic()
+        code = subprocess.call(cmd[:-2], env=env)
+        incremental = time.monotonic() - started
+        if code != 0:
+            click.secho(f"the incremental sync failed (exit {code})", fg="red")
+            return False
+        second = _counters(base)
         subprocess.call(
             [sys.executable, "-m", "bulkprov", "status", "-c", str(config_path)], env=env
         )
-        ok, lines = verify_store(config_path, users, seed, info["scim_url"], token)
-        click.echo("check against the SCIM store:")
-        for line in lines:
-            click.echo(f"  {line}")
+        ok, lines = verify_zoom_demo(
+            config_path, users, seed, info["scim_url"], held, changes, to_disable
+        )
+        click.echo("check against the simulated Zoom and the provisioning log:")
+        for line in lines:  # they name users: printed as every value is (echo)
+            echo(line, prefix="  ")
+        touched = len(changes) + len(to_disable)
+        click.echo(
+            f"requests per user: initial sync {first['total'] / max(users, 1):.3f} "
+            f"({first['total']:,} for {users:,} users: {_methods(first)}); incremental cycle "
+            f"{second['total'] / max(touched, 1):.2f} per changed user ({second['total']:,} "
+            f"for {touched}: {_methods(second)})"
+        )
         verdict = "PASSED" if ok else "FAILED"
-        click.secho(f"demo {verdict} in {elapsed:.1f} s", fg="green" if ok else "red", bold=True)
+        click.secho(
+            f"demo {verdict} in {initial + incremental:.1f} s (initial {initial:.1f} s, "
+            f"incremental {incremental:.1f} s)",
+            fg="green" if ok else "red",
+            bold=True,
+        )
         return ok
     finally:
         sim.stop()
+
+
+def _methods(counters: dict[str, Any]) -> str:
+    return ", ".join(f"{m} {n:,}" for m, n in sorted(counters.get("by_method", {}).items()))
 
 
 def verify_cutover(

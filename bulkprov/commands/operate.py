@@ -91,11 +91,18 @@ def status(
         _health(cfg, as_json=as_json, check=check, max_age=max_seconds, as_metrics=as_metrics)
         return
 
-    runs, users, quarantine = _run(_read_status, cfg)
+    runs, users, quarantine, seats = _run(_read_status, cfg)
     # a sync holding the state now: its run is in progress, not interrupted
     live = bool(runs) and runs[0]["status"] == "running" and StateLock.held(cfg.state.path)
     if as_json:
-        doc = {"managed_users": users, "runs": runs, "live": live, "quarantine": quarantine}
+        doc: dict[str, Any] = {
+            "managed_users": users,
+            "runs": runs,
+            "live": live,
+            "quarantine": quarantine,
+        }
+        if seats is not None:
+            doc["seats"] = seats
         echo_json(doc)
         return
     if not runs:
@@ -107,6 +114,9 @@ def status(
             "in quarantine (until a cycle ends with no failure and nothing in escrow); "
             "reported reasons, which no longer stop a run: " + "; ".join(quarantine)
         )
+    for pool, f in (seats or {}).items():
+        held = f", {f['held']:,} user(s) held (LicenseLimitExceeded)" if f["held"] else ""
+        echo(f"seats: {pool} {f['used']:,} used, {f['left']:,} left of {f['cap']:,}{held}")
     for i, r in enumerate(runs):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
         counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
@@ -114,16 +124,27 @@ def status(
         echo(f"run {r['id']:>4}  {started}  {r['status']:<24} {counts}{note}")
 
 
-async def _read_status(cfg: Config) -> tuple[list[dict[str, Any]], int, list[str]]:
+async def _read_status(
+    cfg: Config,
+) -> tuple[list[dict[str, Any]], int, list[str], dict[str, dict[str, int]] | None]:
+    """The recent runs, the managed users, the quarantine's reasons and (profile "zoom")
+    the seat pools' figures."""
     from bulkprov.checkpoint.staging import QUARANTINE, LifecycleStore
     from bulkprov.checkpoint.store import StateStore
+    from bulkprov.pipeline import Seats
 
     if not cfg.state.path.exists():
-        return [], 0, []
+        return [], 0, [], None
     async with await StateStore.open(cfg.state.path, verify=True) as store:
         saved = await LifecycleStore(store).get(QUARANTINE)
         reasons = [str(r) for r in _json.loads(saved)] if saved else []
-        return await store.runs(10), await store.user_count(), reasons
+        seats = await Seats.load(cfg, store, held=True)
+        return (
+            await store.runs(10),
+            await store.user_count(),
+            reasons,
+            seats.figures() if seats is not None else None,
+        )
 
 
 async def _read_health(cfg: Config) -> StateHealth | None:

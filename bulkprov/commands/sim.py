@@ -4,7 +4,8 @@ Every argument goes to the simulators' own parser (:func:`bulkprov.sim.__main__.
 named ``bulkprov sim`` here), with one more option: ``--config-out FILE`` writes a config
 ready for the simulators it starts (their URLs, tenant and client id; the secrets in two
 files beside it, mode 0600, since a config never holds one), so ``bulkprov sync -c FILE``
-runs against them at once. With :mod:`.demo`, the only command module that imports
+runs against them at once; with ``--zoom`` (the strict Zoom mode) the config has the Zoom
+profile, paced at the simulator's label limits. With :mod:`.demo`, the only command module that imports
 :mod:`bulkprov.sim`.
 """
 
@@ -84,6 +85,7 @@ def write_sim_config(path: Path, info: dict[str, Any], args: argparse.Namespace)
         fd = os.open(secret, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(value + "\n")
+    zoom = bool(getattr(args, "zoom", False))
     write_demo_config(
         path,
         info,
@@ -91,8 +93,14 @@ def write_sim_config(path: Path, info: dict[str, Any], args: argparse.Namespace)
         concurrency=16,
         rate_limit=args.rate_limit or 0,
         page_size=999,
+        # `--zoom`: the Zoom profile, paced at the strict simulator's own label limits
+        profile="zoom" if zoom else "rfc",
+        light=(args.zoom_light or 0) if zoom else 0,
+        medium=(args.zoom_medium or 0) if zoom else 0,
     )
     text = path.read_text(encoding="utf-8")
+    if zoom and args.zoom_post_label != "medium":
+        text = text.replace('# post_label = "medium"', f'post_label = "{args.zoom_post_label}"', 1)
     for env, suffix in (
         ("BULKPROV_GRAPH_SECRET", "graph-secret"),
         ("BULKPROV_SCIM_TOKEN", "scim-token"),

@@ -27,9 +27,13 @@ client_secret = { env = "BULKPROV_GRAPH_SECRET" }   # or { file = "/run/secrets/
 # with the scim2 scope.
 base_url = "https://api.zoom.us/scim2"
 token = { env = "BULKPROV_SCIM_TOKEN" }             # or { file = "/run/secrets/zoom" }
+# "zoom": Zoom as it behaves (updates by PUT, pending invitations, per-label rate limits…;
+# docs/zoom-from-entra.md, "What Zoom does differently"). "rfc" for other SCIM services.
+profile = "zoom"
 concurrency = 16
-# Requests per second across all workers. Zoom's limits are per account and shared with
-# every app on it (Business+: Light 80/s, Medium 60/s); 0 means unlimited.
+# Requests per second across all workers: with profile "zoom", all labels of [target.zoom]
+# together. Zoom's limits are per account and shared with every app on it; 0: no overall
+# cap (each label then goes up to its own limit). An "rfc" target is paced by this alone.
 rate_limit = 60
 # "rfc": lowercase ops, JSON booleans, group members removed by a filtered path
 # (members[value eq "id"]); "entra": Entra's `Replace`, "False" strings, `Remove` with values.
@@ -37,6 +41,16 @@ patch_dialect = "rfc"
 # A source attribute cleared in Entra: the target keeps its old value (Entra never
 # provisions nulls); true sends a `remove` for it instead.
 # clear_on_null = false
+
+[target.zoom]
+# Zoom's limits are per account and shared by every app on it, counted per label
+# (Business+: Light 80/s for one user's GET/PUT/PATCH/DELETE, Medium 60/s for lists and
+# filters). Lower them when other apps use the account's limits too.
+light_per_second = 80
+medium_per_second = 60
+# post_label = "medium"      # the label of a create: undocumented, Medium is the safer guess
+# licensed_seats = 500       # hold creates that would take Licensed users past this (seats)
+# basic_cap = 9999           # Zoom's cap on Basic users per account
 
 [state]
 path = "bulkprov-state.sqlite3"    # relative paths here resolve against this file's folder
@@ -109,4 +123,13 @@ source = "department"
 [[mappings]]
 target = "active"
 expression = 'Switch([IsSoftDeleted], , "False", "True", "True", "False")'
+
+# Zoom's licence type (Basic, Licensed, On-Prem) from the user's app role of the Zoom app,
+# as Entra's Zoom app maps it (its expression is undocumented; this is the likely one). Pro
+# and Corp, the pre-2020 role names, are sent as Licensed and On-Prem with a warning.
+# Zoom's licence attributes can be mapped too, e.g.
+# target = "urn:ietf:params:scim:schemas:extension:zoom:1.0:User:zoomWhiteboard"
+[[mappings]]
+target = "userType"
+expression = "SingleAppRoleAssignment([appRoleAssignments])"
 """

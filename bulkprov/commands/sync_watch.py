@@ -8,8 +8,9 @@ so a change in Entra reaches the target within one interval. Ctrl-C or SIGTERM d
 cycle lets the in-flight work finish and saves the state (the pipeline's signal handling);
 between cycles there is nothing in flight. A cycle that fails because Graph or the target
 is unavailable, or that the quarantine breaker stopped, is reported and the next one runs
-at the next interval (a quarantine's reasons no longer stop it); refused credentials, a
-bad config or an unusable state stop the loop.
+at the next interval (a quarantine's reasons no longer stop it); one stopped by the target's
+daily request limit (Zoom) is reported and resumed once the limit resets; refused
+credentials, a bad config or an unusable state stop the loop.
 
 ``sync``'s options hold across the loop: ``--metrics-port`` serves one endpoint for all
 cycles (its figures are the current cycle's, ``bulkprov_run_id`` says which), ``--rematch``
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,7 @@ from bulkprov.errors import (
     SourceAuthError,
     SourceError,
     SourceTLSError,
+    TargetDailyLimit,
     TargetStop,
     TargetUnavailable,
 )
@@ -97,6 +100,12 @@ async def watch(
             exc = _unwrap(group)
             if isinstance(exc, BaseExceptionGroup):  # e.g. the breaker and a cancelled worker
                 exc = _unwrap(exc.subgroup(Quarantined) or exc)
+            if isinstance(exc, TargetDailyLimit):
+                # Zoom's daily limit: sleep until it resets, then the next cycle resumes
+                on_error(exc)
+                done += 1
+                await anyio.sleep(max(0.0, exc.resume_at - time.time()))
+                continue
             # a quarantined cycle too: the next one goes on past the reasons it reported
             transient = isinstance(
                 exc, SourceError | TargetUnavailable | Quarantined

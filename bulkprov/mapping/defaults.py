@@ -10,6 +10,11 @@ ENTERPRISE_DEPARTMENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:U
 #: a value other than "True"/"False" would flow nothing.
 ACTIVE_EXPRESSION = 'Switch([IsSoftDeleted], , "False", "True", "True", "False")'
 
+#: ``userType`` (Basic, Licensed, On-Prem) from the user's app role of the Zoom app, as
+#: Entra's Zoom app maps it. Its source expression is not documented (facts.md §6.5);
+#: this is the likely one. No role (scope mode "all", or Default Access): no userType sent.
+USER_TYPE_EXPRESSION = "SingleAppRoleAssignment([appRoleAssignments])"
+
 DEFAULT_ZOOM_MAPPINGS: list[AttributeMapping] = [
     AttributeMapping(target="userName", source="userPrincipalName", matching_precedence=1),
     AttributeMapping(target='emails[type eq "work"].value', source="mail"),
@@ -18,4 +23,5 @@ DEFAULT_ZOOM_MAPPINGS: list[AttributeMapping] = [
     AttributeMapping(target="displayName", source="displayName"),
     AttributeMapping(target=ENTERPRISE_DEPARTMENT, source="department"),
     AttributeMapping(target="active", expression=ACTIVE_EXPRESSION),
+    AttributeMapping(target="userType", expression=USER_TYPE_EXPRESSION),
 ]

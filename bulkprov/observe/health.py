@@ -2,8 +2,9 @@
 
 What the container's HEALTHCHECK, a Kubernetes probe, a cron wrapper or a monitoring
 system asks. A job is unhealthy, with these exit codes (the first that applies wins; the
-codes 8 and 9 are the ones ``bulkprov sync`` exits with for the same state; 12 and
-13 mean nothing else to any command):
+codes 8 and 9 are the ones ``bulkprov sync`` exits with for the same state; so is 12
+when the target's daily request limit stopped the run (Zoom; any other stop is 12 here
+only); 13 means nothing else to any command):
 
 ==  ===========================================================================
 8   the last run was quarantined (too many users failed): see its report

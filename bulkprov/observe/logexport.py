@@ -41,7 +41,12 @@ ENTRA_ACTION = {
     "link": "Other",
     "other": "Other",
 }
-ENTRA_STATUS = {"success": "Success", "failure": "Failure", "skipped": "Skipped"}
+ENTRA_STATUS = {
+    "success": "Success",
+    "failure": "Failure",
+    "skipped": "Skipped",
+    "warning": "Warning",
+}
 #: every action a log entry can have (``group``: a group's create, update or delete)
 LOG_ACTIONS = ("create", "update", "link", "disable", "delete", "group", "other")
 #: every status a log entry can have

@@ -37,6 +37,7 @@ OUTCOMES = {
     "skipped": "skipped",
     "held back": "skipped",
     "failed": "failure",
+    "warning": "warning",
 }
 
 
@@ -91,6 +92,19 @@ def render(stats: RunStats, current_rate: float) -> str:
         [("", float(stats.pages))],
     )
     metric("bulkprov_run_id", "gauge", "Id of the current run.", [("", float(stats.run_id))])
+    if stats.seat_figures is not None:
+        figures = stats.seat_figures()
+        for name, key, help_ in (
+            ("bulkprov_zoom_seats_used", "used", "Zoom seats of a pool held by managed users."),
+            ("bulkprov_zoom_seats_left", "left", "Zoom seats of a pool still free."),
+            ("bulkprov_zoom_seats_held", "held", "Users held for want of a seat in this run."),
+        ):
+            metric(
+                name,
+                "gauge",
+                help_,
+                [(f'{{pool="{_label(pool)}"}}', float(f[key])) for pool, f in figures.items()],
+            )
     # the state's health (read when the run starts and when it ends): what the alerts of
     # deploy/prometheus/alerts.yaml watch
     lines.extend(render_metrics(stats.health))

@@ -34,7 +34,7 @@ from bulkprov import _json
 from bulkprov.checkpoint.files import open_private, private_dir, write_private
 from bulkprov.checkpoint.store import StateStore
 from bulkprov.config import Config
-from bulkprov.pipeline import COUNT_KEYS, RunStats
+from bulkprov.pipeline import COUNT_KEYS, RunStats, Seats
 from bulkprov.redact import inert
 
 #: seconds between two samples
@@ -217,6 +217,8 @@ class ReportData:
     run: dict[str, Any]
     failures: list[dict[str, Any]]
     samples: list[Sample]
+    #: profile "zoom": seats per pool now (used, left, cap, held), from the state
+    seats: dict[str, dict[str, int]] | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -247,7 +249,13 @@ async def load_report_data(cfg: Config, run_id: int | None) -> ReportData | None
         if run is None:
             return None
         failures = await store.log_entries(run_id=run["id"], status="failure", limit=None)
-    return ReportData(run, failures, read_samples(samples_path(cfg, run["id"])))
+        seats = await Seats.load(cfg, store, held=True)
+    return ReportData(
+        run,
+        failures,
+        read_samples(samples_path(cfg, run["id"])),
+        seats.figures() if seats is not None else None,
+    )
 
 
 async def write_report(cfg: Config, run_id: int | None = None) -> Path | None:
@@ -347,6 +355,21 @@ def svg_chart(
     return "".join(parts)
 
 
+def _seats_table(seats: dict[str, dict[str, int]] | None) -> list[str]:
+    """Zoom's seat pools: used, left, cap, and users held for want of a seat."""
+    if not seats:
+        return []
+    out = ["<h2>Seats</h2><table><tr><th>pool</th><th>used</th><th>left</th><th>cap</th>"]
+    out.append("<th>held (LicenseLimitExceeded)</th></tr>")
+    for pool, f in seats.items():
+        cells = "".join(
+            _figure(f"seats.{pool}.{k}", f[k], f"{f[k]:,}") for k in ("used", "left", "cap", "held")
+        )
+        out.append(f"<tr><th>{_esc(pool)}</th>{cells}</tr>")
+    out.append("</table>")
+    return out
+
+
 def render_html(data: ReportData) -> str:
     """The whole report page (pure: the same data gives the same page)."""
     run, counts = data.run, data.counts
@@ -384,6 +407,7 @@ def render_html(data: ReportData) -> str:
         "</tr><tr>",
         "".join(_figure(f"count.{k}", counts[k], f"{counts[k]:,}") for k in COUNT_KEYS),
         "</tr></table>",
+        *_seats_table(data.seats),
         "<h2>Throughput</h2>",
         svg_chart(
             "users per second", rate_points, unit="users/s", name="throughput", color="#0969da"

@@ -39,6 +39,7 @@ file               what it holds
 ``stats.py``       RunStats (what the display reads), RunResult, the counts
 ``deprovision.py`` ④ staged disables and deletes, the accidental-deletion threshold
 ``groups.py``      ⑤ groups and memberships after the users
+``seats.py``       profile "zoom": the seat guard (LicenseLimitExceeded holds)
 ``plan.py``        ``bulkprov plan``/``apply``: the same stages, deciding without sending
 ``ondemand.py``    ``bulkprov provision``/``test-connection``: one user, now
 =================  ================================================================
@@ -70,6 +71,7 @@ from bulkprov.pipeline.plan import make_plan as make_plan
 from bulkprov.pipeline.plan import summary as summary
 from bulkprov.pipeline.plan import verify_plan as verify_plan
 from bulkprov.pipeline.run import run_sync as run_sync
+from bulkprov.pipeline.seats import Seats as Seats
 from bulkprov.pipeline.stats import COUNT_KEYS as COUNT_KEYS
 from bulkprov.pipeline.stats import RunResult as RunResult
 from bulkprov.pipeline.stats import RunStats as RunStats

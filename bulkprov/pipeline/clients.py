@@ -75,13 +75,24 @@ async def open_clients(
             bounds=credentials.bounds(cfg),
         )
         graph.purposes = read_purposes(cfg)  # a failed read names the setting behind it
+        target = cfg.target
+        zoom = target.zoom if target.zoom_profile else None
         scim = ScimClient(
-            cfg.target.base_url,
+            target.base_url,
             credentials.scim_credential(cfg, secrets, scim_http),
             scim_http,
             bounds=credentials.bounds(cfg),
-            rate_limit=cfg.target.rate_limit,
-            adaptive=cfg.target.adaptive,
+            rate_limit=target.rate_limit,
+            adaptive=target.adaptive,
+            # Zoom: each rate-limit label paced on its own; no discovery endpoints (§6.2)
+            labels=(
+                {"light": zoom.light_per_second, "medium": zoom.medium_per_second}
+                if zoom is not None
+                else None
+            ),
+            post_label=zoom.post_label if zoom is not None else "medium",
+            ceiling=target.zoom_ceiling,
+            discovery=zoom is None,
             policy=policy
             or scim_policy
             or RetryPolicy(

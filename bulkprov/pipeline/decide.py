@@ -37,7 +37,7 @@ from bulkprov.escrow import EscrowEntry
 from bulkprov.graph.directory import ScopeSources
 from bulkprov.mapping import MappedUser, MappingContext, UserMapper, compile_mappings
 from bulkprov.pipeline import source_checks
-from bulkprov.scim.paths import get_value
+from bulkprov.scim.paths import ZOOM_SCHEMAS, get_value
 from bulkprov.scim.requests import diff_values
 from bulkprov.scope import ScopeEvaluator, compile_scope
 
@@ -194,7 +194,11 @@ class Engine:
         self.cfg = cfg
         timeout = cfg.limits.regex_timeout
         self.mapper: UserMapper = compile_mappings(
-            cfg.mappings, config_path=cfg.source_path, regex_timeout=timeout
+            cfg.mappings,
+            # Zoom serves no /Schemas: its known attribute types come with the profile
+            resource_schemas=ZOOM_SCHEMAS if cfg.target.zoom_profile else None,
+            config_path=cfg.source_path,
+            regex_timeout=timeout,
         )
         self.scope: ScopeEvaluator = compile_scope(
             cfg.scope.filters, config_path=cfg.source_path, regex_timeout=timeout

@@ -4,7 +4,8 @@ When ``groups.enabled`` (or ``scope.mode = "assigned"``) a cycle reads the group
 (:mod:`~bulkprov.pipeline.sources`); once the users are provisioned, :class:`GroupSync` creates
 each group (matched by displayName first), and sends each group's changes — a rename, the
 members added and removed, diffed against the members recorded in SQLite — in one PATCH
-(up to ``groups.member_chunk`` members a PATCH). Groups that left scope are deleted through
+(up to ``groups.member_chunk`` members a PATCH; under the Zoom profile also at most
+``[target.zoom] group_patch_chars`` characters, :class:`~bulkprov.scim.groups.PatchBudget`). Groups that left scope are deleted through
 the staging and threshold of :mod:`~bulkprov.pipeline.deprovision`.
 
 One target group per Entra group (:func:`name_clashes`, :func:`pick_match`,
@@ -251,26 +252,52 @@ class Part:
     members: list[str] = field(default_factory=list)
 
 
-def pack(rename: bool, add: Sequence[str], remove: Sequence[str], chunk: int) -> list[list[Part]]:
+def pack(
+    rename: bool,
+    add: Sequence[str],
+    remove: Sequence[str],
+    chunk: int,
+    budget: rg.PatchBudget | None = None,
+) -> list[list[Part]]:
     """The PATCHes of one group's changes: as few as ``chunk`` members a PATCH allow.
 
     A rename, the adds and the removals share a PATCH (RFC 7644 §3.5.2: several operations,
     applied in order, all or none): a changed group of up to ``chunk`` changed members costs
-    one request.
+    one request. With a ``budget`` (Zoom: a body of at most 100,000 characters, facts.md
+    §6.8) a PATCH also ends where the next member would take it past the budget.
     """
     out: list[list[Part]] = []
     cur: list[Part] = [Part(rg.RENAME)] if rename else []
     room = chunk
+    if budget is None:
+        for kind, ids in ((rg.ADD, add), (rg.REMOVE, remove)):
+            i = 0
+            while i < len(ids):
+                if room == 0:
+                    out.append(cur)
+                    cur, room = [], chunk
+                take = list(ids[i : i + room])
+                cur.append(Part(kind, take))
+                room -= len(take)
+                i += len(take)
+        if cur:
+            out.append(cur)
+        return out
+    used = budget.empty() + (budget.opening(rg.RENAME) if rename else 0)
     for kind, ids in ((rg.ADD, add), (rg.REMOVE, remove)):
-        i = 0
-        while i < len(ids):
-            if room == 0:
+        part: Part | None = None
+        for member in ids:
+            cost = budget.member(kind, member) + (budget.opening(kind) if part is None else 0)
+            if cur and (room == 0 or used + cost > budget.max_chars):
                 out.append(cur)
-                cur, room = [], chunk
-            take = list(ids[i : i + room])
-            cur.append(Part(kind, take))
-            room -= len(take)
-            i += len(take)
+                cur, room, used, part = [], chunk, budget.empty(), None
+                cost = budget.member(kind, member) + budget.opening(kind)
+            if part is None:
+                part = Part(kind)
+                cur.append(part)
+            part.members.append(member)
+            room -= 1
+            used += cost
     if cur:
         out.append(cur)
     return out
@@ -516,11 +543,16 @@ class GroupSync:
             scim_id = state.scim_id
             if clash is not None and state.display_name != name:
                 log.fail(clash)  # the members are still sent
+        target = self.cfg.target
         patches = pack(
             op.renamed_from is not None,
             sorted(set(adds.values())),
             sorted(removes.values()),
             self.cfg.groups.member_chunk,
+            # Zoom refuses group PATCH bodies over 100,000 characters: chunk by size too
+            rg.PatchBudget(target.zoom.group_patch_chars, scim_id, dict(self.forms), name)
+            if target.zoom_profile
+            else None,
         )
         await self._send(group, scim_id, op.renamed_from, patches, log)
 

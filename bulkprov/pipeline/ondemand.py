@@ -10,7 +10,10 @@ resumes).
 
 Test connection does what Entra's button does (SCIMTUT, facts.md §2.1): a Graph token and
 one read, then a query of the target for a random userName that must answer 200 with an
-empty ListResponse. Each failure names its likely cause.
+empty ListResponse. Each failure names its likely cause. Under the Zoom profile the random
+userName is an email (Zoom's filter takes one), and Zoom's pending-user 400 ("… not exist or
+not belong to this account.", which Zoom also answers for userNames it holds no account for,
+devforum 7646) counts as a working endpoint: the token, the URL and the filter all worked.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from bulkprov.checkpoint.store import Run, StateStore
 from bulkprov.config import Config
 from bulkprov.credentials import Secrets
 from bulkprov.errors import (
+    PendingInvitation,
     SourceAuthError,
     SourceError,
     TargetAuthError,
+    TargetDailyLimit,
     TargetError,
     TargetProxyError,
     TargetRejected,
@@ -39,7 +44,7 @@ from bulkprov.errors import (
 )
 from bulkprov.graph.directory import read_sources
 from bulkprov.pipeline.clients import QUICK, open_clients
-from bulkprov.pipeline.decide import Engine, user_name_of
+from bulkprov.pipeline.decide import Decision, Engine, user_name_of
 from bulkprov.pipeline.matching import Claims
 from bulkprov.pipeline.messages import WorkItem
 from bulkprov.pipeline.workers import Applier
@@ -47,6 +52,7 @@ from bulkprov.redact import clip
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim import requests as rq
 from bulkprov.scim.client import ScimClient
+from bulkprov.scim.responses import is_pending_invitation
 from bulkprov.transport import show_proxy, tls_failure
 
 #: the on-demand actions' log entries carry this run id
@@ -142,7 +148,13 @@ async def provision_user(
             if state is not None and state.scim_id:
                 how = f"linked to target account {state.scim_id} by an earlier provisioning"
             elif mapped is not None:
-                found = await apply.find(mapped)
+                try:
+                    found = await apply.find(mapped)
+                except PendingInvitation as exc:
+                    item = WorkItem(0, graph_id, mapped.user_name, Decision("create"), mapped, None)
+                    reason = apply.pending(item, exc).reason or str(exc)
+                    steps.append(Step("Match user between source and target system", False, reason))
+                    return steps
                 if found is not None:
                     match = (str(found["id"]), found)
                     how = f"matched target account {found['id']} by the matching attributes"
@@ -277,12 +289,16 @@ async def check_connection(
 async def _check_target(cfg: Config, scim: ScimClient, via: str = "") -> Step:
     """Entra's probe of the target: a query for a random userName, an empty ListResponse.
 
-    ``via`` says which proxy the request goes through (empty: none)."""
-    probe = str(uuid.uuid4())
+    ``via`` says which proxy the request goes through (empty: none). Under the Zoom
+    profile the userName is an email, and Zoom's pending-user 400 is a working endpoint."""
+    zoom = cfg.target.zoom_profile
+    probe = f"bulkprov-probe-{uuid.uuid4().hex}@example.invalid" if zoom else str(uuid.uuid4())
     url = cfg.target.base_url
     try:
         doc = await scim.send(rq.find_users("userName", probe))
     except TargetError as exc:
+        if isinstance(exc, TargetDailyLimit):  # before TargetAuthError: it is not the token
+            return Step("SCIM target", False, str(exc), exit_code=exc.exit_code)
         if isinstance(exc, TargetProxyError):  # before TargetAuthError: it is not the token
             return Step(
                 "SCIM target",
@@ -305,6 +321,14 @@ async def _check_target(cfg: Config, scim: ScimClient, via: str = "") -> Step:
                 f"the token was refused ({exc.status}): it is wrong, expired or revoked — "
                 "generate a new token (Zoom: a SCIM2 app's token) and set it again",
                 exit_code=exc.exit_code,
+            )
+        if zoom and isinstance(exc, TargetRejected) and is_pending_invitation(exc):
+            return Step(
+                "SCIM target",
+                True,
+                f'GET /Users?filter=userName eq "{probe}" → 400 "{exc.detail}": '
+                "Zoom's answer for a userName it holds no account for (as for a "
+                "pending invitation) — the endpoint, the token and the filter work" + via,
             )
         if isinstance(exc, TargetRejected):
             cause = (

@@ -17,7 +17,7 @@ The work stream is bounded: a slow or throttled target slows the reading (backpr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -41,6 +41,7 @@ from bulkprov.pipeline.decide import (
 )
 from bulkprov.pipeline.matching import Claims, duplicate_source
 from bulkprov.pipeline.messages import END_OF_PAGES, Message, PageDone, UserGuard, WorkItem, put
+from bulkprov.pipeline.seats import Seats
 from bulkprov.pipeline.sources import (
     assignment_changes,
     complete_entries,
@@ -79,6 +80,11 @@ class Reader:
     #: tenant would otherwise hold 1M ids (≈ 110 MB) that nothing looks at
     seen: set[str] = field(default_factory=set)
     hard_deleted: set[str] = field(default_factory=set)
+    #: users the target held back (a pending Zoom invitation, no seat left): an
+    #: incremental cycle reads them again even when Graph reports no change of theirs
+    waiting: frozenset[str] = frozenset()
+    #: profile "zoom": the seat guard (a user with no seat left is held, not sent)
+    seats: Seats | None = None
 
 
 async def produce(
@@ -116,7 +122,7 @@ async def produce(
                     f"the saved Graph page link no longer works ({exc}); "
                     "run again to restart the read from the first page"
                 ) from exc
-        if run.kind == "incremental" and reader.sources.assigned is not None:
+        if run.kind == "incremental" and (reader.sources.assigned is not None or reader.waiting):
             await _assignment_changes(reader, work_send, out_send)
         if run.kind == "incremental":
             await _escrow_retries(reader, work_send, out_send)
@@ -172,8 +178,12 @@ async def _read(
 async def _assignment_changes(
     reader: Reader, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
 ) -> None:
-    """Users whose assignment or app roles changed: ``users/delta`` does not show them."""
-    ids = assignment_changes(await reader.ls.assigned(), reader.sources.snapshot(), reader.seen)
+    """Users whose assignment or app roles changed: ``users/delta`` does not show them; and
+    the users the target held back, looked at again every cycle until it lets them in."""
+    ids: list[str] = []
+    if reader.sources.assigned is not None:
+        ids = assignment_changes(await reader.ls.assigned(), reader.sources.snapshot(), reader.seen)
+    ids = sorted({*ids, *(reader.waiting - reader.seen)})
     if not ids:
         return
     users = await fetch_users(reader.graph, ids, reader.engine.select)
@@ -308,6 +318,12 @@ async def _page(
                 graph_id, user_name, "other", "skipped", waiting, deferred=True, source=blob
             )
             await out_send.send((page.number, write))
+        elif reader.seats is not None and (no_seat := reader.seats.hold(decision, mapped, state)):
+            # before the apply guard: a plan shows the same hold, so apply holds it too
+            write = UserWrite(
+                graph_id, user_name, "other", "skipped", no_seat, wait="license", source=blob
+            )
+            await out_send.send((page.number, write))
         elif (
             reader.guard is not None
             and decision.kind != "skip"
@@ -332,6 +348,8 @@ async def _page(
             await out_send.send((page.number, write))
         elif decision.kind == "skip":
             write = skip_write(graph_id, user_name, decision, mapped, state, blob)
+            if graph_id in reader.waiting:
+                write = replace(write, wait="")  # out of scope: nothing to wait for
             await put(out_send, (page.number, write))
         else:
             await put(

@@ -110,6 +110,7 @@ from bulkprov.pipeline.groups import (
     release_shared,
 )
 from bulkprov.pipeline.messages import UserGuard
+from bulkprov.pipeline.seats import Seats
 from bulkprov.pipeline.sources import (
     assignment_changes,
     choose_read,
@@ -193,6 +194,8 @@ class _Planner:
     #: state's values and (the plan writes nothing) the entries read earlier in the round
     incremental: bool = False
     merged: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: profile "zoom": the seat guard, as the sync holds users with no seat left
+    seats: Seats | None = None
 
     def reset(self) -> None:
         """Forget a partial read (a delta token that expired: a full round follows)."""
@@ -274,6 +277,8 @@ class _Planner:
             fingerprint = user_fingerprint(graph_id, mapped, reason)
             user_name = user_name_of(mapped, state)
             waiting = escrow_deferral(self.escrow, graph_id, d.kind)
+            if waiting is None and self.seats is not None:
+                waiting = self.seats.hold(d, mapped, state)  # LicenseLimitExceeded
             if waiting is not None:
                 # the sync skips it until its retry is due: nothing is sent, it stays linked
                 # (or not) as it is
@@ -540,6 +545,7 @@ async def make_plan(
             if matching:
                 index = await _target_index(engine, scim, cfg.target.list_page_size, accounts)
             planner = _Planner(engine, store, index, sources, escrow)
+            planner.seats = await Seats.load(cfg, store)
             full_round = engine.delta_url(graph.base_url)
             read = "full" if link is None else "incremental"
             planner.incremental = read == "incremental"
@@ -552,9 +558,13 @@ async def make_plan(
                 planner.reset()
                 read = "full"
                 await planner.read_round(graph, full_round)
-            if read == "incremental" and sources.assigned is not None:
-                old = await ls.assigned()
-                ids = assignment_changes(old, sources.snapshot(), planner.read)
+            if read == "incremental":
+                ids = []
+                if sources.assigned is not None:
+                    old = await ls.assigned()
+                    ids = assignment_changes(old, sources.snapshot(), planner.read)
+                # the users the target held back are read again, as the sync does
+                ids = sorted({*ids, *(set(await store.waiting()) - planner.read)})
                 if ids:
                     await planner.page(await fetch_users(graph, ids, engine.select))
             if read == "incremental":

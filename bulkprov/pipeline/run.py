@@ -60,6 +60,7 @@ from bulkprov.pipeline.groups import GroupGuard, GroupSync
 from bulkprov.pipeline.matching import Claims, build_target_index
 from bulkprov.pipeline.messages import Message, UserGuard, WorkItem
 from bulkprov.pipeline.pages import Reader, produce
+from bulkprov.pipeline.seats import Seats
 from bulkprov.pipeline.sources import choose_read, config_fingerprint, read_cycle_sources
 from bulkprov.pipeline.stats import HELD_BACK, RunResult, RunStats
 from bulkprov.pipeline.workers import Applier, recovered_create, worker
@@ -351,6 +352,9 @@ class _Cycle:
             return
         support = await self.scim.bulk_support() if cfg.target.bulk else None
         escrow = await store.escrow_entries()
+        waiting = frozenset(await store.waiting())
+        seats = await Seats.load(cfg, store)
+        self.stats.seat_figures = seats.figures if seats is not None else None
         claims = Claims()
         reader = Reader(
             self.engine,
@@ -366,8 +370,10 @@ class _Cycle:
             use_index=need_index,
             already_done=already_done,
             next_page=run.cursor_page,
+            waiting=waiting,
+            seats=seats,
         )
-        apply = Applier(self.engine, self.scim, store, claims, escrow)
+        apply = Applier(self.engine, self.scim, store, claims, escrow, waiting)
         apply.inflight, apply.maybe_created = self.inflight, self.maybe_created
         self.stats.phase = "provisioning"
         await self._provision(reader, apply, support)
@@ -394,6 +400,9 @@ class _Cycle:
             self.stats.phase = "groups"
             groups = GroupSync(cfg, store, self.scim, counts, group_guard=self.group_guard)
             await groups.sync(run, sources)
+        if seats is not None and (seat_notes := seats.warnings()):
+            seat_note = "; ".join(seat_notes)
+            self.note = f"{self.note}; {seat_note}" if self.note else seat_note
         if counts[HELD_BACK]:
             held = (
                 f"{counts[HELD_BACK]} operation(s) held back (not in the plan, or changed "

@@ -10,6 +10,7 @@ Only the checkpoint writer (:mod:`bulkprov.pipeline.writer`) counts users, throu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from anyio.streams.memory import MemoryObjectSendStream
@@ -32,6 +33,7 @@ COUNT_KEYS = (
     "unchanged",
     "skipped",
     "failed",
+    "warning",
     "staged",
     "held",
     HELD_BACK,
@@ -56,6 +58,8 @@ class RunStats:
     pruned: int = 0
     #: users a full read will go through (Graph ``users/$count``); None when unknown
     total: int | None = None
+    #: profile "zoom": the seat pools' figures now (pool → used, left, cap, held)
+    seat_figures: Callable[[], dict[str, dict[str, int]]] | None = None
     #: the state's health figures (last completed cycle, held actions, escrow), read when
     #: the run starts and again when it ends, for the metrics
     health: StateHealth | None = None
@@ -95,8 +99,14 @@ def count(stats: RunStats, write: UserWrite) -> None:
     stats.processed += 1
     if write.status == "failure":
         key = "failed"
+    elif write.status == "warning":
+        # done, but not all of it as asked (Zoom kept a value, renamed a userType…):
+        # Entra's "Warning" status; the reason says what
+        key = "warning"
     elif write.held_back:
         key = HELD_BACK
+    elif write.wait == "license":
+        key = "staged"  # held for want of a seat (LicenseLimitExceeded)
     elif write.stage is not None:
         key = "staged"
     elif write.action == "create":

@@ -6,11 +6,17 @@ to the target, and hands the user's outcome to the checkpoint writer.
 the target's limit for all of them. What a request means for one user (create, update, link,
 and the matching that resolves a 409 or an unknown outcome) is :class:`Applier`'s, which the
 Bulk worker (:mod:`~bulkprov.pipeline.bulk`) and ``bulkprov provision`` use too.
+
+Under ``target.profile = "zoom"`` the Applier speaks Zoom (docs/zoom-from-entra.md, "What Zoom
+does differently"): an update is a PATCH of ``active`` and a PUT of the other changed fields;
+a write Zoom may ignore is read back once and what Zoom kept is a Warning; Pro/Corp userTypes
+go as Licensed/On-Prem with a Warning; a userName held by a pending invitation makes the user
+Skipped (:class:`~bulkprov.errors.PendingInvitation`), never POSTed blindly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 import anyio
@@ -20,15 +26,31 @@ from bulkprov import _json
 from bulkprov.checkpoint.inflight import InflightLog
 from bulkprov.checkpoint.store import StateStore, UserWrite
 from bulkprov.checkpoint.store import disabled as disabled_write
-from bulkprov.errors import OutcomeUnknown, TargetError, TargetRejected, TargetStop
+from bulkprov.errors import (
+    OutcomeUnknown,
+    PendingInvitation,
+    TargetError,
+    TargetRejected,
+    TargetStop,
+)
 from bulkprov.escrow import EscrowEntry
 from bulkprov.mapping import MappedUser
 from bulkprov.pipeline.decide import Engine, target_values
 from bulkprov.pipeline.matching import Claims, duplicate_source
 from bulkprov.pipeline.messages import Message, WorkItem, get, put
+from bulkprov.pipeline.seats import no_seat_reason
 from bulkprov.scim import requests as rq
 from bulkprov.scim.client import ScimClient
-from bulkprov.scim.responses import is_uniqueness_conflict, list_resources
+from bulkprov.scim.responses import (
+    advice,
+    is_domain_refused,
+    is_license_exhausted,
+    is_pending_invitation,
+    is_uniqueness_conflict,
+    kept_values,
+    list_resources,
+    may_ignore,
+)
 
 
 async def worker(
@@ -61,13 +83,18 @@ class Applier:
         store: StateStore,
         claims: Claims,
         escrow: Mapping[str, EscrowEntry],
+        waiting: Container[str] = frozenset(),
     ) -> None:
         self.scim = scim
         self.store = store
         self.claims = claims
         #: failed users waiting for their next retry: a create of one of them looks first
         self.escrow = escrow
+        #: users the target held back (a pending invitation, no seat): they look first too,
+        #: and their record is cleared once they are provisioned
+        self.waiting = waiting
         self.dialect = engine.cfg.target.patch_dialect
+        self.zoom = engine.cfg.target.zoom_profile
         #: the mapping's matching attributes, in precedence order
         self.matching = engine.mapper.matching
         self.redacted = engine.mapper.redacted_paths
@@ -80,7 +107,7 @@ class Applier:
 
     def must_match_first(self, graph_id: str) -> bool:
         """Whether a create of this user looks for its account before POSTing."""
-        return graph_id in self.escrow or graph_id in self.maybe_created
+        return graph_id in self.escrow or graph_id in self.waiting or graph_id in self.maybe_created
 
     def mark_inflight(self, graph_id: str) -> None:
         """Just before a POST that may create ``graph_id``'s account (see inflight.py)."""
@@ -93,17 +120,50 @@ class Applier:
             return await self.apply(item)
         except TargetStop:
             raise  # stops the whole run (the client's message says what to do)
+        except PendingInvitation as exc:
+            return self.pending(item, exc)
         except TargetError as exc:
+            if self.zoom and is_license_exhausted(exc):
+                # no licence left: held as the seat guard holds, looked at again next cycle
+                return UserWrite(
+                    item.graph_id,
+                    item.user_name,
+                    "other",
+                    "skipped",
+                    no_seat_reason(exc.detail),
+                    wait="license",
+                    source=item.source,
+                )
             return self.failed(item, exc)
 
     def failed(self, item: WorkItem, exc: TargetError) -> UserWrite:
+        hint = advice(exc, zoom=self.zoom)
         return UserWrite(
             item.graph_id,
             item.user_name,
             item.decision.kind,
             "failure",
-            reason=str(exc),
+            reason=f"{exc}; {hint}" if hint else str(exc),
             scim_id=item.decision.scim_id,
+            source=item.source,
+        )
+
+    def pending(self, item: WorkItem, exc: PendingInvitation) -> UserWrite:
+        """Skipped: a pending Zoom invitation holds the userName (recorded in ``waiting``:
+        the user is looked at again every cycle, and never counts toward quarantine)."""
+        return UserWrite(
+            item.graph_id,
+            item.user_name,
+            "other",
+            "skipped",
+            reason=(
+                f"PendingInvitation: a pending Zoom invitation holds userName "
+                f"{item.user_name!r} (Zoom: {exc.detail!r}). In Zoom's admin portal, have the "
+                "user accept the invitation, or delete it (User Management → Users → "
+                "Pending); bulkprov looks again every cycle and then links or creates the "
+                "account"
+            ),
+            wait="pending",
             source=item.source,
         )
 
@@ -118,11 +178,72 @@ class Applier:
         # update or link: PATCH only what differs
         mapped = item.mapped
         assert mapped is not None
-        if d.changes:
-            ops = rq.patch_operations(d.changes, self.dialect, d.known)
-            await self.scim.send(rq.patch_user(d.scim_id, ops))
+        outcome = await self.update(d.scim_id, d.changes, mapped.update_values, d.known)
         action = "update" if d.changes or d.kind == "update" else "link"
-        return self.linked(item, d.scim_id, action, d.changes, d.reason, d.known)
+        return self.linked(item, d.scim_id, action, d.changes, d.reason, d.known, outcome)
+
+    async def update(
+        self,
+        scim_id: str,
+        changes: dict[str, Any],
+        wanted: dict[str, Any],
+        known: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """Send one user's changes; what the target kept instead, and the warnings.
+
+        RFC: one PATCH of the changed paths (:func:`~bulkprov.scim.requests.patch_operations`:
+        ``add`` of the whole element where ``known``, the values the target holds, has none
+        to replace; ``remove`` for a path cleared under ``target.clear_on_null``). Zoom: a
+        PATCH for ``active`` and one PUT of the other changed fields
+        (:func:`~bulkprov.scim.requests.zoom_updates`: a PUT sends each changed attribute
+        whole, so there is no ``noTarget`` to avoid; ``clear_on_null`` is refused with the
+        Zoom profile, config.py); an email Zoom refuses for its domain goes again without
+        it; then, when a change touches an attribute Zoom may ignore, one GET reads the
+        account back and each value Zoom kept is a warning naming it (never retried in a
+        loop, never recorded as done).
+        """
+        outcome = Outcome()
+        if not changes:
+            return outcome
+        if not self.zoom:
+            ops = rq.patch_operations(changes, self.dialect, known)
+            await self.scim.send(rq.patch_user(scim_id, ops))
+            return outcome
+        sent = dict(changes)
+        wanted = dict(wanted)
+        if "userType" in sent:
+            sent["userType"], note = rq.zoom_user_type(sent["userType"])
+            wanted["userType"] = sent["userType"]
+            outcome.note(note)
+        refused: dict[str, str] = {}
+        for request in rq.zoom_updates(scim_id, sent, wanted, self.dialect):
+            try:
+                await self.scim.send(request)
+            except TargetRejected as exc:
+                if request.method != "PUT" or not is_domain_refused(exc):
+                    raise
+                emails = {p: v for p, v in sent.items() if p.lower().startswith("emails")}
+                if not emails:
+                    raise
+                # Zoom refuses an email outside the managed domains: send the rest alone
+                for path in emails:
+                    refused[path] = exc.detail
+                    del sent[path]
+                rest = {p: v for p, v in sent.items() if p != "active"}
+                if rest:
+                    await self.scim.send(rq.put_user(scim_id, rest, wanted))
+        watched = {p: v for p, v in changes.items() if may_ignore(p) is not None}
+        if watched:
+            kept = kept_values(watched, await self.scim.send(rq.get_user(scim_id)))
+            for path, value in kept.items():
+                why = refused.get(path)
+                outcome.kept[path] = value
+                outcome.note(
+                    f"{path}: Zoom kept {value!r} instead of {changes[path]!r} ("
+                    + (f"Zoom: {why!r}; " if why else "")
+                    + f"{may_ignore(path)})"
+                )
+        return outcome
 
     def disabled(self, item: WorkItem) -> UserWrite:
         d = item.decision
@@ -137,25 +258,36 @@ class Applier:
         changes: dict[str, Any],
         reason: str,
         known: dict[str, Any] | None = None,
+        outcome: Outcome | None = None,
     ) -> UserWrite:
         """The outcome of a PATCH (or a link that needed none): the values the target now
         holds, ``known`` ones kept (a source cleared without ``clear_on_null`` leaves the
         target's value, and a later ``add`` must not duplicate its element)."""
         mapped = item.mapped
         assert mapped is not None
+        attrs = held_after(known, mapped.update_values, changes)
+        if outcome is not None and outcome.kept:
+            # what the target really holds: a later change of the user sends it again
+            attrs = {**attrs, **{p: v for p, v in outcome.kept.items() if v is not None}}
+            for path, value in outcome.kept.items():
+                if value is None:
+                    attrs.pop(path, None)
+            changes = {p: v for p, v in changes.items() if p not in outcome.kept}
+        warning = outcome.warning if outcome is not None else None
         return UserWrite(
             item.graph_id,
             mapped.user_name,
             action,
-            "success",
-            reason=reason,
+            "warning" if warning else "success",
+            reason=f"{reason}; {warning}" if warning else reason,
             scim_id=scim_id,
             digest=mapped.digest,
-            attrs=_json.dumps(held_after(known, mapped.update_values, changes)),
+            attrs=_json.dumps(attrs),
             active=is_active(mapped.update_values),
             modified=modified_json(changes, self.redacted) if changes else None,
             link=True,
             source=item.source,
+            wait="" if item.graph_id in self.waiting else None,
         )
 
     async def create(self, item: WorkItem) -> UserWrite:
@@ -163,22 +295,32 @@ class Applier:
         assert mapped is not None
         if self.must_match_first(item.graph_id):
             # It failed before, maybe after its create landed (a timeout, then a failed
-            # match), or a killed attempt may have created it without recording it: look
-            # before POSTing again, as Entra does before every create.
+            # match), a pending invitation held its userName, or a killed attempt may have
+            # created it without recording it: look before POSTing again, as Entra does
+            # before every create.
             found = await self.find(mapped)
             if found is not None:
                 reason = (
-                    "matched on retry"
-                    if item.graph_id in self.escrow
-                    else "created before the restart (confirmed by matching)"
+                    "created before the restart (confirmed by matching)"
+                    if item.graph_id in self.maybe_created
+                    and item.graph_id not in self.escrow
+                    and item.graph_id not in self.waiting
+                    else "matched on retry"
                 )
                 return await self.link_found(item, found, reason)
+        outcome = Outcome()
+        body = mapped.body
+        if self.zoom and "userType" in mapped.values:
+            user_type, note = rq.zoom_user_type(mapped.values["userType"])
+            if note is not None:
+                outcome.note(note)
+                body = _json.dumps({**mapped.resource, "userType": user_type})
         self.mark_inflight(item.graph_id)
         attempts = 0
         while True:
             attempts += 1
             try:
-                doc = await self.scim.send(rq.create_user(mapped.body))
+                doc = await self.scim.send(rq.create_user(body))
             except OutcomeUnknown:
                 # The POST may have landed: look before sending it again.
                 found = await self.find(mapped)
@@ -201,9 +343,9 @@ class Applier:
             scim_id = doc.get("id") if isinstance(doc, dict) else None
             if not isinstance(scim_id, str) or not scim_id:
                 raise TargetRejected("the target's create answer has no 'id'", status=201)
-            return self.created(item, scim_id)
+            return self.created(item, scim_id, outcome)
 
-    def created(self, item: WorkItem, scim_id: str) -> UserWrite:
+    def created(self, item: WorkItem, scim_id: str, outcome: Outcome | None = None) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
         # Claimed until the writer made it durable (then the state answers who owns it): a
@@ -212,11 +354,13 @@ class Applier:
         owner = self.claims.claim(scim_id, item.graph_id, {})
         if owner is not None:  # that user's 409 linked it while this POST was answered
             return duplicate_source(item.graph_id, mapped, scim_id, owner)
+        warning = outcome.warning if outcome is not None else None
         write = UserWrite(
             item.graph_id,
             mapped.user_name,
             "create",
-            "success",
+            "warning" if warning else "success",
+            reason=warning,
             scim_id=scim_id,
             digest=mapped.digest,
             attrs=_json.dumps(mapped.update_values),
@@ -224,6 +368,7 @@ class Applier:
             modified=modified_json(mapped.values, self.redacted),
             link=True,
             source=item.source,
+            wait="" if item.graph_id in self.waiting else None,
         )
         if self.inflight is not None:
             # answered: after a kill before the commit, the resume records it unasked
@@ -236,7 +381,15 @@ class Applier:
             value = mapped.values.get(path)
             if not isinstance(value, str) or not value:
                 continue
-            resources, _ = list_resources(await self.scim.send(rq.find_users(path, value)))
+            try:
+                doc = await self.scim.send(rq.find_users(path, value))
+            except TargetRejected as exc:
+                if self.zoom and is_pending_invitation(exc):
+                    # Zoom: an invitation not accepted holds this userName; it is neither
+                    # listed nor creatable, and a POST would only meet it again
+                    raise PendingInvitation(exc.detail, status=exc.status) from exc
+                raise
+            resources, _ = list_resources(doc)
             if len(resources) > 1:
                 raise TargetRejected(
                     f"{len(resources)} target accounts match {path} {value!r} "
@@ -256,11 +409,9 @@ class Applier:
             raise TargetRejected(dup.reason or "DuplicateSourceEntries", status=409)
         current = target_values(resource, self.targets or mapped.update_values)
         changes = rq.diff_values(mapped.update_values, current, self.clearable)
-        if changes:
-            ops = rq.patch_operations(changes, self.dialect, current)
-            await self.scim.send(rq.patch_user(scim_id, ops))
+        outcome = await self.update(scim_id, changes, mapped.update_values, current)
         action = "update" if changes else "link"
-        return self.linked(item, scim_id, action, changes, reason, current)
+        return self.linked(item, scim_id, action, changes, reason, current, outcome)
 
 
 def created_record(w: UserWrite) -> bytes:
@@ -319,6 +470,25 @@ def held_after(
         if value is None:
             held.pop(path, None)
     return held
+
+
+class Outcome:
+    """What a write really did beyond success: values the target kept instead of the ones
+    sent (path → kept value, ``None`` when absent), and warnings (the log's reason)."""
+
+    __slots__ = ("kept", "notes")
+
+    def __init__(self) -> None:
+        self.kept: dict[str, Any] = {}
+        self.notes: list[str] = []
+
+    def note(self, text: str | None) -> None:
+        if text:
+            self.notes.append(text)
+
+    @property
+    def warning(self) -> str | None:
+        return "; ".join(self.notes) if self.notes else None
 
 
 def is_active(values: dict[str, Any]) -> bool:

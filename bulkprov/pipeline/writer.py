@@ -102,7 +102,7 @@ async def write_checkpoints(
                     done[msg[0]] += 1
                     count(stats, msg[1])
                     if msg[1].status != "skipped":
-                        verdict = breaker.record(msg[1].status == "success", msg[1].reason)
+                        verdict = breaker.record(msg[1].status != "failure", msg[1].reason)
                         if verdict is not None:
                             raise Quarantined(breaker.report(verdict))
                 if (

@@ -3,13 +3,18 @@
 Every request of every worker goes through :meth:`ScimClient.send`, which
 
 1. waits for the shared :class:`~bulkprov.retry.PauseGate` (a Retry-After pauses everyone),
-2. takes a send slot from the one shared :class:`~bulkprov.scim.rate.RatePacer` (AIMD:
-   below the ceiling, adapted to the 429s the target sends), then acquires the one shared
-   ``aiolimiter.AsyncLimiter`` of the configured ``rate_limit``: the hard guarantee that
-   all workers together never exceed the rate the admin set, whatever the pacer does
-   (it measures the event loop's own time: real time, whatever ``clock`` is given),
+2. takes a send slot from the shared :class:`~bulkprov.scim.rate.RatePacer` of the
+   request's *label* (AIMD: below the ceiling, adapted to the 429s the target sends), then
+   acquires that label's shared ``aiolimiter.AsyncLimiter``: the hard guarantee that all
+   workers together never exceed the rate the admin set, whatever the pacer does (it
+   measures the event loop's own time: real time, whatever ``clock`` is given). An RFC
+   target has one label (``rate_limit``); Zoom counts requests per rate-limit label, each
+   with its own limit (``labels``: Light and Medium, facts.md §6.6), so each label has its
+   own pacer and limiter, and a 429 slows only the label it was answered for,
 3. sends, and classifies the answer with :func:`bulkprov.scim.responses.classify`,
-4. retries 429, 5xx, timeouts and resets with backoff, bounded by attempts and time.
+4. retries 429, 5xx, timeouts and resets with backoff, bounded by attempts and time; a
+   429 that says the *daily* limit is spent stops the run at once (TargetDailyLimit),
+   resumable, instead of retrying until the limit resets.
    A 429 means "not yet", not "failed": throttled retries are bounded by time only
    (``max_retry_seconds``), so a busy target slows the run instead of failing users. With
    an adaptive pacer a 429 without Retry-After is retried at the next (slower) paced slot.
@@ -26,6 +31,7 @@ given (:class:`bulkprov.retry.Clock`; the system's by default), so tests run the
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -37,6 +43,7 @@ from bulkprov.credentials.target import TokenSource
 from bulkprov.errors import (
     OutcomeUnknown,
     TargetAuthError,
+    TargetDailyLimit,
     TargetError,
     TargetProxyError,
     TargetRejected,
@@ -48,7 +55,7 @@ from bulkprov.errors import (
 from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
 from bulkprov.scim.bulk import MAX_OPERATIONS, BulkSupport, bulk_support, service_provider_config
 from bulkprov.scim.rate import RatePacer
-from bulkprov.scim.requests import ScimRequest
+from bulkprov.scim.requests import RateLabel, ScimRequest, zoom_label
 from bulkprov.scim.responses import classify
 from bulkprov.transport import USER_AGENT, AnswerTooLarge, Bounds, describe, fetch
 
@@ -60,13 +67,27 @@ __all__ = ["SCIM_MEDIA_TYPE", "OutcomeUnknown", "RequestStats", "ScimClient"]
 class RequestStats:
     """Counters the progress display and the run report read."""
 
-    __slots__ = ("by_method", "requests", "retries", "throttled")
+    __slots__ = ("by_label", "by_method", "requests", "retries", "throttled")
 
     def __init__(self) -> None:
         self.requests = 0
         self.retries = 0
         self.throttled = 0
         self.by_method: dict[str, int] = {}
+        #: requests per rate-limit label (profile "zoom": light, medium)
+        self.by_label: dict[str, int] = {}
+
+
+class _Label:
+    """One rate-limit label's pacer and limiter (the RFC profile has one: ``all``)."""
+
+    __slots__ = ("limiter", "pacer")
+
+    def __init__(self, rate: float, adaptive: bool) -> None:
+        self.pacer = RatePacer(rate, adaptive=adaptive)
+        # A bucket of one second's worth: a paused pool resumes at the configured rate
+        # without a burst above it (aiolimiter binds to the loop that first uses it).
+        self.limiter = AsyncLimiter(rate, 1.0) if rate > 0 else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,7 +98,14 @@ def _url(url: str) -> httpx.URL:
 
 
 class ScimClient:
-    """A SCIM service at ``base_url`` (e.g. ``https://api.zoom.us/scim2``)."""
+    """A SCIM service at ``base_url`` (e.g. ``https://api.zoom.us/scim2``).
+
+    ``labels`` (profile "zoom"): requests per second of each Zoom rate-limit label
+    (``{"light": 80, "medium": 60}``; 0: that label not paced), used instead of
+    ``rate_limit``; ``ceiling`` (0: none) caps all labels together (Zoom's limits are
+    shared by every app and job on the account); ``post_label`` is the label of a create. ``discovery=False``: the
+    target has no ``/ServiceProviderConfig`` (Zoom), so nothing asks for it.
+    """
 
     def __init__(
         self,
@@ -91,6 +119,10 @@ class ScimClient:
         gate: PauseGate | None = None,
         clock: Clock = SYSTEM_CLOCK,
         bounds: Bounds | None = None,
+        labels: Mapping[RateLabel, float] | None = None,
+        post_label: RateLabel = "medium",
+        discovery: bool = True,
+        ceiling: float = 0.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
@@ -108,10 +140,18 @@ class ScimClient:
             "Accept": SCIM_MEDIA_TYPE,
             "Content-Type": SCIM_MEDIA_TYPE,
         }
-        self.pacer = RatePacer(rate_limit, adaptive=adaptive)
-        # A bucket of one second's worth: a paused pool resumes at the configured rate
-        # without a burst above it (aiolimiter binds to the loop that first uses it).
-        self._limiter = AsyncLimiter(rate_limit, 1.0) if rate_limit > 0 else None
+        #: label → its pacer and limiter; one label ("all") unless ``labels`` are given
+        self._labels: dict[str, _Label] = (
+            {name: _Label(rate, adaptive) for name, rate in labels.items()}
+            if labels
+            else {"all": _Label(rate_limit, adaptive)}
+        )
+        self._post_label: RateLabel = post_label
+        #: with ``labels``: every label's requests together stay under ``ceiling`` (0: none)
+        self._ceiling = AsyncLimiter(ceiling, 1.0) if labels and ceiling > 0 else None
+        self.discovery = discovery
+        #: the pacer of the first label (the only one of an RFC target)
+        self.pacer = next(iter(self._labels.values())).pacer
         self.policy = policy or RetryPolicy()
         self.clock = clock
         # kept bound (for the system clock: time.monotonic and anyio.sleep themselves)
@@ -123,6 +163,21 @@ class ScimClient:
     def __repr__(self) -> str:  # never show the token
         return f"ScimClient({self.base_url!r})"
 
+    @property
+    def pacers(self) -> dict[str, RatePacer]:
+        """Each rate-limit label's pacer (the run report shows their rates)."""
+        return {name: label.pacer for name, label in self._labels.items()}
+
+    def _label(self, request: ScimRequest) -> tuple[str, _Label]:
+        labels = self._labels
+        if len(labels) == 1:
+            return next(iter(labels.items()))
+        name = zoom_label(request, self._post_label)
+        found = labels.get(name)
+        if found is None:  # a label without its own limit shares the first one's
+            return next(iter(labels.items()))
+        return name, found
+
     def _use(self, token: str) -> None:
         if token != self._bearer:
             redact.register(token)
@@ -132,9 +187,12 @@ class ScimClient:
     async def bulk_support(self) -> BulkSupport | None:
         """The Bulk limits to use, from ``/ServiceProviderConfig``, or None: single requests.
 
-        Zoom has no ``/ServiceProviderConfig`` at all (404, facts.md §6.2). Operations per
-        request are capped at :data:`~bulkprov.scim.bulk.MAX_OPERATIONS`.
+        Zoom has no ``/ServiceProviderConfig`` at all (404, facts.md §6.2): with
+        ``discovery=False`` (profile "zoom") nothing is asked. Operations per request are
+        capped at :data:`~bulkprov.scim.bulk.MAX_OPERATIONS`.
         """
+        if not self.discovery:
+            return None
         try:
             support = bulk_support(await self.send(service_provider_config()))
         except TargetStop:
@@ -155,7 +213,8 @@ class ScimClient:
         throttles = 0
         url = self.base_url + request.path
         refreshed = False
-        pacer = self.pacer
+        label_name, label = self._label(request)
+        pacer, limiter = label.pacer, label.limiter
         while True:
             await self.gate.wait()
             if self._auth is not None:
@@ -165,12 +224,16 @@ class ScimClient:
             if delay > 0:
                 await self._sleep(delay)
                 now += delay
-            if self._limiter is not None:
-                await self._limiter.acquire()
+            if limiter is not None:
+                await limiter.acquire()
+                now = clock_now()
+            if self._ceiling is not None:
+                await self._ceiling.acquire()
                 now = clock_now()
             stats = self.stats
             stats.requests += 1
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
+            stats.by_label[label_name] = stats.by_label.get(label_name, 0) + 1
             retry_after: float | None = None
             try:
                 # a Request built here and sent as it is (httpx's client.send): the client's
@@ -195,6 +258,9 @@ class ScimClient:
                 if status != 429:
                     pacer.on_success()
                 return classify(status, headers, content)
+            except TargetDailyLimit:
+                stats.throttled += 1
+                raise  # no retry can help before the reset: the run stops, resumable
             except AnswerTooLarge as exc:
                 text = f"{request.method} {request.path}: {exc}"
                 if request.creates:  # it may have been created: look before re-sending

@@ -17,7 +17,8 @@ scim2-server refuse (400 ``invalidValue``). Otherwise ``rfc`` sends lowercase op
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bulkprov import _json
@@ -90,6 +91,78 @@ def change_members(
 ) -> ScimRequest:
     """One PATCH adding (``kind="add"``) or removing (``"remove"``) these member ids."""
     return patch_group(scim_id, member_operations(kind, member_ids, dialect))
+
+
+#: Zoom: a group PATCH body "must not exceed 100,000 characters" (facts.md §6.4, §6.8)
+ZOOM_MAX_PATCH_CHARS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class PatchBudget:
+    """The most characters one group PATCH may take (Zoom: :data:`ZOOM_MAX_PATCH_CHARS`),
+    and what each piece of it costs in the form each kind of change is sent in.
+
+    Counted as UTF-8 bytes (never fewer than the characters); a comma is counted before
+    every operation and every member, so an estimate is never below the real body.
+    """
+
+    max_chars: int
+    scim_id: str
+    #: the form each kind (:data:`RENAME`, :data:`ADD`, :data:`REMOVE`) is sent in
+    forms: Mapping[str, PatchDialect]
+    #: the displayName a rename sends
+    name: str = ""
+
+    def empty(self) -> int:
+        """A PATCH with no operation."""
+        return len(patch_group(self.scim_id, []).body or b"")
+
+    def opening(self, kind: str) -> int:
+        """What a kind of change costs before its first member (a rename: all of it)."""
+        form = self.forms.get(kind, "rfc")
+        if kind == RENAME:
+            return len(_json.dumps(rename_operations(self.name, form)[0])) + 1
+        if kind == REMOVE and form == "rfc":
+            return 0  # one operation per member (member_operations)
+        return len(_json.dumps(member_operations(kind, [], form)[0])) + 1
+
+    def member(self, kind: str, member_id: str) -> int:
+        """What one more member of ``kind`` adds."""
+        form = self.forms.get(kind, "rfc")
+        if kind == REMOVE and form == "rfc":
+            return len(_json.dumps(member_operations(kind, [member_id], form)[0])) + 1
+        return len(_json.dumps({"value": member_id})) + 1
+
+
+def member_chunks(
+    scim_id: str,
+    kind: str,
+    member_ids: Sequence[str],
+    *,
+    count: int,
+    max_chars: int | None = None,
+    dialect: PatchDialect = "rfc",
+) -> list[list[str]]:
+    """``member_ids`` split for :func:`change_members` PATCHes of at most ``count`` members
+    and, with ``max_chars``, bodies of at most that many characters (:class:`PatchBudget`).
+    A member too long to fit alone still goes alone: the target's answer then says why."""
+    if max_chars is None:
+        return [list(member_ids[i : i + count]) for i in range(0, len(member_ids), count)]
+    budget = PatchBudget(max_chars, scim_id, {kind: dialect})
+    start = budget.empty() + budget.opening(kind)
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    size = start
+    for member in member_ids:
+        cost = budget.member(kind, member)
+        if chunk and (len(chunk) >= count or size + cost > max_chars):
+            chunks.append(chunk)
+            chunk, size = [], start
+        chunk.append(member)
+        size += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def delete_group(scim_id: str) -> ScimRequest:

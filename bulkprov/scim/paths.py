@@ -31,6 +31,31 @@ LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+#: Zoom's user extensions (facts.md §6.4): ``loginType`` (``sso``, ``workEmail``), and the
+#: licence attributes (``zoomWhiteboard``, ``zoomOneBizPlus``, … whose values depend on the
+#: plan)
+ZOOM_USER = "urn:us:zoom:scim:schemas:extension:1.0:ZoomUser"
+ZOOM_LICENSES = "urn:ietf:params:scim:schemas:extension:zoom:1.0:User"
+
+#: The types Zoom's attributes are known to have, shaped as SCIM ``/Schemas`` resources (Zoom
+#: serves none, facts.md §6.2): the mapper turns the expression language's strings into
+#: them. ``loginType``'s flags are JSON booleans in Zoom's samples (facts.md §6.4); the
+#: licence attributes' types are not documented and stay as mapped.
+ZOOM_SCHEMAS: tuple[dict[str, object], ...] = (
+    {
+        "id": ZOOM_USER,
+        "attributes": [
+            {
+                "name": "loginType",
+                "type": "complex",
+                "subAttributes": [
+                    {"name": "sso", "type": "boolean"},
+                    {"name": "workEmail", "type": "boolean"},
+                ],
+            }
+        ],
+    },
+)
 
 _NAME = r"[A-Za-z_$][\w$-]*"
 _FILTER = re.compile(

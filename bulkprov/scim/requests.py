@@ -13,9 +13,11 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from bulkprov import _json
-from bulkprov.scim.paths import PATCH_OP, ScimPath, parse_path, set_value
+from bulkprov.scim.paths import CORE_USER, PATCH_OP, ScimPath, parse_path, set_value
 
 PatchDialect = Literal["rfc", "entra"]
+#: Zoom's rate-limit labels the SCIM API uses (facts.md §6.2, §6.6)
+RateLabel = Literal["light", "medium"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,4 +237,99 @@ def after_patch(known: Mapping[str, Any] | None, changes: Mapping[str, Any]) -> 
             out.pop(path, None)
         else:
             out[path] = value
+    return out
+
+
+def zoom_label(request: ScimRequest, post_label: RateLabel = "medium") -> RateLabel:
+    """The Zoom rate-limit label one request is counted under (facts.md §6.2).
+
+    Light: GET, PUT, PATCH and DELETE of one user (``/Users/{id}``). Medium: lists and
+    filters (``GET /Users``, ``GET /Groups``). POST (create) is undocumented: ``post_label``,
+    Medium by default, the safer guess. The group operations other than the list are
+    undocumented too: Medium.
+    """
+    path = request.path
+    if path.startswith("/Users/"):
+        return "light"
+    if request.method == "POST" and path == "/Users":
+        return post_label
+    return "medium"
+
+
+#: Zoom's ``userType`` values, and the pre-2020 names Entra's Zoom app roles may still
+#: carry (ZOOMTUT change log 10/20/2020: Licensed and On-Prem "replace existing roles Pro
+#: and Corp"; facts.md §6.5, §6.8)
+ZOOM_USER_TYPES = ("Basic", "Licensed", "On-Prem")
+LEGACY_USER_TYPES = {"pro": "Licensed", "corp": "On-Prem", "on prem": "On-Prem"}
+
+
+def zoom_user_type(value: Any) -> tuple[Any, str | None]:
+    """A ``userType`` as Zoom accepts it, and a warning when it had to be renamed.
+
+    Pro and Corp (and the app role's display name "On Prem") are the pre-2020 names of
+    Licensed and On-Prem; any other value is sent as it is (Zoom refuses what it does not
+    know with ``AttributeValidationFailed``: that user fails with Zoom's detail).
+    """
+    if not isinstance(value, str):
+        return value, None
+    renamed = LEGACY_USER_TYPES.get(value.strip().lower())
+    if renamed is None or renamed == value:
+        return value, None
+    return renamed, (
+        f"userType {value!r} is Zoom's pre-2020 name: sent as {renamed!r} (rename the app "
+        f"role, or map {value!r} to {renamed!r}, to silence this warning)"
+    )
+
+
+def put_fields(changes: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of a Zoom PUT: ``schemas`` and only the attributes that change.
+
+    Zoom's "Update a user" takes "only the fields you want to change, and the required
+    schemas array" (facts.md §6.8). A changed sub-attribute brings its whole attribute
+    along from ``wanted`` (``name.familyName`` sends ``name`` with ``givenName`` too, a
+    work email sends every mapped ``emails`` element), so that a PUT which replaces a
+    complex or multi-valued attribute as a whole cannot blank its other parts.
+    """
+    groups = {(p.schema, p.attribute.lower()) for p in map(parse_path, changes)}
+    resource: dict[str, Any] = {}
+    for path, value in wanted.items():
+        if path in changes:
+            continue
+        p = parse_path(path)
+        if (p.schema, p.attribute.lower()) in groups and (p.sub or p.filter_attr):
+            set_value(resource, p, value)
+    for path, value in changes.items():
+        set_value(resource, path, value)
+    extensions = sorted(k for k in resource if k.lower().startswith("urn:"))
+    return {"schemas": [CORE_USER, *extensions], **resource}
+
+
+def put_user(scim_id: str, changes: Mapping[str, Any], wanted: Mapping[str, Any]) -> ScimRequest:
+    """Zoom's attribute update: ``PUT /Users/{id}`` of :func:`put_fields`."""
+    body = put_fields(changes, wanted)
+    return ScimRequest("PUT", _resource_path("Users", scim_id), body=_json.dumps(body))
+
+
+def zoom_updates(
+    scim_id: str,
+    changes: Mapping[str, Any],
+    wanted: Mapping[str, Any],
+    dialect: PatchDialect = "rfc",
+) -> list[ScimRequest]:
+    """Zoom's requests for one user's changes, in order.
+
+    ``active`` goes by PATCH (Zoom documents PATCH of a user only as "activate or
+    deactivate a user"); every other change by one PUT of ``schemas`` plus the changed
+    fields (facts.md §6.8). A user re-enabled is activated before its PUT; one disabled is
+    deactivated after it.
+    """
+    rest = {p: v for p, v in changes.items() if p != "active"}
+    out: list[ScimRequest] = []
+    active = changes.get("active")
+    if "active" in changes and active is not False:
+        out.append(set_active(scim_id, True, dialect))
+    if rest:
+        out.append(put_user(scim_id, rest, wanted))
+    if "active" in changes and active is False:
+        out.append(set_active(scim_id, False, dialect))
     return out

@@ -20,6 +20,7 @@ from typing import Any
 from bulkprov.sim.faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
 from bulkprov.sim.graph.tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
 from bulkprov.sim.scim.service import ScimService
+from bulkprov.sim.scim.zoom import ZoomRules
 from bulkprov.sim.server import serve_simulators, write_port_file
 
 
@@ -114,6 +115,60 @@ def build_parser(prog: str = "python -m bulkprov.sim") -> argparse.ArgumentParse
         help="offer /ServiceProviderConfig and SCIM Bulk with N operations (default: off, as Zoom)",
     )
     s.add_argument("--no-scim", action="store_true", help="don't start the SCIM service")
+    z = p.add_argument_group(
+        "strict Zoom mode (bulkprov.sim.scim.zoom: Zoom's documented and reported behaviour)"
+    )
+    z.add_argument(
+        "--zoom",
+        action="store_true",
+        help="behave as Zoom: 406 without Accept: application/scim+json, PATCH only for "
+        "active, partial PUT (userName/displayName/loginType changes ignored), userType "
+        "values and seats, per-label rate limits, no /ServiceProviderConfig or /Bulk",
+    )
+    z.add_argument(
+        "--zoom-light",
+        type=float,
+        default=None,
+        metavar="REQ_PER_S",
+        help="Light label (GET/PUT/PATCH/DELETE of one user) rate; Business+: 80",
+    )
+    z.add_argument(
+        "--zoom-medium",
+        type=float,
+        default=None,
+        metavar="REQ_PER_S",
+        help="Medium label (lists, filters, POST) rate; Business+: 60",
+    )
+    z.add_argument("--zoom-post-label", choices=("light", "medium"), default="medium")
+    z.add_argument(
+        "--zoom-daily-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer the daily-limit 429 (resume at 00:00 GMT) after N SCIM requests",
+    )
+    z.add_argument(
+        "--zoom-managed-domains",
+        default=None,
+        metavar="D1,D2",
+        help="email domains Zoom may set (default: any)",
+    )
+    z.add_argument(
+        "--zoom-foreign-email",
+        choices=("ignore", "refuse"),
+        default="ignore",
+        help="a work email outside the managed domains: ignored (200) or refused (400)",
+    )
+    z.add_argument("--zoom-licensed-seats", type=int, default=None, metavar="N")
+    z.add_argument("--zoom-basic-cap", type=int, default=9_999, metavar="N")
+    z.add_argument(
+        "--zoom-pending",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold pending invitations for the userNames of the first N enabled tenant users "
+        "whose index is a multiple of 97 (they are not listed; a filter answers 400)",
+    )
     f = p.add_argument_group("fault injection (bulkprov.sim.faults; also POST /_sim/faults)")
     f.add_argument(
         "--faults",
@@ -188,7 +243,11 @@ async def serve(
             id_seed=args.id_seed,
             track_posts=not args.no_track_posts,
             bulk_max_operations=args.bulk_max_operations,
+            zoom=zoom_rules(args),
         )
+        if graph is not None and args.zoom_pending:
+            for name in pending_user_names(graph, args.zoom_pending):
+                scim.add_pending_user(name)
     if scim is not None and (args.faults or args.fault_kinds):
         scim.faults = FaultPlan.parse(
             args.faults,
@@ -242,6 +301,39 @@ async def serve(
         if on_ready is not None:
             on_ready(info)
         await stop.wait()
+
+
+def zoom_rules(args: argparse.Namespace) -> ZoomRules | None:
+    """The strict Zoom mode the arguments ask for (``None`` without ``--zoom``)."""
+    if not args.zoom:
+        return None
+    domains = (
+        frozenset(d.strip() for d in args.zoom_managed_domains.split(",") if d.strip())
+        if args.zoom_managed_domains
+        else None
+    )
+    return ZoomRules(
+        light=args.zoom_light,
+        medium=args.zoom_medium,
+        post_label=args.zoom_post_label,
+        retry_after=args.retry_after is not None,  # Zoom documents no Retry-After
+        daily_limit=args.zoom_daily_limit,
+        managed_domains=domains,
+        foreign_email=args.zoom_foreign_email,
+        licensed_seats=args.zoom_licensed_seats,
+        basic_cap=args.zoom_basic_cap,
+    )
+
+
+def pending_user_names(graph: GraphTenant, count: int) -> list[str]:
+    """The userPrincipalNames of ``count`` enabled users, every 97th: pending invitations."""
+    names: list[str] = []
+    for index, user in enumerate(graph.iter_users()):
+        if len(names) >= count:
+            break
+        if index % 97 == 0 and user.get("accountEnabled") is not False:
+            names.append(str(user["userPrincipalName"]))
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,8 +60,10 @@ class TestDefaultZoomTable:
         assert mapped.body == orjson.dumps(golden)  # same keys, same order
 
     def test_values_and_update_values(self, zoom: UserMapper) -> None:
-        """values are target path → value in mapping order; active is a JSON boolean."""
-        mapped = zoom.map_user(ADA)
+        """values are target path → value in mapping order; active is a JSON boolean;
+        userType is the app role (issue 18: the admin guide's table maps it)."""
+        role = {"appRoleId": "11111111-0000-0000-0000-000000000000", "value": "Licensed"}
+        mapped = zoom.map_user(ADA, MappingContext(app_role_assignments=[role]))
         assert mapped.values == {
             "userName": "ada.lovelace@contoso.com",
             'emails[type eq "work"].value': "ada@contoso.com",
@@ -70,8 +72,11 @@ class TestDefaultZoomTable:
             "displayName": "Ada Lovelace",
             f"{ENTERPRISE}:department": "Engineering",
             "active": True,
+            "userType": "Licensed",
         }
         assert list(mapped.values) == list(zoom.targets)
+        # without an app role (scope mode "all", Default Access) no userType is sent
+        assert "userType" not in zoom.map_user(ADA).values
         assert mapped.update_values == mapped.values
         assert mapped.user_name == "ada.lovelace@contoso.com"
 

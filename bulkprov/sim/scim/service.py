@@ -53,6 +53,7 @@ from bulkprov.sim.faults import SOAK_KINDS, FaultPlan, Faults
 from bulkprov.sim.http import SimRequest, SimResponse
 from bulkprov.sim.scim.bulk import handle_bulk, service_provider_config
 from bulkprov.sim.scim.groups import GroupStore
+from bulkprov.sim.scim.zoom import ZoomRules
 
 __all__ = ["ScimService", "scim_error"]
 
@@ -128,6 +129,10 @@ class ScimService:
         bulk_max_operations: serve ``/ServiceProviderConfig`` and ``/Bulk`` with this many
             operations per request (0: neither, as Zoom; see :mod:`bulkprov.sim.scim.bulk`).
         bulk_max_payload: ``maxPayloadSize`` in bytes of a Bulk request.
+        zoom: the strict Zoom mode (:class:`~bulkprov.sim.scim.zoom.ZoomRules`: 406 without
+            the SCIM media type, PATCH only for ``active``, partial PUT with silently ignored
+            writes, userType values and seats, per-label rate limits, the daily limit); Bulk
+            and ``/ServiceProviderConfig`` are then off whatever ``bulk_max_operations`` says.
     """
 
     def __init__(
@@ -146,6 +151,7 @@ class ScimService:
         public_url: str | None = None,
         bulk_max_operations: int = 0,
         bulk_max_payload: int = 1_048_576,
+        zoom: ZoomRules | None = None,
     ) -> None:
         if id_style not in ("zoom", "uuid"):
             raise ValueError("id_style must be 'zoom' or 'uuid'")
@@ -157,7 +163,9 @@ class ScimService:
         self._oauth: tuple[str, str, str, float] | None = None
         self._oauth_tokens: dict[str, float] = {}  # access token → monotonic expiry
         self.oauth_requests = 0
-        self.bulk_max_operations = bulk_max_operations
+        #: the strict Zoom mode, or None (RFC 7644 behaviour)
+        self.zoom = zoom
+        self.bulk_max_operations = 0 if zoom is not None else bulk_max_operations
         self.bulk_max_payload = bulk_max_payload
         self.bulk_operations = 0
         self._rng = random.Random(id_seed)
@@ -258,6 +266,7 @@ class ScimService:
             "latency_ms": self.latency_ms,
             "max_page_size": self.max_page_size,
             "id_style": self.id_style,
+            **(self.zoom.settings() if self.zoom is not None else {"zoom": False}),
         }
 
     # ------------------------------------------------------------------- state API
@@ -302,6 +311,8 @@ class ScimService:
             "duplicate_posts": self.duplicate_posts(),
             "groups": len(self.groups.groups),
             "group_ops": dict(self.groups.counters),
+            "pending": len(self._pending),
+            **({"zoom": self.zoom.counters()} if self.zoom is not None else {}),
         }
 
     def duplicate_posts(self) -> dict[str, int]:
@@ -320,6 +331,10 @@ class ScimService:
         self.throttled = 0
         self.bulk_operations = 0
         self.groups.counters.clear()
+        if self.zoom is not None:
+            self.zoom.by_label.clear()
+            self.zoom.throttled_by_label.clear()
+            self.zoom.ignored_writes.clear()
 
     def reset(self) -> None:
         """Empty the store and the counters; configuration is kept."""
@@ -329,6 +344,8 @@ class ScimService:
         self._pending.clear()
         self._order = None
         self.groups.groups.clear()
+        if self.zoom is not None:
+            self.zoom.user_types.clear()
         self.reset_counters()
 
     def seed_user(
@@ -351,6 +368,19 @@ class ScimService:
         and a POST of it answers 409: the situation a client must report rather than loop on.
         """
         self._pending[user_name.lower()] = {"userName": user_name, **attrs}
+
+    def pending_users(self) -> list[str]:
+        """The userNames of the pending invitations."""
+        return [str(p["userName"]) for p in self._pending.values()]
+
+    def accept_invitation(self, user_name: str, **attrs: Any) -> dict[str, Any]:
+        """The invited user accepted: the account becomes a real one (listed, filterable)."""
+        pending = self._pending.pop(user_name.lower())
+        return self.seed_user({**pending, "active": True, **attrs})
+
+    def delete_invitation(self, user_name: str) -> None:
+        """An admin deleted the invitation in Zoom's portal."""
+        self._pending.pop(user_name.lower(), None)
 
     def _fault_plan(self, changes: dict[str, Any] | None) -> dict[str, Any]:
         """``GET``/``POST /_sim/faults``: read or (re)configure the seeded fault plan."""
@@ -397,6 +427,15 @@ class ScimService:
                 return throttled
         if rest.startswith("//"):  # Tenant URL configured with a trailing slash
             rest = "/" + rest.lstrip("/")
+        zoom = self.zoom
+        if zoom is not None:
+            refused = zoom.gate(req, rest)
+            if refused is not None:
+                return refused
+            if method == "PATCH" and rest.startswith("/Groups/"):
+                refused = zoom.check_group_patch(req.body)
+                if refused is not None:
+                    return refused
         if self.bulk_max_operations and rest in ("/Bulk", "/ServiceProviderConfig"):
             if rest == "/Bulk" and method == "POST":
                 return handle_bulk(self, req)
@@ -554,6 +593,11 @@ class ScimService:
         low = user_name.lower()
         if low in self._by_username or low in self._pending:
             return scim_error(409, "User already exists", "uniqueness")
+        if self.zoom is not None:
+            refused = self.zoom.check_user(None, body)
+            if refused is not None:
+                return refused
+            self.zoom.stored(None, body)
         uid = self._new_id()
         now = self._now()
         self._version += 1
@@ -679,6 +723,8 @@ class ScimService:
         meta["version"] = f'W/"{self._version}"'
         new["meta"] = meta
         _coerce_active(new)
+        if self.zoom is not None:
+            self.zoom.stored(old, new)
         self._reindex(uid, old, new)
         raw = _compact(_dumps(new))
         self._users[uid] = raw
@@ -692,6 +738,10 @@ class ScimService:
             body = _loads(req.body)
         except orjson.JSONDecodeError:
             return scim_error(400, "Request body is not valid JSON.", "invalidSyntax")
+        if self.zoom is not None:
+            refused = self.zoom.check_patch(body)
+            if refused is not None:
+                return refused
         ops = body.get("Operations") if isinstance(body, dict) else None
         if not isinstance(ops, list) or not ops:
             return scim_error(400, "PATCH needs a non-empty 'Operations' list.", "invalidSyntax")
@@ -720,6 +770,14 @@ class ScimService:
             return scim_error(400, "Request body is not valid JSON.", "invalidSyntax")
         if not isinstance(new, dict):
             return scim_error(400, "Request body must be a JSON object.", "invalidSyntax")
+        if self.zoom is not None:
+            merged = self.zoom.merge_put(old, new)
+            if isinstance(merged, SimResponse):
+                return merged
+            new = merged
+            refused = self.zoom.check_user(old, new)
+            if refused is not None:
+                return refused
         bad = self._check_unique(uid, new)
         if bad is not None:
             return bad
@@ -733,6 +791,8 @@ class ScimService:
         if raw is None:
             return _not_found(uid)
         old = _loads(raw)
+        if self.zoom is not None:
+            self.zoom.stored(old, None)
         self._by_username.pop(str(old.get("userName", "")).lower(), None)
         self._drop_external(old.get("externalId"), uid)
         self._order = None
@@ -774,14 +834,25 @@ class ScimService:
             if rest == "users" and m == "POST":
                 created = self.seed_user(body, req.base_url)
                 return SimResponse(201, _dumps(created), {"Content-Type": SCIM_JSON})
+            if rest == "pending" and m == "GET":
+                names = self.pending_users()
+                return SimResponse(200, _dumps(names), {"Content-Type": "application/json"})
             if rest == "pending" and m == "POST":
                 name = body.pop("userName", None)
                 if not isinstance(name, str):
                     raise ValueError("userName is required")
                 self.add_pending_user(name, **body)
                 return SimResponse(204)
+            if rest == "pending/accept" and m == "POST":
+                accepted = self.accept_invitation(str(body.pop("userName", "")), **body)
+                return SimResponse(200, _dumps(accepted), {"Content-Type": SCIM_JSON})
+            if rest == "pending/delete" and m == "POST":
+                self.delete_invitation(str(body.get("userName", "")))
+                return SimResponse(204)
         except (ValueError, TypeError) as exc:
             return _control_error(400, str(exc))
+        except KeyError as exc:
+            return _control_error(404, f"no pending invitation for {exc.args[0]!r}")
         return _control_error(404, f"no control endpoint {m} /_sim/{rest}")
 
 
