@@ -43,8 +43,22 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def run(users: int, batch: int, pragmas: list[str]) -> float:
+#: the Graph attributes kept for merging changed-only delta entries (``users.source``)
+_SOURCE = {
+    "accountEnabled": True,
+    "department": "Retail",
+    "displayName": "Adele Vance",
+    "givenName": "Adele",
+    "id": "5c7e2b4a-6f1d-4f8e-9a51-0d2e4b8c9f10",
+    "mail": "adele.vance.000123@contoso.example",
+    "surname": "Vance",
+    "userPrincipalName": "adele.vance.000123@contoso.example",
+}
+
+
+async def run(users: int, batch: int, pragmas: list[str], sources: bool = True) -> float:
     attrs = _json.dumps(_VALUES)
+    source = _json.dumps(_SOURCE) if sources else None
     modified = attrs.decode()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.sqlite3"
@@ -71,6 +85,7 @@ async def run(users: int, batch: int, pragmas: list[str]) -> float:
                             active=True,
                             modified=modified,
                             link=True,
+                            source=source,
                         ),
                     )
                     for j in range(n)
@@ -98,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--batch", type=int, action="append", help="rows per commit (repeatable)")
     ap.add_argument("--pragma", action="append", default=[], help="e.g. cache_size=-2000")
+    ap.add_argument(
+        "--no-sources", action="store_true", help="without users.source (schema 4's rows)"
+    )
     args = ap.parse_args(argv)
     for batch in args.batch or [500, 5000]:
-        asyncio.run(run(args.users, batch, args.pragma))
+        asyncio.run(run(args.users, batch, args.pragma, sources=not args.no_sources))
     return 0
 
 

@@ -255,6 +255,9 @@ class TargetConfig(_Model):
     timeout: Annotated[float, Strict(), Field(gt=0)] = 30.0
     #: "rfc": lowercase ops and JSON booleans; "entra": Entra's ``Replace`` and ``"False"``
     patch_dialect: Literal["rfc", "entra"] = "rfc"
+    #: a source attribute cleared in Entra: by default the target keeps its old value (Entra
+    #: never provisions nulls, facts.md §2.1); true sends ``remove`` for it
+    clear_on_null: Flag = False
     #: page size of the target listing used to match existing accounts
     list_page_size: Annotated[int, Strict(), Field(ge=1, le=1000)] = 100
     #: Zoom's userName is the user's email: reject a user whose mapped userName is not one
@@ -280,6 +283,15 @@ class TargetConfig(_Model):
                 'profile = "zoom" paces each Zoom rate-limit label on its own: give '
                 "[target.zoom] light_per_second and medium_per_second (rate_limit beside "
                 "them caps all labels together)"
+            )
+        if self.profile == "zoom" and self.clear_on_null:
+            # Zoom's "Update a user" is a PUT of only the fields that change (facts.md §6.8);
+            # it documents no way to clear one (null, "", a PATCH remove), so a clear could
+            # only be a guess: refused rather than silently not done
+            raise ValueError(
+                'clear_on_null is not available with profile = "zoom": Zoom documents no way '
+                "to clear an attribute (its updates are PUTs of the fields that change); a "
+                "value cleared in Entra stays in Zoom, as Entra leaves it"
             )
         return self
 

@@ -68,6 +68,9 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("surname is a list of objects", variant(22, surname=[{"x": 1}]), "object"),
     ("accountEnabled is a string", variant(23, accountEnabled="yes"), "accountEnabled"),
     ("department escape sequence", variant(24, department="R&D\x1b[31m"), "control character"),
+    # issue 20 item 5: a list for a single-valued target is Entra's
+    # SchemaPropertyCanOnlyAcceptValue, not a JSON array sent to the target
+    ("surname is a list of two", variant(25, surname=["Doe", "Smith"]), "CanOnlyAcceptValue"),
 ]
 
 
@@ -86,7 +89,7 @@ async def test_each_malformed_user_fails_with_a_reason_and_the_run_goes_on(tmp_p
     async with serve_simulators(tenant, scim) as servers:
         cfg = make_config(servers, tmp_path / "s.db", graph__page_size=999)
         result = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
-    assert len(MALFORMED) + 1 >= 25
+    assert len(MALFORMED) + 1 >= 26
     assert result.status == "completed_with_failures"
     assert result.counts["failed"] == len(MALFORMED) + 1
     # every well-formed user landed, exactly once, with its values; nothing malformed did

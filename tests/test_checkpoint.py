@@ -161,3 +161,31 @@ async def test_a_batch_cancelled_midway_leaves_no_open_transaction(tmp_path, del
         last = await store.last_run()
         assert last is not None and last.cursor == "http://p2"
         assert await store.user_count() == 2000
+
+
+def test_inflight_file_keeps_what_a_kill_would_lose(tmp_path):
+    """Issue 20 item 15: ids written before a POST, outcomes when answered; a slot freed
+    after the commit is reused; the file grows when full; a completed run empties it."""
+    from bulkprov.checkpoint.inflight import InflightLog, inflight_path
+
+    path = inflight_path(tmp_path / "s.db")
+    assert path.name == "s.db.inflight" and InflightLog.leftover(path) == {}
+    log = InflightLog(path, slots=2, carried=["old"])
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    log.mark("a")
+    log.mark("b")  # the file grows: three ids in flight in two slots
+    log.answered("a", b'{"s":"scim-a"}')
+    assert InflightLog.leftover(path) == {"old": None, "a": b'{"s":"scim-a"}', "b": None}
+    log.release(["a"])
+    log.mark("c")  # takes a's slot: its old outcome is cleared with it
+    assert InflightLog.leftover(path) == {"old": None, "c": None, "b": None}
+    log.answered("zzz-not-marked", b"{}")  # nothing to attach it to
+    log.answered("b", b"x" * 5000)  # too large for a slot: looked up after a kill instead
+    assert InflightLog.leftover(path)["b"] is None
+    assert len(log) == 3
+    log.close(completed=False)
+    assert set(InflightLog.leftover(path)) == {"old", "b", "c"}
+    again = InflightLog(path, slots=4, carried=["b"])
+    assert InflightLog.leftover(path) == {"b": None}
+    again.close(completed=True)
+    assert InflightLog.leftover(path) == {} and path.stat().st_size == 0

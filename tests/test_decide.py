@@ -95,3 +95,49 @@ def test_back_in_scope_reactivates():
         match=None,
     )
     assert d.kind == "update" and d.changes == {"active": True}
+
+
+def test_a_cleared_source_keeps_the_target_value_by_default():
+    """Issue 20 item 4: Entra does not provision nulls (facts.md §2.1): nothing is sent."""
+    attrs = dict(VALUES, title="Engineer")
+    d = decide(
+        in_scope=True,
+        scope_reason="",
+        update_values=VALUES,
+        digest="d2",
+        state=state(attrs=attrs),
+        match=None,
+    )
+    assert d.kind == "skip" and d.reason == "unchanged"
+
+
+def test_clear_on_null_removes_a_cleared_attribute():
+    attrs = dict(VALUES, title="Engineer")
+    d = decide(
+        in_scope=True,
+        scope_reason="",
+        update_values=VALUES,
+        digest="d2",
+        state=state(attrs=attrs),
+        match=None,
+        clearable=frozenset({"title", "displayName"}),
+    )
+    assert d.kind == "update" and d.changes == {"title": None} and d.known == attrs
+
+
+def test_a_match_is_compared_on_every_mapped_path():
+    """A matched account's values of paths the source leaves null are known (kept, or
+    removed with clear_on_null), so a later add does not duplicate an element."""
+    resource = {"id": "s9", "userName": "a@x.com", "displayName": "A", "active": True, "title": "T"}
+    d = decide(
+        in_scope=True,
+        scope_reason="",
+        update_values=VALUES,
+        digest="d1",
+        state=None,
+        match=("s9", resource),
+        targets=("userName", "displayName", "active", "title"),
+        clearable=frozenset({"title"}),
+    )
+    assert d.kind == "link" and d.changes == {"title": None}
+    assert d.known == {"userName": "a@x.com", "displayName": "A", "active": True, "title": "T"}

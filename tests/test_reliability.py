@@ -101,9 +101,14 @@ async def test_failed_users_wait_in_escrow_then_retry_failed(servers, tenant, sc
     scim.faults = RejectSome(bad)
     first = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
     assert first.counts["failed"] == len(bad) and first.status == "completed_with_failures"
-    # the next run does not hammer them: they wait 6 hours, logged as Skipped
+    # the next run does not hammer them: they wait 6 hours, logged as Skipped when a
+    # cycle reads them (here: changed in Entra; an incremental cycle reads escrowed users
+    # by id only when their retry is due, issue 20 item 14)
     scim.faults = None
     scim.reset_counters()
+    for u in tenant.iter_users():
+        if u["userPrincipalName"] in bad:
+            tenant.update_user(u["id"], department="Changed while escrowed")
     second = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
     assert scim.counters()["total"] == 0
     assert second.counts["failed"] == 0 and second.counts["skipped"] >= len(bad)
@@ -117,6 +122,58 @@ async def test_failed_users_wait_in_escrow_then_retry_failed(servers, tenant, sc
         assert await store.release_escrow() == len(bad)  # what retry-failed does
     third = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
     assert third.counts["created"] == len(bad)
+    assert store_problems(expected_values(cfg, tenant.iter_users()), scim.dump()) == []
+    async with await StateStore.open(cfg.state.path) as store:
+        assert await store.escrow_entries() == {}
+
+
+async def test_an_escrowed_user_does_not_make_every_cycle_a_full_read(
+    servers, tenant, scim, tmp_path
+):
+    """Issue 20 item 14: the users/delta watermark advances over a cycle whose failures are
+    escrowed, and an escrowed user is read again by id when its retry is due (Entra's
+    escrow schedule): one user that keeps failing no longer turns every later cycle into a
+    full read of the tenant."""
+    from bulkprov.checkpoint.staging import USERS_DELTA, LifecycleStore
+
+    users = [u for u in tenant.iter_users() if u.get("accountEnabled") is not False]
+    x, y = users[0], users[1]
+    cfg = make_config(servers, tmp_path / "s.db")
+    scim.faults = RejectSome({x["userPrincipalName"]})
+    first = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert first.counts["failed"] == 1
+    async with await StateStore.open(cfg.state.path) as store:
+        assert await LifecycleStore(store).get(USERS_DELTA) is not None
+    tenant._reset_counters()
+    scim.reset_counters()
+    second = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert tenant.counters["users_served"] == 0  # a round of changes: none
+    assert tenant.counters["user_reads"] == 0  # x waits: its retry is not due
+    assert second.counts["failed"] == 0 and scim.counters()["total"] == 0
+    tenant.update_user(y["id"], department="Moved")
+    tenant._reset_counters()
+    third = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert tenant.counters["users_served"] == 1 and third.counts["updated"] == 1
+    # due (what `retry-failed` does): x alone is read by id and retried; still failing,
+    # it is escrowed again and the watermark still advances
+    async with await StateStore.open(cfg.state.path) as store:
+        assert await store.release_escrow() == 1
+    tenant._reset_counters()
+    fourth = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert tenant.counters["user_reads"] == 1 and tenant.counters["users_served"] == 0
+    assert fourth.counts["failed"] == 1
+    async with await StateStore.open(cfg.state.path) as store:
+        (entry,) = (await store.escrow_entries()).values()
+        assert entry.failures == 2 and not entry.is_due()
+    tenant._reset_counters()
+    await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert tenant.counters["users_served"] == 0 and tenant.counters["user_reads"] == 0
+    # fixed on the target side: the next due retry creates it
+    scim.faults = None
+    async with await StateStore.open(cfg.state.path) as store:
+        await store.release_escrow()
+    sixth = await run_sync(cfg, SECRETS, policy=FAST_RETRY)
+    assert sixth.counts["created"] == 1 and sixth.counts["failed"] == 0
     assert store_problems(expected_values(cfg, tenant.iter_users()), scim.dump()) == []
     async with await StateStore.open(cfg.state.path) as store:
         assert await store.escrow_entries() == {}

@@ -197,6 +197,73 @@ def test_bad_paths_are_config_errors(bad):
         parse_path(bad)
 
 
+WORK = 'emails[type eq "work"].value'
+
+
+def test_a_filtered_path_the_target_does_not_hold_is_added_whole():
+    """Issue 20 item 3: ``replace`` on ``emails[type eq "work"].value`` with no work email
+    is answered 400 noTarget (RFC 7644 §3.5.2.3): the element is sent whole with ``add``."""
+    ops = rq.patch_operations({WORK: "a@x.com", "name.familyName": "D"}, known={"x": "y"})
+    assert ops == [
+        {
+            "op": "add",
+            "path": "emails",
+            "value": [{"type": "work", "primary": True, "value": "a@x.com"}],
+        },
+        {"op": "replace", "path": "name.familyName", "value": "D"},
+    ]
+    # held: replaced as before
+    assert rq.patch_operations({WORK: "b@x.com"}, known={WORK: "a@x.com"}) == [
+        {"op": "replace", "path": WORK, "value": "b@x.com"}
+    ]
+    # several sub-attributes of one new element: one add; Entra's dialect capitalises it
+    street, city = 'addresses[type eq "work"].streetAddress', 'addresses[type eq "work"].locality'
+    assert rq.patch_operations({street: "1 Main St", city: "Oslo"}, "entra", known={}) == [
+        {
+            "op": "Add",
+            "path": "addresses",
+            "value": [{"type": "work", "streetAddress": "1 Main St", "locality": "Oslo"}],
+        }
+    ]
+    # an element the target holds (one of its sub-attributes is known): replace the other
+    assert rq.patch_operations({street: "2 Main St"}, known={city: "Oslo"}) == [
+        {"op": "replace", "path": street, "value": "2 Main St"}
+    ]
+    # phoneNumbers too; primary only for the email a POST would mark so
+    phone = 'phoneNumbers[type eq "work"].value'
+    assert rq.patch_operations({phone: "+47 1"}, known={}) == [
+        {"op": "add", "path": "phoneNumbers", "value": [{"type": "work", "value": "+47 1"}]}
+    ]
+    other = 'emails[type eq "other"].value'
+    assert rq.patch_operations({WORK: "a@x.com"}, known={other: "o@x.com"}) == [
+        {"op": "add", "path": "emails", "value": [{"type": "work", "value": "a@x.com"}]}
+    ]
+    # nothing known (no stored values): replace, as before
+    assert rq.patch_operations({WORK: "a@x.com"}) == [
+        {"op": "replace", "path": WORK, "value": "a@x.com"}
+    ]
+
+
+def test_cleared_paths_are_removed_and_a_whole_element_when_nothing_is_left():
+    """Issue 20 item 4 (``target.clear_on_null``): ``None`` is a ``remove``."""
+    assert rq.patch_operations({WORK: None}, known={WORK: "a@x.com"}) == [
+        {"op": "remove", "path": 'emails[type eq "work"]'}
+    ]
+    assert rq.patch_operations({"title": None}, "entra", known={"title": "x"}) == [
+        {"op": "Remove", "path": "title"}
+    ]
+    street, city = 'addresses[type eq "work"].streetAddress', 'addresses[type eq "work"].locality'
+    assert rq.patch_operations({street: None}, known={street: "1", city: "Oslo"}) == [
+        {"op": "remove", "path": street}
+    ]
+    # diff_values: clearable paths absent from the wanted values but held map to None
+    assert rq.diff_values({"displayName": "A"}, {"displayName": "A", "title": "x"}, ["title"]) == {
+        "title": None
+    }
+    assert rq.diff_values({"displayName": "A"}, {"displayName": "A"}, ["title"]) == {}
+    assert rq.after_patch({"a": 1, "b": 2}, {"a": None, "c": 3}) == {"b": 2, "c": 3}
+
+
 # -- /Groups (issue 19) --------------------------------------------------------------------------
 
 

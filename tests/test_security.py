@@ -165,7 +165,7 @@ def mode(path: Path) -> int:
 
 def test_every_file_with_directory_data_is_0600_whatever_the_umask(cli: Cli, tmp_path):
     """Under a umask of 0 (files would be 0666, folders 0777): the state database and its
-    -wal/-shm, the reports folder (0700), run-N.html and its samples, plan.json, the log's
+    -wal/-shm and .inflight, the reports folder (0700), run-N.html and its samples, plan.json, the log's
     CSV export (a folder it creates: 0700), `state export` and `init`'s config are 0600."""
     with umask(0):
         assert cli("sync", "--quiet").exit_code == 0
@@ -184,8 +184,8 @@ def test_every_file_with_directory_data_is_0600_whatever_the_umask(cli: Cli, tmp
         assert cli("init", "--path", str(starter), config=False).exit_code == 0
         con = sqlite3.connect(cli.state)  # a reader: the -wal and -shm exist meanwhile
         con.execute("SELECT count(*) FROM users").fetchone()
-        wal_shm = [cli.state.with_name(cli.state.name + s) for s in ("-wal", "-shm")]
-        files = [cli.state, *wal_shm, *written, plan, *export.iterdir(), backup, starter]
+        beside = [cli.state.with_name(cli.state.name + s) for s in ("-wal", "-shm", ".inflight")]
+        files = [cli.state, *beside, *written, plan, *export.iterdir(), backup, starter]
         modes = {str(p): oct(mode(p)) for p in files}
         con.close()
     assert len(list(export.iterdir())) == 3
@@ -199,7 +199,8 @@ def test_a_loose_report_or_state_from_before_is_tightened(cli: Cli):
     assert cli("sync", "--quiet").exit_code == 0
     reports = cli.state.with_name(cli.state.name + ".reports")
     html = reports / "run-1.html"
-    for p in (cli.state, html):
+    inflight = cli.state.with_name(cli.state.name + ".inflight")
+    for p in (cli.state, html, inflight):
         p.chmod(0o644)
     reports.chmod(0o755)
     assert cli("report", "1").exit_code == 0
@@ -208,7 +209,7 @@ def test_a_loose_report_or_state_from_before_is_tightened(cli: Cli):
     cli.state.chmod(0o644)
     cli.tenant.update_user(enabled_users(cli)[0]["id"], department="Changed")
     assert cli("sync", "--quiet").exit_code == 0
-    assert mode(cli.state) == 0o600
+    assert mode(cli.state) == 0o600 and mode(inflight) == 0o600  # creates in flight
     assert {p.name: mode(p) for p in reports.glob("run-2.*")} == {
         "run-2.html": 0o600,
         "run-2.samples.jsonl": 0o600,
@@ -414,6 +415,8 @@ def test_a_secret_file_others_can_read_is_warned_about(cli: Cli, tmp_path):
         ("enabled = true", "enabled = 1", "groups.enabled"),
         ("concurrency = 16", 'concurrency = "16"', "target.concurrency"),
         ("rate_limit = 60", 'rate_limit = "60"', "target.rate_limit"),
+        ("# clear_on_null = false", 'clear_on_null = "false"', "target.clear_on_null"),
+        ("# clear_on_null = false", "clear_on_null = 1", "target.clear_on_null"),
         ("light_per_second = 80", 'light_per_second = "80"', "target.zoom.light_per_second"),
         ("medium_per_second = 60", "medium_per_second = true", "target.zoom.medium_per_second"),
     ],

@@ -473,6 +473,27 @@ def test_zoom_6_the_profile_defaults_to_business_plus_limits(tmp_path):
         )
 
 
+def test_zoom_clear_on_null_is_refused_with_the_zoom_profile():
+    """Zoom documents updates as a PUT of the fields that change and no way to clear one:
+    ``target.clear_on_null`` (issue 20 item 4) is refused under the Zoom profile, never
+    silently not done; the RFC profile takes it."""
+    from bulkprov.config import parse_config
+
+    def config(**target: object) -> object:
+        return parse_config(
+            {
+                "graph": {"tenant_id": "t", "client_id": "c"},
+                "target": {"base_url": "https://api.zoom.us/scim2", **target},
+                "mappings": [{"target": "userName", "source": "mail", "matching_precedence": 1}],
+            }
+        )
+
+    with pytest.raises(Exception, match='clear_on_null is not available with profile = "zoom"'):
+        config(profile="zoom", clear_on_null=True)
+    config(profile="zoom", clear_on_null=False)
+    config(clear_on_null=True)
+
+
 async def test_zoom_6_each_label_is_paced_on_its_own_bucket(servers, tenant, zoom, rules, tmp_path):
     """Zoom's buckets at Light 40/s and Medium 20/s, bulkprov's limits the same: no 429,
     creates (Medium) at 20/s while the lookups and updates (Light) go at their own rate."""

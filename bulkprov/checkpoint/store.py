@@ -5,7 +5,7 @@ writer's batched UPSERTs and the producer's per-page lookups queue on it in orde
 lookup sees every outcome written before it, committed or not. Every write is an idempotent
 UPSERT: a write that was queued when a task was cancelled may still run, harmlessly.
 
-Tables (schema version 4; older databases are migrated in place when opened):
+Tables (schema version 6; older databases are migrated in place when opened):
 
 ``users``         one row per Graph user bulkprov manages: SCIM id, the last values sent
                   (for PATCH diffs) and their digest (for change detection), active flag.
@@ -38,6 +38,11 @@ Tables (schema version 4; older databases are migrated in place when opened):
                   licence is left (``license``). Skipped, never failed; every cycle reads
                   them again until the reason is gone.
 
+Schema 6 adds ``users.source`` (the selected Graph attributes last read for the user: a
+``users/delta`` entry that carries only the changed properties is merged with them) and
+``runs.target_indexed`` (1: the run began listing the target into ``target_index``, 2: the
+listing is complete, so its resume matches against that index instead of listing again).
+
 Schema changes: v1 → v2 adds columns (``_ADDED_COLUMNS``) and tables (``_SCHEMA``, created if
 missing); from v3 on, numbered steps in ``_MIGRATIONS``, applied in place, in order, in the
 same transaction as the version bump. A database newer than this code is refused untouched.
@@ -64,7 +69,7 @@ from bulkprov.errors import StateError
 from bulkprov.escrow import EscrowEntry, EscrowPolicy
 from bulkprov.redact import scrub_optional
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -106,7 +111,7 @@ CREATE TABLE IF NOT EXISTS log (
     scim_id   TEXT,
     modified  TEXT
 );
-CREATE INDEX IF NOT EXISTS log_run ON log(run_id);
+CREATE INDEX IF NOT EXISTS log_run_page ON log(run_id, page);
 CREATE INDEX IF NOT EXISTS log_user ON log(graph_id);
 CREATE TABLE IF NOT EXISTS target_index (
     key      TEXT PRIMARY KEY,
@@ -141,10 +146,15 @@ CREATE TABLE IF NOT EXISTS group_members (
 );
 """
 
-#: columns added to version-1 tables by the migration to version 2
+#: columns added to older tables, each when missing (idempotent): v1 → v2, then schema 6
 _ADDED_COLUMNS = (
     ("runs", "kind", "TEXT NOT NULL DEFAULT 'full'"),
     ("runs", "delta_link", "TEXT"),
+    # 6 (issue 20): the Graph attributes last read for each managed user, merged with delta
+    # entries that carry only the changed properties; whether the run's target index is
+    # complete, so a resume after a kill does not list the target again
+    ("users", "source", "BLOB"),
+    ("runs", "target_indexed", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -184,6 +194,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             detail    TEXT
         )""",
     ),
+    # 6 (issue 20): the columns of _ADDED_COLUMNS marked 6; the log's run index covers the
+    # page too (log_run_page, in _SCHEMA: a resume's "logged since the cursor page" at 1M
+    # users reads only those rows), so the run-only one goes
+    6: ("DROP INDEX IF EXISTS log_run",),
 }
 
 
@@ -318,6 +332,8 @@ class Run:
     kind: str = "full"
     #: the deltaLink that ended this run's read, promoted to ``sync_state`` on completion
     delta_link: str | None = None
+    #: this run's target listing (``target_index``): 0 none, 1 begun, 2 complete
+    target_index: int = 0
     #: a new run that closed an unfinished one (``abandoned``): requests may have been in
     #: flight when it stopped, so this run matches accounts as a resumed one does
     follows_unfinished: bool = False
@@ -359,6 +375,8 @@ class UserWrite:
     #: a skip because ``bulkprov apply``'s guard held the operation back (it differs from
     #: the plan): counted as "held back", and it keeps the user's escrow entry
     held_back: bool = False
+    #: the user's Graph attributes as read (JSON), kept for merging partial delta entries
+    source: bytes | None = None
     #: the target holds the user back (``waiting``): "pending" (a pending Zoom invitation
     #: holds its userName) or "license" (no seat left) records it; "" clears it
     wait: str | None = None
@@ -507,7 +525,7 @@ class StateStore:
         async with c.transaction():
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 await c.execute(stmt)
-            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2
+            for table, column, decl in _ADDED_COLUMNS:  # v1 → v2, schema 6
                 cols = {
                     r[1] for r in await (await c.execute(f"PRAGMA table_info({table})")).fetchall()
                 }
@@ -537,7 +555,7 @@ class StateStore:
         row = await (
             await self._conn.execute(
                 "SELECT id, status, cursor, cursor_page, resumes, counts, started_at, kind, "
-                "delta_link, message FROM runs ORDER BY id DESC LIMIT 1"
+                "delta_link, target_indexed, message FROM runs ORDER BY id DESC LIMIT 1"
             )
         ).fetchone()
         if row is None:
@@ -552,7 +570,8 @@ class StateStore:
             row[6],
             row[7],
             row[8],
-            message=row[9],
+            int(row[9]),
+            message=row[10],
         )
 
     async def runs(self, limit: int = 20, *, run_id: int | None = None) -> list[dict[str, Any]]:
@@ -659,6 +678,27 @@ class StateStore:
                 )
         return out
 
+    async def lookup_sources(self, graph_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The Graph attributes last read for these users (those that have them)."""
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(graph_ids, 900):
+            marks = ",".join("?" * len(chunk))
+            cur = await self._conn.execute(
+                f"SELECT graph_id, source FROM users WHERE graph_id IN ({marks}) "
+                "AND source IS NOT NULL",
+                chunk,
+            )
+            for r in await cur.fetchall():
+                doc = _json.loads(r[1])
+                if isinstance(doc, dict):
+                    out[r[0]] = doc
+        return out
+
+    async def put_sources(self, rows: Sequence[tuple[bytes, str]]) -> None:
+        """Keep (source, graph id) for linked users: what their next partial entry merges over."""
+        if rows:
+            await self._conn.executemany("UPDATE users SET source=? WHERE graph_id=?", rows)
+
     async def write_batch(
         self,
         run: Run,
@@ -712,11 +752,20 @@ class StateStore:
                         scrub_optional(w.reason),
                         run.id,
                         now,
+                        w.source,
                     )
                 )
             else:
                 state_rows.append(
-                    (w.action, w.status, scrub_optional(w.reason), run.id, now, w.graph_id)
+                    (
+                        w.action,
+                        w.status,
+                        scrub_optional(w.reason),
+                        run.id,
+                        now,
+                        w.source,
+                        w.graph_id,
+                    )
                 )
         c = self._conn
         async with c.transaction():
@@ -724,19 +773,20 @@ class StateStore:
             if link_rows:
                 await c.executemany(
                     "INSERT INTO users(graph_id, scim_id, user_name, digest, attrs, active, "
-                    "last_action, last_status, last_reason, last_run, updated_at) "
-                    "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(graph_id) DO UPDATE SET "
+                    "last_action, last_status, last_reason, last_run, updated_at, source) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(graph_id) DO UPDATE SET "
                     "scim_id=excluded.scim_id, user_name=excluded.user_name, "
                     "digest=excluded.digest, attrs=excluded.attrs, active=excluded.active, "
                     "last_action=excluded.last_action, last_status=excluded.last_status, "
                     "last_reason=excluded.last_reason, last_run=excluded.last_run, "
-                    "updated_at=excluded.updated_at",
+                    "updated_at=excluded.updated_at, "
+                    "source=coalesce(excluded.source, users.source)",
                     link_rows,
                 )
             if state_rows:
                 await c.executemany(
                     "UPDATE users SET last_action=?, last_status=?, last_reason=?, last_run=?, "
-                    "updated_at=? WHERE graph_id=?",
+                    "updated_at=?, source=coalesce(?, source) WHERE graph_id=?",
                     state_rows,
                 )
             if log_rows:
@@ -861,6 +911,34 @@ class StateStore:
             for r in await cur.fetchall():
                 out[r[0]] = EscrowEntry(r[0], r[1], r[2], r[3], r[4], r[5])
         return out
+
+    async def due_escrowed_users(self, now: float | None = None) -> list[str]:
+        """Escrowed users (not groups) whose retry is due: an incremental cycle reads each
+        by id, since its delta round lists only users that changed (Entra retries escrowed
+        objects on their own schedule, facts.md §2.4)."""
+        cur = await self._conn.execute(
+            "SELECT graph_id FROM escrow WHERE next_retry IS NOT NULL AND next_retry <= ? "
+            "AND graph_id NOT LIKE '(%' "
+            "AND graph_id NOT IN (SELECT graph_id FROM groups) "
+            "AND graph_id NOT IN (SELECT graph_id FROM source_groups) ORDER BY graph_id",
+            (time.time() if now is None else now,),
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+    async def failures_holding_watermark(self, run: Run) -> int:
+        """Failures of ``run`` that no retry by id can make good: an unreadable entry (no
+        id), a staged disable or delete (its user may be gone from Graph: the delta round
+        that reported it must come again), a group. Other failed users are escrowed and
+        read again by id when due, so they do not hold the users/delta watermark back."""
+        row = await (
+            await self._conn.execute(
+                "SELECT count(*) FROM log WHERE run_id=? AND status='failure' AND "
+                "(graph_id IS NULL OR graph_id LIKE '(%' OR action IN ('disable', 'delete', "
+                "'group'))",
+                (run.id,),
+            )
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     async def waiting(self, kind: str | None = None) -> dict[str, Waiting]:
         """Users the target holds back (all, or of one ``kind``), by Graph id."""
@@ -1026,8 +1104,17 @@ class StateStore:
 
     # -- target index (matching) ---------------------------------------------------------
 
-    async def clear_target_index(self) -> None:
+    async def clear_target_index(self, run: Run | None = None) -> None:
+        """Empty the index before listing the target (for ``run``: its listing has begun)."""
+        if run is not None:
+            run.target_index = 1
+            await self._conn.execute("UPDATE runs SET target_indexed=1 WHERE id=?", (run.id,))
         await self._conn.execute("DELETE FROM target_index")
+
+    async def target_index_done(self, run: Run) -> None:
+        """The target was listed completely for ``run``: a resume matches against it."""
+        run.target_index = 2
+        await self._conn.execute("UPDATE runs SET target_indexed=2 WHERE id=?", (run.id,))
 
     async def add_target_index(self, rows: Sequence[tuple[str, str, bytes]]) -> None:
         if rows:

@@ -38,6 +38,9 @@ rate_limit = 60
 # "rfc": lowercase ops, JSON booleans, group members removed by a filtered path
 # (members[value eq "id"]); "entra": Entra's `Replace`, "False" strings, `Remove` with values.
 patch_dialect = "rfc"
+# A source attribute cleared in Entra: the target keeps its old value (Entra never
+# provisions nulls); true sends a `remove` for it instead.
+# clear_on_null = false
 
 [target.zoom]
 # Zoom's limits are per account and shared by every app on it, counted per label

@@ -332,12 +332,16 @@ class GraphClient:
 
 
 def latest_per_id(users: list[Any]) -> list[Any]:
-    """A users page with each ``id`` once, at its last occurrence.
+    """A users page with each ``id`` once, at its last occurrence, merged with the earlier.
 
     Graph's delta query may return an object more than once ("replays and duplicates
     possible", delta-query overview; facts.md §7.3); the last one is the newest. Processed
-    twice, a new user would be POSTed twice (the second answered 409 and matched back). Not
-    for groups pages: a large group's members are split over repeats that must be merged.
+    twice, a new user would be POSTed twice (the second answered 409 and matched back). An
+    entry may carry only the properties that changed (``Prefer: return=minimal``, or
+    "at least the properties that have been updated"): a repeat then adds to the earlier
+    one, so the properties of both are kept, the later one winning (an ``@removed`` repeat
+    replaces the user; a user back after an ``@removed`` drops it). Not for groups pages:
+    a large group's members are split over repeats that must be merged differently.
     Items without a string ``id`` are kept as they are (they fail validation later).
     """
     last: dict[str, int] = {}
@@ -347,9 +351,22 @@ def latest_per_id(users: list[Any]) -> list[Any]:
             last[key] = i
     if len(last) == len(users):
         return users  # the usual case: every id once, nothing copied
+    merged: dict[str, dict[str, Any]] = {}
+    for user in users:
+        key = user.get("id") if isinstance(user, dict) else None
+        if isinstance(key, str):
+            earlier = merged.get(key)
+            if earlier is None or "@removed" in user:
+                merged[key] = user
+            else:
+                both = {k: v for k, v in earlier.items() if k != "@removed"}
+                both.update(user)
+                merged[key] = both
     kept = []
     for i, user in enumerate(users):
         key = user.get("id") if isinstance(user, dict) else None
-        if not isinstance(key, str) or last[key] == i:
+        if not isinstance(key, str):
             kept.append(user)
+        elif last[key] == i:
+            kept.append(merged[key])
     return kept

@@ -38,7 +38,7 @@ from bulkprov.mapping.functions import (
 from bulkprov.mapping.parser import parse, suggest
 from bulkprov.mapping.regex import DEFAULT_REGEX_TIMEOUT
 from bulkprov.mapping.values import bool_text
-from bulkprov.scim.paths import CORE_USER, ScimPath, parse_path, set_value
+from bulkprov.scim.paths import CORE_USER, ENTERPRISE_USER, ScimPath, parse_path, set_value
 
 #: Graph properties every run reads, whatever the mappings say
 ALWAYS_SELECTED = frozenset({"id", "userPrincipalName", "accountEnabled"})
@@ -346,6 +346,79 @@ def _coerce_value(coerce: Coercion | None, value: Any) -> Any:
     return coerce(value)
 
 
+#: RFC 7643 §4.1.2 and §4.1.3: the multi-valued attributes of the core User schema
+_CORE_MULTI_VALUED = frozenset(
+    {
+        "emails",
+        "phonenumbers",
+        "ims",
+        "photos",
+        "addresses",
+        "groups",
+        "entitlements",
+        "roles",
+        "x509certificates",
+    }
+)
+
+
+def _multi_valued(path: ScimPath, multi: frozenset[tuple[str | None, str]] | None) -> bool:
+    """Whether the target takes a list of values (else a list from the source is refused).
+
+    A filtered path (``emails[type eq "work"].value``) names one value; a sub-attribute is
+    one value; the core User schema's multi-valued attributes (``emails``, ``roles``…) take
+    lists, the enterprise extension has none. Other extension attributes follow the
+    target's ``/Schemas`` when given, and take lists when nothing says otherwise.
+    """
+    if path.filter_attr is not None or path.sub is not None:
+        return False
+    schema = path.schema.lower() if path.schema else None
+    attribute = path.attribute.lower()
+    if multi is not None:
+        return (schema, attribute) in multi
+    if schema is None:
+        return attribute in _CORE_MULTI_VALUED
+    return schema != ENTERPRISE_USER.lower()
+
+
+def _schema_multi_valued(
+    schemas: Iterable[Mapping[str, Any]],
+) -> frozenset[tuple[str | None, str]]:
+    """SCIM ``/Schemas`` resources → {(extension URN or None, attribute)} of multi-valued ones."""
+    out: set[tuple[str | None, str]] = set()
+    for schema in schemas:
+        urn = str(schema.get("id", ""))
+        owner = None if urn.lower() == CORE_USER.lower() else urn.lower()
+        for attribute in schema.get("attributes") or ():
+            if attribute.get("multiValued") is True:
+                out.add((owner, str(attribute.get("name", "")).lower()))
+    return frozenset(out)
+
+
+def one_value(path: str, values: list[Any]) -> Any:
+    """The value a single-valued target gets from a list-valued source.
+
+    Entra fails such a user with ``SchemaPropertyCanOnlyAcceptValue``: "The property in the
+    target system can only accept one value, but the property in the source system has
+    multiple" (Microsoft Learn, "Known issues and error codes" of the provisioning logs;
+    facts.md §2.4). A list of one value is that value, as the expression language reads a
+    one-element list everywhere (:func:`bulkprov.mapping.values.text`); an empty list is
+    null.
+    """
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return _refuse_list(path, values)
+
+
+def _refuse_list(path: str, values: list[Any]) -> Any:
+    raise UserDataError(
+        f"SchemaPropertyCanOnlyAcceptValue: the target attribute takes one value, the source "
+        f"has {len(values)}; map a single-valued attribute (or one value of it) to {path}"
+    )
+
+
 # --- mapped users -------------------------------------------------------------------------
 
 
@@ -418,6 +491,8 @@ class _Row:
     coerce: Coercion | None
     on_update: bool
     default: Any
+    #: the target takes one value: a list from the source is one value, or refused
+    single: bool = True
 
 
 class UserMapper:
@@ -445,7 +520,9 @@ class UserMapper:
         additive_paths: frozenset[str],
     ) -> None:
         self._rows = tuple(rows)
-        self._fast = tuple((r.path, r.evaluator, r.coerce, r.on_update, r.default) for r in rows)
+        self._fast = tuple(
+            (r.path, r.evaluator, r.coerce, r.on_update, r.default, r.single) for r in rows
+        )
         self._paths = {r.path: r.scim_path for r in rows}
         self.source_attributes = source_attributes
         self.matching = matching
@@ -467,8 +544,10 @@ class UserMapper:
         update: dict[str, Any] = {}
         path = ""
         try:
-            for path, evaluate, coerce, on_update, default in self._fast:
+            for path, evaluate, coerce, on_update, default, single in self._fast:
                 value = evaluate(user, ctx)
+                if single and value.__class__ is list:
+                    value = one_value(path, value)
                 if value is None:
                     if default is not None:
                         values[path] = default
@@ -522,7 +601,9 @@ def compile_mappings(
         MappingError: naming the row (``mappings[3].expression``); expression problems are
             :class:`ExpressionSyntaxError` with a caret under the offending column.
     """
-    types = _schema_types(resource_schemas) if resource_schemas is not None else None
+    schemas = list(resource_schemas) if resource_schemas is not None else None
+    types = _schema_types(schemas) if schemas is not None else None
+    multi = _schema_multi_valued(schemas) if schemas is not None else None
     rows: list[_Row] = []
     select: set[str] = set(ALWAYS_SELECTED)
     seen: dict[str, int] = {}
@@ -629,7 +710,8 @@ def compile_mappings(
         on_update = m.apply == "always"
         if not on_update:
             create_only.add(path)
-        rows.append(_Row(path, scim_path, evaluator, coerce, on_update, default))
+        single = not _multi_valued(scim_path, multi)
+        rows.append(_Row(path, scim_path, evaluator, coerce, on_update, default, single))
     matching = tuple(mappings[precedences[p]].target.strip() for p in sorted(precedences))
     return UserMapper(
         rows,

@@ -51,9 +51,13 @@ package is a contract too (``[tool.importlinter]``, "The pipeline"): ``run`` ove
 stages, the stages over ``messages``, ``messages`` over ``decide``.
 
 Resume: an interrupted run restarts at its cursor. Users already done are skipped by their
-stored digest (0 requests). Users in flight at the kill were maybe created: a resumed (or
-first) run lists the target once and matches on the mapping's matching attributes, so they
-are linked, never POSTed twice.
+stored digest (0 requests). Creates whose outcome was not committed at the kill are in the
+in-flight file (:mod:`bulkprov.checkpoint.inflight`: the Graph id written before each POST,
+the new account when it is answered, the slot freed once committed): an answered one is
+recorded on restart with no request; one still unanswered (at most the concurrency) is
+looked up by its matching attributes before its POST, so it is linked, never POSTed twice.
+The target is listed once on a first run (accounts may exist before bulkprov) and with
+``--rematch``; a resume reuses that listing.
 """
 
 from bulkprov.pipeline.clients import open_clients as open_clients

@@ -79,16 +79,16 @@ async def bulk_worker(
 
 def _operation(apply: Applier, item: WorkItem, bulk_id: str) -> bytes | None:
     d = item.decision
-    if d.kind == "create" and item.graph_id not in apply.escrow:
+    if d.kind == "create" and not apply.must_match_first(item.graph_id):
         assert item.mapped is not None
         return scim_bulk.post_operation(bulk_id, "/Users", item.mapped.body)
     if d.kind == "create":
-        return None  # escrowed: matched before it is POSTed again (see Applier.create)
+        return None  # escrowed or maybe created: matched before it is POSTed again
     # Disables and deletes never reach the workers: they are staged (deprovision.py).
     if d.kind not in ("update", "link") or d.scim_id is None or not d.changes:
         return None  # anything else goes the single-request way
     # A bulk path is JSON, not a URL: the id goes in as it is (Zoom ids hold '&').
-    ops = rq.patch_operations(d.changes, apply.dialect)
+    ops = rq.patch_operations(d.changes, apply.dialect, d.known)
     return scim_bulk.patch_operation(bulk_id, f"/Users/{d.scim_id}", ops)
 
 
@@ -99,6 +99,9 @@ async def _send(
     out_send: ObjectSendStream[Message],
 ) -> None:
     """Send one Bulk request and checkpoint each operation's user by its result."""
+    for item in sent.values():
+        if item.decision.kind == "create":
+            apply.mark_inflight(item.graph_id)
     try:
         results = scim_bulk.read_results(await apply.scim.send(batch.request()), batch.bulk_ids)
     except TargetStop:
@@ -129,4 +132,4 @@ def _written(apply: Applier, item: WorkItem, result: BulkResult) -> UserWrite | 
     if d.kind == "create":
         return apply.created(item, result.scim_id) if result.scim_id else None
     assert d.scim_id is not None
-    return apply.linked(item, d.scim_id, "update", d.changes, d.reason)
+    return apply.linked(item, d.scim_id, "update", d.changes, d.reason, d.known)

@@ -26,7 +26,7 @@ unmanaged, in scope, no match known    create (POST; a 409 is resolved by matchi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,11 +49,16 @@ class Decision:
     kind: Kind
     reason: str = ""
     scim_id: str | None = None
-    #: target path -> new value, for update / link (what the PATCH carries)
+    #: target path -> new value, for update / link (what the PATCH carries); ``None``
+    #: removes the path (``target.clear_on_null``)
     changes: dict[str, Any] = field(default_factory=dict)
+    #: what the target holds for the user's mapped paths before the PATCH, as far as known
+    #: (the last values sent, or the matched account's): a filtered path whose element it
+    #: does not hold is sent with ``add`` (:func:`bulkprov.scim.requests.patch_operations`)
+    known: dict[str, Any] | None = None
 
 
-def target_values(resource: Mapping[str, Any], paths: Mapping[str, Any]) -> dict[str, Any]:
+def target_values(resource: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
     """The values a target resource holds at the given paths (absent paths omitted)."""
     out: dict[str, Any] = {}
     for path in paths:
@@ -72,11 +77,16 @@ def decide(
     state: UserState | None,
     match: tuple[str, Mapping[str, Any]] | None,
     delete: bool = False,
+    targets: Collection[str] = (),
+    clearable: Collection[str] = (),
 ) -> Decision:
     """Decide for one user. ``update_values``/``digest`` are ``None`` when not mapped.
 
     ``delete``: the user was hard-deleted in Entra and the config asks for DELETE (Entra's
     "Delete" target object action); every other way out of scope is a disable.
+    ``targets``: every path the mapping may send on update (what a matched account is read
+    at); ``clearable``: the paths removed from the target when their source is cleared
+    (``target.clear_on_null``; by default none: Entra never provisions nulls).
     """
     if state is not None and state.scim_id:
         if not in_scope and delete:
@@ -90,21 +100,20 @@ def decide(
         assert update_values is not None
         if digest == state.digest and state.active:
             return Decision("skip", "unchanged", state.scim_id)
-        changes = diff_values(update_values, state.attrs)
+        changes = diff_values(update_values, state.attrs, clearable)
         if not state.active and "active" not in update_values:
             changes["active"] = True
         if not changes:
             return Decision("skip", "unchanged", state.scim_id)
-        return Decision("update", "values changed", state.scim_id, changes)
+        return Decision("update", "values changed", state.scim_id, changes, state.attrs)
     if not in_scope:
         return Decision("skip", scope_reason)
     assert update_values is not None
     if match is not None:
         scim_id, resource = match
-        current = target_values(resource, update_values)
-        return Decision(
-            "link", "matched an existing account", scim_id, diff_values(update_values, current)
-        )
+        current = target_values(resource, targets or update_values)
+        changes = diff_values(update_values, current, clearable)
+        return Decision("link", "matched an existing account", scim_id, changes, current)
     return Decision("create", "no matching account")
 
 
@@ -199,6 +208,20 @@ class Engine:
             | self.scope.source_attributes
             | {"id", "userPrincipalName", "accountEnabled"}
         )
+        mapper = self.mapper
+        #: the paths an update may send (a matched account is compared on all of them)
+        self.targets: tuple[str, ...] = tuple(
+            p for p in mapper.targets if p not in mapper.create_only_paths
+        )
+        #: ``target.clear_on_null``: the paths removed from the target when the source
+        #: clears them; never userName or active, nor Add-only role assignments
+        self.clearable: frozenset[str] = frozenset(
+            p
+            for p in self.targets
+            if cfg.target.clear_on_null
+            and p.lower() not in ("username", "active")
+            and p not in mapper.additive_paths
+        )
 
     def evaluate(self, user: dict[str, Any], sources: ScopeSources | None = None) -> Evaluated:
         """Validate, scope and map one Graph user: (graph id, in scope, reason, mapped).
@@ -259,6 +282,8 @@ class Engine:
             state=state,
             match=match,
             delete=hard_deleted and self.cfg.deprovision.delete_hard_deleted,
+            targets=self.targets,
+            clearable=self.clearable,
         )
 
     def delta_url(self, base_url: str) -> str:

@@ -1,9 +1,11 @@
 """Matching: who a Graph user is in the target before bulkprov has linked them.
 
-* :func:`build_target_index`: before a first (or resumed, or ``--rematch``) run provisions,
+* :func:`build_target_index`: before a first (or ``--rematch``) run provisions,
   the target's users are listed once and indexed in SQLite by the mapping's matching
   attributes; the producer looks each page's unlinked users up in it (one query a page), so
-  an account created before a crash, or made by hand, is linked, never POSTed twice.
+  an account made by hand is linked, never POSTed twice. A resumed run reuses its run's
+  complete listing (the accounts its killed attempt created are found through the
+  in-flight file, :mod:`bulkprov.checkpoint.inflight`).
 * :class:`Claims`: which target accounts this run has linked, so two Graph users that map to
   one account (the same userName on two pages) cannot both take it. The producer, the SCIM
   workers and the checkpoint writer share one instance.
@@ -16,7 +18,7 @@ from typing import Any
 import anyio
 
 from bulkprov import _json
-from bulkprov.checkpoint.store import StateStore, UserWrite
+from bulkprov.checkpoint.store import Run, StateStore, UserWrite
 from bulkprov.mapping import MappedUser
 from bulkprov.pipeline.decide import Engine
 from bulkprov.scim import requests as rq
@@ -25,10 +27,28 @@ from bulkprov.scim.responses import list_resources
 
 
 async def build_target_index(
+    engine: Engine,
+    scim: ScimClient,
+    store: StateStore,
+    *,
+    page_size: int,
+    concurrency: int,
+    run: Run | None = None,
+) -> None:
+    """List the target's users once and index them by the matching attributes.
+
+    ``run``: the index is marked complete for it once every page is in, so a resume of the
+    run matches against it instead of listing the target again.
+    """
+    await store.clear_target_index(run)
+    await _list_into_index(engine, scim, store, page_size=page_size, concurrency=concurrency)
+    if run is not None:
+        await store.target_index_done(run)
+
+
+async def _list_into_index(
     engine: Engine, scim: ScimClient, store: StateStore, *, page_size: int, concurrency: int
 ) -> None:
-    """List the target's users once and index them by the matching attributes."""
-    await store.clear_target_index()
     doc = await scim.send(rq.list_users(1, page_size))
     first, total = list_resources(doc)
 

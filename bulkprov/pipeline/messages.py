@@ -37,6 +37,8 @@ class WorkItem:
     decision: Decision
     mapped: MappedUser | None
     state: UserState | None
+    #: the user's Graph attributes (JSON) to keep with the outcome (``users.source``)
+    source: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,13 @@ from bulkprov.pipeline.decide import (
 from bulkprov.pipeline.matching import Claims, duplicate_source
 from bulkprov.pipeline.messages import END_OF_PAGES, Message, PageDone, UserGuard, WorkItem, put
 from bulkprov.pipeline.seats import Seats
-from bulkprov.pipeline.sources import assignment_changes, fetch_users, page_headers
+from bulkprov.pipeline.sources import (
+    assignment_changes,
+    complete_entries,
+    fetch_users,
+    page_headers,
+    source_blob,
+)
 from bulkprov.pipeline.stats import RunStats
 
 
@@ -118,6 +124,8 @@ async def produce(
                 ) from exc
         if run.kind == "incremental" and (reader.sources.assigned is not None or reader.waiting):
             await _assignment_changes(reader, work_send, out_send)
+        if run.kind == "incremental":
+            await _escrow_retries(reader, work_send, out_send)
 
 
 async def _read(
@@ -184,6 +192,20 @@ async def _assignment_changes(
     reader.next_page += 1
 
 
+async def _escrow_retries(
+    reader: Reader, work_send: ObjectSendStream[WorkItem], out_send: ObjectSendStream[Message]
+) -> None:
+    """Escrowed users whose retry is due, read by id: a round of changes lists only users
+    that changed, and the watermark advanced past the cycle they failed in."""
+    ids = [g for g in await reader.store.due_escrowed_users() if g not in reader.seen]
+    if not ids:
+        return
+    users = await fetch_users(reader.graph, ids, reader.engine.select)
+    page = Page(reader.next_page, "#escrow", users, None)
+    await _page(reader, page, work_send, out_send)
+    reader.next_page += 1
+
+
 async def _page(
     reader: Reader,
     page: Page,
@@ -193,7 +215,18 @@ async def _page(
     engine = reader.engine
     evaluated: list[Evaluated | UserWrite] = []
     ids: list[str] = []
-    for user in latest_per_id(page.users):
+    incremental = reader.run.kind == "incremental"
+    users = latest_per_id(page.users)
+    if incremental:
+        # A round of changes may list a user with only the properties that changed: merged
+        # over the values last seen for that user (or fetched by id), it is evaluated as the
+        # whole user it stands for. An initial round lists whole users (an entry without a
+        # selected property there is malformed, and fails as such).
+        users, _ = await complete_entries(
+            reader.graph, users, engine.select, reader.store.lookup_sources
+        )
+    raw: dict[str, dict[str, Any]] = {}
+    for user in users:
         try:
             if not isinstance(user, dict):
                 raise UserDataError(f"the Graph page holds a {type(user).__name__}, not a user")
@@ -215,9 +248,18 @@ async def _page(
             continue
         evaluated.append(result)
         ids.append(result[0])
-    if reader.run.kind == "incremental":
+        if not hard and "@removed" not in user:
+            raw[result[0]] = user
+    if incremental:
         reader.seen.update(ids)
     states = await reader.store.lookup_users(ids)
+    if incremental and states:
+        # The page's Graph values, kept now (not with the outcomes, which the writer makes
+        # durable later): a later page of the round that lists the same user with other
+        # changed properties merges over these, whatever its outcome's progress.
+        await reader.store.put_sources(
+            [(source_blob(raw[g]), g) for g in states if g in raw and states[g].scim_id]
+        )
     matches: dict[str, tuple[str, dict[str, Any]]] = {}
     if reader.use_index:
         keys = [
@@ -258,21 +300,38 @@ async def _page(
                 continue
         decision = engine.decide(item, state, match, hard_deleted=graph_id in reader.hard_deleted)
         user_name = user_name_of(mapped, state)
+        # kept for merging later partial entries: with the outcome for a user without a
+        # row yet (or in a full read); an incremental round kept linked users' above
+        blob = (
+            source_blob(raw[graph_id])
+            if graph_id in raw
+            and (
+                decision.kind in ("create", "link")
+                or (state is not None and state.scim_id and not incremental)
+            )
+            else None
+        )
         # An escrowed user waits, whatever the guard says: the plan shows it deferred.
         waiting = escrow_deferral(escrow, graph_id, decision.kind) if escrow else None
         if waiting is not None:
-            write = UserWrite(graph_id, user_name, "other", "skipped", waiting, deferred=True)
+            write = UserWrite(
+                graph_id, user_name, "other", "skipped", waiting, deferred=True, source=blob
+            )
             await out_send.send((page.number, write))
         elif reader.seats is not None and (no_seat := reader.seats.hold(decision, mapped, state)):
             # before the apply guard: a plan shows the same hold, so apply holds it too
-            write = UserWrite(graph_id, user_name, "other", "skipped", no_seat, wait="license")
+            write = UserWrite(
+                graph_id, user_name, "other", "skipped", no_seat, wait="license", source=blob
+            )
             await out_send.send((page.number, write))
         elif (
             reader.guard is not None
             and decision.kind != "skip"
             and (held := reader.guard(graph_id, decision, mapped)) is not None
         ):
-            write = UserWrite(graph_id, user_name, "other", "skipped", held, held_back=True)
+            write = UserWrite(
+                graph_id, user_name, "other", "skipped", held, held_back=True, source=blob
+            )
             await out_send.send((page.number, write))
         elif decision.kind in ("disable", "delete"):
             # Staged, not sent: it runs once the read completed, within the threshold.
@@ -284,16 +343,18 @@ async def _page(
                 reason=f"staged: {decision.reason}",
                 scim_id=decision.scim_id,
                 stage=decision.kind,
+                source=blob,
             )
             await out_send.send((page.number, write))
         elif decision.kind == "skip":
-            write = skip_write(graph_id, user_name, decision, mapped, state)
+            write = skip_write(graph_id, user_name, decision, mapped, state, blob)
             if graph_id in reader.waiting:
                 write = replace(write, wait="")  # out of scope: nothing to wait for
             await put(out_send, (page.number, write))
         else:
             await put(
-                work_send, WorkItem(page.number, graph_id, user_name, decision, mapped, state)
+                work_send,
+                WorkItem(page.number, graph_id, user_name, decision, mapped, state, blob),
             )
     reader.stats.pages += 1
     await put(out_send, PageDone(page.number, count, page.next_link))
@@ -305,6 +366,7 @@ def skip_write(
     d: Decision,
     mapped: MappedUser | None,
     state: UserState | None,
+    source: bytes | None = None,
 ) -> UserWrite:
     if (
         mapped is not None
@@ -313,7 +375,8 @@ def skip_write(
         and d.reason == "unchanged"
         and mapped.digest != state.digest
     ):
-        # Values equal but the digest moved (e.g. the mapping's shape changed): store it.
+        # Values equal but the digest moved (the mapping's shape changed, or a source was
+        # cleared and the target keeps its value, as Entra leaves it): store it.
         return UserWrite(
             graph_id,
             user_name,
@@ -322,8 +385,11 @@ def skip_write(
             reason="unchanged",
             scim_id=state.scim_id,
             digest=mapped.digest,
-            attrs=_json.dumps(mapped.update_values),
+            attrs=_json.dumps({**(state.attrs or {}), **mapped.update_values}),
             active=state.active,
             link=True,
+            source=source,
         )
-    return UserWrite(graph_id, user_name, "other", "skipped", reason=d.reason, scim_id=d.scim_id)
+    return UserWrite(
+        graph_id, user_name, "other", "skipped", reason=d.reason, scim_id=d.scim_id, source=source
+    )

@@ -114,6 +114,7 @@ from bulkprov.pipeline.seats import Seats
 from bulkprov.pipeline.sources import (
     assignment_changes,
     choose_read,
+    complete_entries,
     fetch_users,
     page_headers,
     read_cycle_sources,
@@ -189,6 +190,10 @@ class _Planner:
     hard_deleted: set[str] = field(default_factory=set)
     #: Graph id → whether its account is active once its create/link/update ran
     active_after: dict[str, bool] = field(default_factory=dict)
+    #: a round of changes: partial entries are merged as the sync merges them, over the
+    #: state's values and (the plan writes nothing) the entries read earlier in the round
+    incremental: bool = False
+    merged: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: profile "zoom": the seat guard, as the sync holds users with no seat left
     seats: Seats | None = None
 
@@ -202,11 +207,28 @@ class _Planner:
         self.skipped = 0
         self.hard_deleted.clear()
         self.active_after.clear()
+        self.merged.clear()
+        self.incremental = False
 
     async def read_round(self, graph: GraphClient, first: str) -> None:
         headers = page_headers(self.engine.cfg)
         async for page in graph.pages(first, headers=headers):
-            await self.page(latest_per_id(page.users))
+            users = latest_per_id(page.users)
+            if self.incremental:
+                users, _ = await complete_entries(graph, users, self.engine.select, self._known)
+                for user in users:
+                    if (
+                        isinstance(user, dict)
+                        and isinstance(user.get("id"), str)
+                        and "@removed" not in user
+                    ):
+                        self.merged[user["id"]] = user
+            await self.page(users)
+
+    async def _known(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        known = await self.store.lookup_sources(ids)
+        known.update({i: self.merged[i] for i in ids if i in self.merged})
+        return known
 
     def _failed(self, key: str, reason: str, user_name: str | None = None) -> None:
         self.failed.add(key)
@@ -526,6 +548,7 @@ async def make_plan(
             planner.seats = await Seats.load(cfg, store)
             full_round = engine.delta_url(graph.base_url)
             read = "full" if link is None else "incremental"
+            planner.incremental = read == "incremental"
             try:
                 await planner.read_round(graph, link or full_round)
             except DeltaExpired:
@@ -544,6 +567,11 @@ async def make_plan(
                 ids = sorted({*ids, *(set(await store.waiting()) - planner.read)})
                 if ids:
                     await planner.page(await fetch_users(graph, ids, engine.select))
+            if read == "incremental":
+                # escrowed users due for a retry, read by id as the sync reads them
+                due = [g for g in await store.due_escrowed_users() if g not in planner.read]
+                if due:
+                    await planner.page(await fetch_users(graph, due, engine.select))
             if read == "full":
                 await planner.sweep()
             ops = planner.ops

@@ -29,6 +29,7 @@ import contextlib
 import signal
 import time
 from functools import partial
+from pathlib import Path
 
 import anyio
 import httpx
@@ -37,6 +38,7 @@ from anyio.abc import ObjectSendStream
 from bulkprov import _json
 from bulkprov.breaker import Breaker
 from bulkprov.checkpoint.health import read_health
+from bulkprov.checkpoint.inflight import InflightLog, inflight_path
 from bulkprov.checkpoint.lock import StateLock
 from bulkprov.checkpoint.staging import (
     FINGERPRINT,
@@ -61,7 +63,7 @@ from bulkprov.pipeline.pages import Reader, produce
 from bulkprov.pipeline.seats import Seats
 from bulkprov.pipeline.sources import choose_read, config_fingerprint, read_cycle_sources
 from bulkprov.pipeline.stats import HELD_BACK, RunResult, RunStats
-from bulkprov.pipeline.workers import Applier, worker
+from bulkprov.pipeline.workers import Applier, recovered_create, worker
 from bulkprov.pipeline.writer import write_checkpoints
 from bulkprov.retry import RetryPolicy
 from bulkprov.scim.bulk import BulkSupport
@@ -105,24 +107,30 @@ async def run_sync(
         store = await StateStore.open(cfg.state.path, verify=True)
         store.escrow_policy = cfg.escrow.policy()
         async with store:
-            if cfg.state.log_retention_days:
-                cutoff = time.time() - cfg.state.log_retention_days * 86400
-                stats.pruned = await store.prune_log(cutoff)
             # An unfinished full read resumes at its cursor (``--full`` too: it is one); any
             # other unfinished run is closed, and this one reads from the last completed
             # cycle's watermarks (StateStore.start_run, Run.resumable).
             run = await store.start_run()
+            if cfg.state.log_retention_days and not run.resumes:
+                # a new run prunes; a resume goes straight back to work (a scan of the
+                # whole log is time to the first write at a million users)
+                cutoff = time.time() - cfg.state.log_retention_days * 86400
+                stats.pruned = await store.prune_log(cutoff)
             stats.health = await read_health(store)
             stats.run_id, stats.resumed = run.id, run.resumes > 0
             for key, value in run.counts.items():
                 stats.counts[key] = value
             stats.processed = sum(stats.counts.values())
-            need_index = (
-                rematch
-                or run.resumes > 0
-                or run.follows_unfinished  # what was in flight when it stopped is matched
-                or not await store.has_completed_run()
-            )
+            # Matching against a listing of the target: on a first sync (accounts may exist
+            # already) and with --rematch. A resumed run reuses its own complete listing.
+            # The accounts an interrupted attempt (resumed, or closed by this run: its
+            # ``follows_unfinished``) may have created without a record are those left in
+            # the in-flight file (checkpoint/inflight.py), each looked up before its POST:
+            # no listing of the whole target for them.
+            need_index = rematch or run.target_index > 0 or not await store.has_completed_run()
+            list_target = rematch or (need_index and run.target_index != 2)
+            inflight, maybe_created = await _open_inflight(cfg, store, run, stats)
+            stats.processed = sum(stats.counts.values())
             async with open_clients(
                 cfg,
                 secrets,
@@ -144,9 +152,14 @@ async def run_sync(
                     hold_staged=hold_staged,
                     full=full,
                 )
+                cycle.inflight, cycle.maybe_created = inflight, maybe_created
                 status, message = "completed", None
                 try:
-                    await cycle.run(need_index=need_index, handle_signals=handle_signals)
+                    await cycle.run(
+                        need_index=need_index,
+                        list_target=list_target,
+                        handle_signals=handle_signals,
+                    )
                     message = cycle.note
                 except BaseException as exc:
                     # unfinished: resumed (a full read) or closed by the next run
@@ -167,6 +180,7 @@ async def run_sync(
                             await cycle.leave_quarantine()
                         with contextlib.suppress(StateError):  # figures only: never masks
                             stats.health = await read_health(store)
+                    inflight.close(completed=status not in UNFINISHED)
                     stats.phase = "done" if status not in UNFINISHED else stats.phase
     return RunResult(
         run.id,
@@ -178,6 +192,39 @@ async def run_sync(
         stats.resumed,
         message,
     )
+
+
+async def _open_inflight(
+    cfg: Config, store: StateStore, run: Run, stats: RunStats
+) -> tuple[InflightLog, frozenset[str]]:
+    """This attempt's in-flight file, and the users an interrupted attempt may have
+    created without a record.
+
+    Its creates that were answered are recorded now, as the killed attempt would have
+    (logged on the run's cursor page, so the resumed read skips them: no request); the
+    ones still unanswered at the kill are returned, to be looked up by their matching
+    attributes before they are POSTed again (Applier.create).
+    """
+    path = inflight_path(Path(cfg.state.path))
+    leftover = InflightLog.leftover(path)
+    unanswered: set[str] = set()
+    if leftover:
+        states = await store.lookup_users(sorted(leftover))
+        recovered = []
+        for graph_id, record in sorted(leftover.items()):
+            state = states.get(graph_id)
+            if state is not None and state.scim_id:
+                continue  # committed after all
+            write = recovered_create(graph_id, record) if record is not None else None
+            if write is None:
+                unanswered.add(graph_id)
+            else:
+                recovered.append((run.cursor_page, write))
+        if recovered:
+            stats.counts["created"] += len(recovered)
+            await store.write_batch(run, recovered, dict(stats.counts), None)
+    slots = cfg.state.commit_every + 8 * cfg.target.concurrency
+    return InflightLog(path, slots, carried=sorted(unanswered)), frozenset(unanswered)
 
 
 def _quarantined(exc: BaseException) -> bool:
@@ -222,6 +269,10 @@ class _Cycle:
         self.hold_staged = hold_staged
         #: ``sync --full``: a full read even where a deltaLink would do
         self.force_full = full
+        #: the creates in flight (checkpoint/inflight.py), and the users an interrupted
+        #: attempt may have created without a record (looked up before their POST)
+        self.inflight: InflightLog | None = None
+        self.maybe_created: frozenset[str] = frozenset()
         #: a message for the run's summary (e.g. actions held by the deletion threshold)
         self.note: str | None = None
         #: set by the first SIGINT/SIGTERM (its name); workers then take no new item
@@ -260,11 +311,11 @@ class _Cycle:
     def stopping(self) -> bool:
         return self.stop_signal is not None
 
-    async def run(self, *, need_index: bool, handle_signals: bool) -> None:
+    async def run(self, *, need_index: bool, list_target: bool, handle_signals: bool) -> None:
         async with anyio.create_task_group() as outer:
             if handle_signals:
                 outer.start_soon(self._watch_signals)
-            await self._cycle(need_index)
+            await self._cycle(need_index, list_target)
             if self.stop_signal is not None:
                 raise RunAborted(
                     f"interrupted by {self.stop_signal}; in-flight requests were finished and "
@@ -273,7 +324,7 @@ class _Cycle:
             # The stages ended by themselves; only the signal watcher needs stopping.
             outer.cancel_scope.cancel()
 
-    async def _cycle(self, need_index: bool) -> None:
+    async def _cycle(self, need_index: bool, list_target: bool) -> None:
         cfg, run, store = self.cfg, self.run_, self.store
         self.stats.phase = "reading assignments"
         # Read completely before deciding anything: a failure here changes nothing.
@@ -285,7 +336,7 @@ class _Cycle:
             # A new run reads a delta round when the last cycle left a usable deltaLink.
             link = None if self.force_full else await choose_read(self.ls, cfg, sources)
             await self.ls.set_run_read(run, "full" if link is None else "incremental", link)
-        if need_index:
+        if list_target:
             self.stats.phase = "matching"
             # a signal while listing the target stops at once (nothing to finish)
             with self._phase(grace=0.0):
@@ -295,6 +346,7 @@ class _Cycle:
                     store,
                     page_size=cfg.target.list_page_size,
                     concurrency=cfg.target.concurrency,
+                    run=run,
                 )
         if self.stop_signal is not None:
             return
@@ -322,6 +374,7 @@ class _Cycle:
             seats=seats,
         )
         apply = Applier(self.engine, self.scim, store, claims, escrow, waiting)
+        apply.inflight, apply.maybe_created = self.inflight, self.maybe_created
         self.stats.phase = "provisioning"
         await self._provision(reader, apply, support)
         if self.stop_signal is not None:
@@ -356,10 +409,13 @@ class _Cycle:
                 "since): nothing was sent for them; make a new plan"
             )
             self.note = f"{self.note}; {held}" if self.note else held
-        if not counts["failed"] and not counts[HELD_BACK] and not await store.escrow_entries():
-            # Watermarks advance only over a clean cycle: failed users come back next time
-            # (escrowed ones too: a later delta round would not list them again), and so
-            # do the ones `bulkprov apply` held back.
+        if not counts[HELD_BACK] and not await store.failures_holding_watermark(run):
+            # Watermarks advance over a cycle whose failed users are all escrowed: each is
+            # read again by id when its retry is due (pages.py), as Entra's escrow retries
+            # on its own schedule, so one user that keeps failing does not make every later
+            # cycle a full read. They stay where they were over a failure no retry by id
+            # makes good (a staged disable, a group, an entry without id) and over what
+            # `bulkprov apply` held back: the next cycle reads those again.
             if run.delta_link:
                 await self.ls.put(USERS_DELTA, run.delta_link)
             if groups_link:
@@ -387,6 +443,7 @@ class _Cycle:
             breaker=self.breaker,
             claims=apply.claims,
             cfg=self.cfg.state,
+            inflight=self.inflight,
         )
         filling = anyio.Lock()  # one Bulk worker fills its batch at a time
         with self._phase(grace=SHUTDOWN_GRACE):

@@ -12,7 +12,7 @@ does not show them). The producer (:mod:`~bulkprov.pipeline.pages`) then reads t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container
+from collections.abc import Awaitable, Callable, Container
 from typing import Any
 
 import anyio
@@ -145,3 +145,75 @@ async def fetch_users(
             tg.start_soon(fetch, graph_id)
     users.sort(key=lambda u: str(u.get("id")))
     return users
+
+
+def is_partial(user: Any, select: frozenset[str]) -> bool:
+    """A delta entry that carries only some of the selected properties (not a removal).
+
+    Graph: "Updated instances are represented by their id with at least the properties that
+    have been updated, but additional properties may be included" (delta query overview);
+    with ``Prefer: return=minimal`` "If the property has not changed, the property is not
+    included in the response at all", while a property set to null is included as null
+    (user: delta, Microsoft Learn). A full entry has every ``$select``-ed property.
+    """
+    if user.__class__ is not dict or "@removed" in user:
+        return False
+    return not user.keys() >= select
+
+
+#: OData annotations a Graph user entry may carry: not kept with its values
+_ANNOTATIONS = frozenset({"@odata.type", "@odata.id", "@odata.etag", "@odata.context"})
+
+
+def source_blob(user: dict[str, Any]) -> bytes:
+    """The Graph attributes of a user as kept in the state (``users.source``)."""
+    if user.keys() & _ANNOTATIONS:
+        user = {k: v for k, v in user.items() if k not in _ANNOTATIONS}
+    return _json.dumps(user)
+
+
+async def complete_entries(
+    graph: GraphClient,
+    users: list[Any],
+    select: list[str],
+    known: Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]],
+) -> tuple[list[Any], set[str]]:
+    """A page's partial delta entries made whole; returns (the page, the ids completed).
+
+    Each partial entry is merged over the source values last seen for that user
+    (``known(ids)``: the state's, 0 requests); one still missing a selected property (a
+    user never kept, or kept before schema 5) is fetched by id (``GET
+    /users/{id}?$select=…``: one request), and left out if Graph no longer has it (its
+    removal comes in a later round). Entries already whole pass as they are.
+    """
+    wanted = frozenset(select)
+    partial = [u for u in users if is_partial(u, wanted)]
+    if not partial:
+        return users, set()
+    ids = [str(u.get("id")) for u in partial if isinstance(u.get("id"), str)]
+    stored = await known(ids) if ids else {}
+    merged: dict[int, dict[str, Any]] = {}
+    fetch: list[str] = []
+    for user in partial:
+        gid = user.get("id")
+        base = stored.get(gid) if isinstance(gid, str) else None
+        whole = {**base, **user} if base is not None else user
+        if is_partial(whole, wanted):
+            if isinstance(gid, str):
+                fetch.append(gid)
+            continue
+        merged[id(user)] = whole
+    fetched = {u["id"]: u for u in await fetch_users(graph, fetch, select)} if fetch else {}
+    out: list[Any] = []
+    for user in users:
+        if id(user) in merged:
+            out.append(merged[id(user)])
+        elif is_partial(user, wanted):
+            gid = user.get("id")
+            if gid in fetched:
+                out.append(fetched[gid])
+            elif not isinstance(gid, str):
+                out.append(user)  # fails validation: no id
+        else:
+            out.append(user)
+    return out, {str(u.get("id")) for u in partial}

@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from bulkprov import _json
+from bulkprov.checkpoint.inflight import InflightLog
 from bulkprov.checkpoint.store import StateStore, UserWrite
 from bulkprov.checkpoint.store import disabled as disabled_write
 from bulkprov.errors import (
@@ -97,6 +98,21 @@ class Applier:
         #: the mapping's matching attributes, in precedence order
         self.matching = engine.mapper.matching
         self.redacted = engine.mapper.redacted_paths
+        self.targets = engine.targets
+        self.clearable = engine.clearable
+        #: the creates in flight: a user's Graph id is written there before its POST
+        self.inflight: InflightLog | None = None
+        #: users an interrupted attempt may have created without a record: matched first
+        self.maybe_created: frozenset[str] = frozenset()
+
+    def must_match_first(self, graph_id: str) -> bool:
+        """Whether a create of this user looks for its account before POSTing."""
+        return graph_id in self.escrow or graph_id in self.waiting or graph_id in self.maybe_created
+
+    def mark_inflight(self, graph_id: str) -> None:
+        """Just before a POST that may create ``graph_id``'s account (see inflight.py)."""
+        if self.inflight is not None:
+            self.inflight.mark(graph_id)
 
     async def apply_one(self, item: WorkItem) -> UserWrite:
         """Apply one decision; a target error is this user's Failure (auth stops the run)."""
@@ -116,6 +132,7 @@ class Applier:
                     "skipped",
                     no_seat_reason(exc.detail),
                     wait="license",
+                    source=item.source,
                 )
             return self.failed(item, exc)
 
@@ -128,6 +145,7 @@ class Applier:
             "failure",
             reason=f"{exc}; {hint}" if hint else str(exc),
             scim_id=item.decision.scim_id,
+            source=item.source,
         )
 
     def pending(self, item: WorkItem, exc: PendingInvitation) -> UserWrite:
@@ -146,6 +164,7 @@ class Applier:
                 "account"
             ),
             wait="pending",
+            source=item.source,
         )
 
     async def apply(self, item: WorkItem) -> UserWrite:
@@ -159,26 +178,35 @@ class Applier:
         # update or link: PATCH only what differs
         mapped = item.mapped
         assert mapped is not None
-        outcome = await self.update(d.scim_id, d.changes, mapped.update_values)
+        outcome = await self.update(d.scim_id, d.changes, mapped.update_values, d.known)
         action = "update" if d.changes or d.kind == "update" else "link"
-        return self.linked(item, d.scim_id, action, d.changes, d.reason, outcome)
+        return self.linked(item, d.scim_id, action, d.changes, d.reason, d.known, outcome)
 
     async def update(
-        self, scim_id: str, changes: dict[str, Any], wanted: dict[str, Any]
+        self,
+        scim_id: str,
+        changes: dict[str, Any],
+        wanted: dict[str, Any],
+        known: Mapping[str, Any] | None = None,
     ) -> Outcome:
         """Send one user's changes; what the target kept instead, and the warnings.
 
-        RFC: one PATCH of the changed paths. Zoom: a PATCH for ``active`` and one PUT of the
-        other changed fields (:func:`~bulkprov.scim.requests.zoom_updates`); an email Zoom
-        refuses for its domain goes again without it; then, when a change touches an
-        attribute Zoom may ignore, one GET reads the account back and each value Zoom kept
-        is a warning naming it (never retried in a loop, never recorded as done).
+        RFC: one PATCH of the changed paths (:func:`~bulkprov.scim.requests.patch_operations`:
+        ``add`` of the whole element where ``known``, the values the target holds, has none
+        to replace; ``remove`` for a path cleared under ``target.clear_on_null``). Zoom: a
+        PATCH for ``active`` and one PUT of the other changed fields
+        (:func:`~bulkprov.scim.requests.zoom_updates`: a PUT sends each changed attribute
+        whole, so there is no ``noTarget`` to avoid; ``clear_on_null`` is refused with the
+        Zoom profile, config.py); an email Zoom refuses for its domain goes again without
+        it; then, when a change touches an attribute Zoom may ignore, one GET reads the
+        account back and each value Zoom kept is a warning naming it (never retried in a
+        loop, never recorded as done).
         """
         outcome = Outcome()
         if not changes:
             return outcome
         if not self.zoom:
-            ops = rq.patch_operations(changes, self.dialect)
+            ops = rq.patch_operations(changes, self.dialect, known)
             await self.scim.send(rq.patch_user(scim_id, ops))
             return outcome
         sent = dict(changes)
@@ -229,11 +257,15 @@ class Applier:
         action: str,
         changes: dict[str, Any],
         reason: str,
+        known: dict[str, Any] | None = None,
         outcome: Outcome | None = None,
     ) -> UserWrite:
+        """The outcome of a PATCH (or a link that needed none): the values the target now
+        holds, ``known`` ones kept (a source cleared without ``clear_on_null`` leaves the
+        target's value, and a later ``add`` must not duplicate its element)."""
         mapped = item.mapped
         assert mapped is not None
-        attrs = mapped.update_values
+        attrs = held_after(known, mapped.update_values, changes)
         if outcome is not None and outcome.kept:
             # what the target really holds: a later change of the user sends it again
             attrs = {**attrs, **{p: v for p, v in outcome.kept.items() if v is not None}}
@@ -254,19 +286,28 @@ class Applier:
             active=is_active(mapped.update_values),
             modified=modified_json(changes, self.redacted) if changes else None,
             link=True,
+            source=item.source,
             wait="" if item.graph_id in self.waiting else None,
         )
 
     async def create(self, item: WorkItem) -> UserWrite:
         mapped = item.mapped
         assert mapped is not None
-        if item.graph_id in self.escrow or item.graph_id in self.waiting:
+        if self.must_match_first(item.graph_id):
             # It failed before, maybe after its create landed (a timeout, then a failed
-            # match), or a pending invitation held its userName: look before POSTing
-            # again, as Entra does before every create.
+            # match), a pending invitation held its userName, or a killed attempt may have
+            # created it without recording it: look before POSTing again, as Entra does
+            # before every create.
             found = await self.find(mapped)
             if found is not None:
-                return await self.link_found(item, found, "matched on retry")
+                reason = (
+                    "created before the restart (confirmed by matching)"
+                    if item.graph_id in self.maybe_created
+                    and item.graph_id not in self.escrow
+                    and item.graph_id not in self.waiting
+                    else "matched on retry"
+                )
+                return await self.link_found(item, found, reason)
         outcome = Outcome()
         body = mapped.body
         if self.zoom and "userType" in mapped.values:
@@ -274,6 +315,7 @@ class Applier:
             if note is not None:
                 outcome.note(note)
                 body = _json.dumps({**mapped.resource, "userType": user_type})
+        self.mark_inflight(item.graph_id)
         attempts = 0
         while True:
             attempts += 1
@@ -313,7 +355,7 @@ class Applier:
         if owner is not None:  # that user's 409 linked it while this POST was answered
             return duplicate_source(item.graph_id, mapped, scim_id, owner)
         warning = outcome.warning if outcome is not None else None
-        return UserWrite(
+        write = UserWrite(
             item.graph_id,
             mapped.user_name,
             "create",
@@ -325,8 +367,13 @@ class Applier:
             active=is_active(mapped.values),
             modified=modified_json(mapped.values, self.redacted),
             link=True,
+            source=item.source,
             wait="" if item.graph_id in self.waiting else None,
         )
+        if self.inflight is not None:
+            # answered: after a kill before the commit, the resume records it unasked
+            self.inflight.answered(item.graph_id, created_record(write))
+        return write
 
     async def find(self, mapped: MappedUser) -> dict[str, Any] | None:
         """Query the target by the matching attributes in precedence order (Entra's way)."""
@@ -360,11 +407,69 @@ class Applier:
         if owner is not None:
             dup = duplicate_source(item.graph_id, mapped, scim_id, owner)
             raise TargetRejected(dup.reason or "DuplicateSourceEntries", status=409)
-        changes = rq.diff_values(
-            mapped.update_values, target_values(resource, mapped.update_values)
+        current = target_values(resource, self.targets or mapped.update_values)
+        changes = rq.diff_values(mapped.update_values, current, self.clearable)
+        outcome = await self.update(scim_id, changes, mapped.update_values, current)
+        action = "update" if changes else "link"
+        return self.linked(item, scim_id, action, changes, reason, current, outcome)
+
+
+def created_record(w: UserWrite) -> bytes:
+    """What the in-flight file keeps of an answered create (see recovered_create)."""
+    return b"".join(
+        (
+            b'{"s":',
+            _json.dumps(w.scim_id),
+            b',"u":',
+            _json.dumps(w.user_name),
+            b',"d":',
+            _json.dumps(w.digest),
+            b',"v":',
+            b"false" if w.active is False else b"true",
+            b',"a":',
+            w.attrs or b"null",
+            b"}",
         )
-        outcome = await self.update(scim_id, changes, mapped.update_values)
-        return self.linked(item, scim_id, "update" if changes else "link", changes, reason, outcome)
+    )
+
+
+def recovered_create(graph_id: str, record: bytes) -> UserWrite | None:
+    """The outcome an interrupted attempt had for an answered create, from its record."""
+    try:
+        doc = _json.loads(record)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("s"), str) or not doc["s"]:
+        return None
+    user_name = doc.get("u")
+    digest = doc.get("d")
+    attrs = doc.get("a")
+    return UserWrite(
+        graph_id,
+        user_name if isinstance(user_name, str) else None,
+        "create",
+        "success",
+        reason="created before the restart (recorded from the in-flight file)",
+        scim_id=doc["s"],
+        digest=digest if isinstance(digest, str) else None,
+        attrs=_json.dumps(attrs) if isinstance(attrs, dict) else None,
+        active=doc.get("v") is not False,
+        link=True,
+    )
+
+
+def held_after(
+    known: dict[str, Any] | None, update_values: dict[str, Any], changes: dict[str, Any]
+) -> dict[str, Any]:
+    """The values a target holds after a PATCH of ``changes`` (``None``: removed)."""
+    if not known:
+        held = dict(update_values)
+    else:
+        held = {**known, **update_values}
+    for path, value in changes.items():
+        if value is None:
+            held.pop(path, None)
+    return held
 
 
 class Outcome:

@@ -15,6 +15,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bulkprov.breaker import Breaker
+from bulkprov.checkpoint.inflight import InflightLog
 from bulkprov.checkpoint.store import Run, StateStore, UserWrite
 from bulkprov.config import StateConfig
 from bulkprov.errors import Quarantined
@@ -32,6 +33,7 @@ async def write_checkpoints(
     breaker: Breaker,
     claims: Claims,
     cfg: StateConfig,
+    inflight: InflightLog | None = None,
 ) -> None:
     """The one checkpoint writer: every outcome of the run is made durable here.
 
@@ -41,7 +43,8 @@ async def write_checkpoints(
     durable (a page's count comes with its :class:`PageDone`). Each outcome is counted
     (:func:`~bulkprov.pipeline.stats.count`) and fed to the quarantine breaker, which stops
     the run (:class:`~bulkprov.errors.Quarantined`) when users fail en masse. The final flush
-    runs shielded from cancellation, so what was done is kept however the run ends.
+    runs shielded from cancellation, so what was done is kept however the run ends. Once
+    committed, the users' slots in the in-flight file (``inflight``) are freed.
     """
     pending: list[tuple[int, UserWrite]] = []
     done: defaultdict[int, int] = defaultdict(int)
@@ -63,6 +66,9 @@ async def write_checkpoints(
         if pending or cursor is not None:
             await store.write_batch(run, pending, dict(stats.counts), cursor)
             claims.release_created(pending)
+            if inflight is not None and len(inflight):
+                # committed: these users' creates are no longer "maybe done, unrecorded"
+                inflight.release(w.graph_id for _, w in pending)
             pending.clear()
         last = time.monotonic()
         dirty = False

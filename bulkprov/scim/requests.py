@@ -13,7 +13,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from bulkprov import _json
-from bulkprov.scim.paths import CORE_USER, PATCH_OP, parse_path, set_value
+from bulkprov.scim.paths import CORE_USER, PATCH_OP, ScimPath, parse_path, set_value
 
 PatchDialect = Literal["rfc", "entra"]
 #: Zoom's rate-limit labels the SCIM API uses (facts.md §6.2, §6.6)
@@ -72,20 +72,129 @@ def _entra_value(value: Any) -> Any:
 
 
 def patch_operations(
-    changes: Mapping[str, Any], dialect: PatchDialect = "rfc"
+    changes: Mapping[str, Any],
+    dialect: PatchDialect = "rfc",
+    known: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One ``replace`` operation per changed target path.
+    """The PATCH operations for changed target paths: one ``replace`` per path, as Entra.
 
-    ``rfc``: lowercase ``replace`` and JSON booleans (RFC 7644 §3.5.2.3, what Entra sends with
-    the ``aadOptscim062020`` flag). ``entra``: Entra's default capitalised ``Replace`` with
+    ``rfc``: lowercase ops and JSON booleans (RFC 7644 §3.5.2, what Entra sends with the
+    ``aadOptscim062020`` flag). ``entra``: Entra's default capitalised ``Replace`` with
     ``"True"``/``"False"`` strings, for services built against Entra's behaviour.
+
+    A value of ``None`` removes the path (``target.clear_on_null``): a ``remove`` of the
+    attribute, or of the whole element of a filtered path (``emails[type eq "work"]``) when
+    none of its mapped sub-attributes is left.
+
+    ``known``: the values the target holds for the user's mapped paths, as far as bulkprov
+    knows (the last values sent, or what a matched account showed). A filtered path whose
+    element the target does not hold (no known value for any path of that element) cannot
+    be replaced: RFC 7644 §3.5.2.3 answers that with 400 ``noTarget`` ("If the target
+    location is a multi-valued attribute for which a value selection filter has been
+    supplied and no record match was made"), as scim2-server does. Such an element is
+    sent whole with ``add`` to the attribute: ``{"op": "add", "path": "emails", "value":
+    [{"type": "work", "value": …, "primary": true}]}`` (§3.5.2.1). ``None`` (nothing known)
+    sends ``replace`` for every path.
     """
-    if dialect == "rfc":
-        return [{"op": "replace", "path": path, "value": value} for path, value in changes.items()]
-    return [
-        {"op": "Replace", "path": path, "value": _entra_value(value)}
-        for path, value in changes.items()
-    ]
+    add, replace, remove = (
+        ("add", "replace", "remove")
+        if dialect == "rfc"
+        else (
+            "Add",
+            "Replace",
+            "Remove",
+        )
+    )
+    value_of = _entra_value if dialect == "entra" else _same
+    ops: list[dict[str, Any]] = []
+    elements: dict[tuple[str | None, str, str, str], dict[str, Any]] = {}
+    for path, value in changes.items():
+        p = parse_path(path)
+        key = _element_key(p)
+        if key is None or known is None:
+            if value is None:
+                ops.append({"op": remove, "path": path})
+            else:
+                ops.append({"op": replace, "path": path, "value": value_of(value)})
+            continue
+        held = _element_held(key, known)
+        if value is None:
+            if _element_left(key, known, changes):
+                ops.append({"op": remove, "path": path})
+            elif key not in elements:
+                elements[key] = {}  # removed whole, once
+                ops.append({"op": remove, "path": _element_path(p)})
+            continue
+        if held:
+            ops.append({"op": replace, "path": path, "value": value_of(value)})
+            continue
+        element = elements.get(key)
+        if element is None:
+            element = elements[key] = {}
+            ops.append({"op": add, "path": _attribute_path(p), "value": [element]})
+        _fill_element(element, p, value)
+    for op in ops:
+        value = op.get("value")
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+            _primary_for(op, known or {})
+    return ops
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _element_key(p: ScimPath) -> tuple[str | None, str, str, str] | None:
+    """The element a filtered path names: (schema, attribute, filter attribute, filter value)."""
+    if p.filter_attr is None:
+        return None
+    schema = p.schema.lower() if p.schema else None
+    return (schema, p.attribute.lower(), p.filter_attr.lower(), str(p.filter_value).lower())
+
+
+def _element_held(key: tuple[str | None, str, str, str], known: Mapping[str, Any]) -> bool:
+    return any(v is not None and _element_key(parse_path(k)) == key for k, v in known.items())
+
+
+def _element_left(
+    key: tuple[str | None, str, str, str],
+    known: Mapping[str, Any],
+    changes: Mapping[str, Any],
+) -> bool:
+    """Whether a path of the element keeps a value once ``changes`` are applied."""
+    after = {**known, **changes}
+    return any(v is not None and _element_key(parse_path(k)) == key for k, v in after.items())
+
+
+def _attribute_path(p: ScimPath) -> str:
+    return f"{p.schema}:{p.attribute}" if p.schema else p.attribute
+
+
+def _element_path(p: ScimPath) -> str:
+    return p.text.split("]", 1)[0] + "]"
+
+
+def _fill_element(element: dict[str, Any], p: ScimPath, value: Any) -> None:
+    """Write one filtered path's value into the element being added, as a POST would."""
+    resource: dict[str, Any] = {}
+    set_value(resource, p, value)
+    holder = resource[p.schema] if p.schema else resource
+    element.update(holder[p.attribute][0])
+
+
+def _primary_for(op: dict[str, Any], known: Mapping[str, Any]) -> None:
+    """An added email is the primary one unless the target holds another email of ours.
+
+    Entra marks the work email it creates as primary (SCIMTUT "Create User", facts.md §2.3),
+    as :func:`~bulkprov.scim.paths.set_value` does for a POST.
+    """
+    if str(op.get("path", "")).lower() != "emails":
+        return
+    if any(
+        v is not None and (q := parse_path(k)).schema is None and q.attribute.lower() == "emails"
+        for k, v in known.items()
+    ):
+        op["value"][0].pop("primary", None)
 
 
 def patch_user(scim_id: str, operations: Iterable[Mapping[str, Any]]) -> ScimRequest:
@@ -98,15 +207,37 @@ def set_active(scim_id: str, active: bool, dialect: PatchDialect = "rfc") -> Sci
     return patch_user(scim_id, patch_operations({"active": active}, dialect))
 
 
-def diff_values(wanted: Mapping[str, Any], current: Mapping[str, Any] | None) -> dict[str, Any]:
+def diff_values(
+    wanted: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    clearable: Iterable[str] = (),
+) -> dict[str, Any]:
     """The target paths whose wanted value differs from the current one.
 
     Paths absent from ``wanted`` are left alone: like Entra, bulkprov never sends nulls
-    ("Microsoft Entra ID currently can't provision null attributes", facts.md §2.1).
+    ("Microsoft Entra ID currently can't provision null attributes", facts.md §2.1), and
+    the target keeps its value. Except ``clearable`` ones (``target.clear_on_null``): a
+    path of those absent from ``wanted`` but held by ``current`` maps to ``None``, which
+    :func:`patch_operations` sends as ``remove``.
     """
     if current is None:
         return dict(wanted)
-    return {p: v for p, v in wanted.items() if current.get(p) != v}
+    changes = {p: v for p, v in wanted.items() if current.get(p) != v}
+    for p in clearable:
+        if p not in wanted and current.get(p) is not None:
+            changes[p] = None
+    return changes
+
+
+def after_patch(known: Mapping[str, Any] | None, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """What the target holds once ``changes`` are applied to ``known`` (``None``: removed)."""
+    out = dict(known) if known else {}
+    for path, value in changes.items():
+        if value is None:
+            out.pop(path, None)
+        else:
+            out[path] = value
+    return out
 
 
 def zoom_label(request: ScimRequest, post_label: RateLabel = "medium") -> RateLabel:

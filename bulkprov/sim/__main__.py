@@ -69,6 +69,12 @@ def build_parser(prog: str = "python -m bulkprov.sim") -> argparse.ArgumentParse
         metavar="PEM",
         help="serve the tenant over https with this certificate chain (for msal)",
     )
+    g.add_argument(
+        "--delta-changed-only",
+        action="store_true",
+        help="rounds of users/delta changes list only the changed properties of a user "
+        "(as Graph does with Prefer: return=minimal)",
+    )
     g.add_argument("--graph-tls-key", default=None, metavar="PEM", help="its private key")
     s = p.add_argument_group("SCIM service")
     s.add_argument("--scim-token", default="sim-scim-token", help="accepted Bearer token")
@@ -217,6 +223,7 @@ async def serve(
             throttle_every=args.graph_throttle_every,
             retry_after=args.graph_retry_after,
             latency_ms=args.graph_latency_ms,
+            delta_changed_only=args.delta_changed_only,
         )
     scim = None
     if not args.no_scim:

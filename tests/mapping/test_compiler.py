@@ -383,6 +383,50 @@ class TestMapUser:
         )
         assert assertive.additive_paths == frozenset()
 
+    def test_a_list_for_a_single_valued_target_fails_the_user(self) -> None:
+        """Issue 20 item 5: Entra's SchemaPropertyCanOnlyAcceptValue, not a JSON array.
+
+        A list-valued source (``otherMails``, ``businessPhones``, a Split) mapped to a
+        single-valued target fails that user with a reason; one value is that value, an
+        empty list is null; multi-valued targets (``emails``, custom extensions) keep lists.
+        """
+        mapper = mapper_of(
+            {"target": "userName", "source": "userPrincipalName"},
+            {"target": 'emails[type eq "work"].value', "source": "otherMails"},
+            {"target": "displayName", "expression": 'Split([displayName], " ")'},
+            {"target": f"{ENTERPRISE}:department", "source": "department"},
+            {"target": "emails", "expression": 'Split([jobTitle], ",")'},
+            {"target": f"{ZOOM_EXTENSION}:tags", "expression": 'Split([jobTitle], ",")'},
+        )
+        two = {**ADA, "otherMails": ["a@contoso.com", "b@contoso.com"], "displayName": "Ada"}
+        with pytest.raises(UserDataError) as info:
+            mapper.map_user(two)
+        message = str(info.value)
+        assert message.startswith('emails[type eq "work"].value: SchemaPropertyCanOnlyAcceptValue')
+        assert "the source has 2" in message
+        with pytest.raises(UserDataError, match="^displayName: SchemaPropertyCanOnlyAcceptValue"):
+            mapper.map_user(ADA)  # "Ada Lovelace" split in two
+        with pytest.raises(UserDataError, match=f"^{ENTERPRISE}:department: Schema"):
+            mapper.map_user({**ADA, "displayName": "Ada", "department": ["R&D", "Ops"]})
+        one = {**ADA, "otherMails": ["a@contoso.com"], "displayName": "Ada", "jobTitle": "x,y"}
+        values = mapper.map_user(one).values
+        assert values['emails[type eq "work"].value'] == "a@contoso.com"
+        assert values["displayName"] == "Ada"
+        assert values["emails"] == ["x", "y"] and values[f"{ZOOM_EXTENSION}:tags"] == ["x", "y"]
+        empty = mapper.map_user({**one, "otherMails": []}).values
+        assert 'emails[type eq "work"].value' not in empty
+        # the target's /Schemas decide for extension attributes when known
+        schemas = [{"id": ZOOM_EXTENSION, "attributes": [{"name": "tags", "multiValued": False}]}]
+        strict = compile_mappings(
+            rows(
+                {"target": "userName", "source": "userPrincipalName"},
+                {"target": f"{ZOOM_EXTENSION}:tags", "expression": 'Split([jobTitle], ",")'},
+            ),
+            resource_schemas=iter(schemas),
+        )
+        with pytest.raises(UserDataError, match="SchemaPropertyCanOnlyAcceptValue"):
+            strict.map_user(one)
+
     def test_extension_schemas_are_listed_in_order(self) -> None:
         """schemas lists core, then each extension with a value, in mapping order."""
         mapper = mapper_of(

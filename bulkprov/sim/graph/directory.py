@@ -10,7 +10,10 @@ Served by :class:`~bulkprov.sim.graph.tenant.GraphTenant` under ``/v1.0`` (facts
   carried inside the (HMAC-signed, opaque) tokens, as Graph does. Page size follows
   ``Prefer: odata.maxpagesize=N`` (default 100). A token older than
   :meth:`Directory.expire_delta_tokens` answers ``410 Gone`` with ``syncStateNotFound``
-  and a ``Location`` to restart from, as Graph does for an expired sync state.
+  and a ``Location`` to restart from, as Graph does for an expired sync state. With
+  ``Prefer: return=minimal`` (or the tenant's ``delta_changed_only``), a changed user is
+  listed with its id and only the properties changed since the round's token, a property
+  cleared as ``null``; a user added or restored since is listed whole.
 * ``GET /groups/delta?$select=displayName&$expand=members`` (facts.md §7.3): the initial
   round lists every group with its direct members in ``members@delta``; a large group is
   split over several pages (the same group repeats with the next members; clients merge),
@@ -35,6 +38,7 @@ import hashlib
 import hmac
 import re
 import uuid
+from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -47,6 +51,7 @@ from bulkprov.sim.users import DEFAULT_SELECT, user_id
 #: appRoleId of "Default Access" (an assignment without a specific role)
 DEFAULT_ACCESS = "00000000-0000-0000-0000-000000000000"
 _MAXPAGESIZE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+_RETURN_MINIMAL = re.compile(r"return\s*=\s*minimal", re.IGNORECASE)
 
 
 class TenantView(Protocol):
@@ -61,6 +66,8 @@ class TenantView(Protocol):
     seed: int
     client_id: str
     counters: dict[str, int]
+    #: rounds of changes list changed-only entries even without ``Prefer: return=minimal``
+    delta_changed_only: bool
     _key: bytes  # signs the delta tokens, as it signs the tenant's skiptokens
     _slots: int
     _gone: set[int]
@@ -87,6 +94,10 @@ class Directory:
         self.version = 0
         #: slot → version of its last change
         self.changed: dict[int, int] = {}
+        #: slot → property → version of its last change; slot → version it was last
+        #: added or restored (listed whole): what a changed-only delta entry holds
+        self.changed_props: dict[int, dict[str, int]] = {}
+        self.whole: dict[int, int] = {}
         self.hard_deleted: set[int] = set()
         #: delta tokens below this version are expired (410 syncStateNotFound)
         self.floor = 0
@@ -112,10 +123,22 @@ class Directory:
 
     # ------------------------------------------------------------------ Python test API
 
-    def touch(self, slot: int, *, hard_delete: bool = False) -> None:
-        """Record a change to the user in ``slot`` (called by the tenant's mutations)."""
+    def touch(
+        self, slot: int, *, hard_delete: bool = False, props: Iterable[str] | None = None
+    ) -> None:
+        """Record a change to the user in ``slot`` (called by the tenant's mutations).
+
+        ``props``: the properties that changed (an update); ``None``: the whole user (added,
+        restored, deleted), which a changed-only delta entry then lists in full.
+        """
         self.version += 1
         self.changed[slot] = self.version
+        if props is None:
+            self.whole[slot] = self.version
+        else:
+            stamps = self.changed_props.setdefault(slot, {})
+            for name in props:
+                stamps[name] = self.version
         if hard_delete:
             self.hard_deleted.add(slot)
         else:
@@ -380,7 +403,9 @@ class Directory:
         else:
             lo, hi = int(state["f"]), int(state["t"])
             pending = sorted(s for s, v in self.changed.items() if lo < v <= hi and s >= slot)
-            value.extend(self._delta_item(s, select) for s in pending[:size])
+            minimal = t.delta_changed_only or _RETURN_MINIMAL.search(req.headers.get("prefer", ""))
+            since = lo if minimal else None
+            value.extend(self._delta_item(s, select, since) for s in pending[:size])
             more = len(pending) > size
             slot = pending[size - 1] + 1 if more else slot
         body: dict[str, Any] = {
@@ -503,14 +528,28 @@ class Directory:
                 out.append({"@odata.type": "#microsoft.graph.user", "id": mid})
         return out
 
-    def _delta_item(self, slot: int, select: tuple[str, ...]) -> dict[str, Any]:
+    def _delta_item(
+        self, slot: int, select: tuple[str, ...], since: int | None = None
+    ) -> dict[str, Any]:
+        """One entry of a round of changes: removed, whole, or (``since``: the round's
+        start, for changed-only entries) the id with only the properties changed since.
+
+        Graph, with ``Prefer: return=minimal``: "If the property has changed, the new value is
+        included in the response. This includes properties being set to null value. If the
+        property has not changed, the property is not included in the response at all"
+        (user: delta, Microsoft Learn); without it "at least the properties that have been
+        updated" (delta query overview). A user added or restored since is listed whole.
+        """
         t = self.tenant
         if slot in t._gone:
             if slot in t._soft_deleted:
                 return {"id": self._id_of(slot), "@removed": {"reason": "changed"}}
             return {"id": self._id_of(slot), "@removed": {"reason": "deleted"}}
         out: dict[str, Any] = t.served(slot, select)
-        return out
+        if since is None or self.whole.get(slot, 0) > since or not isinstance(out, dict):
+            return out
+        stamps = self.changed_props.get(slot, {})
+        return {k: v for k, v in out.items() if k == "id" or stamps.get(k, 0) > since}
 
     def _id_of(self, slot: int) -> str:
         user = self.tenant._overrides.get(slot)

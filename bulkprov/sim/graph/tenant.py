@@ -92,6 +92,9 @@ class GraphTenant:
         client_certificate: a PEM certificate (or public key) registered for the app: the
             token endpoint then also accepts a ``private_key_jwt`` client assertion signed
             with its private key (:mod:`bulkprov.sim.graph.client_assertion`).
+        delta_changed_only: rounds of ``users/delta`` changes list a changed user with only
+            the properties that changed, as Graph does with ``Prefer: return=minimal`` (the
+            header turns it on per request too); added and restored users are listed whole.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class GraphTenant:
         skiptoken_key: bytes | None = None,
         client_certificate: str | bytes | None = None,
         latency_ms: float = 0,
+        delta_changed_only: bool = False,
     ) -> None:
         if user_count < 0:
             raise ValueError("user_count must be >= 0")
@@ -123,6 +127,9 @@ class GraphTenant:
         #: awaited before each Graph API answer: Graph is a remote service (a page of 999
         #: users takes a few hundred ms over the internet), loopback answers in ~1 ms
         self.latency_ms = float(latency_ms)
+        #: rounds of ``users/delta`` changes list only the changed properties of a user, as
+        #: Graph does with ``Prefer: return=minimal`` (and may without it)
+        self.delta_changed_only = delta_changed_only
         self.throttle_every = throttle_every
         self.throttle_probability = throttle_probability
         self.retry_after = retry_after
@@ -166,6 +173,7 @@ class GraphTenant:
             "pages": 0,
             "users_served": 0,
             "group_member_reads": 0,
+            "user_reads": 0,
             "groups_delta_pages": 0,
             "throttled": 0,
             "unauthorized": 0,
@@ -247,7 +255,7 @@ class GraphTenant:
             self._check_upn_free(changes["userPrincipalName"], slot)
         user.update(changes)
         self._store(slot, user)
-        self.directory.touch(slot)
+        self.directory.touch(slot, props=changes.keys())
         return dict(user)
 
     def add_user(self, attrs: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
@@ -328,6 +336,7 @@ class GraphTenant:
             "throttle_every",
             "throttle_probability",
             "retry_after",
+            "delta_changed_only",
         )
         for k, v in changes.items():
             if k not in allowed:
@@ -344,6 +353,7 @@ class GraphTenant:
             "throttle_every": self.throttle_every,
             "throttle_probability": self.throttle_probability,
             "retry_after": self.retry_after,
+            "delta_changed_only": self.delta_changed_only,
             "user_count": self.user_count,
         }
 
@@ -717,6 +727,7 @@ class GraphTenant:
         return out, (i if i < end else None)
 
     def _get_user(self, req: SimRequest, key: str, fields: tuple[str, ...] | None) -> SimResponse:
+        self.counters["user_reads"] += 1
         user = self.get_user(key)
         if user is None:
             return graph_error(

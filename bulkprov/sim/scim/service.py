@@ -191,6 +191,8 @@ class ScimService:
         self._ts_sec = -1
         self._ts_text = ""
         self.requests: Counter[str] = Counter()
+        #: GET /Users answered: "filter" (a lookup) or "page" (a page of the listing)
+        self.lists: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self.posts_by_username: Counter[str] = Counter()
         self._duplicates: list[str] = []  # keys of posts_by_username that reached 2
@@ -290,7 +292,8 @@ class ScimService:
         """What ``GET /_sim/counters`` returns (JSON-ready).
 
         ``by_method``: SCIM requests per HTTP method (every request that reached the SCIM
-        routes, 401s and 429s included); ``total``: their sum; ``statuses``: responses per
+        routes, 401s and 429s included); ``total``: their sum; ``lists``: ``GET /Users``
+        answered, as ``filter`` lookups and listing ``page``s; ``statuses``: responses per
         status; ``throttled``: 429s sent; ``users``: stored users; ``posts``: POSTs that passed
         auth and the rate limit; ``duplicate_posts``: lower-cased userNames that arrived in
         more than one such POST (the full per-user map stays in :attr:`posts_by_username`,
@@ -299,6 +302,7 @@ class ScimService:
         return {
             "by_method": dict(self.requests),
             "total": self.requests.total(),
+            "lists": dict(self.lists),
             "statuses": {str(k): v for k, v in self.statuses.items()},
             "throttled": self.throttled,
             "users": len(self._users),
@@ -319,6 +323,7 @@ class ScimService:
     def reset_counters(self) -> None:
         """Zero every counter (the store is kept)."""
         self.requests.clear()
+        self.lists.clear()
         self.statuses.clear()
         self.posts_by_username.clear()
         self._duplicates.clear()
@@ -644,6 +649,7 @@ class ScimService:
     def _list(self, req: SimRequest) -> SimResponse:
         q = req.query
         filt = q.get("filter")
+        self.lists["filter" if filt is not None else "page"] += 1
         if filt is not None:
             m = _FILTER.match(filt)
             if m is None:
@@ -923,6 +929,12 @@ def _apply_op(resource: dict[str, Any], op: Any) -> None:
     p = parse_path(path)
     if p.schema is None and p.attribute.lower() in ("id", "meta"):
         raise _PatchError(f"{p.attribute} is read-only.", "mutability")
+    if kind == "replace" and p.filter_attr is not None and _no_element(resource, p):
+        # RFC 7644 §3.5.2.3: "If the target location is a multi-valued attribute for which a
+        # value selection filter ("valuePath") has been supplied and no record match was
+        # made, the service provider SHALL indicate failure by returning HTTP status code
+        # 400 and a "scimType" error code of "noTarget"" (scim2-server does).
+        raise _PatchError(f"No value of {path} to replace.", "noTarget")
     if kind == "remove":
         if isinstance(value, list) and p.filter_attr is None and p.sub is None:
             # Entra's group dialect: remove listed elements (matched on "value") from a list
@@ -950,6 +962,12 @@ def _apply_op(resource: dict[str, Any], op: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def _no_element(resource: dict[str, Any], p: Any) -> bool:
+    """Whether no element of ``p``'s multi-valued attribute matches its value filter."""
+    element = parse_path(p.text.split("]", 1)[0] + "]")
+    return get_value(resource, element) is None
 
 
 def _compact(raw: bytes) -> bytes:
