@@ -31,6 +31,7 @@ refused, reset, timeout, TLS, proxy), for the error the caller raises ``from`` i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno
 import functools
@@ -43,7 +44,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
-import anyio
 import httpx
 import httpx_aiohttp
 
@@ -424,7 +424,9 @@ async def fetch(
     """
     chunks: list[bytes] = []
     try:
-        with anyio.fail_after(deadline):
+        # asyncio's own timeout, not anyio.fail_after: a cancel scope per request was 7 % of a
+        # sync's CPU (py-spy, benchmarks/RESULTS.md "Issue 14"); bulkprov runs on asyncio
+        async with asyncio.timeout(deadline):
             response = await client.send(request, stream=True)
             try:
                 length = response.headers.get("content-length", "")
