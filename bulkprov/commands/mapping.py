@@ -92,35 +92,10 @@ def mapping_test(
 async def _fetch_user(cfg: Any, key: str) -> Any:
     from urllib.parse import quote, urlencode
 
-    from bulkprov import credentials
-    from bulkprov.graph.client import GraphClient
-    from bulkprov.pipeline import Engine
-    from bulkprov.transport import make_client
+    from bulkprov.pipeline import Engine, open_graph
 
-    cert = cfg.graph.certificate
-    secret = (
-        cert.private_key.read("graph.certificate.private_key", cfg.source_path)
-        if cert
-        else cfg.graph.client_secret.read("graph.client_secret", cfg.source_path)
-    )
     select = Engine(cfg).select
-    network = credentials.proxies(cfg)
-    async with make_client(
-        timeout=cfg.graph.timeout,
-        max_connections=2,
-        verify=credentials.verify(cfg.graph.ca_file),
-        proxies=network,
-    ) as http:
-        graph = GraphClient(
-            authority=cfg.graph.authority,
-            tenant_id=cfg.graph.tenant_id,
-            client_id=cfg.graph.client_id,
-            client_secret=secret,
-            base_url=cfg.graph.base_url,
-            http=http,
-            token_source=credentials.graph_tokens(cfg, secret, network=network),
-            bounds=credentials.bounds(cfg),
-        )
+    async with open_graph(cfg) as graph:
         query = urlencode({"$select": ",".join(select)}, safe="$,")
         return await graph.get_json(f"{graph.base_url}/users/{quote(key, safe='@')}?{query}")
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -54,7 +52,6 @@ from bulkprov.errors import BulkProvError, ConfigError, CutoverRefused, SourceAu
 if TYPE_CHECKING:
     from bulkprov.commands.cutover import Connection, CutoverReport
     from bulkprov.config import Config
-    from bulkprov.graph.client import GraphClient
     from bulkprov.graph.synchronization import ProvisioningSettings, SyncJob
 
 #: job status codes of a job that still provisions (a quarantined job retries, daily)
@@ -239,44 +236,11 @@ def _connection_config(conn: Connection, path: Path) -> Config:
         _fail(exc)
 
 
-@asynccontextmanager
-async def _graph(cfg: Config) -> AsyncIterator[GraphClient]:
-    """A Graph client of ``cfg`` alone (no SCIM token needed to read Entra's job)."""
-    from bulkprov import credentials
-    from bulkprov.graph.client import GraphClient, read_purposes
-    from bulkprov.transport import make_client
-
-    cert = cfg.graph.certificate
-    secret = (
-        cert.private_key.read("graph.certificate.private_key", cfg.source_path)
-        if cert
-        else cfg.graph.client_secret.read("graph.client_secret", cfg.source_path)
-    )
-    network = credentials.proxies(cfg)
-    async with make_client(
-        timeout=cfg.graph.timeout,
-        max_connections=2,
-        verify=credentials.verify(cfg.graph.ca_file),
-        proxies=network,
-    ) as http:
-        graph = GraphClient(
-            authority=cfg.graph.authority,
-            tenant_id=cfg.graph.tenant_id,
-            client_id=cfg.graph.client_id,
-            client_secret=secret,
-            base_url=cfg.graph.base_url,
-            http=http,
-            token_source=credentials.graph_tokens(cfg, secret, network=network),
-            bounds=credentials.bounds(cfg),
-        )
-        graph.purposes = read_purposes(cfg)
-        yield graph
-
-
 async def _read_job(cfg: Config, sp: str, wanted: str | None) -> _Read:
     from bulkprov.graph.synchronization import JobClient, choose_job
+    from bulkprov.pipeline import open_graph
 
-    async with _graph(cfg) as graph:
+    async with open_graph(cfg) as graph:
         api = JobClient(graph, sp)
         job, others = choose_job(await api.jobs(), sp, wanted)
         schema = await api.schema(job.id)
@@ -512,8 +476,9 @@ async def _pause(
     import anyio
 
     from bulkprov.graph.synchronization import JobClient
+    from bulkprov.pipeline import open_graph
 
-    async with _graph(cfg) as graph:
+    async with open_graph(cfg) as graph:
         api = JobClient(graph, sp)
         job = await api.job(job_id)
         if job.code not in _RUNNING:
@@ -642,8 +607,9 @@ def _switch(
 
 async def _resume_job(cfg: Config, sp: str, job_id: str) -> SyncJob:
     from bulkprov.graph.synchronization import JobClient
+    from bulkprov.pipeline import open_graph
 
-    async with _graph(cfg) as graph:
+    async with open_graph(cfg) as graph:
         api = JobClient(graph, sp)
         await api.start(job_id)
         return await api.job(job_id)

@@ -44,11 +44,16 @@ import json
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from bulkprov.config import DEFAULT_REGEX_TIMEOUT, AttributeMapping, ScopingFilter
+from bulkprov.config import (
+    DEFAULT_REGEX_TIMEOUT,
+    AttributeMapping,
+    ScopingFilter,
+    ScopingOperator,
+)
 from bulkprov.errors import ConfigError
 from bulkprov.mapping import ast
 from bulkprov.mapping.compiler import REDACTED, compile_expression, compile_mappings
@@ -67,24 +72,7 @@ GROUP_ATTRIBUTES = {"displayName": "displayName", "externalId": "objectId", "mem
 
 #: the 14 operators (SCOPING), by the key :func:`_operator_key` makes of a spelling
 _OPERATORS = {
-    key: name
-    for name in (
-        "EQUALS",
-        "NOT EQUALS",
-        "IS TRUE",
-        "IS FALSE",
-        "IS NULL",
-        "IS NOT NULL",
-        "REGEX MATCH",
-        "NOT REGEX MATCH",
-        "Greater_Than",
-        "Greater_Than_OR_EQUALS",
-        "Includes",
-        "ENDS_WITH",
-        "&",
-        "!&",
-    )
-    for key in [name.upper().replace("_", " ")]
+    key: name for name in get_args(ScopingOperator) for key in [name.upper().replace("_", " ")]
 }
 _UNARY = frozenset({"IS TRUE", "IS FALSE", "IS NULL", "IS NOT NULL"})
 

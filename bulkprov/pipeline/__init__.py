@@ -61,6 +61,7 @@ The target is listed once on a first run (accounts may exist before bulkprov) an
 """
 
 from bulkprov.pipeline.clients import open_clients as open_clients
+from bulkprov.pipeline.clients import open_graph as open_graph
 from bulkprov.pipeline.decide import Engine as Engine
 from bulkprov.pipeline.deprovision import approve as approve
 from bulkprov.pipeline.ondemand import check_connection as check_connection

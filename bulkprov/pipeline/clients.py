@@ -100,3 +100,35 @@ async def open_clients(
             ),
         )
         yield graph, scim
+
+
+@asynccontextmanager
+async def open_graph(cfg: Config) -> AsyncIterator[GraphClient]:
+    """A Graph client of ``cfg`` alone, for commands that read Graph but send nothing to the
+    target (``mapping test --user``, ``migrate``): only the Graph secret is read, and the
+    client has :func:`open_clients`' TLS, proxy, token and bounds rules."""
+    cert = cfg.graph.certificate
+    secret = (
+        cert.private_key.read("graph.certificate.private_key", cfg.source_path)
+        if cert
+        else cfg.graph.client_secret.read("graph.client_secret", cfg.source_path)
+    )
+    network = credentials.proxies(cfg)
+    async with make_client(
+        timeout=cfg.graph.timeout,
+        max_connections=2,
+        verify=credentials.verify(cfg.graph.ca_file),
+        proxies=network,
+    ) as http:
+        graph = GraphClient(
+            authority=cfg.graph.authority,
+            tenant_id=cfg.graph.tenant_id,
+            client_id=cfg.graph.client_id,
+            client_secret=secret,
+            base_url=cfg.graph.base_url,
+            http=http,
+            token_source=credentials.graph_tokens(cfg, secret, network=network),
+            bounds=credentials.bounds(cfg),
+        )
+        graph.purposes = read_purposes(cfg)
+        yield graph
