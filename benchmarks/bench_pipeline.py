@@ -134,6 +134,10 @@ def sim_args(case: dict[str, Any], token: str, secret: str) -> list[str]:
         args += ["--graph-latency-ms", str(case["graph_latency_ms"])]
     if case.get("sim_rate_limit"):
         args += ["--rate-limit", str(case["sim_rate_limit"])]
+        if case.get("sim_limiter"):  # bucket (default), gcra, fixed, sliding
+            args += ["--limiter", case["sim_limiter"]]
+        if case.get("sim_burst") is not None:
+            args += ["--burst", str(case["sim_burst"])]
         if case.get("sim_no_retry_after"):
             args.append("--no-retry-after")
     if case.get("sim_bulk"):
