@@ -75,6 +75,19 @@ class Sampler(threading.Thread):
         self._done.set()
         self.join()
 
+    def found(self, limit: float, fraction: float = 0.9, span: float = 5.0) -> float | None:
+        """Seconds from the client's start until creates over ``span`` seconds first reached
+        ``fraction`` of ``limit`` per second (``None``: never)."""
+        samples = self.samples
+        j = 0
+        for t, c, _, _ in samples:
+            while samples[j][0] < t - span - 0.5:
+                j += 1
+            t0, c0 = samples[j][0], samples[j][1]
+            if t - t0 >= span - 0.5 and (c - c0) / (t - t0) >= fraction * limit:
+                return round(t, 1)
+        return None
+
     def sustained(self, after: float) -> tuple[float | None, float | None]:
         """(creates/s, fraction of requests answered 429) from ``after`` s to the last sample
         (the tail where the run winds down is left out by the 1 s sampling)."""
@@ -177,6 +190,11 @@ def row(
 ) -> dict[str, Any]:
     requests = after["total"] - before["total"]
     rate, share_429 = sampler.sustained(case.get("sustain_after", 5))
+    extra = {}
+    if case.get("sim_rate_limit"):  # how soon the limit was reached, and 429s over the run
+        extra["found_s"] = sampler.found(float(case["sim_rate_limit"]))
+        throttled = after.get("throttled", 0) - before.get("throttled", 0)
+        extra["share_429_run"] = round(throttled / requests, 4) if requests else 0.0
     return {
         "side": side,
         "users": users,
@@ -188,6 +206,7 @@ def row(
         "peak_rss_mb": round(result["rss_mb"], 1),
         "throttled_429": after.get("throttled", 0) - before.get("throttled", 0),
         "share_429": round(share_429, 4) if share_429 is not None else None,
+        **extra,
     }
 
 

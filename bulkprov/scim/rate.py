@@ -19,34 +19,38 @@ spreads them and the grid lets them catch up by ``SPACING`` per send.
 
 **Finding an unannounced limit** (no ``rate_limit``): requests are not paced until the first
 429 (an unlimited target is never slowed down); the rate is then the rate achieved in the
-last ``window`` seconds times ``decrease``, and it grows by half every second (TCP's slow
-start) until a 429 again, which marks the limit: the rate is set 1 % below the rate that
-request was sent at.
+last ``window`` seconds times ``decrease``, and it grows by a quarter every second (TCP's
+slow start) until a 429 again, which marks the limit: the level is set 1 % below the rate
+that request was sent at.
 
 **Telling jitter from overload.** Only a 429 for a request sent after the last correction
 counts (the ones already in flight were sent at the old rate). The pacer then compares what
 got through since the last correction (successes per second of sending, a ``Retry-After``
 pause included, idle time not) with what it sent:
 
-* *jitter*: nearly all got through, over more than ``SHORT`` seconds: a request landed
-  too close to another. The rate is cut by ``STEP`` (1 %) and creeps back up slowly;
+* *jitter*: nearly all got through, over more than ``SHORT`` seconds: a request landed too
+  close to another. The rate dips by ``STEP`` (1 %) and is back at its level within about
+  a second; the level itself comes down by ``STEP`` only while more than ``TARGET`` of the
+  recent answers are 429s (0.8 %), or when each 429 pauses everyone (``Retry-After``).
+  Below that, 429s are noise: a strict limiter refuses a few requests whatever the margin
+  (measured here: a garbage collection or a busy event loop delays a send by 1-20 ms), and
+  cutting further would lose throughput, not 429s;
 * *a storm*: 429s in quick succession (less than ``SHORT`` seconds apart): cuts of 2, 4,
-  8 then 15 %, until they stop;
+  8 then 15 %, and the level with them, until they stop;
 * *overload*: clearly less got through than was sent (the limit dropped, or a bucket's
   burst hid an overshoot): the rate is cut to what got through, and between a rate that
   held for ``HOLD`` seconds and the one that failed the pacer bisects, recovering quickly
   (e-fold in a second) to each midpoint: each step either holds ``HOLD`` seconds or fails
-  once. When the two are within 2 ``STEP`` apart the limit is found.
+  once. When the two are within 2 ``STEP`` of each other the limit is found.
 
-**Probing** above the last correction is slow and paid for: the rate grows so that, at a
-steady limit, corrections cost about ``SHARE`` of requests (0.2 %: one 429 every eight
-seconds at 60/s), or, when the target answers with ``Retry-After`` (which pauses every
-worker), about ``BUDGET`` of the time (1 %: with ``Retry-After: 1``, one probe every
-100 seconds).
+**Probing** above the level is slow and paid for: the rate grows so that, at a steady limit,
+probes cost about ``SHARE`` of requests (0.2 %: one 429 every eight seconds at 60/s), or,
+when the target answers with ``Retry-After`` (which pauses every worker), about ``BUDGET``
+of the time (1 %: with ``Retry-After: 1``, one probe every 100 seconds).
 
-**An announced limit** (``target.rate_limit``) is the starting rate and a ceiling never
-exceeded; a 429 below it is a small correction, so the margin below it is learnt in
-``STEP``\\ s instead of being cut by a sixth. ``adaptive=False`` keeps the ceiling fixed.
+**An announced limit** (``target.rate_limit``) is the starting level and a ceiling never
+exceeded; a 429 below it is a small correction, so the margin below it is learnt in steps
+of 1 % instead of a cut by a sixth. ``adaptive=False`` keeps the ceiling fixed.
 
 A 429 with no success at all since the last correction (nothing to measure) is answered as
 AIMD would: ``rate *= decrease``, then a climb of ``increase`` requests/s per second.
@@ -71,7 +75,7 @@ STEP = 0.01
 #: how much closer than ``1/rate`` admission lets a late send follow the previous one
 SPACING = 0.01
 #: slow start: the rate grows by this fraction of itself per second without a 429
-STARTUP_GAIN = 0.5
+STARTUP_GAIN = 0.25
 #: 429s less than this many seconds of sending apart are a storm, not jitter
 SHORT = 1.0
 #: a rate held this many seconds of sending without a 429 is known to hold
@@ -84,6 +88,12 @@ SHARE = 0.002
 BUDGET = 0.01
 #: the deepest single cut of a storm
 STORM_MAX = 0.15
+#: the level is lowered by a correction only while more than this share of the recent
+#: answers are 429s (a strict limiter refuses some requests whatever the margin: timers,
+#: a busy event loop, the network; cutting further would lose throughput and not 429s)
+TARGET = 0.008
+#: "recent": an exponential average over about this many answers
+RECENT = 600
 
 
 class RatePacer:
@@ -114,6 +124,7 @@ class RatePacer:
         "_rates",
         "_recent",
         "_sent",
+        "_share",
         "_since",
         "adaptive",
         "aim",
@@ -155,9 +166,10 @@ class RatePacer:
         #: the bracket while a limit is being bisected: a rate that held, one that failed
         self.lo: float | None = None
         self.hi: float | None = None
-        #: the rate recovered to quickly after a cut (above it, only the slow probe)
+        #: the level: the rate recovered to within about a second after a dip (above it,
+        #: only the slow probe climbs)
         self.aim: float | None = self.ceiling
-        #: the slow probe: fraction of the rate added per second of sending
+        #: the slow probe: requests/s added per success (at 60/s: 1 % every 8 s)
         self.gain = STEP * SHARE * (self.ceiling or 0.0)
         #: consecutive storm cuts
         self.storm = 0
@@ -178,6 +190,8 @@ class RatePacer:
         # seconds of sending without a 429 at (at least) _hold_rate
         self._held = 0.0
         self._hold_rate = self.rate or 0.0
+        # the share of recent answers that were 429s
+        self._share = 0.0
 
     # ---------------------------------------------------------------------- sending
 
@@ -231,6 +245,7 @@ class RatePacer:
         if rate is None or not self.adaptive:
             return
         self._ok += 1
+        self._share *= 1 - 1 / RECENT
         phase = self.phase
         if phase == "steady":
             self._held += 1.0 / rate
@@ -243,6 +258,8 @@ class RatePacer:
                 rate += max(aim - rate, self.gain * rate) / rate  # e-fold in a second
             else:
                 rate += self.gain
+                if self.hi is None:
+                    self.aim = rate  # probing up: the level follows
         elif phase == "startup":
             rate += STARTUP_GAIN
         else:  # aimd
@@ -255,6 +272,7 @@ class RatePacer:
         ``retry_after`` seconds, if the target said); return True when the rate was cut."""
         if retry_after is not None and now + retry_after > self._paused_until:
             self._paused_until = now + retry_after  # a pause: sending time, not idle
+        self._share += (1 - self._share) / RECENT
         if not self.adaptive or sent_at < self.last_cut:
             return False  # sent before the last cut: already accounted for
         rate = self.rate
@@ -267,6 +285,8 @@ class RatePacer:
             return True
         sent_rate = self._rate_at(sent_at)
         busy = now - self._since - self._idle
+        # what got through per second of sending since the last correction (from a few
+        # answers over less than a second it says nothing)
         delivered = self._ok / busy if self._ok >= 8 and busy >= 0.25 else None
         if self._ok == 0 or (delivered is None and self.phase == "startup"):
             # nothing to measure yet: AIMD's blind cut (slow start goes on from there)
@@ -279,10 +299,10 @@ class RatePacer:
         lo, hi = self.lo, self.hi
         if self.phase != "steady":  # the end of slow start or of an AIMD climb
             kind = "found"
-            self.hi, self.lo, self.storm = sent_rate, None, 0
+            self.hi, self.lo, self.storm = None, None, 0
             new = sent_rate * (1 - STEP)
             self.aim = new
-        elif delivered is not None and delivered < OVERLOAD * sent_rate:
+        elif delivered is not None and busy >= SHORT and delivered < OVERLOAD * sent_rate:
             kind = "overload"
             hi = sent_rate if hi is None else min(hi, sent_rate)
             if lo is None:
@@ -298,15 +318,22 @@ class RatePacer:
             kind = "storm"
             self.storm += 1
             new = min(rate, sent_rate) * (1 - min(STORM_MAX, STEP * 2**self.storm))
-            self.hi = sent_rate if hi is None else min(hi, sent_rate)
-            if lo is not None and lo >= new:
-                self.lo = None
+            if hi is not None:
+                self.hi = min(hi, sent_rate)
+                if lo is not None and lo >= new:
+                    self.lo = None
             self.aim = new
         else:
             kind = "jitter"
             self.storm = 0
             if hi is None:
-                new = self.aim = min(rate, sent_rate) * (1 - STEP)
+                new = min(rate, sent_rate) * (1 - STEP)
+                aim = self.aim if self.aim is not None else sent_rate
+                if retry_after is not None or self._share > TARGET:
+                    # too many 429s (or each pauses everyone): the level comes down
+                    self.aim = max(new, min(aim, sent_rate) * (1 - STEP))
+                else:  # noise: back to the level within a second
+                    self.aim = max(aim, sent_rate)
             else:  # a probe of the bisection failed
                 hi = self.hi = min(hi, sent_rate)
                 if lo is not None and lo < hi:
