@@ -13,6 +13,10 @@ many seconds until creates over 5 s first reached 0.9 × the limit ("found"); CP
 
     python -m benchmarks.bench_pacing --users 5000 --parallel 3 [--only bucket-1-ann-bare-40ms]
     python -m benchmarks.bench_pacing --list
+
+``--before TREE`` runs every case twice, side by side: once with the client from ``TREE`` (a
+source tree of the commit before, e.g. ``git archive d7002c4 | tar -x -C /tmp/base``), once
+with this one, each against this tree's simulator.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     sustained = result["sustained_creates_per_s"]
     return {
         "case": case["name"],
+        "client": "before" if case.get("client_tree") else "this tree",
         "shape": case["shape"],
         "announced": case["announced"],
         "retry_after": case["retry_after"],
@@ -107,9 +112,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
 
 HEADER = (
-    "| shape | limit | Retry-After | latency | creates/s ÷ limit, from 30 s (goal) | whole run "
-    "| 429s (share of requests) | found (s) | CPU µs/user | loadavg |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| shape | limit | Retry-After | latency | client | creates/s ÷ limit, from 30 s (goal) "
+    "| whole run | 429s (share of requests) | found (s) | CPU µs/user | loadavg |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -126,7 +131,7 @@ def fmt(r: dict[str, Any]) -> str:
         found_text += " ✗"
     return (
         f"| {r['shape']} | {'announced' if r['announced'] else 'found'} "
-        f"| {'yes' if r['retry_after'] else 'no'} | {r['latency_ms']} ms "
+        f"| {'yes' if r['retry_after'] else 'no'} | {r['latency_ms']} ms | {r['client']} "
         f"| {ratio} ({r['goal']}){mark} | {r['run_ratio']} | {r['throttled_429']} ({share_text}) "
         f"| {found_text} | {r['cpu_us_per_user']} | {r['loadavg']} |"
     )
@@ -142,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", action="append", default=[], help=f"one of {list(SHAPES)}")
     ap.add_argument("--json", type=Path, default=None, help="append rows to this JSONL file")
     ap.add_argument("--list", action="store_true", help="print the case names and stop")
+    ap.add_argument(
+        "--before", type=Path, default=None, help="also run each case with the client from TREE"
+    )
     args = ap.parse_args(argv)
     cases = matrix(args.users, args.limit, args.sustain_after)
     if args.only:
@@ -151,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(c["name"] for c in cases))
         return 0
+    if args.before:
+        cases = [c2 for c in cases for c2 in ({**c, "client_tree": str(args.before)}, c)]
     print(f"# machine: {machine()}; {len(cases)} cases, {args.parallel} at a time")
     print(HEADER, flush=True)
     started = time.perf_counter()

@@ -229,6 +229,9 @@ def measure(
 def scenario(case: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
     token, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     env = dict(os.environ, **{GRAPH_SECRET_ENV: secret, SCIM_TOKEN_ENV: token})
+    if case.get("client_tree"):  # the client from another source tree (e.g. `git archive`
+        # of the commit before), against this tree's simulators: before and after, side by side
+        env["PYTHONPATH"] = str(case["client_tree"])
     sim = SimulatorProcess(sim_args(case, token, secret), timeout=120)
     sim.start()
     url = sim.info["scim_url"]

@@ -103,6 +103,11 @@ class _Timers:
         return self._unstall(fire)
 
 
+def clean(rng: random.Random) -> float:
+    """Admission to arrival on a machine that does nothing else: 0.1-0.2 ms."""
+    return rng.uniform(0.0001, 0.0002)
+
+
 def quiet(rng: random.Random) -> float:
     """Admission to arrival on an idle machine: 0.05-0.3 ms, 5 % of sends up to 2 ms more
     (another task ran first)."""

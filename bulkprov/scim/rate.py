@@ -81,7 +81,7 @@ SHORT = 1.0
 #: a rate held this many seconds of sending without a 429 is known to hold
 HOLD = 5.0
 #: what got through below this fraction of what was sent is overload
-OVERLOAD = 0.9
+OVERLOAD = 0.95
 #: probing pays for itself with this share of requests answered 429...
 SHARE = 0.002
 #: ...or this share of the time when a 429 pauses every worker (``Retry-After``)
@@ -93,7 +93,7 @@ STORM_MAX = 0.15
 #: a busy event loop, the network; cutting further would lose throughput and not 429s)
 TARGET = 0.008
 #: "recent": an exponential average over about this many answers
-RECENT = 600
+RECENT = 3000
 
 
 class RatePacer:
@@ -115,6 +115,7 @@ class RatePacer:
     """
 
     __slots__ = (
+        "_confirmed",
         "_held",
         "_hold_rate",
         "_idle",
@@ -190,8 +191,9 @@ class RatePacer:
         # seconds of sending without a 429 at (at least) _hold_rate
         self._held = 0.0
         self._hold_rate = self.rate or 0.0
-        # the share of recent answers that were 429s
+        # the share of recent answers that were 429s; whether any request got through yet
         self._share = 0.0
+        self._confirmed = False
 
     # ---------------------------------------------------------------------- sending
 
@@ -245,6 +247,7 @@ class RatePacer:
         if rate is None or not self.adaptive:
             return
         self._ok += 1
+        self._confirmed = True
         self._share *= 1 - 1 / RECENT
         phase = self.phase
         if phase == "steady":
@@ -288,8 +291,11 @@ class RatePacer:
         # what got through per second of sending since the last correction (from a few
         # answers over less than a second it says nothing)
         delivered = self._ok / busy if self._ok >= 8 and busy >= 0.25 else None
-        if self._ok == 0 or (delivered is None and self.phase == "startup"):
-            # nothing to measure yet: AIMD's blind cut (slow start goes on from there)
+        if (self._ok == 0 and (self.phase != "steady" or not self._confirmed)) or (
+            delivered is None and self.phase == "startup"
+        ):
+            # nothing to measure yet (and no level known): AIMD's blind cut; slow start
+            # goes on from there, an unconfirmed ceiling climbs back additively
             self.rate = max(MIN_RATE, rate * self.decrease)
             if self.phase == "steady":
                 self.phase = "aimd"
@@ -314,34 +320,37 @@ class RatePacer:
             self.lo, self.hi, self.storm = lo, hi, 0
             new = max(delivered * (1 - STEP), sent_rate * 0.5, lo)
             self.aim = (lo + hi) / 2
-        elif busy < SHORT:
+        elif busy < SHORT or self._ok == 0:
             kind = "storm"
             self.storm += 1
             new = min(rate, sent_rate) * (1 - min(STORM_MAX, STEP * 2**self.storm))
-            if hi is not None:
-                self.hi = min(hi, sent_rate)
-                if lo is not None and lo >= new:
-                    self.lo = None
+            # the storm's failing rate bounds the limit: once a rate holds, bisect up to it
+            self.hi = sent_rate if hi is None else min(hi, sent_rate)
+            if lo is not None and lo >= new:
+                self.lo = None
             self.aim = new
         else:
             kind = "jitter"
             self.storm = 0
-            if hi is None:
-                new = min(rate, sent_rate) * (1 - STEP)
+            new = min(rate, sent_rate) * (1 - STEP)
+            if hi is not None and lo is not None:  # a step of the bisection failed
+                hi = self.hi = min(hi, sent_rate)
+                if lo < hi * (1 - 2 * STEP):
+                    self.aim = (lo + hi) / 2
+                else:
+                    self.hi = None  # found
+                    self.aim = lo
+                new = min(new, self.aim)
+            else:  # nothing held since the storm or overload, or no bracket at all
+                if hi is not None:
+                    self.hi = min(hi, sent_rate)
                 aim = self.aim if self.aim is not None else sent_rate
                 if retry_after is not None or self._share > TARGET:
                     # too many 429s (or each pauses everyone): the level comes down
-                    self.aim = max(new, min(aim, sent_rate) * (1 - STEP))
+                    aim = max(new, min(aim, sent_rate) * (1 - STEP))
                 else:  # noise: back to the level within a second
-                    self.aim = max(aim, sent_rate)
-            else:  # a probe of the bisection failed
-                hi = self.hi = min(hi, sent_rate)
-                if lo is not None and lo < hi:
-                    self.aim = (lo + hi) / 2
-                    new = min(rate, self.aim)
-                else:
-                    self.lo = None
-                    new = self.aim = min(rate, sent_rate) * (1 - STEP)
+                    aim = max(aim, sent_rate)
+                self.aim = aim if self.hi is None else min(aim, self.hi * (1 - STEP))
         self.phase = "steady"
         self.rate = max(MIN_RATE, new)
         self._corrected(now, kind, rate, retry_after)
