@@ -133,8 +133,9 @@ class TargetConfig(_Model):
     concurrency: Annotated[int, Field(ge=1, le=512)] = 16
     #: requests per second across all workers: the ceiling (0: none, start unbounded)
     rate_limit: Annotated[float, Field(ge=0)] = 60.0
-    #: AIMD: on a 429 without Retry-After slow down (×0.85), then climb back (+1 req/s per
-    #: second) up to ``rate_limit``; finds an unannounced or shared limit (bulkprov.scim.rate)
+    #: adapt to 429s below ``rate_limit``: a 429 near a rate that held is a 1 % correction,
+    #: a limit that drops is measured and followed; finds an unannounced or shared limit
+    #: whatever the shape of the target's limiter (bulkprov.scim.rate). False: fixed rate
     adaptive: bool = True
     #: read /ServiceProviderConfig and send creates, updates, disables and deletes in SCIM
     #: Bulk requests when it advertises bulk (RFC 7644 §3.7). Zoom offers neither (facts.md
