@@ -101,7 +101,9 @@ class Sampler(threading.Thread):
         return rate, ((h1 - h0) / (r1 - r0) if r1 > r0 else 0.0)
 
 
-def child(cmd: list[str], env: dict[str, str], cpu: int | None = None) -> dict[str, Any]:
+def child(
+    cmd: list[str], env: dict[str, str], cpu: int | None = None, cwd: str | None = None
+) -> dict[str, Any]:
     """Run ``cmd``; return its last JSON line plus wall time, CPU and peak RSS.
 
     CPU comes from ``wait4``; peak RSS from the child itself (:mod:`benchmarks._peak`), as
@@ -115,7 +117,7 @@ def child(cmd: list[str], env: dict[str, str], cpu: int | None = None) -> dict[s
         env = dict(env, BENCH_PEAK_FILE=peak_path)
     if cpu is not None:  # taskset, not preexec_fn: the sampler thread is already running
         cmd = ["taskset", "-c", str(cpu), *cmd]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=cwd)
     assert proc.stdout is not None
     final: dict[str, Any] = {}
     for line in proc.stdout:
@@ -217,7 +219,9 @@ def measure(
     sampler = Sampler(url)
     sampler.start()
     try:
-        result = child(cmd, env, 0 if case.get("pin") else None)
+        # `python -m` puts the working directory first on sys.path: a client from another
+        # tree runs there, or this tree's package would shadow its PYTHONPATH
+        result = child(cmd, env, 0 if case.get("pin") else None, case.get("client_tree"))
     finally:
         sampler.stop()
     after = control(url, "counters")
