@@ -36,7 +36,8 @@ pause included, idle time not) with what it sent:
   (measured here: a garbage collection or a busy event loop delays a send by 1-20 ms), and
   cutting further would lose throughput, not 429s;
 * *a storm*: 429s in quick succession (less than ``SHORT`` seconds apart): cuts of 2, 4,
-  8 then 15 %, and the level with them, until they stop;
+  8 then 15 %, and the level with them, until they stop; from the rate that held after
+  them, the pacer bisects up to the rate of the storm's last 429, as below;
 * *overload*: clearly less got through than was sent (the limit dropped, or a bucket's
   burst hid an overshoot): the rate is cut to what got through, and between a rate that
   held for ``HOLD`` seconds and the one that failed the pacer bisects, recovering quickly
