@@ -75,6 +75,19 @@ class Sampler(threading.Thread):
         self._done.set()
         self.join()
 
+    def found(self, limit: float, fraction: float = 0.9, span: float = 5.0) -> float | None:
+        """Seconds from the client's start until creates over ``span`` seconds first reached
+        ``fraction`` of ``limit`` per second (``None``: never)."""
+        samples = self.samples
+        j = 0
+        for t, c, _, _ in samples:
+            while samples[j][0] < t - span - 0.5:
+                j += 1
+            t0, c0 = samples[j][0], samples[j][1]
+            if t - t0 >= span - 0.5 and (c - c0) / (t - t0) >= fraction * limit:
+                return round(t, 1)
+        return None
+
     def sustained(self, after: float) -> tuple[float | None, float | None]:
         """(creates/s, fraction of requests answered 429) from ``after`` s to the last sample
         (the tail where the run winds down is left out by the 1 s sampling)."""
@@ -88,7 +101,9 @@ class Sampler(threading.Thread):
         return rate, ((h1 - h0) / (r1 - r0) if r1 > r0 else 0.0)
 
 
-def child(cmd: list[str], env: dict[str, str], cpu: int | None = None) -> dict[str, Any]:
+def child(
+    cmd: list[str], env: dict[str, str], cpu: int | None = None, cwd: str | None = None
+) -> dict[str, Any]:
     """Run ``cmd``; return its last JSON line plus wall time, CPU and peak RSS.
 
     CPU comes from ``wait4``; peak RSS from the child itself (:mod:`benchmarks._peak`), as
@@ -102,7 +117,7 @@ def child(cmd: list[str], env: dict[str, str], cpu: int | None = None) -> dict[s
         env = dict(env, BENCH_PEAK_FILE=peak_path)
     if cpu is not None:  # taskset, not preexec_fn: the sampler thread is already running
         cmd = ["taskset", "-c", str(cpu), *cmd]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=cwd)
     assert proc.stdout is not None
     final: dict[str, Any] = {}
     for line in proc.stdout:
@@ -134,6 +149,10 @@ def sim_args(case: dict[str, Any], token: str, secret: str) -> list[str]:
         args += ["--graph-latency-ms", str(case["graph_latency_ms"])]
     if case.get("sim_rate_limit"):
         args += ["--rate-limit", str(case["sim_rate_limit"])]
+        if case.get("sim_limiter"):  # bucket (default), gcra, fixed, sliding
+            args += ["--limiter", case["sim_limiter"]]
+        if case.get("sim_burst") is not None:
+            args += ["--burst", str(case["sim_burst"])]
         if case.get("sim_no_retry_after"):
             args.append("--no-retry-after")
     if case.get("sim_bulk"):
@@ -188,6 +207,11 @@ def row(
 ) -> dict[str, Any]:
     requests = after["total"] - before["total"]
     rate, share_429 = sampler.sustained(case.get("sustain_after", 5))
+    extra = {}
+    if case.get("sim_rate_limit"):  # how soon the limit was reached, and 429s over the run
+        extra["found_s"] = sampler.found(float(case["sim_rate_limit"]))
+        throttled = after.get("throttled", 0) - before.get("throttled", 0)
+        extra["share_429_run"] = round(throttled / requests, 4) if requests else 0.0
     return {
         "side": side,
         "users": users,
@@ -199,6 +223,7 @@ def row(
         "peak_rss_mb": round(result["rss_mb"], 1),
         "throttled_429": after.get("throttled", 0) - before.get("throttled", 0),
         "share_429": round(share_429, 4) if share_429 is not None else None,
+        **extra,
     }
 
 
@@ -209,7 +234,9 @@ def measure(
     sampler = Sampler(url)
     sampler.start()
     try:
-        result = child(cmd, env, 0 if case.get("pin") else None)
+        # `python -m` puts the working directory first on sys.path: a client from another
+        # tree runs there, or this tree's package would shadow its PYTHONPATH
+        result = child(cmd, env, 0 if case.get("pin") else None, case.get("client_tree"))
     finally:
         sampler.stop()
     after = control(url, "counters")
@@ -221,6 +248,9 @@ def measure(
 def scenario(case: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
     token, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     env = dict(os.environ, **{GRAPH_SECRET_ENV: secret, SCIM_TOKEN_ENV: token})
+    if case.get("client_tree"):  # the client from another source tree (e.g. `git archive`
+        # of the commit before), against this tree's simulators: before and after, side by side
+        env["PYTHONPATH"] = str(case["client_tree"])
     sim = SimulatorProcess(sim_args(case, token, secret), timeout=120)
     sim.start()
     url = sim.info["scim_url"]

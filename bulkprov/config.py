@@ -245,8 +245,9 @@ class TargetConfig(_Model):
     #: Profile "zoom" paces each label on its own ([target.zoom]); there, a rate_limit given
     #: (with the labels' own limits) caps all labels together, none given: no such cap
     rate_limit: Annotated[float, Strict(), Field(ge=0)] = 60.0
-    #: AIMD: on a 429 without Retry-After slow down (×0.85), then climb back (+1 req/s per
-    #: second) up to ``rate_limit``; finds an unannounced or shared limit (bulkprov.scim.rate)
+    #: adapt to 429s below ``rate_limit``: a 429 near a rate that held is a 1 % correction,
+    #: a limit that drops is measured and followed; finds an unannounced or shared limit
+    #: whatever the shape of the target's limiter (bulkprov.scim.rate). False: fixed rate
     adaptive: Flag = True
     #: read /ServiceProviderConfig and send creates, updates, disables and deletes in SCIM
     #: Bulk requests when it advertises bulk (RFC 7644 §3.7). Zoom offers neither (facts.md

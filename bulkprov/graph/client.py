@@ -15,6 +15,12 @@ sends, refreshes the token and runs the retry loop.
 
 The retry waits, the pause gate, the retry budget and the token's expiry read the ``clock``
 given (:class:`bulkprov.retry.Clock`; the system's by default), so tests run them on a fake one.
+
+Reads are paced by a :class:`~bulkprov.scim.rate.RatePacer` of their own, the SCIM client's
+kind: unbounded (no wait at all) until Graph answers 429; from then on at the rate the reads
+achieved, adapted like the target's. Graph's limits are per app and tenant, shared by every
+reader (facts.md §7.5): after a 429 the readers (users, groups, deltas) no longer go back at
+full speed together the moment the ``Retry-After`` ends.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from bulkprov.graph.responses import (
     user_count,
 )
 from bulkprov.retry import SYSTEM_CLOCK, Clock, PauseGate, RetryPolicy
+from bulkprov.scim.rate import RatePacer
 from bulkprov.transport import AnswerTooLarge, Bounds, describe, fetch
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -143,6 +150,8 @@ class GraphClient:
         self.bounds = bounds or Bounds()
         self.clock = clock
         self.gate = PauseGate(clock)
+        #: unbounded until Graph throttles (bulkprov.scim.rate)
+        self.pacer = RatePacer()
         self._token: SecretStr | None = None
         self._token_expires = 0.0
         self.requests = 0
@@ -193,6 +202,24 @@ class GraphClient:
         self._token_expires = self.clock.now() + max(60.0, lifetime - 300.0)
         return self._token
 
+    async def _pace(self) -> float | None:
+        """Wait for the pacer's next slot (none while unbounded); return the send time, or
+        ``None`` when a ``Retry-After`` paused every reader meanwhile."""
+        clock, pacer = self.clock, self.pacer
+        now = clock.now()
+        delay = pacer.reserve(now)
+        if delay > 0:
+            await clock.sleep(delay)
+            now = clock.now()
+            if self.gate.paused:
+                return None
+        wait = pacer.admit(now)
+        while wait > 0:
+            await clock.sleep(wait)
+            now = clock.now()
+            wait = pacer.admit(now)
+        return now
+
     async def get_json(self, url: str, *, headers: dict[str, str] | None = None) -> Any:
         """GET a Graph URL with auth and the retry policy; return the parsed JSON."""
         return await self.send("GET", url, headers=headers)
@@ -213,6 +240,10 @@ class GraphClient:
         while True:
             attempt += 1
             await self.gate.wait()
+            sent = await self._pace()
+            if sent is None:
+                attempt -= 1  # the slot fell in a pause: not an attempt
+                continue
             token = await self.token()
             hdrs = {"Authorization": f"Bearer {token.get_secret_value()}"}
             if headers:
@@ -227,6 +258,8 @@ class GraphClient:
                     limit=self.bounds.page_bytes,
                     deadline=self.bounds.deadline,
                 )
+                if status != 429:
+                    self.pacer.on_success()
                 if status == 200 or status == 429 or status >= 500:  # the hot path: no text
                     return classify(status, rheaders, content, refreshed=refreshed)
                 if method != "GET" and status in (202, 204):
@@ -244,9 +277,10 @@ class GraphClient:
                 await self.token(force=True)
                 continue
             except Retry as exc:
+                retry_after = exc.retry_after
                 if exc.throttled:
                     self.throttled += 1
-                retry_after = exc.retry_after
+                    self.pacer.on_throttle(sent, self.clock.now(), retry_after)
                 if retry_after is not None:
                     self.gate.pause(retry_after)  # every reader waits, not just this one
                 error = str(exc)

@@ -205,6 +205,37 @@ class ScimClient:
             True, min(support.max_operations, MAX_OPERATIONS), support.max_payload_size
         )
 
+    async def _pace(self, pacer: RatePacer, limiter: AsyncLimiter | None = None) -> float | None:
+        """Wait for ``pacer``'s next send slot; return the send time, or ``None`` when a
+        ``Retry-After`` paused everyone meanwhile (the slot is void: wait at the gate again).
+
+        The slot keeps the pacer's rate over time; :meth:`RatePacer.admit` then keeps this
+        send at least about ``1/rate`` after the previous one, so that workers whose timers
+        fire together (uvloop's fire on 1 ms ticks; a busy loop wakes several at once) do not
+        reach a strict limiter back to back.
+        """
+        clock_now = self._now
+        now = clock_now()
+        delay = pacer.reserve(now)
+        if delay > 0:
+            await self._sleep(delay)
+            now = clock_now()
+            if self.gate.paused:
+                return None
+        # the label's hard cap, then the cap of every label together (profile "zoom")
+        if limiter is not None:
+            await limiter.acquire()
+            now = clock_now()
+        if self._ceiling is not None:
+            await self._ceiling.acquire()
+            now = clock_now()
+        wait = pacer.admit(now)
+        while wait > 0:
+            await self._sleep(wait)
+            now = clock_now()
+            wait = pacer.admit(now)
+        return now
+
     async def send(self, request: ScimRequest) -> Any:
         """Send ``request`` and return the parsed JSON answer (``None`` for no body)."""
         clock_now = self._now
@@ -219,17 +250,9 @@ class ScimClient:
             await self.gate.wait()
             if self._auth is not None:
                 self._use(await self._auth.token())
-            now = clock_now()
-            delay = pacer.reserve(now)
-            if delay > 0:
-                await self._sleep(delay)
-                now += delay
-            if limiter is not None:
-                await limiter.acquire()
-                now = clock_now()
-            if self._ceiling is not None:
-                await self._ceiling.acquire()
-                now = clock_now()
+            sent = await self._pace(pacer, limiter)
+            if sent is None:
+                continue  # a Retry-After came while this request waited for its slot
             stats = self.stats
             stats.requests += 1
             stats.by_method[request.method] = stats.by_method.get(request.method, 0) + 1
@@ -279,9 +302,9 @@ class ScimClient:
                 ) from exc
             except TargetThrottled as exc:
                 stats.throttled += 1
-                pacer.on_throttle(now, clock_now())
                 error: TargetError = exc
                 retry_after = exc.retry_after
+                pacer.on_throttle(sent, clock_now(), retry_after)
                 if retry_after is not None:
                     self.gate.pause(retry_after)
             except TargetUnavailable as exc:

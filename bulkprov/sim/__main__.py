@@ -19,6 +19,7 @@ from typing import Any
 
 from bulkprov.sim.faults import ALL_KINDS, GRAPH_KINDS, SOAK_KINDS, FaultPlan
 from bulkprov.sim.graph.tenant import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, GraphTenant
+from bulkprov.sim.scim.limits import SHAPES
 from bulkprov.sim.scim.service import ScimService
 from bulkprov.sim.scim.zoom import ZoomRules
 from bulkprov.sim.server import serve_simulators, write_port_file
@@ -83,9 +84,21 @@ def build_parser(prog: str = "python -m bulkprov.sim") -> argparse.ArgumentParse
         type=float,
         default=None,
         metavar="REQ_PER_S",
-        help="token-bucket rate over all SCIM requests (default: unlimited)",
+        help="rate limit over all SCIM requests (default: unlimited)",
     )
-    s.add_argument("--burst", type=float, default=None, help="bucket size (default: one second)")
+    s.add_argument(
+        "--limiter",
+        choices=SHAPES,
+        default="bucket",
+        help="how the rate limit counts: token bucket (default), GCRA, fixed or sliding "
+        "one-second window (bulkprov.sim.scim.limits)",
+    )
+    s.add_argument(
+        "--burst",
+        type=float,
+        default=None,
+        help="bucket or GCRA size (default: one second's worth; 1: strict spacing)",
+    )
     s.add_argument(
         "--no-retry-after",
         action="store_true",
@@ -236,6 +249,7 @@ async def serve(
             args.scim_token,
             rate_limit=args.rate_limit,
             burst=args.burst,
+            limiter=args.limiter,
             retry_after=retry_after,
             latency_ms=args.latency_ms,
             max_page_size=args.max_page_size,

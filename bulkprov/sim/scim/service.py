@@ -12,8 +12,10 @@ What it reproduces, because a provisioning client must cope with it (facts.md §
 * PATCH in both Entra dialects: ``Replace``/``Add``/``Remove`` (any case), ``"True"``/``"False"``
   strings for ``active``, path-less ``replace`` with a value dict whose keys may be paths;
 * 409 ``uniqueness`` on a duplicate ``userName`` (case-insensitive);
-* a token-bucket rate limit over every SCIM request: 429 with an integer ``Retry-After``, or
-  none at all (Zoom documents none), plus configurable latency;
+* a rate limit over every SCIM request, of any shape (token bucket of any burst, GCRA, fixed
+  or sliding one-second window: :mod:`bulkprov.sim.scim.limits`), decided when the request
+  arrives, as a gateway in front of the service does: 429 with an integer ``Retry-After``, or
+  none at all (Zoom documents none), plus configurable latency (every answer, 429s included);
 * Bearer authentication with a token that can be changed (revoked) at runtime.
 
 It also counts what it saw (requests per method, POSTs per userName, 429s) so end-to-end tests
@@ -53,6 +55,7 @@ from bulkprov.sim.faults import SOAK_KINDS, FaultPlan, Faults
 from bulkprov.sim.http import SimRequest, SimResponse
 from bulkprov.sim.scim.bulk import handle_bulk, service_provider_config
 from bulkprov.sim.scim.groups import GroupStore
+from bulkprov.sim.scim.limits import SHAPES, Limiter, limiter
 from bulkprov.sim.scim.zoom import ZoomRules
 
 __all__ = ["ScimService", "scim_error"]
@@ -114,12 +117,16 @@ class ScimService:
     Args:
         token: the Bearer token every SCIM request must carry.
         base_path: where the API is mounted (Zoom: ``/scim2``).
-        rate_limit: requests per second of the token bucket (``None``: unlimited).
-        burst: bucket capacity (default: ``max(1, rate_limit)``, i.e. one second's worth).
-        retry_after: ``True`` sends an integer ``Retry-After`` (seconds until a token is
-            available, at least 1); ``False`` omits it, as Zoom documents none; a number sends
+        rate_limit: requests per second of the limiter (``None``: unlimited).
+        burst: bucket or GCRA capacity (default: ``max(1, rate_limit)``, i.e. one second's
+            worth; 1 is strict spacing).
+        retry_after: ``True`` sends an integer ``Retry-After`` (seconds until a request would
+            be admitted, at least 1); ``False`` omits it, as Zoom documents none; a number sends
             that value (fractional allowed, to keep tests fast).
-        latency_ms: awaited before each SCIM request is handled (models service time).
+        latency_ms: awaited before each SCIM request is answered (models service time; the
+            limiter has already counted the request when it arrived).
+        limiter: the limiter's shape: ``"bucket"`` (default), ``"gcra"``, ``"fixed"`` or
+            ``"sliding"`` (:mod:`bulkprov.sim.scim.limits`).
         max_page_size: cap on ``count`` in list requests (also the default page size).
         id_style: ``"zoom"`` (22 URL-safe characters, ~1 in 8 containing ``&``) or ``"uuid"``.
         id_seed: seeds id generation for reproducible ids (``None``: random).
@@ -146,6 +153,7 @@ class ScimService:
         max_page_size: int = 100,
         id_style: str = "zoom",
         *,
+        limiter: str = "bucket",
         id_seed: int | None = None,
         track_posts: bool = True,
         public_url: str | None = None,
@@ -173,12 +181,12 @@ class ScimService:
         self.token = token
         self.rate_limit: float | None = None
         self.burst = 0.0
-        self._tokens = 0.0
-        self._last = 0.0
+        self.limiter_shape = "bucket"
+        self._limiter: Limiter | None = None
         self.retry_after: bool | float = retry_after
         self.latency_ms = float(latency_ms)
         self.max_page_size = max_page_size
-        self.set_rate_limit(rate_limit, burst)
+        self.set_rate_limit(rate_limit, burst, limiter)
         # Resources are stored serialised: bytes are invisible to the cyclic GC (a million
         # stored dicts made every full collection walk them), take a third of the memory, and
         # a GET answers with the stored bytes as they are.
@@ -217,29 +225,50 @@ class ScimService:
         """Accept only ``token`` from now on (simulates a revoked or rotated token)."""
         self.token = token
 
-    def set_rate_limit(self, rate: float | None, burst: float | None = None) -> None:
-        """Change the token bucket; the bucket starts full."""
+    def set_rate_limit(
+        self, rate: float | None, burst: float | None = None, limiter_shape: str | None = None
+    ) -> None:
+        """Change the limiter (``None``: unlimited); it starts afresh (a bucket full).
+
+        ``limiter_shape``: one of :data:`bulkprov.sim.scim.limits.SHAPES` (default: keep the
+        current one, a token bucket at first).
+        """
         if rate is not None and rate <= 0:
             raise ValueError("rate_limit must be > 0 or None")
+        shape = limiter_shape or self.limiter_shape
+        if shape not in SHAPES:
+            raise ValueError(f"unknown limiter {shape!r}; expected one of {list(SHAPES)}")
+        self._limiter = limiter(shape, rate, burst, _monotonic()) if rate is not None else None
+        self.limiter_shape = shape
         self.rate_limit = rate
         self.burst = float(burst) if burst is not None else max(1.0, rate or 0.0)
-        self._tokens = self.burst
-        self._last = _monotonic()
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Runtime changes (what ``POST /_sim/config`` accepts); returns the settings.
 
-        Keys: ``rate_limit``, ``burst``, ``retry_after``, ``latency_ms``, ``token``,
-        ``max_page_size``.
+        Keys: ``rate_limit``, ``burst``, ``limiter``, ``retry_after``, ``latency_ms``,
+        ``token``, ``max_page_size``.
         """
-        allowed = {"rate_limit", "burst", "retry_after", "latency_ms", "token", "max_page_size"}
+        allowed = {
+            "rate_limit",
+            "burst",
+            "limiter",
+            "retry_after",
+            "latency_ms",
+            "token",
+            "max_page_size",
+        }
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"unknown setting(s) {sorted(unknown)}; expected {sorted(allowed)}")
-        if "rate_limit" in changes or "burst" in changes:
+        if "rate_limit" in changes or "burst" in changes or "limiter" in changes:
+            shape = changes.get("limiter")
+            if shape is not None and not isinstance(shape, str):
+                raise ValueError("limiter must be one of bucket, gcra, fixed, sliding")
             self.set_rate_limit(
                 changes.get("rate_limit", self.rate_limit),
                 changes.get("burst", None if "rate_limit" in changes else self.burst),
+                shape,
             )
         if "retry_after" in changes:
             ra = changes["retry_after"]
@@ -262,6 +291,7 @@ class ScimService:
             "base_path": self.base_path,
             "rate_limit": self.rate_limit,
             "burst": self.burst,
+            "limiter": self.limiter_shape,
             "retry_after": self.retry_after,
             "latency_ms": self.latency_ms,
             "max_page_size": self.max_page_size,
@@ -417,14 +447,18 @@ class ScimService:
     async def _handle_scim(self, req: SimRequest, rest: str) -> SimResponse:
         method = req.method
         self.requests[method] += 1
+        # Decided on arrival, as a gateway in front of the service decides: the limiter sees
+        # the spacing the client sent, not the spacing of this process's timers after the
+        # latency (uvloop's fire on 1 ms ticks, which alone would break a strict limiter).
+        refused: SimResponse | None = None
+        if req.headers.get("authorization") != self._auth_header and not self._auth_ok(req):
+            refused = scim_error(401, "Invalid access token.", None, {"WWW-Authenticate": "Bearer"})
+        elif self._limiter is not None:
+            refused = self._throttle(self._limiter.take(_monotonic()))
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
-        if req.headers.get("authorization") != self._auth_header and not self._auth_ok(req):
-            return scim_error(401, "Invalid access token.", None, {"WWW-Authenticate": "Bearer"})
-        if self.rate_limit is not None:
-            throttled = self._take_token()
-            if throttled is not None:
-                return throttled
+        if refused is not None:
+            return refused
         if rest.startswith("//"):  # Tenant URL configured with a trailing slash
             rest = "/" + rest.lstrip("/")
         zoom = self.zoom
@@ -527,22 +561,16 @@ class ScimService:
         }
         return SimResponse(200, _dumps(body), {"Content-Type": "application/json"})
 
-    def _take_token(self) -> SimResponse | None:
-        """Token bucket: refill at ``rate_limit``/s up to ``burst``; 429 when empty."""
-        rate = self.rate_limit
-        assert rate is not None
-        now = _monotonic()
-        tokens = min(self.burst, self._tokens + (now - self._last) * rate)
-        self._last = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
+    def _throttle(self, wait: float | None) -> SimResponse | None:
+        """The 429 for a request the limiter refused (``wait``: seconds until one would be
+        admitted), or ``None`` when it was admitted."""
+        if wait is None:
             return None
-        self._tokens = tokens
         self.throttled += 1
         headers: dict[str, str] = {}
         ra = self.retry_after
         if ra is True:
-            headers["Retry-After"] = str(max(1, math.ceil((1.0 - tokens) / rate)))
+            headers["Retry-After"] = str(max(1, math.ceil(wait)))
         elif ra is not False:
             headers["Retry-After"] = f"{float(ra):g}"
         return scim_error(429, _RATE_LIMIT_DETAIL, None, headers)
